@@ -1,0 +1,79 @@
+"""flowbridge: normalizing flows written once, generated into Pyro, TFP and NumPy.
+
+``import flowbridge`` loads neither torch nor tensorflow; each framework is imported
+only when a flow for it is built.
+"""
+
+from __future__ import annotations
+
+from .build import generate, module_for, to_numpy, to_pyro, to_tfp
+from .check import TOLERANCES, Report, check
+from .errors import BackendUnavailable, ParamError, SpecError
+from .layers import param_shapes
+from .params import (
+    check_params,
+    init_params,
+    load_params,
+    params_from_pyro,
+    params_from_tfp,
+    save_params,
+)
+from .spec import (
+    AdditiveCoupling,
+    AffineCoupling,
+    ClampScale,
+    Conditioner,
+    ExplicitMask,
+    ExpScale,
+    FlowSpec,
+    HalfMask,
+    ParityMask,
+    Permutation,
+    Scaling,
+    SigmoidScale,
+    SoftClampScale,
+    json_schema,
+    load_spec,
+    nice,
+    realnvp,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "BackendUnavailable",
+    "ClampScale",
+    "Conditioner",
+    "ExpScale",
+    "ExplicitMask",
+    "FlowSpec",
+    "HalfMask",
+    "ParamError",
+    "ParityMask",
+    "Permutation",
+    "Report",
+    "Scaling",
+    "SigmoidScale",
+    "SoftClampScale",
+    "SpecError",
+    "TOLERANCES",
+    "check",
+    "check_params",
+    "generate",
+    "init_params",
+    "json_schema",
+    "load_params",
+    "load_spec",
+    "module_for",
+    "nice",
+    "param_shapes",
+    "params_from_pyro",
+    "params_from_tfp",
+    "realnvp",
+    "save_params",
+    "to_numpy",
+    "to_pyro",
+    "to_tfp",
+]

@@ -1,0 +1,1 @@
+"""NumPy backend: the float64 reference."""

@@ -1,0 +1,164 @@
+"""NumPy emitter: IR ops as NumPy calls, layers as plain float64 classes (the reference)."""
+
+from __future__ import annotations
+
+from ...codegen import block, call, neutral_params_method, traced_methods
+from ...layers import Plan
+
+TITLE = "NumPy float64 reference"
+USAGE = """Use: flow = build_flow(params); flow.forward(x); flow.inverse(y);
+flow.forward_log_det_jacobian(x); flow.inverse_log_det_jacobian(y).
+Every input is converted to float64; the flow has no state besides its weights."""
+
+IMPORTS = "import numpy as np"
+
+#: IR op -> NumPy expression; ``{0}``, ``{1}`` are arguments, ``{name}`` attributes.
+OPS = {
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "neg": "-{0}",
+    "exp": "np.exp({0})",
+    "tanh": "np.tanh({0})",
+    "sigmoid": "np.exp(-np.logaddexp(0.0, -{0}))",
+    "log_sigmoid": "-np.logaddexp(0.0, -{0})",
+    "clamp_st": "{0} + (np.clip({0}, {low}, {high}) - {0})",
+    "relu": "np.maximum({0}, 0.0)",
+    "leaky_relu": "np.where({0} > 0, {0}, {negative_slope} * {0})",
+    "elu": "np.where({0} > 0, {0}, np.expm1(np.minimum({0}, 0.0)))",
+    "gelu": "_gelu({0})",
+    "linear": "np.matmul({0}, {1}) + {2}",
+    "slice_last": "{0}[..., {start}:{stop}]",
+    "take_last": "np.take({0}, {1}, axis=-1)",
+    "concat_last": "np.concatenate([{0}, {1}], axis=-1)",
+    "sum_last": "np.sum({0}, axis=-1)",
+    "sum_all": "np.sum({0})",
+    "batch_fill": "np.full({1}.shape[:-1], {0})",
+    "batch_zeros": "np.zeros({0}.shape[:-1])",
+}
+OP_IMPORTS = {"gelu": "import math"}
+OP_HELPERS = {
+    "gelu": '''_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu(x):
+    """Exact GELU, x * Phi(x), with the correctly rounded erf of the math module."""
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))''',
+}
+
+HELPERS = '''def _dense(sizes, rng):
+    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
+    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+    kernels, biases = [], []
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
+        kernels.append(rng.uniform(-bound, bound, size=(n_in, n_out)))
+        biases.append(np.zeros(n_out))
+    return kernels, biases
+
+
+def _float64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+class _Layer:
+    """The reference API shared by every layer."""
+
+    def forward(self, x):
+        return self.forward_with_log_det(_float64(x))[0]
+
+    def inverse(self, y):
+        return self.inverse_with_log_det(_float64(y))[0]
+
+    def forward_log_det_jacobian(self, x):
+        return self.forward_with_log_det(_float64(x))[1]
+
+    def inverse_log_det_jacobian(self, y):
+        return self.inverse_with_log_det(_float64(y))[1]'''
+
+_FIELD_INIT = {
+    "mlp": "self.kernels, self.biases = _dense(sizes, rng)",
+    "vector": "self.{name} = np.zeros(dim)",
+    "index": "self.{name} = np.asarray({name}, dtype=np.intp)",
+    "int": "self.{name} = {name}",
+}
+
+
+def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
+    args = ", ".join(plan.args)
+    init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
+    return "\n".join([
+        f"class {name}(_Layer):",
+        f'    """{plan.doc}\n    """',
+        "",
+        block([f"def __init__(self, *, {args}, rng=None):",
+               "    rng = rng if rng is not None else np.random.default_rng(0)",
+               *("    " + ln for ln in init)], 1),
+        "",
+        traced_methods(forward, inverse, "Generated from flowbridge.layers."),
+        "",
+        neutral_params_method(plan),
+    ])  # fmt: skip
+
+
+def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
+    layers = "\n".join(
+        "            " + call(name, args, {"rng": "rng"}, 12) + "," for name, args in calls
+    )
+    return f'''class Flow(_Layer):
+    """The layers applied first to last; log-dets add up."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    def forward_with_log_det(self, x):
+        total = np.zeros(x.shape[:-1])
+        for layer in self.layers:
+            x, log_det = layer.forward_with_log_det(x)
+            total = total + log_det
+        return x, total
+
+    def inverse_with_log_det(self, y):
+        total = np.zeros(y.shape[:-1])
+        for layer in reversed(self.layers):
+            y, log_det = layer.inverse_with_log_det(y)
+            total = total + log_det
+        return y, total
+
+
+def build_flow(params=None, seed=0):
+    """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
+    arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
+    rng = np.random.default_rng(seed)
+    flow = Flow(
+        [
+{layers}
+        ]
+    )
+    if params is not None:
+        load_neutral_params(flow, params)
+    return flow
+
+
+def neutral_params(flow):
+    """{{neutral name: array}} of a flow made by build_flow (the live arrays)."""
+    return {{
+        f"layers.{{i}}.{{name}}": value
+        for i, layer in enumerate(flow.layers)
+        for name, value in layer.neutral_params().items()
+    }}
+
+
+def load_neutral_params(flow, params):
+    """Copy ``params`` (neutral names -> arrays) into ``flow`` as float64, checking names
+    and shapes."""
+    own = neutral_params(flow)
+    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
+    if missing or extra:
+        raise KeyError(f"params do not fit the flow: missing {{missing}}, unexpected {{extra}}")
+    for name, target in own.items():
+        value = _float64(params[name])
+        if value.shape != target.shape:
+            raise ValueError(f"{{name}}: expected shape {{target.shape}}, got {{value.shape}}")
+        target[...] = value
+    return flow'''

@@ -1,0 +1,1 @@
+"""Pyro backend: ``TransformModule`` layers composed in a ``ComposeTransformModule``."""

@@ -1,0 +1,143 @@
+"""Pyro emitter: IR ops as torch calls, layers as ``TransformModule`` subclasses."""
+
+from __future__ import annotations
+
+from ...codegen import block, call, neutral_params_method, traced_methods
+from ...layers import Plan
+
+TITLE = "Pyro TransformModules"
+USAGE = """Use: flow = build_flow(params); flow(x); flow.inv(y); flow.log_abs_det_jacobian(x, y).
+The flow is a pyro ComposeTransformModule: pass it to dist.TransformedDistribution or
+AutoNormalizingFlow, register it with pyro.module, move it with .to(device, dtype)."""
+
+IMPORTS = """import torch
+from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
+from torch.distributions import constraints"""
+
+#: IR op -> torch expression; ``{0}``, ``{1}`` are arguments, ``{name}`` attributes.
+OPS = {
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "neg": "-{0}",
+    "exp": "torch.exp({0})",
+    "tanh": "torch.tanh({0})",
+    "sigmoid": "torch.sigmoid({0})",
+    "log_sigmoid": "torch.nn.functional.logsigmoid({0})",
+    "clamp_st": "{0} + ({0}.clamp({low}, {high}) - {0}).detach()",
+    "relu": "torch.relu({0})",
+    "leaky_relu": "torch.nn.functional.leaky_relu({0}, {negative_slope})",
+    "elu": "torch.nn.functional.elu({0})",
+    "gelu": "torch.nn.functional.gelu({0})",
+    "linear": "torch.matmul({0}, {1}) + {2}",
+    "slice_last": "{0}[..., {start}:{stop}]",
+    "take_last": "{0}.index_select(-1, {1})",
+    "concat_last": "torch.cat([{0}, {1}], dim=-1)",
+    "sum_last": "{0}.sum(-1)",
+    "sum_all": "{0}.sum()",
+    "batch_fill": "{0}.expand({1}.shape[:-1])",
+    "batch_zeros": "{0}.new_zeros({0}.shape[:-1])",
+}
+OP_IMPORTS: dict[str, str] = {}
+OP_HELPERS: dict[str, str] = {}
+
+HELPERS = '''def _dense(sizes):
+    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
+    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+    kernels, biases = [], []
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
+        kernels.append(torch.nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound)))
+        biases.append(torch.nn.Parameter(torch.zeros(n_out)))
+    return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
+
+
+class _Layer(TransformModule):
+    """Pyro plumbing shared by every layer: cache-aware log-det, real-vector domain."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self):
+        super().__init__(cache_size=1)
+        self._cached_log_det = None
+
+    def _call(self, x):
+        y, log_det = self.forward_with_log_det(x)
+        self._cached_log_det = (x, y, log_det)
+        return y
+
+    def _inverse(self, y):
+        x, log_det = self.inverse_with_log_det(y)
+        self._cached_log_det = (x, y, -log_det)
+        return x
+
+    def log_abs_det_jacobian(self, x, y):
+        cached = self._cached_log_det
+        if cached is not None and cached[0] is x and cached[1] is y:
+            return cached[2]
+        return self.forward_with_log_det(x)[1]'''
+
+_FIELD_INIT = {
+    "mlp": "self.kernels, self.biases = _dense(sizes)",
+    "vector": "self.{name} = torch.nn.Parameter(torch.zeros(dim))",
+    "index": 'self.register_buffer("{name}", torch.tensor({name}, dtype=torch.long))',
+    "int": "self.{name} = {name}",
+}
+
+
+def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
+    args = ", ".join(plan.args)
+    init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
+    return "\n".join([
+        f"class {name}(_Layer):",
+        f'    """{plan.doc}\n    """',
+        "",
+        block([f"def __init__(self, *, {args}):", "    super().__init__()",
+               *("    " + ln for ln in init)], 1),
+        "",
+        traced_methods(forward, inverse, "Generated from flowbridge.layers."),
+        "",
+        neutral_params_method(plan),
+    ])  # fmt: skip
+
+
+def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
+    layers = "\n".join("            " + call(name, args, {}, 12) + "," for name, args in calls)
+    return f'''def build_flow(params=None):
+    """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
+    names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
+    flow = ComposeTransformModule(
+        [
+{layers}
+        ]
+    )
+    if params is not None:
+        load_neutral_params(flow, params)
+    return flow
+
+
+def neutral_params(flow):
+    """{{neutral name: parameter}} of a flow made by build_flow (live tensors)."""
+    return {{
+        f"layers.{{i}}.{{name}}": value
+        for i, layer in enumerate(flow)
+        for name, value in layer.neutral_params().items()
+    }}
+
+
+def load_neutral_params(flow, params):
+    """Copy ``params`` (neutral names -> arrays) into ``flow``, checking names and shapes."""
+    own = neutral_params(flow)
+    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
+    if missing or extra:
+        raise KeyError(f"params do not fit the flow: missing {{missing}}, unexpected {{extra}}")
+    with torch.no_grad():
+        for name, target in own.items():
+            value = torch.as_tensor(params[name]).to(dtype=target.dtype, device=target.device)
+            if tuple(value.shape) != tuple(target.shape):
+                got, want = tuple(value.shape), tuple(target.shape)
+                raise ValueError(f"{{name}}: expected shape {{want}}, got {{got}}")
+            target.copy_(value)
+    return flow'''

@@ -1,0 +1,89 @@
+"""Drive a generated Pyro flow from flowbridge: devices, fresh tensors, autodiff Jacobians.
+
+Every call makes new tensors, so Pyro's identity-keyed caches never answer for the math.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...build import to_pyro
+
+
+def devices() -> list[str]:
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def unavailable_devices() -> dict[str, str]:
+    """Devices that are skipped, with the reason."""
+    import torch
+
+    return {} if torch.cuda.is_available() else {"cuda": "torch sees no CUDA device"}
+
+
+def precise() -> None:
+    """TF32 off, so float32 matmuls on Ampere+ GPUs are true float32."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def build(spec, params, dtype: str, device: str):
+    precise()
+    return to_pyro(spec, params, dtype=dtype, device=device)
+
+
+def _tensor(flow, a: np.ndarray):
+    import torch
+
+    p = next(iter(flow.parameters()), None)
+    dtype = p.dtype if p is not None else torch.get_default_dtype()
+    device = p.device if p is not None else "cpu"
+    return torch.tensor(np.array(a), dtype=dtype, device=device)
+
+
+def _numpy(t) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def forward(flow, x: np.ndarray):
+    """(y, log|det J|) through the public API: ``flow(x)`` and ``log_abs_det_jacobian``."""
+    import torch
+
+    with torch.no_grad():
+        xt = _tensor(flow, x)
+        yt = flow(xt)
+        return _numpy(yt), _numpy(flow.log_abs_det_jacobian(xt, yt))
+
+
+def inverse(flow, y: np.ndarray):
+    """(x, log|det dx/dy|) through ``flow.inv`` on a fresh tensor."""
+    import torch
+
+    with torch.no_grad():
+        yt = _tensor(flow, y)
+        xt = flow.inv(yt)
+        return _numpy(xt), -_numpy(flow.log_abs_det_jacobian(xt, yt))
+
+
+def round_trip(flow, x: np.ndarray) -> np.ndarray:
+    """inverse(forward(x)), the intermediate cloned so no cache is hit."""
+    import torch
+
+    with torch.no_grad():
+        y = flow(_tensor(flow, x)).clone()
+        return _numpy(flow.inv(y))
+
+
+def jacobian_log_det(flow, x: np.ndarray) -> np.ndarray:
+    """log|det| of the autodiff Jacobian of ``flow`` at each row of ``x`` (n, D)."""
+    import torch
+
+    out = []
+    for row in x:
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v), _tensor(flow, row))
+        out.append(torch.linalg.slogdet(jac.double().cpu())[1].item())
+    return np.array(out)

@@ -1,0 +1,1 @@
+"""TFP backend: ``Bijector`` layers composed in a ``Chain``."""

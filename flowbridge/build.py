@@ -1,0 +1,97 @@
+"""Build flows in-process from the same generated code that ``flowbridge generate`` writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import types
+from typing import Any
+
+from . import codegen
+from .errors import BackendUnavailable
+from .params import check_params
+from .spec import FlowSpec
+
+#: backend -> (modules it needs, the extra that installs them)
+REQUIREMENTS = {
+    "pyro": (("torch", "pyro"), "pyro"),
+    "tfp": (("tensorflow", "tensorflow_probability"), "tfp"),
+    "numpy": (("numpy",), None),
+}
+
+
+def available(backend: str) -> bool:
+    """Whether ``backend``'s frameworks are installed (imports nothing)."""
+    return all(importlib.util.find_spec(m) is not None for m in REQUIREMENTS[backend][0])
+
+
+def require(backend: str) -> None:
+    if backend not in REQUIREMENTS:
+        raise ValueError(f"backend: expected one of {', '.join(REQUIREMENTS)}, got {backend!r}")
+    modules, extra = REQUIREMENTS[backend]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BackendUnavailable(
+            f"the {backend} backend needs {', '.join(missing)}: "
+            f"pip install 'flowbridge[{extra}]'"
+        )
+    if backend == "tfp":
+        from .backends.tfp.runtime import quiet_tensorflow
+
+        quiet_tensorflow()
+
+
+def _spec(spec: Any) -> FlowSpec:
+    if isinstance(spec, FlowSpec):
+        return spec
+    if isinstance(spec, dict):
+        return FlowSpec.from_dict(spec)
+    raise TypeError(f"spec: expected a FlowSpec or a dict, got {type(spec).__name__}")
+
+
+def generate(spec: FlowSpec | dict, backend: str) -> str:
+    """The standalone module source for ``spec`` and ``backend`` (pyro, tfp, numpy)."""
+    return codegen.generate(_spec(spec), backend)
+
+
+def module_for(spec: FlowSpec | dict, backend: str) -> types.ModuleType:
+    """The generated module for ``spec``, executed in this process (cached per spec)."""
+    spec = _spec(spec)
+    require(backend)
+    return codegen.load(codegen.generate(spec, backend), backend, spec.hash)
+
+
+def to_pyro(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = None, device: Any = None):
+    """The flow as a Pyro ``ComposeTransformModule`` of generated ``TransformModule``s.
+
+    ``params``: neutral parameters (:func:`flowbridge.init_params`); ``None`` keeps the
+    generated module's own identity-at-init weights. ``dtype`` (default: torch's default
+    dtype) and ``device`` are applied before the parameters are copied in, so float64
+    parameters stay exact in a float64 flow. Move it later with ``.to(device, dtype)``.
+    """
+    spec = _spec(spec)
+    checked = check_params(spec, params) if params is not None else None
+    module = module_for(spec, "pyro")
+    import torch
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    flow = module.build_flow().to(device=device, dtype=dtype or torch.get_default_dtype())
+    return module.load_neutral_params(flow, checked) if checked is not None else flow
+
+
+def to_tfp(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = "float32"):
+    """The flow as a TFP ``Chain`` of generated ``Bijector``s (``dtype`` float32/float64)."""
+    spec = _spec(spec)
+    if str(dtype) not in ("float32", "float64", "<dtype: 'float32'>", "<dtype: 'float64'>"):
+        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    checked = check_params(spec, params) if params is not None else None
+    module = module_for(spec, "tfp")
+    import tensorflow as tf
+
+    return module.build_flow(checked, dtype=tf.as_dtype(dtype))
+
+
+def to_numpy(spec: FlowSpec | dict, params: Any = None):
+    """The float64 NumPy reference flow."""
+    spec = _spec(spec)
+    checked = check_params(spec, params) if params is not None else None
+    return module_for(spec, "numpy").build_flow(checked)

@@ -1,0 +1,253 @@
+"""Cross-backend conformance: every backend against the float64 NumPy reference.
+
+Each row (backend x dtype x device) is built from the *same* random, non-identity
+parameters and fed fresh inputs, so neither framework's cache answers. Figures:
+
+- ``forward``, ``inverse``, ``round_trip``: relative max-norm error,
+  ``max|a - ref| / max|ref|`` (round trip: ``inverse(forward(x))`` against ``x``);
+- ``fldj``, ``ildj``: log-det error ``max(|a - ref| / (1 + |ref|))``;
+- ``jacobian``: the same log-det error of the row's own forward log-det against
+  ``log|det J|`` of its autodiff Jacobian (finite differences for NumPy).
+
+A figure passes when it is at most :data:`TOLERANCES` for its dtype.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+from .build import available, require
+from .params import check_params, init_params
+from .spec import FlowSpec
+
+#: The tolerances, stated once. ``finite_difference`` bounds the NumPy reference's
+#: log-det against its central-difference Jacobian (step 1e-6).
+TOLERANCES = {"float64": 1e-10, "float32": 1e-4, "finite_difference": 1e-6}
+METRICS = ("forward", "inverse", "fldj", "ildj", "round_trip", "jacobian")
+BACKENDS = ("numpy", "pyro", "tfp")
+DTYPES = ("float32", "float64")
+
+
+def runtime(backend: str):
+    require(backend)
+    return importlib.import_module(f"flowbridge.backends.{backend}.runtime")
+
+
+@dataclass
+class Row:
+    backend: str
+    dtype: str
+    device: str
+    errors: dict[str, float]
+    source: str = "here"  # "here" or "bundle" (recorded on another machine)
+
+    @property
+    def tolerance(self) -> float:
+        return TOLERANCES[self.dtype]
+
+    def tolerance_for(self, metric: str) -> float:
+        if self.backend == "numpy" and metric == "jacobian":
+            return TOLERANCES["finite_difference"]
+        return self.tolerance
+
+    @property
+    def ok(self) -> bool:
+        return all(v <= self.tolerance_for(k) for k, v in self.errors.items())
+
+
+@dataclass
+class Report:
+    spec: FlowSpec
+    rows: list[Row]
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (backend, device, why)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.rows) and all(r.ok for r in self.rows)
+
+    def worst(self) -> dict[tuple[str, str], float]:
+        """Worst figure per (backend, dtype), as a fraction of its tolerance's scale."""
+        out: dict[tuple[str, str], float] = {}
+        for r in self.rows:
+            key = (r.backend, r.dtype)
+            out[key] = max(out.get(key, 0.0), max(r.errors.values()))
+        return out
+
+    def table(self) -> str:
+        head = ["backend", "dtype", "device", *METRICS, "tol", "ok"]
+        body = [
+            [r.backend + (" (bundle)" if r.source == "bundle" else ""), r.dtype, r.device,
+             *(f"{r.errors[m]:.1e}" for m in METRICS), f"{r.tolerance:.0e}",
+             "yes" if r.ok else "NO"]
+            for r in self.rows
+        ]  # fmt: skip
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+        lines = [f"spec {self.spec.name!r} sha256:{self.spec.hash[:16]}  event shape "
+                 f"{tuple(self.spec.event_shape)}  {len(self.spec.layers)} layers"]  # fmt: skip
+        for row in [head, [""] * len(head), *body]:
+            if not any(row):
+                lines.append("  ".join("-" * w for w in widths))
+            else:
+                lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+        for backend, device, why in self.skipped:
+            lines.append(f"skipped {backend} on {device}: {why}")
+        lines.append("PASS" if self.ok else "FAIL: a figure is over its tolerance")
+        return "\n".join(lines)
+
+
+def _rel(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(a - ref)) / max(np.max(np.abs(ref)), 1e-300))
+
+
+def _ld(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(a - ref) / (1.0 + np.abs(ref))))
+
+
+def reference(spec: FlowSpec, params: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The float64 reference outputs for ``x``."""
+    rt = runtime("numpy")
+    flow = rt.build(spec, params, "float64", "cpu")
+    y, fldj = rt.forward(flow, x)
+    x_back, ildj = rt.inverse(flow, y)
+    return {"x": x, "y": y, "fldj": fldj, "ildj": ildj}
+
+
+def measure(backend: str, dtype: str, device: str, spec, params, ref, jac_rows: int):
+    """One row, and the raw outputs: build ``backend`` and compare it with ``ref``."""
+    rt = runtime(backend)
+    flow = rt.build(spec, params, dtype, device)
+    x, y = ref["x"], ref["y"]
+    y_out, fldj = rt.forward(flow, x)
+    x_out, ildj = rt.inverse(flow, y)
+    rt_out = rt.round_trip(flow, x)
+    jac = rt.jacobian_log_det(flow, x[:jac_rows])
+    errors = {
+        "forward": _rel(y_out, y),
+        "inverse": _rel(x_out, x),
+        "fldj": _ld(fldj, ref["fldj"]),
+        "ildj": _ld(ildj, ref["ildj"]),
+        "round_trip": _rel(rt_out, x),
+        "jacobian": _ld(fldj[:jac_rows], jac),
+    }
+    return Row(backend, dtype, device, errors), {
+        "y": y_out, "x": x_out, "fldj": fldj, "ildj": ildj, "round_trip": rt_out,
+        "jacobian": jac,
+    }  # fmt: skip
+
+
+def check(
+    spec: FlowSpec,
+    *,
+    params: dict | None = None,
+    backends: tuple[str, ...] | None = None,
+    dtypes: tuple[str, ...] = DTYPES,
+    devices: tuple[str, ...] | None = None,
+    batch: int = 64,
+    jacobian_rows: int = 8,
+    seed: int = 0,
+    bundle: str | Path | None = None,
+    save_bundle: str | Path | None = None,
+) -> Report:
+    """Run the conformance check and return a :class:`Report` (``report.ok``).
+
+    ``params`` default to ``init_params(spec, seed, init="random")``; ``backends`` to
+    every installed one; ``devices`` to every device each backend sees. ``bundle``
+    loads spec, params, inputs and reference outputs saved by ``save_bundle`` on
+    another machine, and lists that machine's rows next to this one's.
+    """
+    recorded: list[Row] = []
+    if bundle is not None:
+        spec, params, ref, recorded = load_bundle(bundle)
+    else:
+        params = check_params(spec, params) if params is not None else init_params(
+            spec, seed, init="random"
+        )  # fmt: skip
+        x = np.random.default_rng(seed + 1).standard_normal((batch, spec.dim))
+        ref = reference(spec, params, x)
+    chosen = backends or tuple(b for b in BACKENDS if available(b))
+    report = Report(spec, [])
+    outputs = {}
+    for backend in chosen:
+        rt = runtime(backend)
+        skipped = rt.unavailable_devices()
+        for device in devices or ("cpu", "cuda"):
+            if device in skipped:
+                report.skipped.append((backend, device, skipped[device]))
+                continue
+            if device not in rt.devices():
+                continue
+            for dtype in ("float64",) if backend == "numpy" else dtypes:
+                row, out = measure(backend, dtype, device, spec, params, ref, jacobian_rows)
+                report.rows.append(row)
+                outputs[(backend, dtype, device)] = out
+    for row in recorded:
+        report.rows.append(row)
+    if save_bundle is not None:
+        write_bundle(save_bundle, spec, params, ref, outputs)
+    return report
+
+
+# ------------------------------------------------------------------------ bundles
+def write_bundle(path, spec: FlowSpec, params: dict, ref: dict, outputs: dict) -> None:
+    """One safetensors file: spec (metadata), params, inputs, reference and every
+    backend's outputs from this machine, so another machine can be compared with it."""
+    from safetensors.numpy import save_file
+
+    tensors = {f"params/{k}": np.ascontiguousarray(v) for k, v in params.items()}
+    tensors.update({f"reference/{k}": np.ascontiguousarray(v) for k, v in ref.items()})
+    for (backend, dtype, device), out in outputs.items():
+        for k, v in out.items():
+            tensors[f"result/{backend}/{dtype}/{device}/{k}"] = np.ascontiguousarray(v)
+    meta = {"flowbridge_bundle": "1", "spec": spec.to_json(indent=None)}
+    save_file(tensors, str(path), meta)
+
+
+def load_bundle(path) -> tuple[FlowSpec, dict, dict, list[Row]]:
+    """(spec, params, reference, rows recorded on the saving machine)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+        if meta.get("flowbridge_bundle") != "1":
+            raise ValueError(f"bundle {str(path)!r}: not a flowbridge bundle")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    spec = FlowSpec.from_json(meta["spec"])
+    params = check_params(spec, {k[7:]: v for k, v in tensors.items() if k.startswith("params/")})
+    ref = {k[10:]: v for k, v in tensors.items() if k.startswith("reference/")}
+    rows = []
+    results: dict[tuple, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("result/"):
+            _, backend, dtype, device, name = k.split("/")
+            results.setdefault((backend, dtype, device), {})[name] = v
+    for (backend, dtype, device), out in sorted(results.items()):
+        errors = {
+            "forward": _rel(out["y"], ref["y"]),
+            "inverse": _rel(out["x"], ref["x"]),
+            "fldj": _ld(out["fldj"], ref["fldj"]),
+            "ildj": _ld(out["ildj"], ref["ildj"]),
+            "round_trip": _rel(out["round_trip"], ref["x"]),
+            "jacobian": _ld(out["fldj"][: len(out["jacobian"])], out["jacobian"]),
+        }
+        rows.append(Row(backend, dtype, device, errors, source="bundle"))
+    return spec, params, ref, rows
+
+
+def summary_json(report: Report) -> str:
+    return json.dumps(
+        {
+            "spec_hash": report.spec.hash,
+            "ok": report.ok,
+            "rows": [
+                {"backend": r.backend, "dtype": r.dtype, "device": r.device,
+                 "source": r.source, "ok": r.ok, **r.errors}
+                for r in report.rows
+            ],  # fmt: skip
+        },
+        indent=2,
+    )
+

@@ -1,0 +1,279 @@
+"""Turn a spec into one standalone Python module per backend.
+
+The parts of a generated module:
+
+1. a header with the spec hash and a do-not-edit note;
+2. the framework imports (nothing else: the module never imports flowbridge);
+3. ``SPEC_HASH``, ``SPEC_JSON``, ``EVENT_SHAPE`` and ``PARAM_SHAPES`` constants;
+4. backend helpers (weight init, parameter loading) from the backend's template;
+5. one class per distinct static layer configuration, whose ``forward_with_log_det``
+   and ``inverse_with_log_det`` bodies are *printed from traces* of the neutral
+   definitions in :mod:`flowbridge.layers`, one line per IR node;
+6. ``build_flow``, ``neutral_params`` and ``load_neutral_params``.
+
+Output is deterministic: the same spec gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import linecache
+import sys
+import types
+from typing import Any
+
+from . import ir
+from .layers import Plan, View, plan_flow
+from .spec import FlowSpec
+
+BACKENDS = ("pyro", "tfp", "numpy")
+WIDTH = 99  # the generated code's line length
+
+
+def backend_module(backend: str):
+    """The emitter tables of one backend (``flowbridge.backends.<name>.emit``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    return importlib.import_module(f"flowbridge.backends.{backend}.emit")
+
+
+# --------------------------------------------------------------------- formatting
+def literal(value: Any, indent: int = 0, used: int = 0, width: int = WIDTH) -> str:
+    """A Python literal for ints, floats, strings, lists, tuples and dicts, wrapped so
+    no line passes ``width`` (long lists break after commas, continued one level in).
+    ``indent`` is the line's indentation, ``used`` what precedes the literal on it."""
+    flat = _flat(value)
+    if indent + used + len(flat) + 1 <= width or not isinstance(value, (list, tuple, dict)):
+        return flat
+    pad = " " * (indent + 4)
+    if isinstance(value, dict):
+        items = [f"{_flat(k)}: {literal(v, indent + 4, len(_flat(k)) + 2)}" for k, v in value.items()]
+        return "{\n" + "".join(f"{pad}{item},\n" for item in items) + " " * indent + "}"
+    open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
+    lines, line = [], ""
+    for item in (_flat(v) for v in value):
+        candidate = f"{line} {item}," if line else f"{item},"
+        if len(pad) + len(candidate) > width and line:
+            lines.append(line)
+            candidate = f"{item},"
+        line = candidate
+    lines.append(line)
+    return open_ + "\n" + "".join(f"{pad}{ln}\n" for ln in lines) + " " * indent + close
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_flat(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        inner = ", ".join(_flat(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flat(k)}: {_flat(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as a literal")
+
+
+# ---------------------------------------------------------------- trace -> source
+def emit_body(outputs: list[tuple[ir.Value, str]], reserved: set[str], table: dict) -> list[str]:
+    """Lines computing ``outputs`` (value, final name) with one assignment per node."""
+    for value, name in outputs:
+        value.node.hint = name
+    names: dict[int, str] = {}
+    used = set(reserved)
+    counts: dict[str, int] = {}
+    lines = []
+
+    def render(arg: Any) -> str:
+        if isinstance(arg, ir.Value):
+            node = arg.node
+            return node.attrs["expr"] if node.op == "source" else names[id(node)]
+        if arg is None:
+            return ""
+        return repr(arg)
+
+    final = {id(v.node): n for v, n in outputs}
+    for node in ir.topo_order([v for v, _ in outputs]):
+        if node.op == "source":
+            continue
+        if id(node) in final:
+            name = final[id(node)]
+        else:
+            base = node.hint or "t"
+            counts[base] = counts.get(base, -1) + 1
+            name = base if counts[base] == 0 and base not in used else f"{base}_{counts[base]}"
+            while name in used:
+                counts[base] += 1
+                name = f"{base}_{counts[base]}"
+        used.add(name)
+        names[id(node)] = name
+        args = [render(a) for a in node.args]
+        attrs = {k: render(v) for k, v in node.attrs.items()}
+        lines.append(f"{name} = {table[node.op].format(*args, **attrs)}")
+    return lines
+
+
+def trace(plan: Plan, direction: str) -> tuple[list[str], set[str]]:
+    """Body lines of ``forward_with_log_det`` (direction ``forward``) or
+    ``inverse_with_log_det``, and the IR ops they use."""
+    arg, out = ("x", "y") if direction == "forward" else ("y", "x")
+    fn = plan.forward if direction == "forward" else plan.inverse
+    result, log_det = fn(View(), ir.source(arg))
+    used_ops = {n.op for n in ir.topo_order([result, log_det])}
+    return [(result, out), (log_det, "log_det")], used_ops
+
+
+# ------------------------------------------------------------------ whole modules
+def class_names(plans: list[Plan]) -> list[str]:
+    """One class per distinct ``plan.key``; the paper name, numbered when a name has
+    several configurations (``AffineCoupling``, ``AffineCoupling2``, ...)."""
+    keys: dict[str, list[tuple]] = {}
+    for plan in plans:
+        seen = keys.setdefault(plan.class_name, [])
+        if plan.key not in seen:
+            seen.append(plan.key)
+    out = []
+    for plan in plans:
+        index = keys[plan.class_name].index(plan.key)
+        out.append(plan.class_name + (str(index + 1) if index else ""))
+    return out
+
+
+def generate(spec: FlowSpec, backend: str) -> str:
+    """The standalone source of ``spec`` for ``backend`` (``pyro``, ``tfp``, ``numpy``)."""
+    em = backend_module(backend)
+    plans = plan_flow(spec)
+    names = class_names(plans)
+    classes, used_ops = [], set()
+    done = set()
+    for plan, name in zip(plans, names):
+        if name in done:
+            continue
+        done.add(name)
+        bodies = {}
+        for direction in ("forward", "inverse"):
+            outputs, ops_here = trace(plan, direction)
+            used_ops |= ops_here
+            bodies[direction] = emit_body(outputs, {"self", "x", "y"}, em.OPS)
+        classes.append(em.layer_class(name, plan, bodies["forward"], bodies["inverse"]))
+
+    spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    shapes = {f"layers.{i}.{k}": s for i, p in enumerate(plans) for k, s in p.params.items()}
+    calls = list(zip(names, (plan.args for plan in plans)))
+    helpers = [em.OP_HELPERS[op] for op in sorted(used_ops) if op in em.OP_HELPERS]
+    stdlib = sorted({em.OP_IMPORTS[op] for op in used_ops if op in em.OP_IMPORTS})
+    imports = "\n".join(stdlib) + "\n\n" + em.IMPORTS if stdlib else em.IMPORTS
+    parts = [
+        _header(spec, backend, em),
+        imports,
+        "\n".join([
+            f"SPEC_HASH = {spec.hash!r}",
+            f"SPEC_JSON = {_wrapped_string(spec_json)}",
+            f"EVENT_SHAPE = {literal(tuple(spec.event_shape))}",
+            f"PARAM_SHAPES = {literal(shapes, 0, 15)}",
+        ]),  # fmt: skip
+        *helpers,
+        em.HELPERS,
+        *classes,
+        em.flow_code(spec, calls),
+    ]
+    return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+
+
+def call(name: str, args: dict, raw: dict[str, str], indent: int) -> str:
+    """``name(k=v, ...)`` on one line when it fits, else one argument per line.
+    ``args`` values are literals; ``raw`` values are expressions written as they are."""
+    items = [f"{k}={_flat(v)}" for k, v in args.items()] + [f"{k}={v}" for k, v in raw.items()]
+    flat = f"{name}({', '.join(items)})"
+    if indent + len(flat) + 1 <= WIDTH:
+        return flat
+    pad = " " * (indent + 4)
+    lines = [f"{pad}{k}={literal(v, indent + 4, len(k) + 1)}," for k, v in args.items()]
+    lines += [f"{pad}{k}={v}," for k, v in raw.items()]
+    return f"{name}(\n" + "\n".join(lines) + "\n" + " " * indent + ")"
+
+
+def _wrapped_string(text: str) -> str:
+    if len(text) + 12 <= WIDTH:
+        return repr(text)
+    chunks = [text[i : i + 80] for i in range(0, len(text), 80)]
+    return "(\n" + "".join(f"    {c!r}\n" for c in chunks) + ")"
+
+
+def _header(spec: FlowSpec, backend: str, em) -> str:
+    layer_types = ", ".join(dict.fromkeys(type(layer).__name__ for layer in spec.layers))
+    return (
+        f"# Generated by flowbridge from spec sha256:{spec.hash}\n"
+        f"# DO NOT EDIT. Regenerate with: flowbridge generate SPEC --backend {backend}\n"
+        f'"""{em.TITLE} for the flow {spec.name!r}: {len(spec.layers)} layers '
+        f"({layer_types}) on events of shape {tuple(spec.event_shape)}.\n\n"
+        f"{em.USAGE}\n"
+        'Shapes: inputs are (*batch, D); log-dets are (*batch,).\n"""'
+    )
+
+
+def load(code: str, backend: str, spec_hash: str) -> types.ModuleType:
+    """Execute generated code as a module registered in ``sys.modules`` (so pickling,
+    ``torch.compile`` and tracebacks see real source lines)."""
+    name = f"flowbridge_generated.{backend}_{spec_hash[:16]}"
+    if name in sys.modules and sys.modules[name].SPEC_HASH == spec_hash:
+        return sys.modules[name]
+    filename = f"<flowbridge generated {backend} {spec_hash[:16]}>"
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    sys.modules.setdefault("flowbridge_generated", types.ModuleType("flowbridge_generated"))
+    exec(compile(code, filename, "exec"), module.__dict__)
+    sys.modules[name] = module
+    return module
+
+
+# ------------------------------------------------------- pieces shared by templates
+def block(lines: list[str], level: int) -> str:
+    """``lines`` indented by ``level`` levels of four spaces."""
+    pad = "    " * level
+    return "\n".join(pad + line if line else "" for line in lines)
+
+
+def neutral_params_method(plan: Plan) -> str:
+    """The ``neutral_params`` method: the same text in every backend."""
+    lines = ["def neutral_params(self):", '    """This layer\'s weights under their neutral names."""']
+    kinds = {f.kind: f for f in plan.fields}
+    if "mlp" not in kinds and "vector" not in kinds:
+        return block(lines + ["    return {}"], 1)
+    lines.append("    params = {}")
+    if "mlp" in kinds:
+        lines += [
+            "    for j, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):",
+            '        params[f"conditioner.{j}.kernel"] = kernel',
+            '        params[f"conditioner.{j}.bias"] = bias',
+        ]
+    if "vector" in kinds:
+        lines.append(f'    params["{kinds["vector"].name}"] = self.{kinds["vector"].name}')
+    return block(lines + ["    return params"], 1)
+
+
+def constructor_args(plan: Plan) -> list[str]:
+    """Keyword-only constructor arguments, in ``plan.args`` order."""
+    return list(plan.args)
+
+
+def traced_methods(forward: list[str], inverse: list[str], note: str) -> str:
+    """``forward_with_log_det`` and ``inverse_with_log_det`` with traced bodies."""
+    return block(
+        [
+            "def forward_with_log_det(self, x):",
+            f'    """(y, log|det dy/dx|) for x of shape (*batch, D). {note}"""',
+            *("    " + ln for ln in forward),
+            "    return y, log_det",
+            "",
+            "def inverse_with_log_det(self, y):",
+            f'    """(x, log|det dx/dy|) for y of shape (*batch, D). {note}"""',
+            *("    " + ln for ln in inverse),
+            "    return x, log_det",
+        ],
+        1,
+    )
