@@ -32,17 +32,18 @@ def precise() -> None:
 
 
 def build(spec, params, dtype: str, device: str):
+    import torch
+
     precise()
-    return to_pyro(spec, params, dtype=dtype, device=device)
+    flow = to_pyro(spec, params, dtype=dtype, device=device)
+    flow._flowbridge_tensor = {"dtype": getattr(torch, dtype), "device": device}
+    return flow
 
 
 def _tensor(flow, a: np.ndarray):
     import torch
 
-    p = next(iter(flow.parameters()), None)
-    dtype = p.dtype if p is not None else torch.get_default_dtype()
-    device = p.device if p is not None else "cpu"
-    return torch.tensor(np.array(a), dtype=dtype, device=device)
+    return torch.tensor(np.array(a), **flow._flowbridge_tensor)
 
 
 def _numpy(t) -> np.ndarray:

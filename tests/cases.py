@@ -1,0 +1,47 @@
+"""The registry of test flows: factories (not instances), so every test gets fresh state.
+
+Every layer type, mask kind, scale map, activation and permutation kind appears in at
+least one case; ``test_registry`` asserts it, so nothing is silently left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import flowbridge as fb
+from flowbridge import spec as S
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "specs"
+
+
+def _one(layer, dim: int, name: str):
+    return lambda: fb.FlowSpec(name=name, event_shape=(dim,), layers=[layer])
+
+
+CASES = {
+    # one layer per case, so a failure names the layer type
+    "additive_half_d4": _one(S.AdditiveCoupling(), 4, "additive"),
+    "additive_parity_d5_tanh": _one(
+        S.AdditiveCoupling(mask=S.ParityMask(parity="odd"),
+                           conditioner=S.Conditioner(hidden=(8,), activation="tanh")), 5, "a"),
+    "affine_exp_d3": _one(S.AffineCoupling(conditioner=S.Conditioner(hidden=(8, 8))), 3, "b"),
+    "affine_clamp_d5_last": _one(
+        S.AffineCoupling(mask=S.HalfMask(part="last"), scale=S.ClampScale(low=-0.1, high=0.2),
+                         conditioner=S.Conditioner(hidden=(8,), activation="elu")), 5, "c"),
+    "affine_soft_clamp_d6_ceil": _one(
+        S.AffineCoupling(mask=S.HalfMask(rounding="ceil"), scale=S.SoftClampScale(bound=0.5),
+                         conditioner=S.Conditioner(activation="gelu")), 6, "d"),
+    "affine_sigmoid_d7_explicit": _one(
+        S.AffineCoupling(mask=S.ExplicitMask(values=(True, False, True, True, False, False, True)),
+                         scale=S.SigmoidScale(offset=1.0),
+                         conditioner=S.Conditioner(hidden=(), activation="leaky_relu")), 7, "e"),
+    "scaling_d3": _one(S.Scaling(), 3, "f"),
+    "permutation_reverse_d4": _one(S.Permutation(kind="reverse"), 4, "g"),
+    "permutation_random_d6": _one(S.Permutation(kind="random", seed=3), 6, "h"),
+    "permutation_explicit_d3": _one(S.Permutation(kind="explicit", indices=(2, 0, 1)), 3, "i"),
+    # presets
+    "nice_preset_d5": lambda: fb.nice(5, hidden=(16, 16)),
+    "realnvp_preset_d4_perm": lambda: fb.realnvp(4, hidden=(16,), permutation="random"),
+    # shipped example specs
+    **{f"example_{p.stem}": (lambda p=p: fb.load_spec(p)) for p in sorted(EXAMPLES.iterdir())},
+}
