@@ -77,15 +77,15 @@ def _mlp(p: View, h: Value, cond: S.Conditioner) -> Value:
     return h
 
 
-def _split(p: View, x: Value, mode: str) -> tuple[Value, Value]:
-    """``(passed, transformed)`` parts of ``x``."""
+def _split(p: View, x: Value, mode: str, var: str = "x") -> tuple[Value, Value]:
+    """``(passed, transformed)`` parts of ``x``, named ``{var}_a`` and ``{var}_b``."""
     if mode == "first":
         a, b = ops.slice_last(x, start=None, stop=p.split), ops.slice_last(x, start=p.split, stop=None)
     elif mode == "last":
         b, a = ops.slice_last(x, start=None, stop=p.split), ops.slice_last(x, start=p.split, stop=None)
     else:
         a, b = ops.take_last(x, p.pass_idx), ops.take_last(x, p.trans_idx)
-    return ops.name(a, "x_a"), ops.name(b, "x_b")
+    return ops.name(a, f"{var}_a"), ops.name(b, f"{var}_b")
 
 
 def _merge(p: View, a: Value, b: Value, mode: str) -> Value:
@@ -166,7 +166,7 @@ def plan_additive(layer: S.AdditiveCoupling, dim: int) -> Plan:
         return _merge(p, x_a, y_b, mode), ops.batch_zeros(x)
 
     def inverse(p: View, y: Value):
-        y_a, y_b = _split(p, y, mode)
+        y_a, y_b = _split(p, y, mode, "y")
         x_b = ops.name(y_b - _mlp(p, y_a, cond), "x_b")
         return _merge(p, y_a, x_b, mode), ops.batch_zeros(y)
 
@@ -202,7 +202,7 @@ def plan_affine(layer: S.AffineCoupling, dim: int) -> Plan:
         return _merge(p, x_a, y_b, mode), ops.sum_last(log_scale)
 
     def inverse(p: View, y: Value):
-        y_a, y_b = _split(p, y, mode)
+        y_a, y_b = _split(p, y, mode, "y")
         shift, log_scale, _ = conditioner(p, y_a)
         x_b = ops.name((y_b - shift) * ops.exp(-log_scale), "x_b")
         return _merge(p, y_a, x_b, mode), -ops.sum_last(log_scale)

@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 
 PosInt = Annotated[StrictInt, Field(gt=0)]
 NonNegInt = Annotated[StrictInt, Field(ge=0)]
-Finite = Annotated[float, Field(strict=False, allow_inf_nan=False)]
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Activation = Literal["relu", "tanh", "leaky_relu", "elu", "gelu"]
 
 
@@ -89,7 +89,7 @@ class SoftClampScale(_Model):
     """``scale = exp(c * tanh(s / c))`` with ``c = bound``: a smooth clamp to (-c, c)."""
 
     kind: Literal["soft_clamp"] = "soft_clamp"
-    bound: Annotated[Finite, Field(gt=0)] = 3.0
+    bound: Annotated[Finite, Field(gt=0.0)] = 3.0
 
 
 class SigmoidScale(_Model):
@@ -349,7 +349,7 @@ def _path(loc: tuple) -> str:
 
 def _expected(err: dict) -> str:
     kind, ctx = err["type"], err.get("ctx", {})
-    if kind == "greater_than" and ctx.get("gt") == 0 and isinstance(err.get("input"), int):
+    if kind == "greater_than" and ctx.get("gt") == 0 and type(ctx.get("gt")) is int:
         return "expected a positive integer"
     if kind == "greater_than_equal" and ctx.get("ge") == 0:
         return "expected a non-negative number"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...codegen import block, call, neutral_params_method, traced_methods
+from ...codegen import block, call, neutral_params_method, signature, traced_methods
 from ...layers import Plan
 
 TITLE = "NumPy float64 reference"
@@ -28,7 +28,7 @@ OPS = {
     "elu": "np.where({0} > 0, {0}, np.expm1(np.minimum({0}, 0.0)))",
     "gelu": "_gelu({0})",
     "linear": "np.matmul({0}, {1}) + {2}",
-    "slice_last": "{0}[..., {start}:{stop}]",
+    "slice_last": "{0}[..., {slice}]",
     "take_last": "np.take({0}, {1}, axis=-1)",
     "concat_last": "np.concatenate([{0}, {1}], axis=-1)",
     "sum_last": "np.sum({0}, axis=-1)",
@@ -50,7 +50,7 @@ HELPERS = '''def _dense(sizes, rng):
     """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
     +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
     kernels, biases = [], []
-    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
         kernels.append(rng.uniform(-bound, bound, size=(n_in, n_out)))
         biases.append(np.zeros(n_out))
@@ -85,15 +85,14 @@ _FIELD_INIT = {
 
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
-    args = ", ".join(plan.args)
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
+    uses_rng = any(f.kind == "mlp" for f in plan.fields)
     return "\n".join([
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
         "",
-        block([f"def __init__(self, *, {args}, rng=None):",
-               "    rng = rng if rng is not None else np.random.default_rng(0)",
-               *("    " + ln for ln in init)], 1),
+        signature("__init__", ["self", "*", *plan.args, "rng=None"], 1),
+        block(["rng = rng if rng is not None else np.random.default_rng(0)"] * uses_rng + init, 2),
         "",
         traced_methods(forward, inverse, "Generated from flowbridge.layers."),
         "",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...codegen import block, call, neutral_params_method, traced_methods
+from ...codegen import block, call, neutral_params_method, signature, traced_methods
 from ...layers import Plan
 
 TITLE = "Pyro TransformModules"
@@ -30,7 +30,7 @@ OPS = {
     "elu": "torch.nn.functional.elu({0})",
     "gelu": "torch.nn.functional.gelu({0})",
     "linear": "torch.matmul({0}, {1}) + {2}",
-    "slice_last": "{0}[..., {start}:{stop}]",
+    "slice_last": "{0}[..., {slice}]",
     "take_last": "{0}.index_select(-1, {1})",
     "concat_last": "torch.cat([{0}, {1}], dim=-1)",
     "sum_last": "{0}.sum(-1)",
@@ -45,7 +45,7 @@ HELPERS = '''def _dense(sizes):
     """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
     +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
     kernels, biases = [], []
-    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
         kernels.append(torch.nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound)))
         biases.append(torch.nn.Parameter(torch.zeros(n_out)))
@@ -88,14 +88,13 @@ _FIELD_INIT = {
 
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
-    args = ", ".join(plan.args)
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
     return "\n".join([
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
         "",
-        block([f"def __init__(self, *, {args}):", "    super().__init__()",
-               *("    " + ln for ln in init)], 1),
+        signature("__init__", ["self", "*", *plan.args], 1),
+        block(["super().__init__()", *init], 2),
         "",
         traced_methods(forward, inverse, "Generated from flowbridge.layers."),
         "",

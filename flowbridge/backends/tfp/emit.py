@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...codegen import block, call, neutral_params_method, traced_methods
+from ...codegen import block, call, neutral_params_method, signature, traced_methods
 from ...layers import Plan
 
 TITLE = "TensorFlow Probability bijectors"
@@ -37,7 +37,7 @@ OPS = {
     # tf.nn.gelu(approximate=False) is only 5e-9 accurate in float64; erf is exact
     "gelu": "0.5 * {0} * (1.0 + tf.math.erf({0} / 1.4142135623730951))",
     "linear": "tf.linalg.matmul({0}, {1}) + {2}",
-    "slice_last": "{0}[..., {start}:{stop}]",
+    "slice_last": "{0}[..., {slice}]",
     "take_last": "tf.gather({0}, {1}, axis=-1)",
     "concat_last": "tf.concat([{0}, {1}], axis=-1)",
     "sum_last": "tf.reduce_sum({0}, axis=-1)",
@@ -52,7 +52,7 @@ HELPERS = '''def _dense(sizes, dtype):
     """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
     +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
     kernels, biases = [], []
-    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
         init = tf.random.uniform([n_in, n_out], -bound, bound, dtype=dtype)
         kernels.append(tf.Variable(init, name=f"kernel_{j}"))
@@ -84,27 +84,27 @@ _FIELD_INIT = {
 
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
-    args = ", ".join(plan.args)
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
     const = plan.constant_jacobian
+    params = ["self", "*", *plan.args, "dtype=tf.float32", "validate_args=False", "name=None"]
     return "\n".join([
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
         "",
+        signature("__init__", params, 1),
         block([
-            f"def __init__(self, *, {args}, dtype=tf.float32, validate_args=False, name=None):",
-            "    parameters = dict(locals())",
-            f"    with tf.name_scope(name or {_snake(plan.class_name)!r}) as name:",
-            *("        " + ln for ln in init),
-            "        super().__init__(",
-            "            forward_min_event_ndims=1,",
-            f"            is_constant_jacobian={const},",
-            "            validate_args=validate_args,",
-            "            parameters=parameters,",
-            "            dtype=dtype,",
-            "            name=name,",
-            "        )",
-        ], 1),
+            "parameters = dict(locals())",
+            f'with tf.name_scope(name or "{_snake(plan.class_name)}") as name:',
+            *("    " + ln for ln in init),
+            "    super().__init__(",
+            "        forward_min_event_ndims=1,",
+            f"        is_constant_jacobian={const},",
+            "        validate_args=validate_args,",
+            "        parameters=parameters,",
+            "        dtype=dtype,",
+            "        name=name,",
+            "    )",
+        ], 2),
         "",
         traced_methods(forward, inverse, "Generated from flowbridge.layers."),
         "",
