@@ -351,39 +351,37 @@ def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
     arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
-    flow = Flow(
-        [
-            AdditiveCoupling(
-                sizes=[3, 24, 24, 4],
-                pass_idx=[0, 3, 4],
-                trans_idx=[1, 2, 5, 6],
-                merge_idx=[0, 3, 4, 1, 2, 5, 6],
-                rng=rng,
-            ),
-            Permutation(
-                indices=[3, 0, 6, 1, 5, 2, 4],
-                inverse_indices=[1, 3, 5, 0, 6, 4, 2],
-                rng=rng,
-            ),
-            AffineCoupling(
-                sizes=[4, 24, 6],
-                n_trans=3,
-                pass_idx=[1, 2, 5, 6],
-                trans_idx=[0, 3, 4],
-                merge_idx=[4, 0, 1, 5, 6, 2, 3],
-                rng=rng,
-            ),
-            AffineCoupling2(
-                sizes=[3, 8],
-                n_trans=4,
-                pass_idx=[1, 3, 5],
-                trans_idx=[0, 2, 4, 6],
-                merge_idx=[3, 0, 4, 1, 5, 2, 6],
-                rng=rng,
-            ),
-            Scaling(dim=7, rng=rng),
-        ]
-    )
+    # Long index lists stay compact:
+    # fmt: off
+    layers = [
+        AdditiveCoupling(
+            sizes=[3, 24, 24, 4],
+            pass_idx=[0, 3, 4],
+            trans_idx=[1, 2, 5, 6],
+            merge_idx=[0, 3, 4, 1, 2, 5, 6],
+            rng=rng,
+        ),
+        Permutation(indices=[3, 0, 6, 1, 5, 2, 4], inverse_indices=[1, 3, 5, 0, 6, 4, 2], rng=rng),
+        AffineCoupling(
+            sizes=[4, 24, 6],
+            n_trans=3,
+            pass_idx=[1, 2, 5, 6],
+            trans_idx=[0, 3, 4],
+            merge_idx=[4, 0, 1, 5, 6, 2, 3],
+            rng=rng,
+        ),
+        AffineCoupling2(
+            sizes=[3, 8],
+            n_trans=4,
+            pass_idx=[1, 3, 5],
+            trans_idx=[0, 2, 4, 6],
+            merge_idx=[3, 0, 4, 1, 5, 2, 6],
+            rng=rng,
+        ),
+        Scaling(dim=7, rng=rng),
+    ]
+    # fmt: on
+    flow = Flow(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

@@ -331,32 +331,34 @@ class Scaling(_Layer):
 def build_flow(params=None):
     """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
-    flow = ComposeTransformModule(
-        [
-            AdditiveCoupling(
-                sizes=[3, 24, 24, 4],
-                pass_idx=[0, 3, 4],
-                trans_idx=[1, 2, 5, 6],
-                merge_idx=[0, 3, 4, 1, 2, 5, 6],
-            ),
-            Permutation(indices=[3, 0, 6, 1, 5, 2, 4], inverse_indices=[1, 3, 5, 0, 6, 4, 2]),
-            AffineCoupling(
-                sizes=[4, 24, 6],
-                n_trans=3,
-                pass_idx=[1, 2, 5, 6],
-                trans_idx=[0, 3, 4],
-                merge_idx=[4, 0, 1, 5, 6, 2, 3],
-            ),
-            AffineCoupling2(
-                sizes=[3, 8],
-                n_trans=4,
-                pass_idx=[1, 3, 5],
-                trans_idx=[0, 2, 4, 6],
-                merge_idx=[3, 0, 4, 1, 5, 2, 6],
-            ),
-            Scaling(dim=7),
-        ]
-    )
+    # Long index lists stay compact:
+    # fmt: off
+    layers = [
+        AdditiveCoupling(
+            sizes=[3, 24, 24, 4],
+            pass_idx=[0, 3, 4],
+            trans_idx=[1, 2, 5, 6],
+            merge_idx=[0, 3, 4, 1, 2, 5, 6],
+        ),
+        Permutation(indices=[3, 0, 6, 1, 5, 2, 4], inverse_indices=[1, 3, 5, 0, 6, 4, 2]),
+        AffineCoupling(
+            sizes=[4, 24, 6],
+            n_trans=3,
+            pass_idx=[1, 2, 5, 6],
+            trans_idx=[0, 3, 4],
+            merge_idx=[4, 0, 1, 5, 6, 2, 3],
+        ),
+        AffineCoupling2(
+            sizes=[3, 8],
+            n_trans=4,
+            pass_idx=[1, 3, 5],
+            trans_idx=[0, 2, 4, 6],
+            merge_idx=[3, 0, 4, 1, 5, 2, 6],
+        ),
+        Scaling(dim=7),
+    ]
+    # fmt: on
+    flow = ComposeTransformModule(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

@@ -408,6 +408,8 @@ class Scaling(_Layer):
 def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity."""
+    # Long index lists stay compact:
+    # fmt: off
     layers = [
         AdditiveCoupling(
             sizes=[3, 24, 24, 4],
@@ -443,6 +445,7 @@ def build_flow(params=None, dtype=tf.float32):
         ),
         Scaling(dim=7, dtype=dtype, name="layer_4"),
     ]
+    # fmt: on
     flow = tfb.Chain(list(reversed(layers)), name="flow")
     if params is not None:
         load_neutral_params(flow, params)

@@ -246,15 +246,17 @@ def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
     arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
-    flow = Flow(
-        [
-            AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, rng=rng),
-            AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, rng=rng),
-            AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, rng=rng),
-            AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, rng=rng),
-            Scaling(dim=2, rng=rng),
-        ]
-    )
+    # Long index lists stay compact:
+    # fmt: off
+    layers = [
+        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, rng=rng),
+        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, rng=rng),
+        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, rng=rng),
+        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, rng=rng),
+        Scaling(dim=2, rng=rng),
+    ]
+    # fmt: on
+    flow = Flow(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

@@ -235,15 +235,17 @@ class Scaling(_Layer):
 def build_flow(params=None):
     """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
-    flow = ComposeTransformModule(
-        [
-            AdditiveCoupling(sizes=[1, 32, 32, 1], split=1),
-            AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1),
-            AdditiveCoupling(sizes=[1, 32, 32, 1], split=1),
-            AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1),
-            Scaling(dim=2),
-        ]
-    )
+    # Long index lists stay compact:
+    # fmt: off
+    layers = [
+        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1),
+        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1),
+        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1),
+        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1),
+        Scaling(dim=2),
+    ]
+    # fmt: on
+    flow = ComposeTransformModule(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

@@ -254,6 +254,8 @@ class Scaling(_Layer):
 def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity."""
+    # Long index lists stay compact:
+    # fmt: off
     layers = [
         AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, dtype=dtype, name="layer_0"),
         AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, dtype=dtype, name="layer_1"),
@@ -261,6 +263,7 @@ def build_flow(params=None, dtype=tf.float32):
         AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, dtype=dtype, name="layer_3"),
         Scaling(dim=2, dtype=dtype, name="layer_4"),
     ]
+    # fmt: on
     flow = tfb.Chain(list(reversed(layers)), name="flow")
     if params is not None:
         load_neutral_params(flow, params)

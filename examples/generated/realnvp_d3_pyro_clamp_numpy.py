@@ -240,14 +240,16 @@ def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
     arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
-    flow = Flow(
-        [
-            AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, rng=rng),
-            AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, rng=rng),
-            AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, rng=rng),
-            AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, rng=rng),
-        ]
-    )
+    # Long index lists stay compact:
+    # fmt: off
+    layers = [
+        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, rng=rng),
+        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, rng=rng),
+        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, rng=rng),
+        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, rng=rng),
+    ]
+    # fmt: on
+    flow = Flow(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

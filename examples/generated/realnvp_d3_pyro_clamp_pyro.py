@@ -228,14 +228,16 @@ class AffineCoupling2(_Layer):
 def build_flow(params=None):
     """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
-    flow = ComposeTransformModule(
-        [
-            AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1),
-            AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2),
-            AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1),
-            AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2),
-        ]
-    )
+    # Long index lists stay compact:
+    # fmt: off
+    layers = [
+        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1),
+        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2),
+        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1),
+        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2),
+    ]
+    # fmt: on
+    flow = ComposeTransformModule(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

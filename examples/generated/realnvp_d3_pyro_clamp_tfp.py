@@ -238,12 +238,15 @@ class AffineCoupling2(_Layer):
 def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity."""
+    # Long index lists stay compact:
+    # fmt: off
     layers = [
         AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, dtype=dtype, name="layer_0"),
         AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, dtype=dtype, name="layer_1"),
         AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, dtype=dtype, name="layer_2"),
         AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, dtype=dtype, name="layer_3"),
     ]
+    # fmt: on
     flow = tfb.Chain(list(reversed(layers)), name="flow")
     if params is not None:
         load_neutral_params(flow, params)

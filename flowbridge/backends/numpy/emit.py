@@ -102,7 +102,7 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
 
 def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
     layers = "\n".join(
-        "            " + call(name, args, {"rng": "rng"}, 12) + "," for name, args in calls
+        "        " + call(name, args, {"rng": "rng"}, 8) + "," for name, args in calls
     )
     return f'''class Flow(_Layer):
     """The layers applied first to last; log-dets add up."""
@@ -129,11 +129,13 @@ def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
     arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
-    flow = Flow(
-        [
+    # Long index lists stay compact:
+    # fmt: off
+    layers = [
 {layers}
-        ]
-    )
+    ]
+    # fmt: on
+    flow = Flow(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

@@ -103,15 +103,17 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
 
 
 def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
-    layers = "\n".join("            " + call(name, args, {}, 12) + "," for name, args in calls)
+    layers = "\n".join("        " + call(name, args, {}, 8) + "," for name, args in calls)
     return f'''def build_flow(params=None):
     """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
-    flow = ComposeTransformModule(
-        [
+    # Long index lists stay compact:
+    # fmt: off
+    layers = [
 {layers}
-        ]
-    )
+    ]
+    # fmt: on
+    flow = ComposeTransformModule(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

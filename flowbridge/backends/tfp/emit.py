@@ -124,9 +124,12 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
     return f'''def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity."""
+    # Long index lists stay compact:
+    # fmt: off
     layers = [
 {layers}
     ]
+    # fmt: on
     flow = tfb.Chain(list(reversed(layers)), name="flow")
     if params is not None:
         load_neutral_params(flow, params)
