@@ -18,6 +18,7 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from .build import available, require
@@ -86,14 +87,14 @@ class Report:
              "yes" if r.ok else "NO"]
             for r in self.rows
         ]  # fmt: skip
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
         lines = [f"spec {self.spec.name!r} sha256:{self.spec.hash[:16]}  event shape "
                  f"{tuple(self.spec.event_shape)}  {len(self.spec.layers)} layers"]  # fmt: skip
         for row in [head, [""] * len(head), *body]:
             if not any(row):
                 lines.append("  ".join("-" * w for w in widths))
             else:
-                lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+                lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
         if any(r.backend == "numpy" for r in self.rows):
             lines.append(f"numpy's jacobian column is against central finite differences "
                          f"(tolerance {TOLERANCES['finite_difference']:.0e})")  # fmt: skip

@@ -74,7 +74,8 @@ def generate(spec, backend, output):
 def check(spec, backends, dtypes, devices, params, batch, seed, save_bundle, bundle, json_out):
     """Check every backend against the float64 reference; exit 1 if a figure is over
     its tolerance."""
-    from .check import check as run, summary_json
+    from .check import check as run
+    from .check import summary_json
     from .params import load_params
     from .spec import load_spec
 
@@ -133,7 +134,8 @@ def validate(spec):
 @_friendly
 def init_params(spec, output, seed, random_):
     """Write fresh neutral parameters for SPEC to a safetensors file."""
-    from .params import init_params as init, save_params
+    from .params import init_params as init
+    from .params import save_params
     from .spec import load_spec
 
     loaded = load_spec(spec)

@@ -155,7 +155,7 @@ def generate(spec: FlowSpec, backend: str) -> str:
     names = class_names(plans)
     classes, used_ops = [], set()
     done = set()
-    for plan, name in zip(plans, names):
+    for plan, name in zip(plans, names, strict=True):
         if name in done:
             continue
         done.add(name)
@@ -168,7 +168,7 @@ def generate(spec: FlowSpec, backend: str) -> str:
 
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
     shapes = {f"layers.{i}.{k}": s for i, p in enumerate(plans) for k, s in p.params.items()}
-    calls = list(zip(names, (plan.args for plan in plans)))
+    calls = list(zip(names, (plan.args for plan in plans), strict=True))
     helpers = [em.OP_HELPERS[op] for op in sorted(used_ops) if op in em.OP_HELPERS]
     stdlib = sorted({em.OP_IMPORTS[op] for op in used_ops if op in em.OP_IMPORTS})
     imports = "\n".join(stdlib) + "\n\n" + em.IMPORTS if stdlib else em.IMPORTS

@@ -13,8 +13,9 @@ Adding a layer type = one definition here (plus its spec model); no backend chan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import spec as S
 from .ir import Value, ops, source

@@ -7,8 +7,9 @@ The layout is :func:`flowbridge.layers.param_shapes`: ``layers.{i}.conditioner.{
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
@@ -66,7 +66,7 @@ class ExplicitMask(_Model):
     values: tuple[StrictBool, ...]
 
 
-Mask = Annotated[Union[HalfMask, ParityMask, ExplicitMask], Field(discriminator="kind")]
+Mask = Annotated[HalfMask | ParityMask | ExplicitMask, Field(discriminator="kind")]
 
 
 # ------------------------------------------------------------------------ scale maps
@@ -104,7 +104,7 @@ class SigmoidScale(_Model):
 
 
 ScaleMap = Annotated[
-    Union[ExpScale, ClampScale, SoftClampScale, SigmoidScale], Field(discriminator="kind")
+    ExpScale | ClampScale | SoftClampScale | SigmoidScale, Field(discriminator="kind")
 ]
 
 
@@ -157,7 +157,7 @@ class Permutation(_Model):
 
 
 Layer = Annotated[
-    Union[AdditiveCoupling, AffineCoupling, Scaling, Permutation], Field(discriminator="type")
+    AdditiveCoupling | AffineCoupling | Scaling | Permutation, Field(discriminator="type")
 ]
 
 _TAGS = {"additive_coupling", "affine_coupling", "scaling", "permutation", "half",

@@ -6,7 +6,8 @@ import typing
 
 import pytest
 
-from flowbridge import ir, spec as S
+from flowbridge import ir
+from flowbridge import spec as S
 from flowbridge.codegen import BACKENDS, backend_module
 from flowbridge.layers import REGISTRY
 

@@ -6,6 +6,7 @@ import json
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
 import flowbridge as fb
 
@@ -134,7 +135,7 @@ def test_construction_validates_too():
 
 def test_specs_are_frozen():
     spec = fb.realnvp(4)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         spec.layers = ()
 
 
