@@ -242,17 +242,39 @@ def load_bundle(path) -> tuple[FlowSpec, dict, dict, list[Row]]:
     return spec, params, ref, rows
 
 
-def summary_json(report: Report) -> str:
+def summary_json(reports: list[Report]) -> str:
+    """Every figure of every report, as JSON."""
     return json.dumps(
-        {
-            "spec_hash": report.spec.hash,
-            "ok": report.ok,
-            "rows": [
-                {"backend": r.backend, "dtype": r.dtype, "device": r.device,
-                 "source": r.source, "ok": r.ok, **r.errors}
-                for r in report.rows
-            ],  # fmt: skip
-        },
+        [
+            {
+                "spec": r.spec.name,
+                "spec_hash": r.spec.hash,
+                "ok": r.ok,
+                "rows": [
+                    {"backend": row.backend, "dtype": row.dtype, "device": row.device,
+                     "source": row.source, "ok": row.ok, **row.errors}
+                    for row in r.rows
+                ],  # fmt: skip
+            }
+            for r in reports
+        ],
         indent=2,
     )
 
+
+def worst_table(reports: list[Report]) -> str:
+    """The worst figure per backend x dtype x metric over several reports."""
+    worst: dict[tuple[str, str], dict[str, float]] = {}
+    for report in reports:
+        for row in report.rows:
+            key = (row.backend + (" (bundle)" if row.source == "bundle" else ""), row.dtype)
+            cell = worst.setdefault(key, dict.fromkeys(METRICS, 0.0))
+            for metric, value in row.errors.items():
+                cell[metric] = max(cell[metric], value)
+    lines = [f"worst over {len(reports)} specs",
+             ("backend  dtype    " + "  ".join(f"{m:<10}" for m in METRICS)).rstrip()]  # fmt: skip
+    for (backend, dtype), cell in sorted(worst.items()):
+        figures = "  ".join(f"{cell[m]:<10.1e}" for m in METRICS)
+        lines.append(f"{backend:<8} {dtype:<8} {figures}".rstrip())
+    verdict = "PASS" if all(r.ok for r in reports) else "FAIL"
+    return "\n".join(lines + [f"{verdict} ({sum(r.ok for r in reports)}/{len(reports)} specs)"])

@@ -53,7 +53,7 @@ def generate(spec, backend, output):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False), required=False)
+@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--backend", "-b", "backends", type=BACKEND, multiple=True,
               help="Backends to check (repeatable; default: every installed one).")  # fmt: skip
 @click.option("--dtype", "dtypes", type=click.Choice(["float32", "float64"]), multiple=True,
@@ -67,36 +67,42 @@ def generate(spec, backend, output):
 @click.option("--save-bundle", type=click.Path(dir_okay=False),
               help="Save spec, params, inputs, reference and this machine's outputs.")  # fmt: skip
 @click.option("--bundle", type=click.Path(exists=True, dir_okay=False),
-              help="Check against a bundle saved on another machine (SPEC not needed).")  # fmt: skip
+              help="Check against a bundle saved on another machine (no SPEC then).")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the figures as JSON.")  # fmt: skip
 @_friendly
-def check(spec, backends, dtypes, devices, params, batch, seed, save_bundle, bundle, json_out):
-    """Check every backend against the float64 reference; exit 1 if a figure is over
-    its tolerance."""
-    from .check import check as run
-    from .check import summary_json
+def check(specs, backends, dtypes, devices, params, batch, seed, save_bundle, bundle, json_out):
+    """Check every backend against the float64 reference for each SPEC; exit 1 if a
+    figure is over its tolerance. With several SPECs, end with the worst figures."""
+    from .check import check as run, summary_json, worst_table
     from .params import load_params
     from .spec import load_spec
 
-    if (spec is None) == (bundle is None):
-        raise click.UsageError("give either SPEC or --bundle")
-    loaded = load_spec(spec) if spec else None
-    report = run(
-        loaded,
-        params=load_params(params, loaded) if params and loaded else None,
-        backends=tuple(backends) or None,
-        dtypes=tuple(dtypes) or ("float32", "float64"),
-        devices=tuple(devices) or None,
-        batch=batch,
-        seed=seed,
-        bundle=bundle,
-        save_bundle=save_bundle,
-    )
-    click.echo(report.table())
+    if bool(specs) == bool(bundle):
+        raise click.UsageError("give either SPEC(s) or --bundle")
+    if len(specs) > 1 and (params or save_bundle):
+        raise click.UsageError("--params and --save-bundle take a single SPEC")
+    reports = []
+    for path in specs or [None]:
+        loaded = load_spec(path) if path else None
+        report = run(
+            loaded,
+            params=load_params(params, loaded) if params and loaded else None,
+            backends=tuple(backends) or None,
+            dtypes=tuple(dtypes) or ("float32", "float64"),
+            devices=tuple(devices) or None,
+            batch=batch,
+            seed=seed,
+            bundle=bundle,
+            save_bundle=save_bundle,
+        )
+        click.echo(report.table() + "\n")
+        reports.append(report)
+    if len(reports) > 1:
+        click.echo(worst_table(reports))
     if json_out:
-        Path(json_out).write_text(summary_json(report))
-    sys.exit(0 if report.ok else 1)
+        Path(json_out).write_text(summary_json(reports))
+    sys.exit(0 if all(r.ok for r in reports) else 1)
 
 
 @main.command()

@@ -75,7 +75,7 @@ def test_check_passes_and_fails(tmp_path):
                                str(tmp_path / "r.json")])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "PASS" in res.output and "pyro     float32  cpu" in res.output
-    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "r.json").read_text())[0]["rows"]
     assert {(r["backend"], r["dtype"]) for r in rows} >= {("pyro", "float32"), ("pyro", "float64")}
     # huge shifts make float32 inverses cancel catastrophically: the check must fail
     spec = fb.load_spec(SPEC)
@@ -91,7 +91,14 @@ def test_check_passes_and_fails(tmp_path):
 
 def test_check_needs_spec_or_bundle():
     res = CliRunner().invoke(main, ["check"])
-    assert res.exit_code == 2 and "give either SPEC or --bundle" in res.output
+    assert res.exit_code == 2 and "give either SPEC(s) or --bundle" in res.output
+
+
+def test_check_several_specs_ends_with_the_worst_figures():
+    specs = [str(SPEC), str(EXAMPLES / "nice_d2.yaml")]
+    res = CliRunner().invoke(main, ["check", *specs, "-b", "numpy", "-b", "pyro"])
+    assert res.exit_code == 0, res.output
+    assert "worst over 2 specs" in res.output and "PASS (2/2 specs)" in res.output
 
 
 @pytest.mark.skipif(not available("tfp"), reason="tensorflow-probability is not installed")
