@@ -10,6 +10,7 @@ from .build import generate, module_for, to_numpy, to_pyro, to_tfp
 from .check import TOLERANCES, Report, check
 from .errors import BackendUnavailable, ParamError, SpecError
 from .layers import param_shapes
+from .native import NativeError, from_pyro_native, from_tfp_native
 from .params import (
     check_params,
     init_params,
@@ -32,6 +33,7 @@ from .spec import (
     Scaling,
     SigmoidScale,
     SoftClampScale,
+    SplitMask,
     json_schema,
     load_spec,
     nice,
@@ -50,6 +52,7 @@ __all__ = [
     "ExplicitMask",
     "FlowSpec",
     "HalfMask",
+    "NativeError",
     "ParamError",
     "ParityMask",
     "Permutation",
@@ -58,9 +61,12 @@ __all__ = [
     "SigmoidScale",
     "SoftClampScale",
     "SpecError",
+    "SplitMask",
     "TOLERANCES",
     "check",
     "check_params",
+    "from_pyro_native",
+    "from_tfp_native",
     "generate",
     "init_params",
     "json_schema",

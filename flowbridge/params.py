@@ -127,7 +127,9 @@ def load_params(path: str | Path, spec: FlowSpec | None = None) -> dict[str, np.
 
 def _layers(flow: Any, backend: str) -> list:
     if backend == "pyro":
-        return list(flow) if hasattr(flow, "parts") or isinstance(flow, (list, tuple)) else [flow]
+        if hasattr(flow, "parts"):
+            return list(flow.parts)
+        return list(flow) if isinstance(flow, (list, tuple)) else [flow]
     bijectors = getattr(flow, "bijectors", None)
     return list(reversed(bijectors)) if bijectors is not None else [flow]
 

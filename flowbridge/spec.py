@@ -8,7 +8,8 @@ Layers apply in list order: ``y = layers[-1](...layers[1](layers[0](x)))``.
 Masks say which event entries *pass through* a coupling unchanged (they feed the
 conditioner); the others are transformed. ``half`` passes the first or last part, whose
 size is ``floor(D / 2)`` (``rounding="floor"``, Pyro's ``split_dim = D // 2``) or
-``ceil(D / 2)``; ``parity`` passes the even or odd indices; ``explicit`` gives one
+``ceil(D / 2)``; ``split`` the first or last ``size`` entries (TFP's ``num_masked``);
+``parity`` passes the even or odd indices; ``explicit`` gives one
 boolean per entry, ``true`` = passes through.
 """
 
@@ -52,6 +53,15 @@ class HalfMask(_Model):
     rounding: Literal["floor", "ceil"] = "floor"
 
 
+class SplitMask(_Model):
+    """Pass the first or last ``size`` entries through (TFP's ``num_masked``; a negative
+    ``num_masked`` is ``part="last"``)."""
+
+    kind: Literal["split"] = "split"
+    part: Literal["first", "last"] = "first"
+    size: PosInt
+
+
 class ParityMask(_Model):
     """Pass the even (0, 2, ...) or odd indices through."""
 
@@ -66,7 +76,9 @@ class ExplicitMask(_Model):
     values: tuple[StrictBool, ...]
 
 
-Mask = Annotated[HalfMask | ParityMask | ExplicitMask, Field(discriminator="kind")]
+Mask = Annotated[
+    HalfMask | SplitMask | ParityMask | ExplicitMask, Field(discriminator="kind")
+]
 
 
 # ------------------------------------------------------------------------ scale maps
@@ -161,7 +173,7 @@ Layer = Annotated[
 ]
 
 _TAGS = {"additive_coupling", "affine_coupling", "scaling", "permutation", "half",
-         "parity", "explicit", "exp", "clamp", "soft_clamp", "sigmoid"}  # fmt: skip
+         "split", "parity", "explicit", "exp", "clamp", "soft_clamp", "sigmoid"}  # fmt: skip
 
 
 class FlowSpec(_Model):
@@ -254,8 +266,11 @@ def json_schema() -> dict:
 # ------------------------------------------------------------------ derived structure
 def mask_indices(mask, dim: int) -> tuple[list[int], list[int]]:
     """``(passed, transformed)`` event indices of a mask, each in increasing order."""
-    if mask.kind == "half":
-        k = dim // 2 if mask.rounding == "floor" else (dim + 1) // 2
+    if mask.kind in ("half", "split"):
+        if mask.kind == "split":
+            k = min(mask.size, dim)
+        else:
+            k = dim // 2 if mask.rounding == "floor" else (dim + 1) // 2
         passed = list(range(k)) if mask.part == "first" else list(range(dim - k, dim))
     elif mask.kind == "parity":
         passed = list(range(0 if mask.parity == "even" else 1, dim, 2))
@@ -289,6 +304,10 @@ def _check_against_event(spec: FlowSpec) -> None:
         at = f"layers[{i}]"
         if layer.type in ("additive_coupling", "affine_coupling"):
             mask = layer.mask
+            if mask.kind == "split" and mask.size >= dim:
+                errors.append((f"{at}.mask.size", f"expected fewer than the {dim} event "
+                               f"entries, got {mask.size}"))  # fmt: skip
+                continue
             if mask.kind == "explicit" and len(mask.values) != dim:
                 errors.append((f"{at}.mask.values", f"expected {dim} booleans (one per "
                                f"event entry), got {len(mask.values)}"))  # fmt: skip
@@ -491,6 +510,7 @@ __all__ = [
     "FlowSpec",
     "HalfMask",
     "ParityMask",
+    "SplitMask",
     "Permutation",
     "Scaling",
     "SigmoidScale",

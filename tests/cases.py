@@ -35,6 +35,9 @@ CASES = {
         S.AffineCoupling(mask=S.ExplicitMask(values=(True, False, True, True, False, False, True)),
                          scale=S.SigmoidScale(offset=1.0),
                          conditioner=S.Conditioner(hidden=(), activation="leaky_relu")), 7, "e"),
+    "additive_split_last_d6": _one(
+        S.AdditiveCoupling(mask=S.SplitMask(part="last", size=4),
+                           conditioner=S.Conditioner(hidden=(8,))), 6, "a2"),
     "scaling_d3": _one(S.Scaling(), 3, "f"),
     "permutation_reverse_d4": _one(S.Permutation(kind="reverse"), 4, "g"),
     "permutation_random_d6": _one(S.Permutation(kind="random", seed=3), 6, "h"),

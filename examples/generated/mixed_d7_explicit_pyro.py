@@ -103,11 +103,11 @@ class AdditiveCoupling(_Layer):
         """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
-        h = torch.matmul(x_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.nn.functional.gelu(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.nn.functional.gelu(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         y_b = x_b + out
         t = torch.cat([x_a, y_b], dim=-1)
         y = t.index_select(-1, self.merge_idx)
@@ -118,11 +118,11 @@ class AdditiveCoupling(_Layer):
         """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
-        h = torch.matmul(y_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.nn.functional.gelu(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.nn.functional.gelu(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         x_b = y_b - out
         t = torch.cat([y_a, x_b], dim=-1)
         x = t.index_select(-1, self.merge_idx)
@@ -188,9 +188,9 @@ class AffineCoupling(_Layer):
         """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
-        h = torch.matmul(x_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.nn.functional.gelu(h)
-        out = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         log_scale = out[..., self.n_trans :]
         scale = torch.exp(log_scale)
         t = x_b * scale
@@ -205,9 +205,9 @@ class AffineCoupling(_Layer):
         """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
-        h = torch.matmul(y_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.nn.functional.gelu(h)
-        out = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         shift = out[..., : self.n_trans]
         t = y_b - shift
         log_scale = out[..., self.n_trans :]
@@ -250,7 +250,7 @@ class AffineCoupling2(_Layer):
         """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
-        out = torch.matmul(x_a, self.kernels[0]) + self.biases[0]
+        out = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         s = out[..., self.n_trans :]
         t = s + 2.0
         scale = torch.sigmoid(t)
@@ -267,7 +267,7 @@ class AffineCoupling2(_Layer):
         """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
-        out = torch.matmul(y_a, self.kernels[0]) + self.biases[0]
+        out = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         shift = out[..., : self.n_trans]
         t = y_b - shift
         s = out[..., self.n_trans :]
@@ -368,7 +368,7 @@ def neutral_params(flow):
     """{neutral name: parameter} of a flow made by build_flow (live tensors)."""
     return {
         f"layers.{i}.{name}": value
-        for i, layer in enumerate(flow)
+        for i, layer in enumerate(flow.parts)
         for name, value in layer.neutral_params().items()
     }
 

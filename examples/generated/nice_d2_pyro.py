@@ -112,11 +112,11 @@ class AdditiveCoupling(_Layer):
         """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
         x_a = x[..., : self.split]
         x_b = x[..., self.split :]
-        h = torch.matmul(x_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         y_b = x_b + out
         y = torch.cat([x_a, y_b], dim=-1)
         log_det = x.new_zeros(x.shape[:-1])
@@ -126,11 +126,11 @@ class AdditiveCoupling(_Layer):
         """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
-        h = torch.matmul(y_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         x_b = y_b - out
         x = torch.cat([y_a, x_b], dim=-1)
         log_det = y.new_zeros(y.shape[:-1])
@@ -162,11 +162,11 @@ class AdditiveCoupling2(_Layer):
         """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
         x_b = x[..., : self.split]
         x_a = x[..., self.split :]
-        h = torch.matmul(x_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         y_b = x_b + out
         y = torch.cat([y_b, x_a], dim=-1)
         log_det = x.new_zeros(x.shape[:-1])
@@ -176,11 +176,11 @@ class AdditiveCoupling2(_Layer):
         """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
-        h = torch.matmul(y_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         x_b = y_b - out
         x = torch.cat([x_b, y_a], dim=-1)
         log_det = y.new_zeros(y.shape[:-1])
@@ -255,7 +255,7 @@ def neutral_params(flow):
     """{neutral name: parameter} of a flow made by build_flow (live tensors)."""
     return {
         f"layers.{i}.{name}": value
-        for i, layer in enumerate(flow)
+        for i, layer in enumerate(flow.parts)
         for name, value in layer.neutral_params().items()
     }
 

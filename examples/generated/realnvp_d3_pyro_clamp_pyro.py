@@ -116,11 +116,11 @@ class AffineCoupling(_Layer):
         """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
         x_a = x[..., : self.split]
         x_b = x[..., self.split :]
-        h = torch.matmul(x_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         s = out[..., self.n_trans :]
         log_scale = s + (s.clamp(-5.0, 3.0) - s).detach()
         scale = torch.exp(log_scale)
@@ -135,11 +135,11 @@ class AffineCoupling(_Layer):
         """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
-        h = torch.matmul(y_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         shift = out[..., : self.n_trans]
         t = y_b - shift
         s = out[..., self.n_trans :]
@@ -180,11 +180,11 @@ class AffineCoupling2(_Layer):
         """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
         x_b = x[..., : self.split]
         x_a = x[..., self.split :]
-        h = torch.matmul(x_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         s = out[..., self.n_trans :]
         log_scale = s + (s.clamp(-5.0, 3.0) - s).detach()
         scale = torch.exp(log_scale)
@@ -199,11 +199,11 @@ class AffineCoupling2(_Layer):
         """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
-        h = torch.matmul(y_a, self.kernels[0]) + self.biases[0]
+        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh(h)
-        h_2 = torch.matmul(h_1, self.kernels[1]) + self.biases[1]
+        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh(h_2)
-        out = torch.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         shift = out[..., : self.n_trans]
         t = y_b - shift
         s = out[..., self.n_trans :]
@@ -247,7 +247,7 @@ def neutral_params(flow):
     """{neutral name: parameter} of a flow made by build_flow (live tensors)."""
     return {
         f"layers.{i}.{name}": value
-        for i, layer in enumerate(flow)
+        for i, layer in enumerate(flow.parts)
         for name, value in layer.neutral_params().items()
     }
 

@@ -29,7 +29,7 @@ OPS = {
     "leaky_relu": "torch.nn.functional.leaky_relu({0}, {negative_slope})",
     "elu": "torch.nn.functional.elu({0})",
     "gelu": "torch.nn.functional.gelu({0})",
-    "linear": "torch.matmul({0}, {1}) + {2}",
+    "linear": "torch.nn.functional.linear({0}, {1}.T, {2})",  # fused addmm, as nn.Linear
     "slice_last": "{0}[..., {slice}]",
     "take_last": "{0}.index_select(-1, {1})",
     "concat_last": "torch.cat([{0}, {1}], dim=-1)",
@@ -123,7 +123,7 @@ def neutral_params(flow):
     """{{neutral name: parameter}} of a flow made by build_flow (live tensors)."""
     return {{
         f"layers.{{i}}.{{name}}": value
-        for i, layer in enumerate(flow)
+        for i, layer in enumerate(flow.parts)
         for name, value in layer.neutral_params().items()
     }}
 

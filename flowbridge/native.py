@@ -1,0 +1,266 @@
+"""Take flows built from Pyro's and TFP's own layers over, exactly: ``(spec, params)``.
+
+Parity (what each native piece becomes):
+
+=========================================  ==============================================
+native                                     flowbridge
+=========================================  ==============================================
+Pyro ``AffineCoupling(split_dim, DenseNN)``  ``affine_coupling``, mask ``split`` first
+                                           ``split_dim``, scale ``clamp`` [min, max clip]
+                                           (straight-through gradient), conditioner from
+                                           ``DenseNN`` (output ``[shift | log_scale]``)
+Pyro ``Permute(p)``                        ``permutation`` explicit ``p``
+TFP ``RealNVP(num_masked=k)``              ``split`` mask: first ``k``, or last ``-k``
+TFP ``RealNVP(fraction_masked=f)``         ``split`` of ``int(round(D * |f|))`` (NumPy's
+                                           half-to-even), first if ``f > 0`` else last
+TFP ``real_nvp_default_template``          conditioner: its hidden layers and activation,
+                                           output split ``[shift | log_scale]``, scale
+                                           ``exp`` (unclamped)
+TFP ``..._template(shift_only=True)``      ``additive_coupling`` (NICE)
+TFP ``Permute(p)``                         ``permutation`` explicit ``p``
+TFP ``Chain([b2, b1, b0])``                layers ``[b0, b1, b2]`` (Chain applies last-first)
+=========================================  ==============================================
+
+Anything else (a custom hypernet or ``shift_and_log_scale_fn``, ``bijector_fn``, another
+bijector or transform, a conditioner without biases) is refused with :class:`NativeError`
+naming the piece and why.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from . import spec as S
+from .errors import SpecError
+
+
+class NativeError(ValueError):
+    """A native flow piece cannot be converted; the message names it and says why."""
+
+
+# ----------------------------------------------------------------------------- Pyro
+_TORCH_ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "ELU": "elu", "LeakyReLU": "leaky_relu",
+                      "GELU": "gelu"}  # fmt: skip
+
+
+def _pyro_parts(transform: Any) -> list:
+    if isinstance(transform, (list, tuple)):
+        return [p for t in transform for p in _pyro_parts(t)]
+    parts = getattr(transform, "parts", None)
+    if parts is not None and type(transform).__name__ in ("ComposeTransform", "ComposeTransformModule"):
+        return [p for t in parts for p in _pyro_parts(t)]
+    return [transform]
+
+
+def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int):
+    import torch
+    from pyro.nn import DenseNN
+
+    if not isinstance(net, DenseNN):
+        raise NativeError(f"{at}.nn: a {type(net).__name__} hypernet cannot be converted; "
+                          "only pyro.nn.DenseNN is supported")  # fmt: skip
+    if list(net.param_dims) != [n_trans, n_trans] or net.input_dim != n_in:
+        raise NativeError(f"{at}.nn: expected DenseNN({n_in}, ..., param_dims=[{n_trans}, "
+                          f"{n_trans}]), got input_dim={net.input_dim}, param_dims="
+                          f"{list(net.param_dims)}")  # fmt: skip
+    name = type(net.f).__name__
+    if name not in _TORCH_ACTIVATIONS:
+        raise NativeError(f"{at}.nn.f: activation {name} cannot be converted; expected one of "
+                          f"{', '.join(_TORCH_ACTIVATIONS)}")  # fmt: skip
+    if name == "ELU" and net.f.alpha != 1.0:
+        raise NativeError(f"{at}.nn.f: ELU(alpha={net.f.alpha}); only alpha=1 is supported")
+    if name == "GELU" and net.f.approximate != "none":
+        raise NativeError(f"{at}.nn.f: GELU(approximate={net.f.approximate!r}); only the exact "
+                          "GELU is supported")  # fmt: skip
+    slope = float(net.f.negative_slope) if name == "LeakyReLU" else 0.01
+    linears = list(net.layers)
+    if not all(isinstance(m, torch.nn.Linear) and m.bias is not None for m in linears):
+        raise NativeError(f"{at}.nn: every layer must be a torch.nn.Linear with a bias")
+    cond = S.Conditioner(hidden=tuple(net.hidden_dims), activation=_TORCH_ACTIVATIONS[name],
+                         negative_slope=slope)  # fmt: skip
+    weights = {}
+    for j, lin in enumerate(linears):
+        weights[f"conditioner.{j}.kernel"] = lin.weight.detach().cpu().double().numpy().T.copy()
+        weights[f"conditioner.{j}.bias"] = lin.bias.detach().cpu().double().numpy().copy()
+    return cond, weights
+
+
+def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec, dict]:
+    """``(spec, params)`` of a Pyro ``AffineCoupling``, ``Permute``, a list of them or a
+    ``ComposeTransform(Module)``. ``dim`` is the event size; it is read from the first
+    coupling (``split_dim`` + its hypernet's output) or permutation when not given."""
+    from pyro.distributions.transforms import AffineCoupling, Permute
+
+    parts = _pyro_parts(transform)
+    if not parts:
+        raise NativeError("transform: expected at least one AffineCoupling or Permute")
+    if dim is None:
+        dim = _pyro_dim(parts)
+    layers, params = [], {}
+    for i, part in enumerate(parts):
+        at = f"parts[{i}] ({type(part).__name__})"
+        if isinstance(part, AffineCoupling):
+            if part.dim != -1:
+                raise NativeError(f"{at}: dim={part.dim}; only couplings over the last axis "
+                                  "(dim=-1) convert")  # fmt: skip
+            split = int(part.split_dim)
+            cond, weights = _pyro_conditioner(part.nn, at, split, dim - split)
+            layers.append(S.AffineCoupling(
+                mask=S.SplitMask(part="first", size=split),
+                conditioner=cond,
+                scale=S.ClampScale(low=float(part.log_scale_min_clip),
+                                   high=float(part.log_scale_max_clip)),
+            ))  # fmt: skip
+            params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+        elif isinstance(part, Permute):
+            if getattr(part, "dim", -1) != -1:
+                raise NativeError(f"{at}: dim={part.dim}; only permutations of the last axis "
+                                  "convert")  # fmt: skip
+            indices = tuple(int(v) for v in part.permutation.tolist())
+            layers.append(S.Permutation(kind="explicit", indices=indices))
+        else:
+            raise NativeError(f"{at}: cannot be converted; expected pyro AffineCoupling (with "
+                              "a DenseNN hypernet) or Permute")  # fmt: skip
+    return _finish(layers, params, dim, "from_pyro")
+
+
+def _pyro_dim(parts: list) -> int:
+    from pyro.distributions.transforms import AffineCoupling, Permute
+
+    for part in parts:
+        if isinstance(part, AffineCoupling):
+            return int(part.split_dim) + int(part.nn.param_dims[0])
+        if isinstance(part, Permute):
+            return len(part.permutation)
+    raise NativeError("transform: cannot tell the event size; pass dim=")
+
+
+# ------------------------------------------------------------------------------ TFP
+def _tf_activation(fn: Any, at: str) -> tuple[str, float]:
+    import tensorflow as tf
+
+    table = {tf.nn.relu: "relu", tf.math.tanh: "tanh", tf.nn.elu: "elu", tf.nn.gelu: "gelu",
+             tf.nn.leaky_relu: "leaky_relu"}  # fmt: skip
+    for known, name in table.items():
+        if fn is known:
+            return name, 0.2  # tf.nn.leaky_relu's default alpha
+    name = getattr(fn, "__name__", type(fn).__name__)
+    raise NativeError(f"{at}: activation {name} cannot be converted; expected tf.nn.relu, "
+                      "tf.math.tanh, tf.nn.elu, tf.nn.gelu or tf.nn.leaky_relu")  # fmt: skip
+
+
+def _template_config(fn: Any, at: str) -> dict:
+    func = getattr(fn, "_func", None)
+    if func is None or getattr(fn, "_name", None) != "real_nvp_default_template":
+        raise NativeError(f"{at}.shift_and_log_scale_fn: a custom function cannot be "
+                          "converted; only tfb.real_nvp_default_template is supported")  # fmt: skip
+    config = dict(inspect.getclosurevars(func).nonlocals)
+    if config.get("args") or any(k not in ("name",) for k in config.get("kwargs", {})):
+        raise NativeError(f"{at}.shift_and_log_scale_fn: extra dense-layer arguments "
+                          f"{config.get('args') or config.get('kwargs')} cannot be converted")  # fmt: skip
+    if not fn.trainable_variables:
+        raise NativeError(f"{at}: the template has no variables yet; call the bijector once "
+                          "(e.g. bijector.forward(x)) so that it makes them")  # fmt: skip
+    return config
+
+
+def _tfp_parts(bijector: Any) -> list:
+    import tensorflow_probability as tfp
+
+    if isinstance(bijector, (list, tuple)):
+        return [p for b in bijector for p in _tfp_parts(b)]
+    chain = isinstance(bijector, tfp.bijectors.Composition) and "Chain" in type(bijector).__name__
+    if chain:  # tfb.Chain, or the _Chain it returns for non-CompositeTensor parts
+        return [p for b in reversed(bijector.bijectors) for p in _tfp_parts(b)]
+    return [bijector]
+
+
+def from_tfp_native(bijector: Any, dim: int | None = None) -> tuple[S.FlowSpec, dict]:
+    """``(spec, params)`` of a TFP ``RealNVP`` (conditioner from
+    ``real_nvp_default_template``, called once so its variables exist), ``Permute``, or a
+    ``Chain`` of them. ``dim``: the event size, read from the first ``Permute`` or
+    ``RealNVP`` that has seen an input when not given."""
+    import tensorflow_probability as tfp
+
+    tfb = tfp.bijectors
+    parts = _tfp_parts(bijector)
+    if not parts:
+        raise NativeError("bijector: expected at least one RealNVP or Permute")
+    if dim is None:
+        dim = _tfp_dim(parts)
+    layers, params = [], {}
+    for i, part in enumerate(parts):
+        at = f"bijectors[{i}] ({type(part).__name__})"
+        if isinstance(part, tfb.RealNVP):
+            layer, weights = _from_real_nvp(part, dim, at)
+            layers.append(layer)
+            params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+        elif isinstance(part, tfb.Permute):
+            if int(part.axis) != -1:
+                raise NativeError(f"{at}: axis={part.axis}; only the last axis converts")
+            indices = tuple(int(v) for v in np.asarray(part.permutation))
+            layers.append(S.Permutation(kind="explicit", indices=indices))
+        else:
+            raise NativeError(f"{at}: cannot be converted; expected tfb.RealNVP or tfb.Permute")
+    return _finish(layers, params, dim, "from_tfp")
+
+
+def _tfp_dim(parts: list) -> int:
+    import tensorflow_probability as tfp
+
+    for part in parts:
+        if isinstance(part, tfp.bijectors.Permute):
+            return int(np.asarray(part.permutation).shape[-1])
+        if isinstance(part, tfp.bijectors.RealNVP) and part._input_depth is not None:
+            return int(part._input_depth)
+    raise NativeError("bijector: cannot tell the event size; pass dim=")
+
+
+def _from_real_nvp(part: Any, dim: int, at: str):
+    fn = part._shift_and_log_scale_fn
+    if fn is None:
+        raise NativeError(f"{at}: built with bijector_fn, which cannot be converted; use "
+                          "shift_and_log_scale_fn=tfb.real_nvp_default_template(...)")  # fmt: skip
+    config = _template_config(fn, at)
+    if part._num_masked is not None:
+        k = part._num_masked
+    else:
+        k = int(np.round(dim * part._fraction_masked))
+    mask = S.SplitMask(part="first" if k > 0 else "last", size=abs(k))
+    activation, slope = _tf_activation(config["activation"], f"{at}.activation")
+    cond = S.Conditioner(hidden=tuple(int(h) for h in config["hidden_layers"]),
+                         activation=activation, negative_slope=slope)  # fmt: skip
+    variables = sorted(fn.trainable_variables, key=lambda v: _dense_index(v.name))
+    kernels = [v for v in variables if "kernel" in v.name]
+    biases = [v for v in variables if "bias" in v.name]
+    if len(kernels) != len(cond.hidden) + 1 or len(biases) != len(kernels):
+        raise NativeError(f"{at}: expected {len(cond.hidden) + 1} dense layers with biases in "
+                          f"the template, found {len(kernels)} kernels, {len(biases)} biases")  # fmt: skip
+    weights = {}
+    for j, (kernel, bias) in enumerate(zip(kernels, biases, strict=True)):
+        weights[f"conditioner.{j}.kernel"] = np.asarray(kernel.numpy(), dtype=np.float64)
+        weights[f"conditioner.{j}.bias"] = np.asarray(bias.numpy(), dtype=np.float64)
+    if config.get("shift_only"):
+        return S.AdditiveCoupling(mask=mask, conditioner=cond), weights
+    return S.AffineCoupling(mask=mask, conditioner=cond, scale=S.ExpScale()), weights
+
+
+def _dense_index(name: str) -> tuple[int, int]:
+    """Order template variables by dense layer: ``dense``, ``dense_1``, ``dense_2``..."""
+    layer = next((p for p in name.split("/") if p.startswith("dense")), "dense")
+    index = int(layer.split("_")[1]) if "_" in layer else 0
+    return index, 0 if "kernel" in name else 1
+
+
+# ----------------------------------------------------------------------------------
+def _finish(layers: list, params: dict, dim: int, name: str) -> tuple[S.FlowSpec, dict]:
+    try:
+        spec = S.FlowSpec(name=name, event_shape=(dim,), layers=layers)
+    except SpecError as exc:
+        raise NativeError(f"the converted flow is not valid: {exc}") from None
+    from .params import check_params
+
+    return spec, check_params(spec, params)
