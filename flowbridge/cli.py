@@ -74,7 +74,8 @@ def generate(spec, backend, output):
 def check(specs, backends, dtypes, devices, params, batch, seed, save_bundle, bundle, json_out):
     """Check every backend against the float64 reference for each SPEC; exit 1 if a
     figure is over its tolerance. With several SPECs, end with the worst figures."""
-    from .check import check as run, summary_json, worst_table
+    from .check import check as run
+    from .check import summary_json, worst_table
     from .params import load_params
     from .spec import load_spec
 

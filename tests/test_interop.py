@@ -18,8 +18,8 @@ F32 = dict(rtol=2e-5, atol=2e-5)  # float32 rounding of one framework against th
 
 
 def native_pyro(d=D, nonlinearity=None, clip=(-5.0, 3.0)):
-    from pyro.distributions.transforms import AffineCoupling, Permute
     from pyro.distributions.torch_transform import ComposeTransformModule
+    from pyro.distributions.transforms import AffineCoupling, Permute
     from pyro.nn import DenseNN
 
     torch.manual_seed(0)
