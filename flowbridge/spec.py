@@ -469,7 +469,9 @@ def realnvp(
     name: str = "realnvp",
 ) -> FlowSpec:
     """RealNVP (Dinh et al. 2017, arXiv:1605.08803) for vector events: affine couplings
-    whose masks alternate which part passes through (first/last half, or even/odd).
+    whose masks alternate which part passes through (first/last half, or even/odd), or,
+    with ``permutation``, keep one mask and permute between couplings (as Pyro's
+    ``AffineCoupling`` + ``Permute`` stacks do).
 
     ``scale`` is a scale map or its dict (default ``{"kind": "exp"}``, the paper's
     ``exp(s)``); ``permutation`` optionally puts a ``reverse`` or seeded ``random``
@@ -477,10 +479,13 @@ def realnvp(
     """
     layers: list[Any] = []
     for i in range(_count(num_couplings, "num_couplings")):
+        # with a permutation between couplings the mask stays put and the permutation
+        # mixes: alternating as well would undo a reverse permutation's work
+        flip = i % 2 == 1 and not permutation
         if mask == "half":
-            m = HalfMask(part="first" if i % 2 == 0 else "last")
+            m = HalfMask(part="last" if flip else "first")
         else:
-            m = ParityMask(parity="even" if i % 2 == 0 else "odd")
+            m = ParityMask(parity="odd" if flip else "even")
         layers.append(
             AffineCoupling(
                 mask=m,

@@ -177,6 +177,8 @@ def test_presets_follow_the_papers():
     assert [la.mask.parity for la in nice.layers[:4]] == ["even", "odd", "even", "odd"]
     nvp = fb.realnvp(6, permutation="reverse")
     parts = [la.mask.part for la in nvp.layers if la.type == "affine_coupling"]
-    assert parts == ["first", "last", "first", "last"]
+    assert parts == ["first"] * 4  # the permutations mix; masks stay put
     assert [la.type for la in nvp.layers].count("permutation") == 3
+    alternating = [la.mask.part for la in fb.realnvp(6).layers]
+    assert alternating == ["first", "last", "first", "last"]
     assert json.loads(nvp.to_json())["format_version"] == 1
