@@ -164,7 +164,7 @@ def test_gradient_tape_loop_and_xla(tfp):
             z = q.sample(8, seed=seed)
             loss = tf.reduce_mean(q.log_prob(z) - target.log_prob(z))
         grads = tape.gradient(loss, flow.trainable_variables)
-        opt.apply_gradients(zip(grads, flow.trainable_variables))
+        opt.apply_gradients(zip(grads, flow.trainable_variables, strict=True))
         return loss
 
     losses = [float(step(tf.constant([i, 7]))) for i in range(300)]
