@@ -1,0 +1,45 @@
+"""Every example runs end to end in its fast mode and says what it promises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowbridge.build import available
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+pytestmark = pytest.mark.skipif(
+    not (available("pyro") and available("tfp")), reason="the examples need both frameworks"
+)
+
+CASES = {
+    "eight_schools_pyro.py": ["flowbridge RealNVP", "NUTS (reference)", "eight_schools_pyro.png"],
+    "eight_schools_tfp.py": ["flowbridge RealNVP", "NUTS (reference)", "eight_schools_tfp.png"],
+    "train_in_pyro_run_in_tfp.py": ["mean NLL of the data", "train_in_pyro_run_in_tfp.png"],
+    "port_native.py": ["Pyro AffineCoupling -> flowbridge TFP", "TFP RealNVP -> flowbridge Pyro"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_example_fast_mode(script, tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tqdm")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
+    args = [sys.executable, str(EXAMPLES / script), "--fast"]
+    if script != "port_native.py":
+        args += ["--out", str(tmp_path)]
+    run = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for marker in CASES[script]:
+        assert marker in run.stdout, run.stdout[-2000:]
+    for png in tmp_path.glob("*.png"):
+        assert png.stat().st_size > 10_000
+    if script == "port_native.py":
+        errors = [float(w) for line in run.stdout.splitlines() if "error" in line
+                  for w in line.split() if w.replace(".", "").replace("e-", "").isdigit()]  # fmt: skip
+        assert errors and max(errors) < 1e-5
