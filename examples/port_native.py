@@ -15,8 +15,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 import torch  # noqa: E402
-from pyro.distributions.transforms import AffineCoupling, Permute  # noqa: E402
 from pyro.distributions.torch_transform import ComposeTransformModule  # noqa: E402
+from pyro.distributions.transforms import AffineCoupling, Permute  # noqa: E402
 from pyro.nn import DenseNN  # noqa: E402
 
 import flowbridge as fb  # noqa: E402
