@@ -150,5 +150,26 @@ def init_params(spec, output, seed, random_):
     click.echo(f"wrote {output}", err=True)
 
 
+@main.command()
+@click.option("--preset", type=click.Choice(["quick", "axes", "grid"]), default="quick",
+              show_default=True, help="quick: the target size; axes: one axis at a time; "
+              "grid: every combination (hours).")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
+              show_default=True, help="Where the JSON, Markdown and PNG go.")  # fmt: skip
+@click.option("--threads", default=2, show_default=True, help="Threads per framework process.")
+@click.option("--repeats", default=7, show_default=True, help="Timed runs per measurement.")
+@click.option("--min-time", default=0.5, show_default=True, help="Seconds per measurement.")
+@click.option("--compile", "compile_at", type=click.Choice(["target", "all", "none"]),
+              default="target", show_default=True,
+              help="Sizes that also time torch.compile and XLA (compiles are slow on CPU).")  # fmt: skip
+def bench(preset, out, threads, repeats, min_time, compile_at):
+    """Time flowbridge against native Pyro and TFP (each framework in its own process)."""
+    from .bench import markdown, run
+
+    results = run(preset, threads=threads, repeats=repeats, min_time=min_time, out=Path(out),
+                  compile_at=compile_at)  # fmt: skip
+    click.echo(markdown(results))
+
+
 if __name__ == "__main__":
     main()

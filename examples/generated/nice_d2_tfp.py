@@ -71,19 +71,52 @@ def _dense(sizes, dtype):
     return kernels, biases
 
 
+class _Memo:
+    """The last (input, log-det) pair of one direction; not tracked by tf.Module."""
+
+    __slots__ = ("forward", "inverse")
+
+    def __init__(self):
+        self.forward = self.inverse = None
+
+
 class _Layer(tfb.Bijector):
-    """TFP plumbing shared by every layer: forward/inverse and both log-dets."""
+    """TFP plumbing shared by every layer: forward/inverse and both log-dets.
+
+    TFP asks for a log-det separately from the transform it belongs to. Inside
+    tf.function the log-det traced with the last forward (inverse) call is reused when TFP
+    asks for it at that very tensor, so the conditioner is not traced twice; run eagerly,
+    every call recomputes (a variable may have changed in between)."""
+
+    def _memo(self):
+        if "_fb_memo" not in self.__dict__:
+            object.__setattr__(self, "_fb_memo", _Memo())
+        return self.__dict__["_fb_memo"]
 
     def _forward(self, x):
-        return self.forward_with_log_det(x)[0]
+        y, log_det = self.forward_with_log_det(x)
+        self._memo().forward = None if tf.executing_eagerly() else (x, y, log_det)
+        return y
 
     def _inverse(self, y):
-        return self.inverse_with_log_det(y)[0]
+        x, log_det = self.inverse_with_log_det(y)
+        self._memo().inverse = None if tf.executing_eagerly() else (y, x, log_det)
+        return x
 
     def _forward_log_det_jacobian(self, x):
+        memo = self._memo()
+        if memo.forward is not None and memo.forward[0] is x:
+            return memo.forward[2]
+        if memo.inverse is not None and memo.inverse[1] is x:
+            return -memo.inverse[2]
         return self.forward_with_log_det(x)[1]
 
     def _inverse_log_det_jacobian(self, y):
+        memo = self._memo()
+        if memo.inverse is not None and memo.inverse[0] is y:
+            return memo.inverse[2]
+        if memo.forward is not None and memo.forward[1] is y:
+            return -memo.forward[2]
         return self.inverse_with_log_det(y)[1]
 
 

@@ -1,0 +1,506 @@
+"""Benchmarks: flowbridge against native Pyro and native TFP on identical flows and weights.
+
+For each size the parent process (no framework imported) starts one worker process per
+framework, with its thread count set: a torch worker times flowbridge-Pyro (eager and
+``torch.compile``), native Pyro (``AffineCoupling`` + ``DenseNN`` + ``Permute``) and the
+floor (the conditioner MLPs alone); a TensorFlow worker times flowbridge-TFP
+(``tf.function``, and ``jit_compile=True``), native TFP (``RealNVP`` with
+``real_nvp_default_template`` + ``Permute`` in a ``Chain``, in ``tf.function``) and the
+floor. flowbridge's flows come from the native ones through ``from_pyro_native`` /
+``from_tfp_native``, so architecture and weights are identical within each framework.
+
+Operations: ``forward`` (forward and log-det), ``log_prob`` (inverse and log-det through
+``TransformedDistribution``), ``sample``, ``train`` (log_prob, backward, Adam step); the
+floor runs the MLPs of every coupling once. Each timing warms up, then takes the median
+of repeated runs of as many calls as fill ``--min-time``; Pyro inputs alternate between
+two tensors so its single-entry caches never answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGET = {"dim": 64, "couplings": 8, "hidden": 256, "batch": 1024}
+AXES = {"dim": [2, 16, 64, 256, 784], "couplings": [4, 8, 16], "hidden": [64, 256, 1024],
+        "batch": [1, 64, 1024, 8192]}  # fmt: skip
+OPS = ("forward", "log_prob", "sample", "train")
+TORCH_IMPLS = ("flowbridge-pyro", "flowbridge-pyro-compile", "native-pyro", "floor-torch")
+TF_IMPLS = ("flowbridge-tfp", "flowbridge-tfp-xla", "native-tfp", "floor-tf")
+
+
+def configs(preset: str) -> list[dict]:
+    """``quick``: the target size only; ``axes``: the target and every one-axis change
+    (13 sizes); ``grid``: the full product of the axes (180 sizes, hours on 2 cores)."""
+    if preset == "quick":
+        return [dict(TARGET)]
+    if preset == "axes":
+        out = [dict(TARGET)]
+        for axis, values in AXES.items():
+            out += [{**TARGET, axis: v} for v in values if v != TARGET[axis]]
+        return out
+    if preset == "grid":
+        return [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*AXES.values())]
+    raise ValueError(f"preset: expected quick, axes or grid, got {preset!r}")
+
+
+def _timeit(fn, repeats: int, min_time: float, warmup: int = 2) -> float:
+    """Median seconds per call over ``repeats`` runs of ``n`` calls each."""
+    for _ in range(warmup):
+        fn()
+    n, elapsed = 1, 0.0
+    while True:  # calibrate: enough calls that one run takes min_time / repeats
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time / max(repeats, 1) or n >= 1024:
+            break
+        n *= 2
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        runs.append((time.perf_counter() - start) / n)
+    return statistics.median(runs)
+
+
+def flow_and_params(cfg: dict, scale: str):
+    """The benchmarked architecture as a spec, with random non-identity weights.
+
+    Couplings pass the first ``D // 2`` entries (Pyro's ``split_dim``, TFP's
+    ``num_masked``), conditioners are ``D//2 -> hidden -> hidden -> 2 (D - D//2)`` with
+    ReLU, seeded random permutations sit between couplings. ``scale`` is ``clamp`` (Pyro's
+    [-5, 3]) or ``exp`` (TFP's). The last dense layer is drawn 10x smaller than the others
+    so that log-densities stay finite at every size (timing NaNs would time nothing).
+    """
+    import numpy as np
+
+    import flowbridge as fb
+
+    dim, c, h = cfg["dim"], cfg["couplings"], cfg["hidden"]
+    layers = []
+    for i in range(c):
+        layers.append(fb.AffineCoupling(
+            mask=fb.SplitMask(part="first", size=dim // 2),
+            conditioner=fb.Conditioner(hidden=(h, h), activation="relu"),
+            scale=fb.ClampScale() if scale == "clamp" else fb.ExpScale(),
+        ))  # fmt: skip
+        if i < c - 1:
+            perm = tuple(int(v) for v in np.random.default_rng(i).permutation(dim))
+            layers.append(fb.Permutation(kind="explicit", indices=perm))
+    spec = fb.FlowSpec(name="bench", event_shape=(dim,), layers=layers)
+    params = fb.init_params(spec, 0, init="random")
+    for name in params:
+        if ".conditioner.2." in name:
+            params[name] = params[name] * 0.1
+    return spec, {k: v.astype(np.float32) for k, v in params.items()}
+
+
+# ------------------------------------------------------------------------ torch side
+def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
+    import pyro.distributions as dist
+    import torch
+    from pyro.distributions.torch_transform import ComposeTransformModule
+    from pyro.distributions.transforms import AffineCoupling, Permute
+    from pyro.nn import DenseNN
+
+    import flowbridge as fb
+
+    torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    dim, c, h, b = cfg["dim"], cfg["couplings"], cfg["hidden"], cfg["batch"]
+    spec, params = flow_and_params(cfg, "clamp")
+    split = dim // 2
+    parts, nets = [], []
+    for i, layer in enumerate(spec.layers):
+        if layer.type == "permutation":
+            parts.append(Permute(torch.tensor(layer.indices)))
+            continue
+        net = DenseNN(split, [h, h], [dim - split, dim - split])
+        with torch.no_grad():
+            for j, lin in enumerate(net.layers):
+                lin.weight.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.kernel"].T))
+                lin.bias.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.bias"]))
+        nets.append(net)
+        parts.append(AffineCoupling(split, net))
+    native = ComposeTransformModule(parts).to(device)
+    for p in native.parts:  # Permute's index tensor is not a buffer: move it by hand
+        if isinstance(p, Permute):
+            p.permutation = p.permutation.to(device)
+    flows = {"flowbridge-pyro": fb.to_pyro(spec, params, device=device), "native-pyro": native}
+    xs = [torch.randn(b, dim, device=device) for _ in range(2)]
+    with torch.no_grad():  # same architecture, same weights: prove it before timing
+        y_fb, y_nat = flows["flowbridge-pyro"](xs[0].clone()), native(xs[0].clone())
+        assert torch.allclose(y_fb, y_nat, rtol=1e-4, atol=1e-4), "flows differ"
+        assert torch.isfinite(y_fb).all()
+    counter = itertools.count()
+
+    def x():
+        return xs[next(counter) % 2]
+
+    def sync(t):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return t
+
+    out = []
+    for impl, flow in flows.items():
+        base = dist.Normal(torch.zeros(dim, device=device), 1.0).to_event(1)
+        d = dist.TransformedDistribution(base, [flow])
+        opt = torch.optim.Adam(flow.parameters(), lr=1e-5)
+
+        def forward(flow=flow):
+            with torch.no_grad():
+                xi = x()
+                y = flow(xi)
+                return sync(flow.log_abs_det_jacobian(xi, y))
+
+        def log_prob(d=d):
+            with torch.no_grad():
+                return sync(d.log_prob(x()))
+
+        def sample(d=d):
+            with torch.no_grad():
+                return sync(d.sample((b,)))
+
+        def loss(xi, d=d):
+            return -d.log_prob(xi).mean()
+
+        def train(loss=loss, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            loss(x()).backward()
+            opt.step()
+            return sync(None)
+
+        fns = {"forward": forward, "log_prob": log_prob, "sample": sample, "train": train}
+        for op, fn in fns.items():
+            out.append({"impl": impl, "op": op, "seconds": _timeit(fn, repeats, min_time)})
+        if impl == "flowbridge-pyro" and compile_:
+            out += _torch_compiled(flow, d, x, sync, b, repeats, min_time)
+    out.append({"impl": "floor-torch", "op": "forward",
+                "seconds": _timeit(lambda: _floor_torch(nets, x(), split, sync), repeats, min_time)})  # fmt: skip
+    return out, {"device": device, "torch": torch.__version__, "threads": threads}
+
+
+def _floor_torch(nets, xi, split, sync):
+    import torch
+
+    with torch.no_grad():
+        for net in nets:
+            net(xi[..., :split])
+    return sync(None)
+
+
+def _torch_compiled(flow, d, x, sync, b, repeats, min_time):
+    import torch
+
+    def fwd(xi):
+        y = flow(xi)
+        return flow.log_abs_det_jacobian(xi, y)
+
+    c_fwd, c_lp = torch.compile(fwd), torch.compile(d.log_prob)
+    c_sample = torch.compile(lambda: d.rsample((b,)))
+    c_loss = torch.compile(lambda xi: -d.log_prob(xi).mean())
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-5)
+
+    def train():
+        opt.zero_grad(set_to_none=True)
+        c_loss(x()).backward()
+        opt.step()
+        return sync(None)
+
+    def no_grad(fn):
+        def run():
+            with torch.no_grad():
+                return sync(fn())
+
+        return run
+
+    fns = {"forward": no_grad(lambda: c_fwd(x())), "log_prob": no_grad(lambda: c_lp(x())),
+           "sample": no_grad(c_sample), "train": train}  # fmt: skip
+    return [{"impl": "flowbridge-pyro-compile", "op": op, "seconds": _timeit(fn, repeats, min_time)}
+            for op, fn in fns.items()]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- TF side
+def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import tensorflow_probability as tfp
+    import tf_keras
+
+    import flowbridge as fb
+
+    tfb, tfd = tfp.bijectors, tfp.distributions
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    device = "cuda" if tf.config.list_physical_devices("GPU") else "cpu"
+    dim, c, h, b = cfg["dim"], cfg["couplings"], cfg["hidden"], cfg["batch"]
+    spec, params = flow_and_params(cfg, "exp")
+
+    class Conditioner(tf.Module):
+        """A tracked MLP for RealNVP's shift_and_log_scale_fn (the default template's
+        variables are not tracked, so a Chain of it cannot train)."""
+
+        def __init__(self, i):
+            super().__init__()
+            self.kernels = [tf.Variable(params[f"layers.{i}.conditioner.{j}.kernel"]) for j in range(3)]
+            self.biases = [tf.Variable(params[f"layers.{i}.conditioner.{j}.bias"]) for j in range(3)]
+
+        def __call__(self, x, output_units):
+            for j in range(3):
+                x = tf.linalg.matmul(x, self.kernels[j]) + self.biases[j]
+                if j < 2:
+                    x = tf.nn.relu(x)
+            return x[..., :output_units], x[..., output_units:]
+
+    layers = []
+    for i, layer in enumerate(spec.layers):
+        if layer.type == "permutation":
+            layers.append(tfb.Permute(list(layer.indices)))
+        else:
+            layers.append(tfb.RealNVP(num_masked=dim // 2, shift_and_log_scale_fn=Conditioner(i)))
+    native = tfb.Chain(list(reversed(layers)))
+    assert len(native.trainable_variables) == len(params)
+    flows = {"flowbridge-tfp": fb.to_tfp(spec, params), "native-tfp": native}
+    xs = [tf.random.normal([b, dim], seed=i) for i in range(2)]
+    y_fb, y_nat = flows["flowbridge-tfp"].forward(xs[0]), native.forward(xs[0])
+    assert np.allclose(y_fb.numpy(), y_nat.numpy(), rtol=1e-4, atol=1e-4), "flows differ"
+    assert np.isfinite(y_fb.numpy()).all()
+    counter = itertools.count()
+    out = []
+    for impl, flow in flows.items():
+        d = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(loc=tf.zeros(dim)), flow)
+        variants = [(impl, False)] + ([("flowbridge-tfp-xla", True)] if impl == "flowbridge-tfp"
+                                      and compile_ else [])  # fmt: skip
+        for name, xla in variants:
+            fns = _tf_ops(tf, tf_keras, flow, d, b, xla)
+            for op, fn in fns.items():
+                def run(fn=fn):
+                    return fn(xs[next(counter) % 2]).numpy()
+
+                out.append({"impl": name, "op": op, "seconds": _timeit(run, repeats, min_time)})
+    kernels = [[params[f"layers.{i}.conditioner.{j}.kernel"] for j in range(3)] for i in range(0, 2 * c - 1, 2)]
+    biases = [[params[f"layers.{i}.conditioner.{j}.bias"] for j in range(3)] for i in range(0, 2 * c - 1, 2)]
+    weights = [[(tf.constant(k, tf.float32), tf.constant(bb, tf.float32)) for k, bb in zip(ks, bs, strict=True)]
+               for ks, bs in zip(kernels, biases, strict=True)]  # fmt: skip
+
+    @tf.function
+    def floor(xi):
+        total = tf.zeros([])
+        for layer in weights:
+            hid = xi[..., : dim // 2]
+            for j, (k, bias) in enumerate(layer):
+                hid = tf.linalg.matmul(hid, k) + bias
+                if j < 2:
+                    hid = tf.nn.relu(hid)
+            total += hid[0, 0]
+        return total
+
+    out.append({"impl": "floor-tf", "op": "forward",
+                "seconds": _timeit(lambda: floor(xs[0]).numpy(), repeats, min_time)})  # fmt: skip
+    return out, {"device": device, "tensorflow": tf.__version__, "tfp": tfp.__version__,
+                 "threads": threads}  # fmt: skip
+
+
+def _tf_ops(tf, tf_keras, flow, d, b, xla):
+    opt = tf_keras.optimizers.Adam(1e-5)
+    variables = flow.trainable_variables
+    fn = tf.function(jit_compile=xla)
+
+    @fn
+    def forward(x):
+        flow.forward(x)
+        return flow.forward_log_det_jacobian(x, event_ndims=1)
+
+    @fn
+    def log_prob(x):
+        return d.log_prob(x)
+
+    @fn
+    def sample(x):
+        return d.sample(b, seed=tf.constant([1, 2]))[0]
+
+    @fn
+    def train(x):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(d.log_prob(x))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    return {"forward": forward, "log_prob": log_prob, "sample": sample, "train": train}
+
+
+# ------------------------------------------------------------------------ the parent
+def _worker_main(argv: list[str]) -> None:
+    group, cfg, threads, repeats, min_time, compile_ = argv[0], json.loads(argv[1]), *map(float, argv[2:6])
+    worker = _torch_worker if group == "torch" else _tf_worker
+    rows, info = worker(cfg, int(threads), int(repeats), min_time, bool(compile_))
+    print("BENCH " + json.dumps({"rows": rows, "info": info}))
+
+
+def _run_worker(group: str, cfg: dict, threads: int, repeats: int, min_time: float,
+                compile_: bool) -> dict:  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}  # fmt: skip
+    cmd = [sys.executable, "-m", "flowbridge.bench", "--worker", group, json.dumps(cfg),
+           str(threads), str(repeats), str(min_time), str(int(compile_))]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("BENCH ")]
+    if run.returncode != 0 or not lines:
+        raise RuntimeError(f"{group} worker failed for {cfg}:\n{run.stderr[-3000:]}")
+    return json.loads(lines[-1][6:])
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}  # fmt: skip
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def run(preset: str = "quick", *, threads: int = 2, repeats: int = 7, min_time: float = 0.5,
+        out: Path | None = None, compile_at: str = "target", groups=("torch", "tf")) -> dict:  # fmt: skip
+    """Run a preset and return (and, with ``out``, write) the results."""
+    from tqdm import tqdm
+
+    sizes = configs(preset)
+    results = {"preset": preset, "machine": machine(), "threads": threads, "repeats": repeats,
+               "min_time": min_time, "dtype": "float32", "runs": []}  # fmt: skip
+    jobs = [(cfg, g) for cfg in sizes for g in groups]
+    for cfg, group in tqdm(jobs, desc=f"bench {preset}", unit="job"):
+        compile_ = compile_at == "all" or (compile_at == "target" and cfg == TARGET)
+        got = _run_worker(group, cfg, threads, repeats, min_time, compile_)
+        results["runs"].append({"config": cfg, "group": group, **got})
+    if out is not None:
+        write(results, Path(out))
+    return results
+
+
+# ------------------------------------------------------------------------- reporting
+def _table(results: dict) -> dict:
+    """{config key: {impl: {op: seconds}}}."""
+    out: dict = {}
+    for r in results["runs"]:
+        key = tuple(r["config"][k] for k in ("dim", "couplings", "hidden", "batch"))
+        for row in r["rows"]:
+            out.setdefault(key, {}).setdefault(row["impl"], {})[row["op"]] = row["seconds"]
+    return out
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's ratio targets at the target size, each met or missed."""
+    t = _table(results).get(tuple(TARGET.values()))
+    if not t:
+        return []
+    checks = []
+    for fb_impl, native, limit in [("flowbridge-pyro", "native-pyro", 0.9),
+                                   ("flowbridge-tfp", "native-tfp", 0.9)]:  # fmt: skip
+        for op in ("forward", "log_prob", "train"):
+            if fb_impl in t and native in t:
+                checks.append({"what": f"{fb_impl} / {native} {op}", "limit": limit,
+                               "ratio": t[fb_impl][op] / t[native][op]})  # fmt: skip
+    for fb_impl, floor in [("flowbridge-pyro", "floor-torch"), ("flowbridge-tfp", "floor-tf")]:
+        if fb_impl in t and floor in t:
+            checks.append({"what": f"{fb_impl} / {floor} forward", "limit": 1.2,
+                           "ratio": t[fb_impl]["forward"] / t[floor]["forward"]})  # fmt: skip
+    for c in checks:
+        c["met"] = c["ratio"] <= c["limit"]
+    return checks
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"# flowbridge benchmarks ({results['preset']})", "",
+             f"Machine: {m.get('cpu', m['processor'])}, {m['cpus']} CPUs, {m['platform']}; "
+             f"{results['threads']} threads per framework process; float32; median of "
+             f"{results['repeats']} runs. Times in milliseconds per call; ratios are against "
+             "the native layer of the same framework, from the same run.", ""]  # fmt: skip
+    infos = {r["group"]: r["info"] for r in results["runs"]}
+    lines.append("Versions: " + "; ".join(f"{g}: {i}" for g, i in infos.items()))
+    lines += ["", "## Targets (D=64, 8 couplings, hidden 256, batch 1024)", "",
+              "| ratio | target | measured | |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for c in targets(results):
+        lines.append(f"| {c['what']} | <= {c['limit']} | {c['ratio']:.2f} | "
+                     f"{'met' if c['met'] else 'missed'} |")  # fmt: skip
+    for key, impls in _table(results).items():
+        dim, c, h, b = key
+        lines += ["", f"## D={dim}, couplings={c}, hidden={h}, batch={b}", "",
+                  "| impl | " + " | ".join(OPS) + " |", "| --- |" + " --- |" * len(OPS)]  # fmt: skip
+        for impl in (*TORCH_IMPLS, *TF_IMPLS):
+            if impl not in impls:
+                continue
+            native = impls.get("native-pyro" if impl in TORCH_IMPLS else "native-tfp", {})
+            cells = []
+            for op in OPS:
+                if op not in impls[impl]:
+                    cells.append("")
+                    continue
+                ms = impls[impl][op] * 1e3
+                ratio = impls[impl][op] / native[op] if op in native else None
+                cells.append(f"{ms:.3g}" + (f" ({ratio:.2f}x)" if ratio and not impl.startswith("native") else ""))
+            lines.append(f"| {impl} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = _table(results)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, axis, index in [(axes[0], "batch", 3), (axes[1], "dim", 0)]:
+        others = [i for i in range(4) if i != index]
+        fixed = [k for k in table if all(k[i] == tuple(TARGET.values())[i] for i in others)]
+        fixed.sort(key=lambda k: k[index])
+        for impl in (*TORCH_IMPLS, *TF_IMPLS):
+            pts = [(k[index], table[k][impl]["forward"] * 1e3) for k in fixed
+                   if impl in table[k] and "forward" in table[k][impl]]  # fmt: skip
+            if len(pts) > 1:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=impl)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(axis)
+        ax.set_ylabel("forward + log-det, ms")
+        ax.set_title(f"time against {axis} (others at the target size)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    name = results["preset"]
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown(results))
+    try:
+        plots(results, out / f"{name}.png")
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _worker_main(sys.argv[2:])
