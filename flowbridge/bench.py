@@ -118,7 +118,7 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
-    dim, c, h, b = cfg["dim"], cfg["couplings"], cfg["hidden"], cfg["batch"]
+    dim, h, b = cfg["dim"], cfg["hidden"], cfg["batch"]
     spec, params = flow_and_params(cfg, "clamp")
     split = dim // 2
     parts, nets = [], []
@@ -248,7 +248,7 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
     tfb, tfd = tfp.bijectors, tfp.distributions
     tf.config.experimental.enable_tensor_float_32_execution(False)
     device = "cuda" if tf.config.list_physical_devices("GPU") else "cpu"
-    dim, c, h, b = cfg["dim"], cfg["couplings"], cfg["hidden"], cfg["batch"]
+    dim, c, b = cfg["dim"], cfg["couplings"], cfg["batch"]
     spec, params = flow_and_params(cfg, "exp")
 
     class Conditioner(tf.Module):
