@@ -40,16 +40,18 @@ def native_pyro_flow():
 def native_tfp_flow():
     """What a TFP user writes: RealNVP with the default template, Permute, in a Chain."""
     tf.random.set_seed(0)
-    layers = []
+    layers, templates = [], []
     for i in range(4):
         template = tfb.real_nvp_default_template(hidden_layers=[32, 32])
+        templates.append(template)
         layers.append(tfb.RealNVP(num_masked=D // 2, shift_and_log_scale_fn=template))
         if i < 3:
             layers.append(tfb.Permute(permutation=np.random.default_rng(i).permutation(D)))
     chain = tfb.Chain(list(reversed(layers)))
     chain.forward(tf.zeros([1, D]))  # the templates make their variables on the first call
-    for v in chain.trainable_variables:  # stand-in for training: non-trivial weights
-        v.assign(tf.random.normal(v.shape, stddev=0.3))
+    for template in templates:  # stand-in for training: biases too become non-zero
+        for v in template.trainable_variables:  # (the Chain does not track these)
+            v.assign(tf.random.normal(v.shape, stddev=0.3))
     return chain
 
 

@@ -38,7 +38,7 @@ TF_IMPLS = ("flowbridge-tfp", "flowbridge-tfp-xla", "native-tfp", "floor-tf")
 
 def configs(preset: str) -> list[dict]:
     """``quick``: the target size only; ``axes``: the target and every one-axis change
-    (13 sizes); ``grid``: the full product of the axes (180 sizes, hours on 2 cores)."""
+    (12 sizes); ``grid``: the full product of the axes (180 sizes, hours on 2 cores)."""
     if preset == "quick":
         return [dict(TARGET)]
     if preset == "axes":
@@ -154,6 +154,11 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
         return t
 
     out = []
+    info = {"device": device, "torch": torch.__version__, "threads": threads}
+    if compile_:  # its own process: inductor changes the process's threading for all after
+        flow = flows["flowbridge-pyro"]
+        d = dist.TransformedDistribution(dist.Normal(torch.zeros(dim, device=device), 1.0).to_event(1), [flow])
+        return _torch_compiled(flow, d, x, sync, b, repeats, min_time), info
     for impl, flow in flows.items():
         base = dist.Normal(torch.zeros(dim, device=device), 1.0).to_event(1)
         d = dist.TransformedDistribution(base, [flow])
@@ -185,11 +190,9 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
         fns = {"forward": forward, "log_prob": log_prob, "sample": sample, "train": train}
         for op, fn in fns.items():
             out.append({"impl": impl, "op": op, "seconds": _timeit(fn, repeats, min_time)})
-        if impl == "flowbridge-pyro" and compile_:
-            out += _torch_compiled(flow, d, x, sync, b, repeats, min_time)
     out.append({"impl": "floor-torch", "op": "forward",
                 "seconds": _timeit(lambda: _floor_torch(nets, x(), split, sync), repeats, min_time)})  # fmt: skip
-    return out, {"device": device, "torch": torch.__version__, "threads": threads}
+    return out, info
 
 
 def _floor_torch(nets, xi, split, sync):
@@ -282,10 +285,13 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
     assert np.isfinite(y_fb.numpy()).all()
     counter = itertools.count()
     out = []
+    info = {"device": device, "tensorflow": tf.__version__, "tfp": tfp.__version__,
+            "threads": threads}  # fmt: skip
     for impl, flow in flows.items():
         d = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(loc=tf.zeros(dim)), flow)
-        variants = [(impl, False)] + ([("flowbridge-tfp-xla", True)] if impl == "flowbridge-tfp"
-                                      and compile_ else [])  # fmt: skip
+        if compile_ and impl != "flowbridge-tfp":
+            continue
+        variants = [("flowbridge-tfp-xla", True)] if compile_ else [(impl, False)]
         for name, xla in variants:
             fns = _tf_ops(tf, tf_keras, flow, d, b, xla)
             for op, fn in fns.items():
@@ -293,6 +299,8 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
                     return fn(xs[next(counter) % 2]).numpy()
 
                 out.append({"impl": name, "op": op, "seconds": _timeit(run, repeats, min_time)})
+    if compile_:  # the XLA worker times only flowbridge-tfp-xla, in its own process
+        return out, info
     kernels = [[params[f"layers.{i}.conditioner.{j}.kernel"] for j in range(3)] for i in range(0, 2 * c - 1, 2)]
     biases = [[params[f"layers.{i}.conditioner.{j}.bias"] for j in range(3)] for i in range(0, 2 * c - 1, 2)]
     weights = [[(tf.constant(k, tf.float32), tf.constant(bb, tf.float32)) for k, bb in zip(ks, bs, strict=True)]
@@ -312,8 +320,7 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
 
     out.append({"impl": "floor-tf", "op": "forward",
                 "seconds": _timeit(lambda: floor(xs[0]).numpy(), repeats, min_time)})  # fmt: skip
-    return out, {"device": device, "tensorflow": tf.__version__, "tfp": tfp.__version__,
-                 "threads": threads}  # fmt: skip
+    return out, info
 
 
 def _tf_ops(tf, tf_keras, flow, d, b, xla):
@@ -347,7 +354,7 @@ def _tf_ops(tf, tf_keras, flow, d, b, xla):
 # ------------------------------------------------------------------------ the parent
 def _worker_main(argv: list[str]) -> None:
     group, cfg, threads, repeats, min_time, compile_ = argv[0], json.loads(argv[1]), *map(float, argv[2:6])
-    worker = _torch_worker if group == "torch" else _tf_worker
+    worker = _torch_worker if group.startswith("torch") else _tf_worker
     rows, info = worker(cfg, int(threads), int(repeats), min_time, bool(compile_))
     print("BENCH " + json.dumps({"rows": rows, "info": info}))
 
@@ -379,16 +386,20 @@ def machine() -> dict:
 
 
 def run(preset: str = "quick", *, threads: int = 2, repeats: int = 7, min_time: float = 0.5,
-        out: Path | None = None, compile_at: str = "target", groups=("torch", "tf")) -> dict:  # fmt: skip
+        out: Path | None = None, compile_at: str = "target") -> dict:  # fmt: skip
     """Run a preset and return (and, with ``out``, write) the results."""
     from tqdm import tqdm
 
     sizes = configs(preset)
     results = {"preset": preset, "machine": machine(), "threads": threads, "repeats": repeats,
                "min_time": min_time, "dtype": "float32", "runs": []}  # fmt: skip
-    jobs = [(cfg, g) for cfg in sizes for g in groups]
+    jobs = []
+    for cfg in sizes:
+        jobs += [(cfg, "torch"), (cfg, "tf")]
+        if compile_at == "all" or (compile_at == "target" and cfg == TARGET):
+            jobs += [(cfg, "torch-compile"), (cfg, "tf-xla")]  # each in a process of its own
     for cfg, group in tqdm(jobs, desc=f"bench {preset}", unit="job"):
-        compile_ = compile_at == "all" or (compile_at == "target" and cfg == TARGET)
+        compile_ = group in ("torch-compile", "tf-xla")
         got = _run_worker(group, cfg, threads, repeats, min_time, compile_)
         results["runs"].append({"config": cfg, "group": group, **got})
     if out is not None:

@@ -39,18 +39,20 @@ def native_pyro(d=D, nonlinearity=None, clip=(-5.0, 3.0)):
 
 def native_tfp(d=D, shift_only=False, activation=tf.nn.relu, fraction=None):
     tf.random.set_seed(1)
-    layers = []
+    layers, templates = [], []
     for i in range(3):
         t = tfb.real_nvp_default_template(hidden_layers=[16, 16], shift_only=shift_only,
                                           activation=activation)  # fmt: skip
+        templates.append(t)
         kw = {"fraction_masked": fraction} if fraction else {"num_masked": 2 if i % 2 else -2}
         layers.append(tfb.RealNVP(shift_and_log_scale_fn=t, **kw))
         if i < 2:
             layers.append(tfb.Permute(np.random.default_rng(i).permutation(d)))
     chain = tfb.Chain(list(reversed(layers)))
     chain.forward(np.zeros((1, d), np.float32))  # the templates make their variables
-    for v in chain.trainable_variables:  # non-identity weights
-        v.assign(tf.random.normal(v.shape, stddev=0.3))
+    for t in templates:  # non-identity weights (the Chain does not track the templates')
+        for v in t.trainable_variables:
+            v.assign(tf.random.normal(v.shape, stddev=0.3))
     return chain
 
 

@@ -1,0 +1,48 @@
+"""The benchmark's quick preset runs end to end (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from flowbridge import bench
+from flowbridge.build import available
+from flowbridge.cli import main
+
+
+def test_presets():
+    assert bench.configs("quick") == [bench.TARGET]
+    axes = bench.configs("axes")
+    assert len(axes) == 12 and axes[0] == bench.TARGET  # 1 + 4 + 2 + 2 + 3
+    assert len(bench.configs("grid")) == 5 * 3 * 3 * 4
+    with pytest.raises(ValueError, match="preset"):
+        bench.configs("huge")
+
+
+def test_flows_are_finite_and_not_the_identity():
+    pytest.importorskip("torch")
+    import numpy as np
+
+    import flowbridge as fb
+
+    spec, params = bench.flow_and_params(dict(bench.TARGET, dim=16), "exp")
+    x = np.random.default_rng(0).standard_normal((32, 16))
+    y, ld = fb.to_numpy(spec, params).forward_with_log_det(x)
+    assert np.isfinite(y).all() and np.isfinite(ld).all() and np.abs(y - x).max() > 0.1
+
+
+@pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
+def test_quick_preset_smoke(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = CliRunner().invoke(main, ["bench", "--preset", "quick", "--repeats", "1", "--min-time",
+                                    "0.01", "--out", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "quick.json").read_text())
+    impls = {row["impl"] for run in data["runs"] for row in run["rows"]}
+    assert impls == set(bench.TORCH_IMPLS) | set(bench.TF_IMPLS)
+    assert all(row["seconds"] > 0 for run in data["runs"] for row in run["rows"])
+    assert (tmp_path / "quick.md").read_text().startswith("# flowbridge benchmarks (quick)")
+    assert (tmp_path / "quick.png").stat().st_size > 10_000
+    assert "| flowbridge-pyro / native-pyro forward | <= 0.9 |" in res.output
