@@ -12,8 +12,9 @@ floor. flowbridge's flows come from the native ones through ``from_pyro_native``
 Operations: ``forward`` (forward and log-det), ``log_prob`` (inverse and log-det through
 ``TransformedDistribution``), ``sample``, ``train`` (log_prob, backward, Adam step); the
 floor runs the MLPs of every coupling once. Each timing warms up, then takes the median
-of repeated runs of as many calls as fill ``--min-time``; Pyro inputs alternate between
-two tensors so its single-entry caches never answer.
+of repeated runs of as many calls as fill ``--min-time``, all implementations of one process interleaved
+round by round; Pyro inputs alternate between two tensors so its single-entry caches
+never answer.
 """
 
 from __future__ import annotations
@@ -51,26 +52,33 @@ def configs(preset: str) -> list[dict]:
     raise ValueError(f"preset: expected quick, axes or grid, got {preset!r}")
 
 
-def _timeit(fn, repeats: int, min_time: float, warmup: int = 2) -> float:
-    """Median seconds per call over ``repeats`` runs of ``n`` calls each."""
+def _timeit_many(fns: dict, repeats: int, min_time: float) -> list[dict]:
+    """Time several ``{(impl, op): fn}`` interleaved: every round runs each once, so a
+    drift in the machine's speed (or a first-run effect) does not favour one of them."""
+    counts = {key: _calibrate(fn, repeats, min_time) for key, fn in fns.items()}
+    runs: dict = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(counts[key]):
+                fn()
+            runs[key].append((time.perf_counter() - start) / counts[key])
+    return [{"impl": impl, "op": op, "seconds": statistics.median(r)}
+            for (impl, op), r in runs.items()]  # fmt: skip
+
+
+def _calibrate(fn, repeats: int, min_time: float, warmup: int = 2) -> int:
+    """Warm up, then the number of calls that makes one run last min_time / repeats."""
     for _ in range(warmup):
         fn()
-    n, elapsed = 1, 0.0
-    while True:  # calibrate: enough calls that one run takes min_time / repeats
+    n = 1
+    while True:
         start = time.perf_counter()
         for _ in range(n):
             fn()
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time / max(repeats, 1) or n >= 1024:
-            break
+        if time.perf_counter() - start >= min_time / max(repeats, 1) or n >= 1024:
+            return n
         n *= 2
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        runs.append((time.perf_counter() - start) / n)
-    return statistics.median(runs)
 
 
 def flow_and_params(cfg: dict, scale: str):
@@ -153,7 +161,7 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
             torch.cuda.synchronize()
         return t
 
-    out = []
+    todo: dict = {}
     info = {"device": device, "torch": torch.__version__, "threads": threads}
     if compile_:  # its own process: inductor changes the process's threading for all after
         flow = flows["flowbridge-pyro"]
@@ -188,11 +196,9 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
             return sync(None)
 
         fns = {"forward": forward, "log_prob": log_prob, "sample": sample, "train": train}
-        for op, fn in fns.items():
-            out.append({"impl": impl, "op": op, "seconds": _timeit(fn, repeats, min_time)})
-    out.append({"impl": "floor-torch", "op": "forward",
-                "seconds": _timeit(lambda: _floor_torch(nets, x(), split, sync), repeats, min_time)})  # fmt: skip
-    return out, info
+        todo.update({(impl, op): fn for op, fn in fns.items()})
+    todo[("floor-torch", "forward")] = lambda: _floor_torch(nets, x(), split, sync)
+    return _timeit_many(todo, repeats, min_time), info
 
 
 def _floor_torch(nets, xi, split, sync):
@@ -231,8 +237,8 @@ def _torch_compiled(flow, d, x, sync, b, repeats, min_time):
 
     fns = {"forward": no_grad(lambda: c_fwd(x())), "log_prob": no_grad(lambda: c_lp(x())),
            "sample": no_grad(c_sample), "train": train}  # fmt: skip
-    return [{"impl": "flowbridge-pyro-compile", "op": op, "seconds": _timeit(fn, repeats, min_time)}
-            for op, fn in fns.items()]  # fmt: skip
+    return _timeit_many({("flowbridge-pyro-compile", op): fn for op, fn in fns.items()},
+                        repeats, min_time)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- TF side
@@ -284,7 +290,7 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
     assert np.allclose(y_fb.numpy(), y_nat.numpy(), rtol=1e-4, atol=1e-4), "flows differ"
     assert np.isfinite(y_fb.numpy()).all()
     counter = itertools.count()
-    out = []
+    todo: dict = {}
     info = {"device": device, "tensorflow": tf.__version__, "tfp": tfp.__version__,
             "threads": threads}  # fmt: skip
     for impl, flow in flows.items():
@@ -298,9 +304,9 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
                 def run(fn=fn):
                     return fn(xs[next(counter) % 2]).numpy()
 
-                out.append({"impl": name, "op": op, "seconds": _timeit(run, repeats, min_time)})
+                todo[(name, op)] = run
     if compile_:  # the XLA worker times only flowbridge-tfp-xla, in its own process
-        return out, info
+        return _timeit_many(todo, repeats, min_time), info
     kernels = [[params[f"layers.{i}.conditioner.{j}.kernel"] for j in range(3)] for i in range(0, 2 * c - 1, 2)]
     biases = [[params[f"layers.{i}.conditioner.{j}.bias"] for j in range(3)] for i in range(0, 2 * c - 1, 2)]
     weights = [[(tf.constant(k, tf.float32), tf.constant(bb, tf.float32)) for k, bb in zip(ks, bs, strict=True)]
@@ -318,9 +324,8 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
             total += hid[0, 0]
         return total
 
-    out.append({"impl": "floor-tf", "op": "forward",
-                "seconds": _timeit(lambda: floor(xs[0]).numpy(), repeats, min_time)})  # fmt: skip
-    return out, info
+    todo[("floor-tf", "forward")] = lambda: floor(xs[0]).numpy()
+    return _timeit_many(todo, repeats, min_time), info
 
 
 def _tf_ops(tf, tf_keras, flow, d, b, xla):
