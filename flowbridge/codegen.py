@@ -122,9 +122,10 @@ def emit_body(outputs: list[tuple[ir.Value, str]], reserved: set[str], table: di
     return lines
 
 
-def trace(plan: Plan, direction: str) -> tuple[list[str], set[str]]:
-    """Body lines of ``forward_with_log_det`` (direction ``forward``) or
-    ``inverse_with_log_det``, and the IR ops they use."""
+def trace(plan: Plan, direction: str) -> tuple[list[tuple[ir.Value, str]], set[str]]:
+    """Trace ``plan``'s forward (``direction="forward"``) or inverse: the outputs with
+    their variable names, ``(result, "y" or "x")`` and ``(log_det, "log_det")``, and the
+    IR ops the trace uses."""
     arg, out = ("x", "y") if direction == "forward" else ("y", "x")
     fn = plan.forward if direction == "forward" else plan.inverse
     result, log_det = fn(View(), ir.source(arg))
