@@ -51,7 +51,7 @@ def native_tfp_flow():
     chain.forward(tf.zeros([1, D]))  # the templates make their variables on the first call
     for template in templates:  # stand-in for training: biases too become non-zero
         for v in template.trainable_variables:  # (the Chain does not track these)
-            v.assign(tf.random.normal(v.shape, stddev=0.3))
+            v.assign_add(tf.random.normal(v.shape, stddev=0.05))
     return chain
 
 
