@@ -6,29 +6,16 @@ Prints torch.profiler's top operators for each flow, 50 calls each, 2 threads.
 """
 
 import torch
-from pyro.distributions.torch_transform import ComposeTransformModule
-from pyro.distributions.transforms import AffineCoupling, Permute
-from pyro.nn import DenseNN
 from torch.profiler import ProfilerActivity, profile
 
 import flowbridge as fb
-from flowbridge.bench import TARGET, flow_and_params
+from flowbridge.bench import TARGET, flow_and_params, native_pyro
 
 torch.set_num_threads(2)
 spec, params = flow_and_params(dict(TARGET), "clamp")
-dim, h, split = TARGET["dim"], TARGET["hidden"], TARGET["dim"] // 2
-parts = []
-for i, layer in enumerate(spec.layers):
-    if layer.type == "permutation":
-        parts.append(Permute(torch.tensor(layer.indices)))
-        continue
-    net = DenseNN(split, [h, h], [dim - split, dim - split])
-    with torch.no_grad():
-        for j, lin in enumerate(net.layers):
-            lin.weight.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.kernel"].T))
-            lin.bias.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.bias"]))
-    parts.append(AffineCoupling(split, net))
-flows = {"native-pyro": ComposeTransformModule(parts), "flowbridge-pyro": fb.to_pyro(spec, params)}
+dim = TARGET["dim"]
+flows = {"native-pyro": native_pyro(spec, params, TARGET["hidden"]),
+         "flowbridge-pyro": fb.to_pyro(spec, params)}
 xs = [torch.randn(TARGET["batch"], dim) for _ in range(2)]
 for name, flow in flows.items():
     with torch.no_grad():

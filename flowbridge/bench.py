@@ -114,34 +114,45 @@ def flow_and_params(cfg: dict, scale: str):
 
 
 # ------------------------------------------------------------------------ torch side
-def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
-    import pyro.distributions as dist
+def native_pyro(spec, params: dict, hidden: int):
+    """Native Pyro for :func:`flow_and_params`' spec: ``AffineCoupling`` + ``DenseNN``
+    (weights copied in, ``nn.Linear`` layout) + ``Permute``, in a ComposeTransformModule."""
     import torch
     from pyro.distributions.torch_transform import ComposeTransformModule
     from pyro.distributions.transforms import AffineCoupling, Permute
     from pyro.nn import DenseNN
+
+    dim = spec.dim
+    split = dim // 2
+    parts = []
+    for i, layer in enumerate(spec.layers):
+        if layer.type == "permutation":
+            parts.append(Permute(torch.tensor(layer.indices)))
+            continue
+        net = DenseNN(split, [hidden, hidden], [dim - split, dim - split])
+        with torch.no_grad():
+            for j, lin in enumerate(net.layers):
+                lin.weight.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.kernel"].T))
+                lin.bias.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.bias"]))
+        parts.append(AffineCoupling(split, net))
+    return ComposeTransformModule(parts)
+
+
+def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
+    import pyro.distributions as dist
+    import torch
+    from pyro.distributions.transforms import AffineCoupling, Permute
 
     import flowbridge as fb
 
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
-    dim, h, b = cfg["dim"], cfg["hidden"], cfg["batch"]
+    dim, b = cfg["dim"], cfg["batch"]
     spec, params = flow_and_params(cfg, "clamp")
     split = dim // 2
-    parts, nets = [], []
-    for i, layer in enumerate(spec.layers):
-        if layer.type == "permutation":
-            parts.append(Permute(torch.tensor(layer.indices)))
-            continue
-        net = DenseNN(split, [h, h], [dim - split, dim - split])
-        with torch.no_grad():
-            for j, lin in enumerate(net.layers):
-                lin.weight.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.kernel"].T))
-                lin.bias.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.bias"]))
-        nets.append(net)
-        parts.append(AffineCoupling(split, net))
-    native = ComposeTransformModule(parts).to(device)
+    native = native_pyro(spec, params, cfg["hidden"]).to(device)
+    nets = [p.nn for p in native.parts if isinstance(p, AffineCoupling)]
     for p in native.parts:  # Permute's index tensor is not a buffer: move it by hand
         if isinstance(p, Permute):
             p.permutation = p.permutation.to(device)
