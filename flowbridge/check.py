@@ -71,14 +71,6 @@ class Report:
     def ok(self) -> bool:
         return bool(self.rows) and all(r.ok for r in self.rows)
 
-    def worst(self) -> dict[tuple[str, str], float]:
-        """The largest figure per (backend, dtype), over every metric and device."""
-        out: dict[tuple[str, str], float] = {}
-        for r in self.rows:
-            key = (r.backend, r.dtype)
-            out[key] = max(out.get(key, 0.0), max(r.errors.values()))
-        return out
-
     def table(self) -> str:
         head = ["backend", "dtype", "device", *METRICS, "tol", "ok"]
         body = [

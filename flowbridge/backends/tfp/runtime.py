@@ -5,7 +5,6 @@ Every call makes new tensors, so TFP's identity-keyed caches never answer for th
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -54,7 +53,7 @@ def build(spec, params, dtype: str, device: str):
 
 
 def _run(flow):
-    return _device(getattr(flow, "_flowbridge_device", "cpu")) if flow else contextlib.nullcontext()
+    return _device(getattr(flow, "_flowbridge_device", "cpu"))
 
 
 def _tensor(flow, a: np.ndarray):
