@@ -511,7 +511,20 @@ def plots(results: dict, path: Path) -> None:
         ax.set_xlabel(axis)
         ax.set_ylabel("forward + log-det, ms")
         ax.set_title(f"time against {axis} (others at the target size)")
-    axes[1].legend(fontsize=7)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=7)
+    else:  # a single size draws no lines: bars of every op at that size instead
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(11, 4))
+        key, impls = next(iter(table.items()))
+        names = [i for i in (*TORCH_IMPLS, *TF_IMPLS) if i in impls]
+        for k, op in enumerate(OPS):
+            ms = [impls[i].get(op, float("nan")) * 1e3 for i in names]
+            ax.bar([j + 0.2 * k for j in range(len(names))], ms, width=0.2, label=op)
+        ax.set_xticks([j + 0.3 for j in range(len(names))], names, rotation=20, fontsize=7)
+        ax.set_ylabel("ms per call")
+        ax.set_title("D={}, couplings={}, hidden={}, batch={}".format(*key))
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
