@@ -109,31 +109,31 @@ def reference(spec: FlowSpec, params: dict, x: np.ndarray) -> dict[str, np.ndarr
     rt = runtime("numpy")
     flow = rt.build(spec, params, "float64", "cpu")
     y, fldj = rt.forward(flow, x)
-    x_back, ildj = rt.inverse(flow, y)
+    _, ildj = rt.inverse(flow, y)
     return {"x": x, "y": y, "fldj": fldj, "ildj": ildj}
+
+
+def errors(out: dict, ref: dict) -> dict[str, float]:
+    """The figures of one backend's raw outputs ``out`` against the reference ``ref``."""
+    return {
+        "forward": _rel(out["y"], ref["y"]),
+        "inverse": _rel(out["x"], ref["x"]),
+        "fldj": _ld(out["fldj"], ref["fldj"]),
+        "ildj": _ld(out["ildj"], ref["ildj"]),
+        "round_trip": _rel(out["round_trip"], ref["x"]),
+        "jacobian": _ld(out["fldj"][: len(out["jacobian"])], out["jacobian"]),
+    }
 
 
 def measure(backend: str, dtype: str, device: str, spec, params, ref, jac_rows: int):
     """One row, and the raw outputs: build ``backend`` and compare it with ``ref``."""
     rt = runtime(backend)
     flow = rt.build(spec, params, dtype, device)
-    x, y = ref["x"], ref["y"]
-    y_out, fldj = rt.forward(flow, x)
-    x_out, ildj = rt.inverse(flow, y)
-    rt_out = rt.round_trip(flow, x)
-    jac = rt.jacobian_log_det(flow, x[:jac_rows])
-    errors = {
-        "forward": _rel(y_out, y),
-        "inverse": _rel(x_out, x),
-        "fldj": _ld(fldj, ref["fldj"]),
-        "ildj": _ld(ildj, ref["ildj"]),
-        "round_trip": _rel(rt_out, x),
-        "jacobian": _ld(fldj[:jac_rows], jac),
-    }
-    return Row(backend, dtype, device, errors), {
-        "y": y_out, "x": x_out, "fldj": fldj, "ildj": ildj, "round_trip": rt_out,
-        "jacobian": jac,
-    }  # fmt: skip
+    out = dict(zip(("y", "fldj"), rt.forward(flow, ref["x"]), strict=True))
+    out.update(zip(("x", "ildj"), rt.inverse(flow, ref["y"]), strict=True))
+    out["round_trip"] = rt.round_trip(flow, ref["x"])
+    out["jacobian"] = rt.jacobian_log_det(flow, ref["x"][:jac_rows])
+    return Row(backend, dtype, device, errors(out, ref)), out
 
 
 def check(
@@ -222,15 +222,7 @@ def load_bundle(path) -> tuple[FlowSpec, dict, dict, list[Row]]:
             _, backend, dtype, device, name = k.split("/")
             results.setdefault((backend, dtype, device), {})[name] = v
     for (backend, dtype, device), out in sorted(results.items()):
-        errors = {
-            "forward": _rel(out["y"], ref["y"]),
-            "inverse": _rel(out["x"], ref["x"]),
-            "fldj": _ld(out["fldj"], ref["fldj"]),
-            "ildj": _ld(out["ildj"], ref["ildj"]),
-            "round_trip": _rel(out["round_trip"], ref["x"]),
-            "jacobian": _ld(out["fldj"][: len(out["jacobian"])], out["jacobian"]),
-        }
-        rows.append(Row(backend, dtype, device, errors, source="bundle"))
+        rows.append(Row(backend, dtype, device, errors(out, ref), source="bundle"))
     return spec, params, ref, rows
 
 
