@@ -37,7 +37,7 @@ OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "relu": (1, ()),
     "leaky_relu": (1, ("negative_slope",)),
     "elu": (1, ()),
-    "gelu": (1, ()),
+    "erf": (1, ()),  # the error function (GELU is built from it in flowbridge.layers)
     # dense layer: x @ kernel + bias, kernel (in, out)
     "linear": (3, ()),
     # structure on the last (event) axis

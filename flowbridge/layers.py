@@ -66,6 +66,8 @@ class View:
 def _activate(h: Value, cond: S.Conditioner) -> Value:
     if cond.activation == "leaky_relu":
         return ops.leaky_relu(h, negative_slope=cond.negative_slope)
+    if cond.activation == "gelu":  # exact GELU, x * Phi(x) (torch's default, TF's approximate=False)
+        return 0.5 * h * (1.0 + ops.erf(h * 0.7071067811865476))
     return getattr(ops, cond.activation)(h)
 
 

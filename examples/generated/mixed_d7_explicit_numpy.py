@@ -45,12 +45,7 @@ PARAM_SHAPES = {
 }
 
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def _gelu(x):
-    """Exact GELU, x * Phi(x), with the correctly rounded erf of the math module."""
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+_erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64
 
 
 def _dense(sizes, rng):
@@ -104,13 +99,21 @@ class AdditiveCoupling(_Layer):
         x_a = np.take(x, self.pass_idx, axis=-1)
         x_b = np.take(x, self.trans_idx, axis=-1)
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
-        h_1 = _gelu(h)
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = _erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = _gelu(h_2)
+        t_4 = 0.5 * h_2
+        t_5 = h_2 * 0.7071067811865476
+        t_6 = _erf(t_5)
+        t_7 = 1.0 + t_6
+        h_3 = t_4 * t_7
         out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
         y_b = x_b + out
-        t = np.concatenate([x_a, y_b], axis=-1)
-        y = np.take(t, self.merge_idx, axis=-1)
+        t_8 = np.concatenate([x_a, y_b], axis=-1)
+        y = np.take(t_8, self.merge_idx, axis=-1)
         log_det = np.zeros(x.shape[:-1])
         return y, log_det
 
@@ -119,13 +122,21 @@ class AdditiveCoupling(_Layer):
         y_a = np.take(y, self.pass_idx, axis=-1)
         y_b = np.take(y, self.trans_idx, axis=-1)
         h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = _gelu(h)
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = _erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = _gelu(h_2)
+        t_4 = 0.5 * h_2
+        t_5 = h_2 * 0.7071067811865476
+        t_6 = _erf(t_5)
+        t_7 = 1.0 + t_6
+        h_3 = t_4 * t_7
         out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
         x_b = y_b - out
-        t = np.concatenate([y_a, x_b], axis=-1)
-        x = np.take(t, self.merge_idx, axis=-1)
+        t_8 = np.concatenate([y_a, x_b], axis=-1)
+        x = np.take(t_8, self.merge_idx, axis=-1)
         log_det = np.zeros(y.shape[:-1])
         return x, log_det
 
@@ -188,15 +199,19 @@ class AffineCoupling(_Layer):
         x_a = np.take(x, self.pass_idx, axis=-1)
         x_b = np.take(x, self.trans_idx, axis=-1)
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
-        h_1 = _gelu(h)
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = _erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         out = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         log_scale = out[..., self.n_trans :]
         scale = np.exp(log_scale)
-        t = x_b * scale
+        t_4 = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
-        t_1 = np.concatenate([x_a, y_b], axis=-1)
-        y = np.take(t_1, self.merge_idx, axis=-1)
+        y_b = t_4 + shift
+        t_5 = np.concatenate([x_a, y_b], axis=-1)
+        y = np.take(t_5, self.merge_idx, axis=-1)
         log_det = np.sum(log_scale, axis=-1)
         return y, log_det
 
@@ -205,18 +220,22 @@ class AffineCoupling(_Layer):
         y_a = np.take(y, self.pass_idx, axis=-1)
         y_b = np.take(y, self.trans_idx, axis=-1)
         h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = _gelu(h)
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = _erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         out = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        t_4 = y_b - shift
         log_scale = out[..., self.n_trans :]
-        t_1 = -log_scale
-        t_2 = np.exp(t_1)
-        x_b = t * t_2
-        t_3 = np.concatenate([y_a, x_b], axis=-1)
-        x = np.take(t_3, self.merge_idx, axis=-1)
-        t_4 = np.sum(log_scale, axis=-1)
-        log_det = -t_4
+        t_5 = -log_scale
+        t_6 = np.exp(t_5)
+        x_b = t_4 * t_6
+        t_7 = np.concatenate([y_a, x_b], axis=-1)
+        x = np.take(t_7, self.merge_idx, axis=-1)
+        t_8 = np.sum(log_scale, axis=-1)
+        log_det = -t_8
         return x, log_det
 
     def neutral_params(self):

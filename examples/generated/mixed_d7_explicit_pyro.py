@@ -104,13 +104,21 @@ class AdditiveCoupling(_Layer):
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
-        h_1 = torch.nn.functional.gelu(h)
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = torch.erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        h_3 = torch.nn.functional.gelu(h_2)
+        t_4 = 0.5 * h_2
+        t_5 = h_2 * 0.7071067811865476
+        t_6 = torch.erf(t_5)
+        t_7 = 1.0 + t_6
+        h_3 = t_4 * t_7
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         y_b = x_b + out
-        t = torch.cat([x_a, y_b], dim=-1)
-        y = t.index_select(-1, self.merge_idx)
+        t_8 = torch.cat([x_a, y_b], dim=-1)
+        y = t_8.index_select(-1, self.merge_idx)
         log_det = x.new_zeros(x.shape[:-1])
         return y, log_det
 
@@ -119,13 +127,21 @@ class AdditiveCoupling(_Layer):
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        h_1 = torch.nn.functional.gelu(h)
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = torch.erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        h_3 = torch.nn.functional.gelu(h_2)
+        t_4 = 0.5 * h_2
+        t_5 = h_2 * 0.7071067811865476
+        t_6 = torch.erf(t_5)
+        t_7 = 1.0 + t_6
+        h_3 = t_4 * t_7
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         x_b = y_b - out
-        t = torch.cat([y_a, x_b], dim=-1)
-        x = t.index_select(-1, self.merge_idx)
+        t_8 = torch.cat([y_a, x_b], dim=-1)
+        x = t_8.index_select(-1, self.merge_idx)
         log_det = y.new_zeros(y.shape[:-1])
         return x, log_det
 
@@ -189,15 +205,19 @@ class AffineCoupling(_Layer):
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
-        h_1 = torch.nn.functional.gelu(h)
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = torch.erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         log_scale = out[..., self.n_trans :]
         scale = torch.exp(log_scale)
-        t = x_b * scale
+        t_4 = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
-        t_1 = torch.cat([x_a, y_b], dim=-1)
-        y = t_1.index_select(-1, self.merge_idx)
+        y_b = t_4 + shift
+        t_5 = torch.cat([x_a, y_b], dim=-1)
+        y = t_5.index_select(-1, self.merge_idx)
         log_det = log_scale.sum(-1)
         return y, log_det
 
@@ -206,18 +226,22 @@ class AffineCoupling(_Layer):
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        h_1 = torch.nn.functional.gelu(h)
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = torch.erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        t_4 = y_b - shift
         log_scale = out[..., self.n_trans :]
-        t_1 = -log_scale
-        t_2 = torch.exp(t_1)
-        x_b = t * t_2
-        t_3 = torch.cat([y_a, x_b], dim=-1)
-        x = t_3.index_select(-1, self.merge_idx)
-        t_4 = log_scale.sum(-1)
-        log_det = -t_4
+        t_5 = -log_scale
+        t_6 = torch.exp(t_5)
+        x_b = t_4 * t_6
+        t_7 = torch.cat([y_a, x_b], dim=-1)
+        x = t_7.index_select(-1, self.merge_idx)
+        t_8 = log_scale.sum(-1)
+        log_det = -t_8
         return x, log_det
 
     def neutral_params(self):

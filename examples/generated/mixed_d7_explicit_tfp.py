@@ -148,13 +148,21 @@ class AdditiveCoupling(_Layer):
         x_a = tf.gather(x, self.pass_idx, axis=-1)
         x_b = tf.gather(x, self.trans_idx, axis=-1)
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
-        h_1 = 0.5 * h * (1.0 + tf.math.erf(h / 1.4142135623730951))
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = tf.math.erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = 0.5 * h_2 * (1.0 + tf.math.erf(h_2 / 1.4142135623730951))
+        t_4 = 0.5 * h_2
+        t_5 = h_2 * 0.7071067811865476
+        t_6 = tf.math.erf(t_5)
+        t_7 = 1.0 + t_6
+        h_3 = t_4 * t_7
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
         y_b = x_b + out
-        t = tf.concat([x_a, y_b], axis=-1)
-        y = tf.gather(t, self.merge_idx, axis=-1)
+        t_8 = tf.concat([x_a, y_b], axis=-1)
+        y = tf.gather(t_8, self.merge_idx, axis=-1)
         log_det = tf.zeros([], dtype=x.dtype)
         return y, log_det
 
@@ -163,13 +171,21 @@ class AdditiveCoupling(_Layer):
         y_a = tf.gather(y, self.pass_idx, axis=-1)
         y_b = tf.gather(y, self.trans_idx, axis=-1)
         h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = 0.5 * h * (1.0 + tf.math.erf(h / 1.4142135623730951))
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = tf.math.erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = 0.5 * h_2 * (1.0 + tf.math.erf(h_2 / 1.4142135623730951))
+        t_4 = 0.5 * h_2
+        t_5 = h_2 * 0.7071067811865476
+        t_6 = tf.math.erf(t_5)
+        t_7 = 1.0 + t_6
+        h_3 = t_4 * t_7
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
         x_b = y_b - out
-        t = tf.concat([y_a, x_b], axis=-1)
-        x = tf.gather(t, self.merge_idx, axis=-1)
+        t_8 = tf.concat([y_a, x_b], axis=-1)
+        x = tf.gather(t_8, self.merge_idx, axis=-1)
         log_det = tf.zeros([], dtype=y.dtype)
         return x, log_det
 
@@ -270,15 +286,19 @@ class AffineCoupling(_Layer):
         x_a = tf.gather(x, self.pass_idx, axis=-1)
         x_b = tf.gather(x, self.trans_idx, axis=-1)
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
-        h_1 = 0.5 * h * (1.0 + tf.math.erf(h / 1.4142135623730951))
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = tf.math.erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         out = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         log_scale = out[..., self.n_trans :]
         scale = tf.exp(log_scale)
-        t = x_b * scale
+        t_4 = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
-        t_1 = tf.concat([x_a, y_b], axis=-1)
-        y = tf.gather(t_1, self.merge_idx, axis=-1)
+        y_b = t_4 + shift
+        t_5 = tf.concat([x_a, y_b], axis=-1)
+        y = tf.gather(t_5, self.merge_idx, axis=-1)
         log_det = tf.reduce_sum(log_scale, axis=-1)
         return y, log_det
 
@@ -287,18 +307,22 @@ class AffineCoupling(_Layer):
         y_a = tf.gather(y, self.pass_idx, axis=-1)
         y_b = tf.gather(y, self.trans_idx, axis=-1)
         h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = 0.5 * h * (1.0 + tf.math.erf(h / 1.4142135623730951))
+        t = 0.5 * h
+        t_1 = h * 0.7071067811865476
+        t_2 = tf.math.erf(t_1)
+        t_3 = 1.0 + t_2
+        h_1 = t * t_3
         out = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        t_4 = y_b - shift
         log_scale = out[..., self.n_trans :]
-        t_1 = -log_scale
-        t_2 = tf.exp(t_1)
-        x_b = t * t_2
-        t_3 = tf.concat([y_a, x_b], axis=-1)
-        x = tf.gather(t_3, self.merge_idx, axis=-1)
-        t_4 = tf.reduce_sum(log_scale, axis=-1)
-        log_det = -t_4
+        t_5 = -log_scale
+        t_6 = tf.exp(t_5)
+        x_b = t_4 * t_6
+        t_7 = tf.concat([y_a, x_b], axis=-1)
+        x = tf.gather(t_7, self.merge_idx, axis=-1)
+        t_8 = tf.reduce_sum(log_scale, axis=-1)
+        log_det = -t_8
         return x, log_det
 
     def neutral_params(self):

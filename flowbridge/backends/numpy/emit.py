@@ -26,7 +26,7 @@ OPS = {
     "relu": "np.maximum({0}, 0.0)",
     "leaky_relu": "np.where({0} > 0, {0}, {negative_slope} * {0})",
     "elu": "np.where({0} > 0, {0}, np.expm1(np.minimum({0}, 0.0)))",
-    "gelu": "_gelu({0})",
+    "erf": "_erf({0})",
     "linear": "np.matmul({0}, {1}) + {2}",
     "slice_last": "{0}[..., {slice}]",
     "take_last": "np.take({0}, {1}, axis=-1)",
@@ -36,14 +36,9 @@ OPS = {
     "batch_fill": "np.full({1}.shape[:-1], {0})",
     "batch_zeros": "np.zeros({0}.shape[:-1])",
 }
-OP_IMPORTS = {"gelu": "import math"}
+OP_IMPORTS = {"erf": "import math"}
 OP_HELPERS = {
-    "gelu": '''_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def _gelu(x):
-    """Exact GELU, x * Phi(x), with the correctly rounded erf of the math module."""
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))''',
+    "erf": '''_erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64''',
 }
 
 HELPERS = '''def _dense(sizes, rng):

@@ -28,7 +28,7 @@ OPS = {
     "relu": "torch.relu({0})",
     "leaky_relu": "torch.nn.functional.leaky_relu({0}, {negative_slope})",
     "elu": "torch.nn.functional.elu({0})",
-    "gelu": "torch.nn.functional.gelu({0})",
+    "erf": "torch.erf({0})",
     "linear": "torch.nn.functional.linear({0}, {1}.T, {2})",  # fused addmm, as nn.Linear
     "slice_last": "{0}[..., {slice}]",
     "take_last": "{0}.index_select(-1, {1})",

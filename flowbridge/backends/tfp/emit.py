@@ -34,8 +34,7 @@ OPS = {
     # tf.nn.leaky_relu keeps alpha as a float32 attribute (2e-10 off in float64)
     "leaky_relu": "tf.where({0} > 0, {0}, {negative_slope} * {0})",
     "elu": "tf.nn.elu({0})",
-    # tf.nn.gelu(approximate=False) is only 5e-9 accurate in float64; erf is exact
-    "gelu": "0.5 * {0} * (1.0 + tf.math.erf({0} / 1.4142135623730951))",
+    "erf": "tf.math.erf({0})",
     "linear": "tf.linalg.matmul({0}, {1}) + {2}",
     "slice_last": "{0}[..., {slice}]",
     "take_last": "tf.gather({0}, {1}, axis=-1)",
