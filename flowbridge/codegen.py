@@ -19,8 +19,10 @@ from __future__ import annotations
 import importlib
 import json
 import linecache
+import math
 import sys
 import textwrap
+import threading
 import types
 from typing import Any
 
@@ -63,13 +65,21 @@ def literal(value: Any, indent: int = 0, used: int = 0, width: int = WIDTH) -> s
     return open_ + "\n" + "".join(f"{pad}{ln}\n" for ln in lines) + " " * indent + close
 
 
+def number(value: float) -> str:
+    """A float literal as ``ruff format`` writes it (``1e308``, not ``1e+308``). Refuses
+    infinity and NaN: no such literal can reach generated code."""
+    if not math.isfinite(value):
+        raise ValueError(f"cannot write the non-finite constant {value!r} into generated code")
+    return repr(float(value)).replace("e+", "e")
+
+
 def _flat(value: Any) -> str:
     if isinstance(value, str):
         return py_str(value)
     if isinstance(value, bool) or value is None or isinstance(value, int):
         return repr(value)
     if isinstance(value, float):
-        return repr(value)
+        return number(value)
     if isinstance(value, list):
         return "[" + ", ".join(_flat(v) for v in value) + "]"
     if isinstance(value, tuple):
@@ -96,7 +106,7 @@ def emit_body(outputs: list[tuple[ir.Value, str]], reserved: set[str], table: di
             return node.attrs["expr"] if node.op == "source" else names[id(node)]
         if arg is None:
             return ""
-        return repr(arg)
+        return number(arg) if isinstance(arg, float) else _flat(arg)
 
     final = {id(v.node): n for v, n in outputs}
     for node in ir.topo_order([v for v, _ in outputs]):
@@ -105,7 +115,7 @@ def emit_body(outputs: list[tuple[ir.Value, str]], reserved: set[str], table: di
         if id(node) in final:
             name = final[id(node)]
         else:
-            base = node.hint or "t"
+            base = node.hint or "tmp"
             counts[base] = counts.get(base, -1) + 1
             name = base if counts[base] == 0 and base not in used else f"{base}_{counts[base]}"
             while name in used:
@@ -134,42 +144,60 @@ def trace(plan: Plan, direction: str) -> tuple[list[tuple[ir.Value, str]], set[s
 
 
 # ------------------------------------------------------------------ whole modules
-def class_names(plans: list[Plan]) -> list[str]:
-    """One class per distinct ``plan.key``; the paper name, numbered when a name has
-    several configurations (``AffineCoupling``, ``AffineCoupling2``, ...)."""
-    keys: dict[str, list[tuple]] = {}
-    for plan in plans:
-        seen = keys.setdefault(plan.class_name, [])
-        if plan.key not in seen:
-            seen.append(plan.key)
-    out = []
-    for plan in plans:
-        index = keys[plan.class_name].index(plan.key)
-        out.append(plan.class_name + (str(index + 1) if index else ""))
-    return out
+def class_names(plans: list[Plan], texts: list[str]) -> list[str]:
+    """The generated class of each plan, given each plan's emitted class text (with a
+    placeholder name): plans share a class exactly when their texts are equal. A class
+    is named after its paper name alone when it has one configuration in the flow, else
+    with the words of ``plan.variant`` that tell the configurations apart: the short
+    words (``AffineCouplingSplitFirst``) when they do, the detailed ones
+    (``AffineCouplingClampM5To3``) when only those do."""
+    distinct: dict[str, dict[str, Plan]] = {}  # paper name -> text -> first plan
+    for plan, text in zip(plans, texts, strict=True):
+        distinct.setdefault(plan.class_name, {}).setdefault(text, plan)
+    names: dict[tuple[str, str], str] = {}
+    for paper, by_text in distinct.items():
+        if len(by_text) == 1:
+            names[paper, next(iter(by_text))] = paper
+            continue
+        variants = [p.variant for p in by_text.values()]
+        aspects = [i for i in range(len(variants[0]))
+                   if len({v[i][1] for v in variants}) > 1]  # fmt: skip
+        chosen = None
+        for level in (0, 1):
+            words = ["".join(v[i][level] for i in aspects) for v in variants]
+            if len(set(words)) == len(words):
+                chosen = words
+                break
+        if chosen is None:  # not told apart by words: a configuration the words miss
+            chosen = [w + f"V{k + 1}" for k, w in enumerate(words)]
+        for text, word in zip(by_text, chosen, strict=True):
+            names[paper, text] = paper + word
+    return [names[p.class_name, t] for p, t in zip(plans, texts, strict=True)]
+
+
+_PLACEHOLDER = "__FLOWBRIDGE_CLASS__"
 
 
 def generate(spec: FlowSpec, backend: str) -> str:
     """The standalone source of ``spec`` for ``backend`` (``pyro``, ``tfp``, ``numpy``)."""
     em = backend_module(backend)
     plans = plan_flow(spec)
-    names = class_names(plans)
-    classes, used_ops = [], set()
-    done = set()
-    for plan, name in zip(plans, names, strict=True):
-        if name in done:
-            continue
-        done.add(name)
+    texts, used_ops, cache = [], set(), {}
+    for plan in plans:
         bodies = {}
         for direction in ("forward", "inverse"):
             outputs, ops_here = trace(plan, direction)
             used_ops |= ops_here
             bodies[direction] = emit_body(outputs, {"self", "x", "y"}, em.OPS)
-        classes.append(em.layer_class(name, plan, bodies["forward"], bodies["inverse"]))
+        text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"])
+        texts.append(cache.setdefault(text, text))
+    names = class_names(plans, texts)
+    classes = list(dict.fromkeys(t.replace(_PLACEHOLDER, n) for t, n in zip(texts, names, strict=True)))
 
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
     shapes = {f"layers.{i}.{k}": s for i, p in enumerate(plans) for k, s in p.params.items()}
-    calls = list(zip(names, (plan.args for plan in plans), strict=True))
+    calls = [(name, {**plan.args, "event_shape": plan.event_shape})
+             for name, plan in zip(names, plans, strict=True)]  # fmt: skip
     helpers = [em.OP_HELPERS[op] for op in sorted(used_ops) if op in em.OP_HELPERS]
     stdlib = sorted({em.OP_IMPORTS[op] for op in used_ops if op in em.OP_IMPORTS})
     imports = "\n".join(stdlib) + "\n\n" + em.IMPORTS if stdlib else em.IMPORTS
@@ -210,10 +238,10 @@ def py_str(text: str) -> str:
 
 
 def _wrapped_string(text: str) -> str:
-    if len(text) + 12 <= WIDTH:
-        return repr(text)
+    if len(py_str(text)) + 12 <= WIDTH:
+        return py_str(text)
     chunks = [text[i : i + 80] for i in range(0, len(text), 80)]
-    return "(\n" + "".join(f"    {c!r}\n" for c in chunks) + ")"
+    return "(\n" + "".join(f"    {py_str(c)}\n" for c in chunks) + ")"
 
 
 def _header(spec: FlowSpec, backend: str, em) -> str:
@@ -232,12 +260,21 @@ def _header(spec: FlowSpec, backend: str, em) -> str:
     )
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def load(code: str, backend: str, spec_hash: str) -> types.ModuleType:
     """Execute generated code as a module registered in ``sys.modules`` (so pickling,
-    ``torch.compile`` and tracebacks see real source lines)."""
+    ``torch.compile`` and tracebacks see real source lines). Thread-safe: threads
+    loading the same spec at once all get the one module object."""
     name = f"flowbridge_generated.{backend}_{spec_hash[:16]}"
-    if name in sys.modules and sys.modules[name].SPEC_HASH == spec_hash:
-        return sys.modules[name]
+    with _LOAD_LOCK:
+        if name in sys.modules and sys.modules[name].SPEC_HASH == spec_hash:
+            return sys.modules[name]
+        return _load(code, name, backend, spec_hash)
+
+
+def _load(code: str, name: str, backend: str, spec_hash: str) -> types.ModuleType:
     filename = f"<flowbridge generated {backend} {spec_hash[:16]}>"
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     module = types.ModuleType(name)
@@ -284,16 +321,18 @@ def signature(name: str, params: list[str], level: int) -> str:
 
 
 def traced_methods(forward: list[str], inverse: list[str], note: str) -> str:
-    """``forward_with_log_det`` and ``inverse_with_log_det`` with traced bodies."""
+    """``_forward_with_log_det`` and ``_inverse_with_log_det`` with traced bodies; the
+    template's public ``forward_with_log_det``/``inverse_with_log_det`` check the input
+    and call them."""
     return block(
         [
-            "def forward_with_log_det(self, x):",
-            f'    """(y, log|det dy/dx|) for x of shape (*batch, D). {note}"""',
+            "def _forward_with_log_det(self, x):",
+            f'    """(y, log|det dy/dx|) for a checked x. {note}"""',
             *("    " + ln for ln in forward),
             "    return y, log_det",
             "",
-            "def inverse_with_log_det(self, y):",
-            f'    """(x, log|det dx/dy|) for y of shape (*batch, D). {note}"""',
+            "def _inverse_with_log_det(self, y):",
+            f'    """(x, log|det dx/dy|) for a checked y. {note}"""',
             *("    " + ln for ln in inverse),
             "    return x, log_det",
         ],

@@ -144,18 +144,26 @@ def source(expr: str, hint: str | None = None) -> Value:
 
 
 def topo_order(outputs: list[Value]) -> list[Node]:
-    """Nodes reachable from ``outputs``, each after its inputs, in first-use order."""
+    """Nodes reachable from ``outputs``, each after its inputs, in first-use order.
+
+    Iterative (an explicit stack), so a graph of any depth, a conditioner of hundreds of
+    layers say, never meets Python's recursion limit."""
     order: list[Node] = []
     seen: set[int] = set()
-
-    def visit(node: Node):
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        for child in node.inputs:
-            visit(child)
-        order.append(node)
-
     for out in outputs:
-        visit(out.node)
+        stack: list[tuple[Node, int]] = [(out.node, 0)]
+        while stack:
+            node, next_child = stack.pop()
+            if next_child == 0:
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+            children = node.inputs
+            if next_child < len(children):
+                stack.append((node, next_child + 1))
+                child = children[next_child]
+                if id(child) not in seen:
+                    stack.append((child, 0))
+            else:
+                order.append(node)
     return order

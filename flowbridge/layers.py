@@ -13,6 +13,7 @@ Adding a layer type = one definition here (plus its spec model); no backend chan
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,15 +37,25 @@ class Field:
 
 @dataclass(frozen=True)
 class Plan:
-    """A spec layer resolved against the event size."""
+    """A spec layer resolved against its input event shape.
+
+    Layers share a generated class exactly when the class's emitted text is the same
+    (:func:`flowbridge.codegen.generate` compares it): the docstring, the fields and both
+    traced bodies, so no hand-kept key can let two different layers share a class.
+    ``variant`` names what sets this configuration apart, as ``(short, detailed)``
+    identifier words per aspect (``("Clamp", "ClampM5To3")``); class names are the paper
+    name plus the words that tell the flow's configurations apart.
+    """
 
     class_name: str  # paper name of the generated class
-    key: tuple  # static configuration: layers with equal keys share one class
+    variant: tuple[tuple[str, str], ...]  # (short, detailed) words, one pair per aspect
+    config: str  # the static configuration, in words, for the docstring
     doc: str  # the class docstring (formulas)
     fields: tuple[Field, ...]
     args: dict[str, Any]  # constructor literals: ints and lists of ints
     params: dict[str, tuple[int, ...]]  # neutral local names -> shapes
     constant_jacobian: bool
+    event_shape: tuple[int, ...]  # the input's event shape (vector layers keep it)
     forward: Callable = field(compare=False)
     inverse: Callable = field(compare=False)
 
@@ -67,7 +78,8 @@ def _activate(h: Value, cond: S.Conditioner) -> Value:
     if cond.activation == "leaky_relu":
         return ops.leaky_relu(h, negative_slope=cond.negative_slope)
     if cond.activation == "gelu":  # exact GELU, x * Phi(x) (torch's default, TF's approximate=False)
-        return 0.5 * h * (1.0 + ops.erf(h * 0.7071067811865476))
+        erf = ops.name(ops.erf(ops.name(h * 0.7071067811865476, "h_over_sqrt2")), "erf_h")
+        return ops.name(0.5 * h, "half_h") * ops.name(1.0 + erf, "one_plus_erf_h")
     return getattr(ops, cond.activation)(h)
 
 
@@ -103,14 +115,15 @@ def _merge(p: View, a: Value, b: Value, mode: str) -> Value:
 def _log_scale(raw: Value, scale: Any) -> tuple[Value, Value]:
     """``(log_scale, scale)`` of the raw conditioner output under a scale map."""
     if scale.kind == "sigmoid":  # Glow
-        z = raw + scale.offset
+        z = ops.name(raw + scale.offset, "s_offset")
         return ops.name(ops.log_sigmoid(z), "log_scale"), ops.name(ops.sigmoid(z), "scale")
     if scale.kind == "exp":
         log_scale = raw
     elif scale.kind == "clamp":  # Pyro's clamp_preserve_gradients
         log_scale = ops.clamp_st(raw, low=scale.low, high=scale.high)
     else:  # soft clamp c * tanh(s / c)
-        log_scale = scale.bound * ops.tanh(raw * (1.0 / scale.bound))
+        tanh = ops.name(ops.tanh(ops.name(raw * (1.0 / scale.bound), "s_over_bound")), "tanh_s")
+        log_scale = scale.bound * tanh
     log_scale = ops.name(log_scale, "log_scale")
     return log_scale, ops.name(ops.exp(log_scale), "scale")
 
@@ -138,23 +151,67 @@ def _mlp_params(sizes: list[int]) -> dict[str, tuple[int, ...]]:
 # ------------------------------------------------------------------ coupling layers
 _ADDITIVE_DOC = """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP."""
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    {config}"""
 
 _AFFINE_DOC = """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map ({scale}): {formula}."""
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = {formula}
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    {config}"""
 
 _SCALE_FORMULA = {
-    "exp": "l = s",
-    "clamp": "l = clamp(s, low, high), gradient passed straight through",
-    "soft_clamp": "l = c * tanh(s / c)",
-    "sigmoid": "l = log(sigmoid(s + offset)) (Glow)",
+    "exp": "s",
+    "clamp": "clamp(s, low, high)\n    (the clamp's gradient is passed straight through)",
+    "soft_clamp": "bound * tanh(s / bound)",
+    "sigmoid": "log(sigmoid(s + offset)) (Glow)",
 }
+
+
+def _configuration(text: str) -> str:
+    """The docstring's "Configuration: ..." paragraph, wrapped to the code's width."""
+    return textwrap.fill(f"Configuration: {text}.", 95, subsequent_indent="    ")
+
+
+def _word(value: float) -> str:
+    """A number as identifier text: -5.0 -> M5, 0.25 -> 0p25, 1e-05 -> 1em05."""
+    text = repr(float(value)).removesuffix(".0").replace("e+", "e").replace("e-", "em")
+    return text.replace("-", "M").replace(".", "p")
+
+
+def _partition_words(mode: str, layer: Any) -> tuple[tuple[str, str], str]:
+    if mode == "gather":
+        return ("Gather", "Gather"), f"{layer.mask.kind} mask, entries gathered by index"
+    part = "first" if mode == "first" else "last"
+    word = "SplitFirst" if mode == "first" else "SplitLast"
+    return (word, word), f"the {part} entries pass through (a split, no gather)"
+
+
+def _conditioner_words(cond: S.Conditioner) -> tuple[list[tuple[str, str]], str]:
+    act = "".join(w.capitalize() for w in cond.activation.split("_"))
+    detail = act + (_word(cond.negative_slope) if cond.activation == "leaky_relu" else "")
+    slope = f" (negative slope {cond.negative_slope!r})" if cond.activation == "leaky_relu" else ""
+    depth = len(cond.hidden)
+    text = f"conditioner with {depth} hidden layer{'s' * (depth != 1)}, {cond.activation}{slope}"
+    return [(f"Depth{depth}", f"Depth{depth}"), (act, detail)], text
+
+
+def _scale_words(scale: Any) -> tuple[tuple[str, str], str]:
+    word = "".join(w.capitalize() for w in scale.kind.split("_"))
+    if scale.kind == "clamp":
+        return (word, f"Clamp{_word(scale.low)}To{_word(scale.high)}"), (
+            f"scale map clamp to [{scale.low!r}, {scale.high!r}]")
+    if scale.kind == "soft_clamp":
+        return (word, f"SoftClamp{_word(scale.bound)}"), f"scale map soft_clamp, bound {scale.bound!r}"
+    if scale.kind == "sigmoid":
+        return (word, f"Sigmoid{_word(scale.offset)}"), f"scale map sigmoid, offset {scale.offset!r}"
+    return (word, word), "scale map exp"
 
 
 def plan_additive(layer: S.AdditiveCoupling, dim: int) -> Plan:
@@ -162,25 +219,32 @@ def plan_additive(layer: S.AdditiveCoupling, dim: int) -> Plan:
     passed, trans = S.mask_indices(layer.mask, dim)
     cond = layer.conditioner
     sizes = [len(passed), *cond.hidden, len(trans)]
+    part_word, part_text = _partition_words(mode, layer)
+    cond_words, cond_text = _conditioner_words(cond)
 
     def forward(p: View, x: Value):
         x_a, x_b = _split(p, x, mode)
-        y_b = ops.name(x_b + _mlp(p, x_a, cond), "y_b")
+        shift = ops.name(_mlp(p, x_a, cond), "shift")
+        y_b = ops.name(x_b + shift, "y_b")
         return _merge(p, x_a, y_b, mode), ops.batch_zeros(x)
 
     def inverse(p: View, y: Value):
         y_a, y_b = _split(p, y, mode, "y")
-        x_b = ops.name(y_b - _mlp(p, y_a, cond), "x_b")
+        shift = ops.name(_mlp(p, y_a, cond), "shift")
+        x_b = ops.name(y_b - shift, "x_b")
         return _merge(p, y_a, x_b, mode), ops.batch_zeros(y)
 
+    config = f"{part_text}; {cond_text}"
     return Plan(
         class_name="AdditiveCoupling",
-        key=("additive_coupling", mode, len(cond.hidden), cond.activation, cond.negative_slope),
-        doc=_ADDITIVE_DOC,
+        variant=(part_word, *cond_words),
+        config=config,
+        doc=_ADDITIVE_DOC.format(config=_configuration(config)),
         fields=(Field("mlp", "sizes"), *fields),
         args={"sizes": sizes, **args},
         params=_mlp_params(sizes),
         constant_jacobian=True,
+        event_shape=(dim,),
         forward=forward,
         inverse=inverse,
     )
@@ -191,6 +255,9 @@ def plan_affine(layer: S.AffineCoupling, dim: int) -> Plan:
     passed, trans = S.mask_indices(layer.mask, dim)
     cond, scale = layer.conditioner, layer.scale
     sizes = [len(passed), *cond.hidden, 2 * len(trans)]
+    part_word, part_text = _partition_words(mode, layer)
+    cond_words, cond_text = _conditioner_words(cond)
+    scale_word, scale_text = _scale_words(scale)
 
     def conditioner(p: View, x_a: Value):
         out = _mlp(p, x_a, cond)
@@ -201,25 +268,28 @@ def plan_affine(layer: S.AffineCoupling, dim: int) -> Plan:
     def forward(p: View, x: Value):
         x_a, x_b = _split(p, x, mode)
         shift, log_scale, scale_ = conditioner(p, x_a)
-        y_b = ops.name(x_b * scale_ + shift, "y_b")
+        y_b = ops.name(ops.name(x_b * scale_, "x_b_scaled") + shift, "y_b")
         return _merge(p, x_a, y_b, mode), ops.sum_last(log_scale)
 
     def inverse(p: View, y: Value):
         y_a, y_b = _split(p, y, mode, "y")
         shift, log_scale, _ = conditioner(p, y_a)
-        x_b = ops.name((y_b - shift) * ops.exp(-log_scale), "x_b")
-        return _merge(p, y_a, x_b, mode), -ops.sum_last(log_scale)
+        unshifted = ops.name(y_b - shift, "y_b_unshifted")
+        inv_scale = ops.name(ops.exp(ops.name(-log_scale, "neg_log_scale")), "inv_scale")
+        x_b = ops.name(unshifted * inv_scale, "x_b")
+        return _merge(p, y_a, x_b, mode), -ops.name(ops.sum_last(log_scale), "sum_log_scale")
 
-    scale_key = tuple(sorted(scale.model_dump().items()))
+    config = f"{part_text}; {cond_text}; {scale_text}"
     return Plan(
         class_name="AffineCoupling",
-        key=("affine_coupling", mode, len(cond.hidden), cond.activation, cond.negative_slope,
-             scale_key),  # fmt: skip
-        doc=_AFFINE_DOC.format(scale=scale.kind, formula=_SCALE_FORMULA[scale.kind]),
+        variant=(part_word, *cond_words, scale_word),
+        config=config,
+        doc=_AFFINE_DOC.format(formula=_SCALE_FORMULA[scale.kind], config=_configuration(config)),
         fields=(Field("mlp", "sizes"), Field("int", "n_trans"), *fields),
         args={"sizes": sizes, "n_trans": len(trans), **args},
         params=_mlp_params(sizes),
         constant_jacobian=False,
+        event_shape=(dim,),
         forward=forward,
         inverse=inverse,
     )
@@ -228,31 +298,39 @@ def plan_affine(layer: S.AffineCoupling, dim: int) -> Plan:
 # -------------------------------------------------------------------- other layers
 _SCALING_DOC = """NICE diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
 
-    forward:  y = x * exp(s),   log|det J| = sum(s)
-    inverse:  x = y * exp(-s),  log|det J^-1| = -sum(s)
-    s: a learned vector of the event size (neutral name ``log_scale``)."""
+    forward:  y = x * exp(log_scale),   log|det J| = sum(log_scale)
+    inverse:  x = y * exp(-log_scale),  log|det J^-1| = -sum(log_scale)
+    log_scale: a learned vector of the event size.
+    Configuration: none besides the event shape."""
 
 _PERMUTATION_DOC = """A fixed permutation of the event entries.
 
     forward:  y[..., i] = x[..., indices[i]],   log|det J| = 0
-    inverse:  x = y[..., inverse_indices],      log|det J^-1| = 0"""
+    inverse:  x = y[..., inverse_indices],      log|det J^-1| = 0
+    Configuration: the indices, a constructor argument."""
 
 
 def plan_scaling(layer: S.Scaling, dim: int) -> Plan:
     def forward(p: View, x: Value):
-        return x * ops.exp(p.log_scale), ops.batch_fill(ops.sum_all(p.log_scale), x)
+        scale = ops.name(ops.exp(p.log_scale), "scale")
+        log_det = ops.batch_fill(ops.name(ops.sum_all(p.log_scale), "sum_log_scale"), x)
+        return x * scale, log_det
 
     def inverse(p: View, y: Value):
-        return y * ops.exp(-p.log_scale), ops.batch_fill(-ops.sum_all(p.log_scale), y)
+        neg = ops.name(-p.log_scale, "neg_log_scale")
+        inv_scale = ops.name(ops.exp(neg), "inv_scale")
+        return y * inv_scale, ops.batch_fill(ops.name(ops.sum_all(neg), "sum_neg_log_scale"), y)
 
     return Plan(
         class_name="Scaling",
-        key=("scaling",),
+        variant=(),
+        config="none",
         doc=_SCALING_DOC,
         fields=(Field("vector", "log_scale"),),
-        args={"dim": dim},
+        args={},
         params={"log_scale": (dim,)},
         constant_jacobian=True,
+        event_shape=(dim,),
         forward=forward,
         inverse=inverse,
     )
@@ -270,12 +348,14 @@ def plan_permutation(layer: S.Permutation, dim: int) -> Plan:
 
     return Plan(
         class_name="Permutation",
-        key=("permutation",),
+        variant=(),
+        config="none",
         doc=_PERMUTATION_DOC,
         fields=(Field("index", "indices"), Field("index", "inverse_indices")),
         args={"indices": indices, "inverse_indices": inverse_indices},
         params={},
         constant_jacobian=True,
+        event_shape=(dim,),
         forward=forward,
         inverse=inverse,
     )

@@ -22,22 +22,73 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
+from . import document
+from .document import show as _show
 from .errors import SpecError
+from .files import write_atomic
+from .limits import F32_MAX, F32_TINY, MAX_INT, current, memory
 
 FORMAT_VERSION = 1
 
-PosInt = Annotated[StrictInt, Field(gt=0)]
-NonNegInt = Annotated[StrictInt, Field(ge=0)]
-Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: ``4.0`` is the integer 4 (as JSON Schema says)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
+        return int(value)
+    return value
+
+
+Int = Annotated[StrictInt, BeforeValidator(_integral), Field(le=MAX_INT)]
+PosInt = Annotated[Int, Field(gt=0)]
+NonNegInt = Annotated[Int, Field(ge=0)]
 Activation = Literal["relu", "tanh", "leaky_relu", "elu", "gelu"]
+
+
+def _constant(low: float, high: float, *, positive: bool = False):
+    """A float constant written into generated code: finite, and 0 or of magnitude in
+    ``[low, high]`` (``positive``: a number in ``[low, high]``). Both bounds are float32
+    normals, so every backend and dtype holds the constant as it is, never as infinity,
+    zero or a subnormal."""
+    if positive:
+        what = f"a number in [{low:.7g}, {high:.7g}]"
+        ranges = [{"minimum": low, "maximum": high}]
+    else:
+        what = f"0 or a magnitude in [{low:.7g}, {high:.7g}] (float32's normal range)"
+        ranges = [{"const": 0}, {"minimum": low, "maximum": high},
+                  {"minimum": -high, "maximum": -low}]  # fmt: skip
+
+    def check(value: float) -> float:
+        ok = low <= value <= high if positive else value == 0.0 or low <= abs(value) <= high
+        if not ok:
+            raise PydanticCustomError("constant", f"expected {what}, got {{got}}", {"got": value})
+        return float(value)
+
+    return Annotated[float, Field(strict=True, allow_inf_nan=False,
+                                  json_schema_extra={"anyOf": ranges}),
+                     AfterValidator(check)]  # fmt: skip
+
+
+#: Any constant: 0 or a float32 normal magnitude.
+Finite = _constant(F32_TINY, F32_MAX)
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __init__(self, **data: Any):
+    def __init__(self, /, **data: Any):  # positional-only: a "self" key is a field name
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -101,7 +152,8 @@ class SoftClampScale(_Model):
     """``scale = exp(c * tanh(s / c))`` with ``c = bound``: a smooth clamp to (-c, c)."""
 
     kind: Literal["soft_clamp"] = "soft_clamp"
-    bound: Annotated[Finite, Field(gt=0.0)] = 3.0
+    # 1 / bound is written into the code too, so both must be float32 normals
+    bound: _constant(F32_TINY, 1.0 / F32_TINY, positive=True) = 3.0
 
 
 class SigmoidScale(_Model):
@@ -130,7 +182,7 @@ class Conditioner(_Model):
 
     hidden: tuple[PosInt, ...] = (64, 64)
     activation: Activation = "relu"
-    negative_slope: Annotated[Finite, Field(ge=0)] = 0.01  # leaky_relu only
+    negative_slope: Annotated[Finite, Field(ge=0, le=1)] = 0.01  # leaky_relu only
 
 
 # --------------------------------------------------------------------------- layers
@@ -184,7 +236,7 @@ class FlowSpec(_Model):
     event_shape: tuple[PosInt, ...]
     layers: tuple[Layer, ...]
 
-    def __init__(self, **data: Any):
+    def __init__(self, /, **data: Any):
         super().__init__(**data)
         _check_against_event(self)
 
@@ -212,55 +264,110 @@ class FlowSpec(_Model):
 
     @classmethod
     def from_dict(cls, data: Any) -> FlowSpec:
+        """A spec from JSON-like data: ``dict`` with ``str`` keys, lists, strings,
+        numbers, booleans and ``None`` (checked as a document is; see
+        :mod:`flowbridge.document`)."""
+        return cls._from_plain(document.plain(data))
+
+    @classmethod
+    def _from_plain(cls, data: Any) -> FlowSpec:
         if not isinstance(data, dict):
             raise SpecError(f"spec: expected a mapping, got {_show(data)}")
-        if "format_version" in data and data["format_version"] != FORMAT_VERSION:
-            raise SpecError(
-                f"format_version: expected {FORMAT_VERSION}, got {_show(data['format_version'])}"
-            )
-        return cls(**{str(k): v for k, v in data.items()})
+        version = data.get("format_version", FORMAT_VERSION)
+        if isinstance(version, bool) or _integral(version) != FORMAT_VERSION:
+            raise SpecError(f"format_version: expected {FORMAT_VERSION}, got {_show(version)}")
+        return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> FlowSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"spec: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes) -> FlowSpec:
+        return cls._from_plain(document.read_json(text))
 
     @classmethod
-    def from_yaml(cls, text: str) -> FlowSpec:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"spec: invalid YAML: {exc}") from None
-        return cls.from_dict(data)
+    def from_yaml(cls, text: str | bytes) -> FlowSpec:
+        return cls._from_plain(document.read_yaml(text))
 
     def save(self, path: str | Path) -> None:
+        """Write the spec as YAML (``.yaml``/``.yml``) or JSON, atomically."""
         path = Path(path)
         yaml_suffix = path.suffix in (".yaml", ".yml")
-        path.write_text(self.to_yaml() if yaml_suffix else self.to_json())
+        write_atomic(path, self.to_yaml() if yaml_suffix else self.to_json())
 
 
 def load_spec(path: str | Path) -> FlowSpec:
     """Read a spec from a ``.json``, ``.yaml`` or ``.yml`` file."""
     path = Path(path)
+    if path.suffix not in (".json", ".yaml", ".yml"):
+        raise SpecError(f"spec: expected a .json, .yaml or .yml file, got {path.name!r}")
     if not path.is_file():
         raise SpecError(f"spec: no such file {str(path)!r}")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        return FlowSpec.from_yaml(text)
+    limit = current().document_bytes
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SpecError(f"spec: cannot read {str(path)!r} ({exc.strerror or exc})") from None
     if path.suffix == ".json":
-        return FlowSpec.from_json(text)
-    raise SpecError(f"spec: expected a .json, .yaml or .yml file, got {path.name!r}")
+        return FlowSpec.from_json(data)
+    return FlowSpec.from_yaml(data)
 
 
 def json_schema() -> dict:
-    """The JSON Schema (draft 2020-12) of the spec format."""
+    """The JSON Schema (draft 2020-12) of the spec format.
+
+    It states every rule about a single field (types, choices, ranges of constants, the
+    default ceilings on sizes). Rules that relate fields are checked on load and listed
+    in the schema's ``description``: mask sizes against the event size, explicit masks
+    and permutations of length D, ``low < high`` for a clamp, and the ceilings on the
+    number of layers, conditioner depth and total parameter count.
+    """
     schema = FlowSpec.model_json_schema()
+    defs = schema.get("$defs", {})
+    ceilings = current()
+    # a discriminated union needs its tag: "type" of a layer, "kind" of a mask or scale
+    for node in _schema_nodes(schema):
+        tag = node.get("discriminator")
+        if isinstance(tag, dict):
+            for ref in tag.get("mapping", {}).values():
+                target = defs[ref.rsplit("/", 1)[-1]]
+                required = target.setdefault("required", [])
+                if tag["propertyName"] not in required:
+                    required.insert(0, tag["propertyName"])
+    sizes = {
+        ("FlowSpec", "event_shape"): ceilings.event_size,
+        ("Conditioner", "hidden"): ceilings.width,
+        ("SplitMask", "size"): ceilings.event_size - 1,
+        ("Permutation", "indices"): ceilings.event_size - 1,
+    }
+    for (model, field), maximum in sizes.items():
+        prop = (schema if model == "FlowSpec" else defs[model])["properties"][field]
+        for node in _schema_nodes(prop):
+            if node.get("type") == "integer":
+                node["maximum"] = maximum
+    defs["Conditioner"]["properties"]["hidden"]["maxItems"] = ceilings.depth
+    schema["properties"]["layers"]["maxItems"] = ceilings.layers
+    schema["properties"]["event_shape"]["minItems"] = 1
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"flowbridge FlowSpec, format {FORMAT_VERSION}"
+    schema["description"] = (
+        "A normalizing flow. Checked on load beyond this schema: a split mask's size is "
+        "below D; an explicit mask has D booleans and passes and transforms at least one "
+        "entry; explicit permutation indices are a permutation of 0..D-1; a random "
+        "permutation has a seed and others none; a clamp has low < high; the flow has at "
+        f"most {ceilings.params} parameters (ceilings are raised with flowbridge.limits)."
+    )
     return schema
+
+
+def _schema_nodes(node: Any):
+    """Every dict in a JSON Schema tree (iteratively)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 # ------------------------------------------------------------------ derived structure
@@ -299,6 +406,7 @@ def _check_against_event(spec: FlowSpec) -> None:
         raise _from_errors(errors)
     if not spec.layers:
         raise _from_errors([("layers", "expected at least one layer, got []")])
+    _check_ceilings(spec)
     dim = spec.dim
     for i, layer in enumerate(spec.layers):
         at = f"layers[{i}]"
@@ -327,6 +435,64 @@ def _check_against_event(spec: FlowSpec) -> None:
         raise _from_errors(errors)
 
 
+def _mask_sizes(mask: Any, dim: int) -> tuple[int, int]:
+    """``(passed, transformed)`` counts of a mask, computed without building index lists."""
+    if mask.kind == "half":
+        k = dim // 2 if mask.rounding == "floor" else (dim + 1) // 2
+    elif mask.kind == "split":
+        k = min(mask.size, dim)
+    elif mask.kind == "parity":
+        k = (dim + 1) // 2 if mask.parity == "even" else dim // 2
+    else:
+        k = sum(mask.values)
+    return k, dim - k
+
+
+def param_count(spec: FlowSpec) -> int:
+    """The number of weights in ``spec``'s flow, by arithmetic (nothing is allocated)."""
+    dim, total = spec.dim, 0
+    for layer in spec.layers:
+        if layer.type == "scaling":
+            total += dim
+        elif layer.type in ("additive_coupling", "affine_coupling"):
+            passed, trans = _mask_sizes(layer.mask, dim)
+            out = trans * (2 if layer.type == "affine_coupling" else 1)
+            sizes = [passed, *layer.conditioner.hidden, out]
+            total += sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    return total
+
+
+def _check_ceilings(spec: FlowSpec) -> None:
+    """Sizes against :func:`flowbridge.limits`, before anything of that size is built."""
+    ceil = current()
+    hint = "raise it with flowbridge.limits({}=...) if this is meant"
+    errors = []
+    if spec.dim > ceil.event_size:
+        errors.append(("event_shape[0]", f"expected at most {ceil.event_size} entries, got "
+                       f"{spec.dim}; {hint.format('event_size')}"))  # fmt: skip
+    if len(spec.layers) > ceil.layers:
+        errors.append(("layers", f"expected at most {ceil.layers} layers, got "
+                       f"{len(spec.layers)}; {hint.format('layers')}"))  # fmt: skip
+    for i, layer in enumerate(spec.layers):
+        cond = getattr(layer, "conditioner", None)
+        if cond is None:
+            continue
+        if len(cond.hidden) > ceil.depth:
+            errors.append((f"layers[{i}].conditioner.hidden", f"expected at most {ceil.depth} "
+                           f"hidden layers, got {len(cond.hidden)}; {hint.format('depth')}"))  # fmt: skip
+        for j, width in enumerate(cond.hidden):
+            if width > ceil.width:
+                errors.append((f"layers[{i}].conditioner.hidden[{j}]", f"expected at most "
+                               f"{ceil.width} units, got {width}; {hint.format('width')}"))  # fmt: skip
+    if errors:
+        raise _from_errors(errors)
+    count = param_count(spec)
+    if count > ceil.params:
+        raise _from_errors([("layers", f"expected at most {ceil.params} parameters in all, got "
+                             f"{count} (about {memory(count)} as float64); "
+                             f"{hint.format('params')}")])  # fmt: skip
+
+
 def _check_permutation(layer: Permutation, dim: int, at: str) -> list[tuple[str, str]]:
     if layer.kind == "random" and layer.seed is None:
         return [(f"{at}.seed", "expected a non-negative integer for kind 'random', got None")]
@@ -345,11 +511,6 @@ def _check_permutation(layer: Permutation, dim: int, at: str) -> list[tuple[str,
 
 
 # ------------------------------------------------------------------ error formatting
-def _show(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _path(loc: tuple) -> str:
     out = ""
     prev_index = False
@@ -368,6 +529,10 @@ def _path(loc: tuple) -> str:
 
 def _expected(err: dict) -> str:
     kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "constant":  # flowbridge's own rule, with its own message
+        return err["msg"].rsplit(", got", 1)[0]
+    if kind == "less_than_equal":
+        return f"expected a number <= {ctx.get('le')}"
     if kind == "greater_than" and ctx.get("gt") == 0 and type(ctx.get("gt")) is int:
         return "expected a positive integer"
     if kind == "greater_than_equal" and ctx.get("ge") == 0:
@@ -443,12 +608,13 @@ def nice(
 
     The paper's MNIST model used 4 couplings of 5 hidden layers with 1000 units; pass
     ``hidden=(1000,) * 5`` for that size. The default is smaller for vector problems.
+    Every argument is validated like the spec field it fills, and an error names the
+    argument (``hidden: expected a list of positive integers, got 64``).
     """
+    dim, cond = _count(dim, "dim"), _conditioner(hidden, activation)
+    _choice(scaling, "scaling", (True, False))
     layers: list[Any] = [
-        AdditiveCoupling(
-            mask=ParityMask(parity="even" if i % 2 == 0 else "odd"),
-            conditioner=Conditioner(hidden=tuple(hidden), activation=activation),
-        )
+        AdditiveCoupling(mask=ParityMask(parity="even" if i % 2 == 0 else "odd"), conditioner=cond)
         for i in range(_count(num_couplings, "num_couplings"))
     ]
     if scaling:
@@ -475,10 +641,17 @@ def realnvp(
 
     ``scale`` is a scale map or its dict (default ``{"kind": "exp"}``, the paper's
     ``exp(s)``); ``permutation`` optionally puts a ``reverse`` or seeded ``random``
-    permutation between couplings (seeds ``seed``, ``seed + 1``, ...).
+    permutation between couplings (seeds ``seed``, ``seed + 1``, ...). Every argument is
+    validated like the spec field it fills, and an error names the argument.
     """
+    dim, count = _count(dim, "dim"), _count(num_couplings, "num_couplings")
+    cond = _conditioner(hidden, activation)
+    scale_map = ExpScale() if scale is None else _scale_map(scale)
+    _choice(mask, "mask", ("half", "parity"))
+    _choice(permutation, "permutation", (None, "reverse", "random"))
+    seed = _count(seed + 1 if _is_int(seed) else seed, "seed") - 1
     layers: list[Any] = []
-    for i in range(_count(num_couplings, "num_couplings")):
+    for i in range(count):
         # with a permutation between couplings the mask stays put and the permutation
         # mixes: alternating as well would undo a reverse permutation's work
         flip = i % 2 == 1 and not permutation
@@ -486,23 +659,53 @@ def realnvp(
             m = HalfMask(part="last" if flip else "first")
         else:
             m = ParityMask(parity="odd" if flip else "even")
-        layers.append(
-            AffineCoupling(
-                mask=m,
-                conditioner=Conditioner(hidden=tuple(hidden), activation=activation),
-                scale=scale if scale is not None else ExpScale(),
-            )
-        )
-        if permutation and i < num_couplings - 1:
+        layers.append(AffineCoupling(mask=m, conditioner=cond, scale=scale_map))
+        if permutation and i < count - 1:
             kind_seed = {"seed": seed + i} if permutation == "random" else {}
             layers.append(Permutation(kind=permutation, **kind_seed))
     return FlowSpec(name=name, event_shape=(dim,), layers=layers)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _count(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_int(value) or value < 1:
         raise SpecError(f"{field}: expected a positive integer, got {_show(value)}")
-    return value
+    return int(value)
+
+
+def _choice(value: Any, field: str, choices: tuple) -> None:
+    if not any(value is c or (type(value) is type(c) and value == c) for c in choices):
+        raise SpecError(f"{field}: expected one of {', '.join(map(repr, choices))}, got "
+                        f"{_show(value)}")  # fmt: skip
+
+
+def _conditioner(hidden: Any, activation: Any) -> Conditioner:
+    if not isinstance(hidden, (list, tuple)) or not all(_is_int(h) and h > 0 for h in hidden):
+        raise SpecError(f"hidden: expected a list of positive integers, got {_show(hidden)}")
+    _choice(activation, "activation", ("relu", "tanh", "leaky_relu", "elu", "gelu"))
+    return Conditioner(hidden=tuple(int(h) for h in hidden), activation=activation)
+
+
+def _scale_map(scale: Any) -> Any:
+    if isinstance(scale, (ExpScale, ClampScale, SoftClampScale, SigmoidScale)):
+        return scale
+    if not isinstance(scale, dict):
+        raise SpecError(f"scale: expected a scale map or its dict, got {_show(scale)}")
+    try:
+        return TypeAdapter(ScaleMap).validate_python(document.plain(scale))
+    except ValidationError as exc:
+        err = _spec_error(exc)
+        errors = []
+        for path, message in err.errors:
+            head, _, rest = path.partition(".")
+            path = rest if head in _TAGS and rest else path
+            errors.append(("scale" + ("" if path == "spec" else "." + path), message))
+        raise _from_errors(errors) from None
+    except SpecError as exc:
+        raise SpecError(f"scale: {exc}", exc.errors) from None
 
 
 __all__ = [
@@ -522,6 +725,7 @@ __all__ = [
     "SoftClampScale",
     "json_schema",
     "load_spec",
+    "param_count",
     "mask_indices",
     "nice",
     "permutation_indices",

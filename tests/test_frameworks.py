@@ -113,7 +113,8 @@ def test_tfp_bijector_plumbing(tfp):
     assert isinstance(flow, tfp.bijectors.Composition) and "Chain" in type(flow).__name__
     layers = list(reversed(flow.bijectors))
     assert [type(b).__name__ for b in layers] == [
-        "AdditiveCoupling", "Permutation", "AffineCoupling", "AffineCoupling2", "Scaling"]  # fmt: skip
+        "AdditiveCoupling", "Permutation", "AffineCouplingDepth1GeluExp",
+        "AffineCouplingDepth0ReluSigmoid", "Scaling"]  # fmt: skip
     assert all(b.forward_min_event_ndims == 1 for b in layers)
     assert [b.is_constant_jacobian for b in layers] == [True, True, False, False, True]
     assert len(flow.trainable_variables) == len(fb.param_shapes(SPEC))

@@ -63,80 +63,110 @@ def _float64(x):
     return np.asarray(x, dtype=np.float64)
 
 
+def _checked(layer, value, name):
+    """``value`` as float64 if it holds real numbers of shape (*batch, *event_shape); else
+    a TypeError or ValueError naming the expected shape (complex values are refused,
+    never cast)."""
+    where = f"{type(layer).__name__}: {name}"
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
+    event = layer.event_shape
+    if array.ndim < len(event) or array.shape[array.ndim - len(event) :] != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {array.shape}")
+    return array.astype(np.float64, copy=False)
+
+
 class _Layer:
-    """The reference API shared by every layer."""
+    """The reference API shared by every layer: checked inputs, float64 throughout."""
+
+    def __init__(self, event_shape):
+        self.event_shape = tuple(event_shape)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        return self._forward_with_log_det(_checked(self, x, "x"))
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y"))
 
     def forward(self, x):
-        return self.forward_with_log_det(_float64(x))[0]
+        return self.forward_with_log_det(x)[0]
 
     def inverse(self, y):
-        return self.inverse_with_log_det(_float64(y))[0]
+        return self.inverse_with_log_det(y)[0]
 
     def forward_log_det_jacobian(self, x):
-        return self.forward_with_log_det(_float64(x))[1]
+        return self.forward_with_log_det(x)[1]
 
     def inverse_log_det_jacobian(self, y):
-        return self.inverse_with_log_det(_float64(y))[1]
+        return self.inverse_with_log_det(y)[1]
 
 
 class AdditiveCoupling(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: explicit mask, entries gathered by index; conditioner with 2 hidden layers,
+    gelu.
     """
 
-    def __init__(self, *, sizes, pass_idx, trans_idx, merge_idx, rng=None):
+    def __init__(self, *, sizes, pass_idx, trans_idx, merge_idx, event_shape, rng=None):
+        super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.kernels, self.biases = _dense(sizes, rng)
         self.pass_idx = np.asarray(pass_idx, dtype=np.intp)
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
         self.merge_idx = np.asarray(merge_idx, dtype=np.intp)
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = np.take(x, self.pass_idx, axis=-1)
         x_b = np.take(x, self.trans_idx, axis=-1)
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = _erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = _erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
-        t_4 = 0.5 * h_2
-        t_5 = h_2 * 0.7071067811865476
-        t_6 = _erf(t_5)
-        t_7 = 1.0 + t_6
-        h_3 = t_4 * t_7
-        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
-        y_b = x_b + out
-        t_8 = np.concatenate([x_a, y_b], axis=-1)
-        y = np.take(t_8, self.merge_idx, axis=-1)
+        half_h_1 = 0.5 * h_2
+        h_over_sqrt2_1 = h_2 * 0.7071067811865476
+        erf_h_1 = _erf(h_over_sqrt2_1)
+        one_plus_erf_h_1 = 1.0 + erf_h_1
+        h_3 = half_h_1 * one_plus_erf_h_1
+        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        y_b = x_b + shift
+        tmp = np.concatenate([x_a, y_b], axis=-1)
+        y = np.take(tmp, self.merge_idx, axis=-1)
         log_det = np.zeros(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = np.take(y, self.pass_idx, axis=-1)
         y_b = np.take(y, self.trans_idx, axis=-1)
         h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = _erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = _erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
-        t_4 = 0.5 * h_2
-        t_5 = h_2 * 0.7071067811865476
-        t_6 = _erf(t_5)
-        t_7 = 1.0 + t_6
-        h_3 = t_4 * t_7
-        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
-        x_b = y_b - out
-        t_8 = np.concatenate([y_a, x_b], axis=-1)
-        x = np.take(t_8, self.merge_idx, axis=-1)
+        half_h_1 = 0.5 * h_2
+        h_over_sqrt2_1 = h_2 * 0.7071067811865476
+        erf_h_1 = _erf(h_over_sqrt2_1)
+        one_plus_erf_h_1 = 1.0 + erf_h_1
+        h_3 = half_h_1 * one_plus_erf_h_1
+        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        x_b = y_b - shift
+        tmp = np.concatenate([y_a, x_b], axis=-1)
+        x = np.take(tmp, self.merge_idx, axis=-1)
         log_det = np.zeros(y.shape[:-1])
         return x, log_det
 
@@ -154,20 +184,22 @@ class Permutation(_Layer):
 
     forward:  y[..., i] = x[..., indices[i]],   log|det J| = 0
     inverse:  x = y[..., inverse_indices],      log|det J^-1| = 0
+    Configuration: the indices, a constructor argument.
     """
 
-    def __init__(self, *, indices, inverse_indices, rng=None):
+    def __init__(self, *, indices, inverse_indices, event_shape, rng=None):
+        super().__init__(event_shape)
         self.indices = np.asarray(indices, dtype=np.intp)
         self.inverse_indices = np.asarray(inverse_indices, dtype=np.intp)
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         y = np.take(x, self.indices, axis=-1)
         log_det = np.zeros(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         x = np.take(y, self.inverse_indices, axis=-1)
         log_det = np.zeros(y.shape[:-1])
         return x, log_det
@@ -177,16 +209,20 @@ class Permutation(_Layer):
         return {}
 
 
-class AffineCoupling(_Layer):
+class AffineCouplingDepth1GeluExp(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (exp): l = s.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: explicit mask, entries gathered by index; conditioner with 1 hidden layer, gelu;
+    scale map exp.
     """
 
-    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, rng=None):
+    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape, rng=None):
+        super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.kernels, self.biases = _dense(sizes, rng)
         self.n_trans = n_trans
@@ -194,48 +230,48 @@ class AffineCoupling(_Layer):
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
         self.merge_idx = np.asarray(merge_idx, dtype=np.intp)
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = np.take(x, self.pass_idx, axis=-1)
         x_b = np.take(x, self.trans_idx, axis=-1)
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = _erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = _erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         out = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         log_scale = out[..., self.n_trans :]
         scale = np.exp(log_scale)
-        t_4 = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t_4 + shift
-        t_5 = np.concatenate([x_a, y_b], axis=-1)
-        y = np.take(t_5, self.merge_idx, axis=-1)
+        y_b = x_b_scaled + shift
+        tmp = np.concatenate([x_a, y_b], axis=-1)
+        y = np.take(tmp, self.merge_idx, axis=-1)
         log_det = np.sum(log_scale, axis=-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = np.take(y, self.pass_idx, axis=-1)
         y_b = np.take(y, self.trans_idx, axis=-1)
         h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = _erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = _erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         out = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         shift = out[..., : self.n_trans]
-        t_4 = y_b - shift
+        y_b_unshifted = y_b - shift
         log_scale = out[..., self.n_trans :]
-        t_5 = -log_scale
-        t_6 = np.exp(t_5)
-        x_b = t_4 * t_6
-        t_7 = np.concatenate([y_a, x_b], axis=-1)
-        x = np.take(t_7, self.merge_idx, axis=-1)
-        t_8 = np.sum(log_scale, axis=-1)
-        log_det = -t_8
+        neg_log_scale = -log_scale
+        inv_scale = np.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
+        tmp = np.concatenate([y_a, x_b], axis=-1)
+        x = np.take(tmp, self.merge_idx, axis=-1)
+        sum_log_scale = np.sum(log_scale, axis=-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -247,16 +283,20 @@ class AffineCoupling(_Layer):
         return params
 
 
-class AffineCoupling2(_Layer):
+class AffineCouplingDepth0ReluSigmoid(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (sigmoid): l = log(sigmoid(s + offset)) (Glow).
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = log(sigmoid(s + offset)) (Glow)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: parity mask, entries gathered by index; conditioner with 0 hidden layers, relu;
+    scale map sigmoid, offset 2.0.
     """
 
-    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, rng=None):
+    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape, rng=None):
+        super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.kernels, self.biases = _dense(sizes, rng)
         self.n_trans = n_trans
@@ -264,40 +304,40 @@ class AffineCoupling2(_Layer):
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
         self.merge_idx = np.asarray(merge_idx, dtype=np.intp)
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = np.take(x, self.pass_idx, axis=-1)
         x_b = np.take(x, self.trans_idx, axis=-1)
         out = np.matmul(x_a, self.kernels[0]) + self.biases[0]
         s = out[..., self.n_trans :]
-        t = s + 2.0
-        scale = np.exp(-np.logaddexp(0.0, -t))
-        t_1 = x_b * scale
+        s_offset = s + 2.0
+        scale = np.exp(-np.logaddexp(0.0, -s_offset))
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t_1 + shift
-        t_2 = np.concatenate([x_a, y_b], axis=-1)
-        y = np.take(t_2, self.merge_idx, axis=-1)
-        log_scale = -np.logaddexp(0.0, -t)
+        y_b = x_b_scaled + shift
+        tmp = np.concatenate([x_a, y_b], axis=-1)
+        y = np.take(tmp, self.merge_idx, axis=-1)
+        log_scale = -np.logaddexp(0.0, -s_offset)
         log_det = np.sum(log_scale, axis=-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = np.take(y, self.pass_idx, axis=-1)
         y_b = np.take(y, self.trans_idx, axis=-1)
         out = np.matmul(y_a, self.kernels[0]) + self.biases[0]
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        t_1 = s + 2.0
-        log_scale = -np.logaddexp(0.0, -t_1)
-        t_2 = -log_scale
-        t_3 = np.exp(t_2)
-        x_b = t * t_3
-        t_4 = np.concatenate([y_a, x_b], axis=-1)
-        x = np.take(t_4, self.merge_idx, axis=-1)
-        t_5 = np.sum(log_scale, axis=-1)
-        log_det = -t_5
+        s_offset = s + 2.0
+        log_scale = -np.logaddexp(0.0, -s_offset)
+        neg_log_scale = -log_scale
+        inv_scale = np.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
+        tmp = np.concatenate([y_a, x_b], axis=-1)
+        x = np.take(tmp, self.merge_idx, axis=-1)
+        sum_log_scale = np.sum(log_scale, axis=-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -312,30 +352,31 @@ class AffineCoupling2(_Layer):
 class Scaling(_Layer):
     """NICE diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
 
-    forward:  y = x * exp(s),   log|det J| = sum(s)
-    inverse:  x = y * exp(-s),  log|det J^-1| = -sum(s)
-    s: a learned vector of the event size (neutral name ``log_scale``).
+    forward:  y = x * exp(log_scale),   log|det J| = sum(log_scale)
+    inverse:  x = y * exp(-log_scale),  log|det J^-1| = -sum(log_scale)
+    log_scale: a learned vector of the event size.
+    Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, dim, rng=None):
-        self.log_scale = np.zeros(dim)
+    def __init__(self, *, event_shape, rng=None):
+        super().__init__(event_shape)
+        self.log_scale = np.zeros(event_shape)
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
-        t = np.exp(self.log_scale)
-        y = x * t
-        t_1 = np.sum(self.log_scale)
-        log_det = np.full(x.shape[:-1], t_1)
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        scale = np.exp(self.log_scale)
+        y = x * scale
+        sum_log_scale = np.sum(self.log_scale)
+        log_det = np.full(x.shape[:-1], sum_log_scale)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
-        t = -self.log_scale
-        t_1 = np.exp(t)
-        x = y * t_1
-        t_2 = np.sum(self.log_scale)
-        t_3 = -t_2
-        log_det = np.full(y.shape[:-1], t_3)
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
+        neg_log_scale = -self.log_scale
+        inv_scale = np.exp(neg_log_scale)
+        x = y * inv_scale
+        sum_neg_log_scale = np.sum(neg_log_scale)
+        log_det = np.full(y.shape[:-1], sum_neg_log_scale)
         return x, log_det
 
     def neutral_params(self):
@@ -349,16 +390,17 @@ class Flow(_Layer):
     """The layers applied first to last; log-dets add up."""
 
     def __init__(self, layers):
+        super().__init__(EVENT_SHAPE)
         self.layers = list(layers)
 
-    def forward_with_log_det(self, x):
+    def _forward_with_log_det(self, x):
         total = np.zeros(x.shape[:-1])
         for layer in self.layers:
             x, log_det = layer.forward_with_log_det(x)
             total = total + log_det
         return x, total
 
-    def inverse_with_log_det(self, y):
+    def _inverse_with_log_det(self, y):
         total = np.zeros(y.shape[:-1])
         for layer in reversed(self.layers):
             y, log_det = layer.inverse_with_log_det(y)
@@ -378,26 +420,34 @@ def build_flow(params=None, seed=0):
             pass_idx=[0, 3, 4],
             trans_idx=[1, 2, 5, 6],
             merge_idx=[0, 3, 4, 1, 2, 5, 6],
+            event_shape=(7,),
             rng=rng,
         ),
-        Permutation(indices=[3, 0, 6, 1, 5, 2, 4], inverse_indices=[1, 3, 5, 0, 6, 4, 2], rng=rng),
-        AffineCoupling(
+        Permutation(
+            indices=[3, 0, 6, 1, 5, 2, 4],
+            inverse_indices=[1, 3, 5, 0, 6, 4, 2],
+            event_shape=(7,),
+            rng=rng,
+        ),
+        AffineCouplingDepth1GeluExp(
             sizes=[4, 24, 6],
             n_trans=3,
             pass_idx=[1, 2, 5, 6],
             trans_idx=[0, 3, 4],
             merge_idx=[4, 0, 1, 5, 6, 2, 3],
+            event_shape=(7,),
             rng=rng,
         ),
-        AffineCoupling2(
+        AffineCouplingDepth0ReluSigmoid(
             sizes=[3, 8],
             n_trans=4,
             pass_idx=[1, 3, 5],
             trans_idx=[0, 2, 4, 6],
             merge_idx=[3, 0, 4, 1, 5, 2, 6],
+            event_shape=(7,),
             rng=rng,
         ),
-        Scaling(dim=7, rng=rng),
+        Scaling(event_shape=(7,), rng=rng),
     ]
     # fmt: on
     flow = Flow(layers)

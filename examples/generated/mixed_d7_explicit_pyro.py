@@ -56,16 +56,48 @@ def _dense(sizes):
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
+def _checked(layer, value, name):
+    """``value`` if it is a real floating tensor of shape (*batch, *event_shape) in the
+    layer's dtype and device; else a TypeError or ValueError naming the expected shape."""
+    where = f"{type(layer).__name__}: {name}"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor, got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{where}: expected a real floating-point tensor, got dtype {value.dtype}")
+    event = layer.event_shape
+    if value.dim() < len(event) or tuple(value.shape[value.dim() - len(event) :]) != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {tuple(value.shape)}")
+    # a weight of the layer, found without .parameters() (which torch.compile cannot trace)
+    weight = layer.kernels[0] if hasattr(layer, "kernels") else getattr(layer, "log_scale", None)
+    if weight is not None and (value.dtype != weight.dtype or value.device != weight.device):
+        raise TypeError(
+            f"{where}: expected dtype {weight.dtype} on {weight.device} (the layer's), "
+            f"got {value.dtype} on {value.device}"
+        )
+    return value
+
+
 class _Layer(TransformModule):
-    """Pyro plumbing shared by every layer: cache-aware log-det, real-vector domain."""
+    """Pyro plumbing shared by every layer: input checks, cache-aware log-det,
+    real-vector domain."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self):
+    def __init__(self, event_shape):
         super().__init__(cache_size=1)
+        self.event_shape = tuple(event_shape)
         self._cached_log_det = None
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        return self._forward_with_log_det(_checked(self, x, "x"))
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y"))
 
     def _call(self, x):
         y, log_det = self.forward_with_log_det(x)
@@ -87,61 +119,64 @@ class _Layer(TransformModule):
 class AdditiveCoupling(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: explicit mask, entries gathered by index; conditioner with 2 hidden layers,
+    gelu.
     """
 
-    def __init__(self, *, sizes, pass_idx, trans_idx, merge_idx):
-        super().__init__()
+    def __init__(self, *, sizes, pass_idx, trans_idx, merge_idx, event_shape):
+        super().__init__(event_shape)
         self.kernels, self.biases = _dense(sizes)
         self.register_buffer("pass_idx", torch.tensor(pass_idx, dtype=torch.long))
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
         self.register_buffer("merge_idx", torch.tensor(merge_idx, dtype=torch.long))
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = torch.erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = torch.erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        t_4 = 0.5 * h_2
-        t_5 = h_2 * 0.7071067811865476
-        t_6 = torch.erf(t_5)
-        t_7 = 1.0 + t_6
-        h_3 = t_4 * t_7
-        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        y_b = x_b + out
-        t_8 = torch.cat([x_a, y_b], dim=-1)
-        y = t_8.index_select(-1, self.merge_idx)
+        half_h_1 = 0.5 * h_2
+        h_over_sqrt2_1 = h_2 * 0.7071067811865476
+        erf_h_1 = torch.erf(h_over_sqrt2_1)
+        one_plus_erf_h_1 = 1.0 + erf_h_1
+        h_3 = half_h_1 * one_plus_erf_h_1
+        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        y_b = x_b + shift
+        tmp = torch.cat([x_a, y_b], dim=-1)
+        y = tmp.index_select(-1, self.merge_idx)
         log_det = x.new_zeros(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = torch.erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = torch.erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        t_4 = 0.5 * h_2
-        t_5 = h_2 * 0.7071067811865476
-        t_6 = torch.erf(t_5)
-        t_7 = 1.0 + t_6
-        h_3 = t_4 * t_7
-        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        x_b = y_b - out
-        t_8 = torch.cat([y_a, x_b], dim=-1)
-        x = t_8.index_select(-1, self.merge_idx)
+        half_h_1 = 0.5 * h_2
+        h_over_sqrt2_1 = h_2 * 0.7071067811865476
+        erf_h_1 = torch.erf(h_over_sqrt2_1)
+        one_plus_erf_h_1 = 1.0 + erf_h_1
+        h_3 = half_h_1 * one_plus_erf_h_1
+        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        x_b = y_b - shift
+        tmp = torch.cat([y_a, x_b], dim=-1)
+        x = tmp.index_select(-1, self.merge_idx)
         log_det = y.new_zeros(y.shape[:-1])
         return x, log_det
 
@@ -159,21 +194,22 @@ class Permutation(_Layer):
 
     forward:  y[..., i] = x[..., indices[i]],   log|det J| = 0
     inverse:  x = y[..., inverse_indices],      log|det J^-1| = 0
+    Configuration: the indices, a constructor argument.
     """
 
-    def __init__(self, *, indices, inverse_indices):
-        super().__init__()
+    def __init__(self, *, indices, inverse_indices, event_shape):
+        super().__init__(event_shape)
         self.register_buffer("indices", torch.tensor(indices, dtype=torch.long))
         self.register_buffer("inverse_indices", torch.tensor(inverse_indices, dtype=torch.long))
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         y = x.index_select(-1, self.indices)
         log_det = x.new_zeros(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         x = y.index_select(-1, self.inverse_indices)
         log_det = y.new_zeros(y.shape[:-1])
         return x, log_det
@@ -183,65 +219,68 @@ class Permutation(_Layer):
         return {}
 
 
-class AffineCoupling(_Layer):
+class AffineCouplingDepth1GeluExp(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (exp): l = s.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: explicit mask, entries gathered by index; conditioner with 1 hidden layer, gelu;
+    scale map exp.
     """
 
-    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx):
-        super().__init__()
+    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape):
+        super().__init__(event_shape)
         self.kernels, self.biases = _dense(sizes)
         self.n_trans = n_trans
         self.register_buffer("pass_idx", torch.tensor(pass_idx, dtype=torch.long))
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
         self.register_buffer("merge_idx", torch.tensor(merge_idx, dtype=torch.long))
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = torch.erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = torch.erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         log_scale = out[..., self.n_trans :]
         scale = torch.exp(log_scale)
-        t_4 = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t_4 + shift
-        t_5 = torch.cat([x_a, y_b], dim=-1)
-        y = t_5.index_select(-1, self.merge_idx)
+        y_b = x_b_scaled + shift
+        tmp = torch.cat([x_a, y_b], dim=-1)
+        y = tmp.index_select(-1, self.merge_idx)
         log_det = log_scale.sum(-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = torch.erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = torch.erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         shift = out[..., : self.n_trans]
-        t_4 = y_b - shift
+        y_b_unshifted = y_b - shift
         log_scale = out[..., self.n_trans :]
-        t_5 = -log_scale
-        t_6 = torch.exp(t_5)
-        x_b = t_4 * t_6
-        t_7 = torch.cat([y_a, x_b], dim=-1)
-        x = t_7.index_select(-1, self.merge_idx)
-        t_8 = log_scale.sum(-1)
-        log_det = -t_8
+        neg_log_scale = -log_scale
+        inv_scale = torch.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
+        tmp = torch.cat([y_a, x_b], dim=-1)
+        x = tmp.index_select(-1, self.merge_idx)
+        sum_log_scale = log_scale.sum(-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -253,57 +292,60 @@ class AffineCoupling(_Layer):
         return params
 
 
-class AffineCoupling2(_Layer):
+class AffineCouplingDepth0ReluSigmoid(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (sigmoid): l = log(sigmoid(s + offset)) (Glow).
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = log(sigmoid(s + offset)) (Glow)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: parity mask, entries gathered by index; conditioner with 0 hidden layers, relu;
+    scale map sigmoid, offset 2.0.
     """
 
-    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx):
-        super().__init__()
+    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape):
+        super().__init__(event_shape)
         self.kernels, self.biases = _dense(sizes)
         self.n_trans = n_trans
         self.register_buffer("pass_idx", torch.tensor(pass_idx, dtype=torch.long))
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
         self.register_buffer("merge_idx", torch.tensor(merge_idx, dtype=torch.long))
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
         out = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         s = out[..., self.n_trans :]
-        t = s + 2.0
-        scale = torch.sigmoid(t)
-        t_1 = x_b * scale
+        s_offset = s + 2.0
+        scale = torch.sigmoid(s_offset)
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t_1 + shift
-        t_2 = torch.cat([x_a, y_b], dim=-1)
-        y = t_2.index_select(-1, self.merge_idx)
-        log_scale = torch.nn.functional.logsigmoid(t)
+        y_b = x_b_scaled + shift
+        tmp = torch.cat([x_a, y_b], dim=-1)
+        y = tmp.index_select(-1, self.merge_idx)
+        log_scale = torch.nn.functional.logsigmoid(s_offset)
         log_det = log_scale.sum(-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
         out = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        t_1 = s + 2.0
-        log_scale = torch.nn.functional.logsigmoid(t_1)
-        t_2 = -log_scale
-        t_3 = torch.exp(t_2)
-        x_b = t * t_3
-        t_4 = torch.cat([y_a, x_b], dim=-1)
-        x = t_4.index_select(-1, self.merge_idx)
-        t_5 = log_scale.sum(-1)
-        log_det = -t_5
+        s_offset = s + 2.0
+        log_scale = torch.nn.functional.logsigmoid(s_offset)
+        neg_log_scale = -log_scale
+        inv_scale = torch.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
+        tmp = torch.cat([y_a, x_b], dim=-1)
+        x = tmp.index_select(-1, self.merge_idx)
+        sum_log_scale = log_scale.sum(-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -318,31 +360,31 @@ class AffineCoupling2(_Layer):
 class Scaling(_Layer):
     """NICE diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
 
-    forward:  y = x * exp(s),   log|det J| = sum(s)
-    inverse:  x = y * exp(-s),  log|det J^-1| = -sum(s)
-    s: a learned vector of the event size (neutral name ``log_scale``).
+    forward:  y = x * exp(log_scale),   log|det J| = sum(log_scale)
+    inverse:  x = y * exp(-log_scale),  log|det J^-1| = -sum(log_scale)
+    log_scale: a learned vector of the event size.
+    Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, dim):
-        super().__init__()
-        self.log_scale = torch.nn.Parameter(torch.zeros(dim))
+    def __init__(self, *, event_shape):
+        super().__init__(event_shape)
+        self.log_scale = torch.nn.Parameter(torch.zeros(event_shape))
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
-        t = torch.exp(self.log_scale)
-        y = x * t
-        t_1 = self.log_scale.sum()
-        log_det = t_1.expand(x.shape[:-1])
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        scale = torch.exp(self.log_scale)
+        y = x * scale
+        sum_log_scale = self.log_scale.sum()
+        log_det = sum_log_scale.expand(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
-        t = -self.log_scale
-        t_1 = torch.exp(t)
-        x = y * t_1
-        t_2 = self.log_scale.sum()
-        t_3 = -t_2
-        log_det = t_3.expand(y.shape[:-1])
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
+        neg_log_scale = -self.log_scale
+        inv_scale = torch.exp(neg_log_scale)
+        x = y * inv_scale
+        sum_neg_log_scale = neg_log_scale.sum()
+        log_det = sum_neg_log_scale.expand(y.shape[:-1])
         return x, log_det
 
     def neutral_params(self):
@@ -363,23 +405,30 @@ def build_flow(params=None):
             pass_idx=[0, 3, 4],
             trans_idx=[1, 2, 5, 6],
             merge_idx=[0, 3, 4, 1, 2, 5, 6],
+            event_shape=(7,),
         ),
-        Permutation(indices=[3, 0, 6, 1, 5, 2, 4], inverse_indices=[1, 3, 5, 0, 6, 4, 2]),
-        AffineCoupling(
+        Permutation(
+            indices=[3, 0, 6, 1, 5, 2, 4],
+            inverse_indices=[1, 3, 5, 0, 6, 4, 2],
+            event_shape=(7,),
+        ),
+        AffineCouplingDepth1GeluExp(
             sizes=[4, 24, 6],
             n_trans=3,
             pass_idx=[1, 2, 5, 6],
             trans_idx=[0, 3, 4],
             merge_idx=[4, 0, 1, 5, 6, 2, 3],
+            event_shape=(7,),
         ),
-        AffineCoupling2(
+        AffineCouplingDepth0ReluSigmoid(
             sizes=[3, 8],
             n_trans=4,
             pass_idx=[1, 3, 5],
             trans_idx=[0, 2, 4, 6],
             merge_idx=[3, 0, 4, 1, 5, 2, 6],
+            event_shape=(7,),
         ),
-        Scaling(dim=7),
+        Scaling(event_shape=(7,)),
     ]
     # fmt: on
     flow = ComposeTransformModule(layers)

@@ -69,13 +69,73 @@ class _Memo:
         self.forward = self.inverse = None
 
 
-class _Layer(tfb.Bijector):
-    """TFP plumbing shared by every layer: forward/inverse and both log-dets.
+def _checked(layer, value, name):
+    """``value`` as a tensor if it is real floating of shape (*batch, *event_shape) in
+    the layer's dtype; else a TypeError or ValueError naming the expected shape."""
+    where = f"{type(layer).__name__}: {name}"
+    if isinstance(value, tf.Tensor) or hasattr(value, "dtype") and hasattr(value, "shape"):
+        dtype = tf.as_dtype(value.dtype)
+        if not dtype.is_floating:
+            raise TypeError(
+                f"{where}: expected a real floating-point tensor, got dtype {dtype.name}"
+            )
+    value = tf.convert_to_tensor(value, dtype_hint=layer.dtype)
+    if value.dtype != layer.dtype:
+        raise TypeError(
+            f"{where}: expected dtype {layer.dtype.name} (the layer's), got {value.dtype.name}"
+        )
+    event, shape = layer.event_shape, value.shape
+    want = ", ".join(["*batch", *map(str, event)])
+    if shape.rank is not None:
+        tail = tuple(shape[shape.rank - len(event) :]) if shape.rank >= len(event) else None
+        if tail is None or any(n is not None and n != e for n, e in zip(tail, event, strict=True)):
+            raise ValueError(f"{where}: expected shape ({want}), got {tuple(shape)}")
+        if all(n is not None for n in tail):
+            return value
+    with tf.control_dependencies([
+        tf.debugging.assert_equal(tf.shape(value)[-len(event) :], tf.constant(event),
+                                  message=f"{where}: expected shape ({want})")
+    ]):  # fmt: skip
+        return tf.identity(value)
 
-    TFP asks for a log-det separately from the transform it belongs to. Inside
-    tf.function the log-det traced with the last forward (inverse) call is reused when TFP
-    asks for it at that very tensor, so the conditioner is not traced twice; run eagerly,
-    every call recomputes (a variable may have changed in between)."""
+
+def _batched(fn, value, event_shape):
+    """``fn`` on a (batch, *event) view when ``value`` is a single event or of unknown
+    rank (matmul needs a batch axis); results reshaped back to ``value``'s batch."""
+    rank = value.shape.rank
+    if rank is not None and rank > len(event_shape):
+        return fn(value)
+    out, log_det = fn(tf.reshape(value, [-1, *event_shape]))
+    batch = tf.shape(value)[: tf.rank(value) - len(event_shape)]
+    out = tf.reshape(out, tf.shape(value))
+    return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
+
+
+class _Layer(tfb.Bijector):
+    """TFP plumbing shared by every layer: input checks, forward/inverse and both log-dets.
+
+    Inputs are checked at the door (shape, dtype) and may have any batch rank, none
+    included. A layer compares equal only to itself: TFP shares its caches between
+    bijectors that compare equal, and two layers of one structure but other weights must
+    never share results. TFP asks for a log-det separately from the transform it belongs
+    to. Inside tf.function the log-det traced with the last forward (inverse) call is
+    reused when TFP asks for it at that very tensor, so the conditioner is not traced
+    twice; run eagerly, every call recomputes (a variable may have changed in between)."""
+
+    def _get_parameterization(self):
+        if "_fb_identity" not in self.__dict__:
+            object.__setattr__(self, "_fb_identity", object())
+        return self.__dict__["_fb_identity"]
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        x = _checked(self, x, "x")
+        return _batched(self._forward_with_log_det, x, self.event_shape)
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        y = _checked(self, y, "y")
+        return _batched(self._inverse_with_log_det, y, self.event_shape)
 
     def _memo(self):
         if "_fb_memo" not in self.__dict__:
@@ -112,9 +172,12 @@ class _Layer(tfb.Bijector):
 class AdditiveCoupling(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: explicit mask, entries gathered by index; conditioner with 2 hidden layers,
+    gelu.
     """
 
     def __init__(
@@ -124,12 +187,14 @@ class AdditiveCoupling(_Layer):
         pass_idx,
         trans_idx,
         merge_idx,
+        event_shape,
         dtype=tf.float32,
         validate_args=False,
         name=None,
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "additive_coupling") as name:
+            self.event_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, dtype)
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
             self.trans_idx = tf.constant(trans_idx, dtype=tf.int32)
@@ -143,49 +208,49 @@ class AdditiveCoupling(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = tf.gather(x, self.pass_idx, axis=-1)
         x_b = tf.gather(x, self.trans_idx, axis=-1)
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = tf.math.erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = tf.math.erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        t_4 = 0.5 * h_2
-        t_5 = h_2 * 0.7071067811865476
-        t_6 = tf.math.erf(t_5)
-        t_7 = 1.0 + t_6
-        h_3 = t_4 * t_7
-        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
-        y_b = x_b + out
-        t_8 = tf.concat([x_a, y_b], axis=-1)
-        y = tf.gather(t_8, self.merge_idx, axis=-1)
+        half_h_1 = 0.5 * h_2
+        h_over_sqrt2_1 = h_2 * 0.7071067811865476
+        erf_h_1 = tf.math.erf(h_over_sqrt2_1)
+        one_plus_erf_h_1 = 1.0 + erf_h_1
+        h_3 = half_h_1 * one_plus_erf_h_1
+        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        y_b = x_b + shift
+        tmp = tf.concat([x_a, y_b], axis=-1)
+        y = tf.gather(tmp, self.merge_idx, axis=-1)
         log_det = tf.zeros([], dtype=x.dtype)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = tf.gather(y, self.pass_idx, axis=-1)
         y_b = tf.gather(y, self.trans_idx, axis=-1)
         h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = tf.math.erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = tf.math.erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        t_4 = 0.5 * h_2
-        t_5 = h_2 * 0.7071067811865476
-        t_6 = tf.math.erf(t_5)
-        t_7 = 1.0 + t_6
-        h_3 = t_4 * t_7
-        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
-        x_b = y_b - out
-        t_8 = tf.concat([y_a, x_b], axis=-1)
-        x = tf.gather(t_8, self.merge_idx, axis=-1)
+        half_h_1 = 0.5 * h_2
+        h_over_sqrt2_1 = h_2 * 0.7071067811865476
+        erf_h_1 = tf.math.erf(h_over_sqrt2_1)
+        one_plus_erf_h_1 = 1.0 + erf_h_1
+        h_3 = half_h_1 * one_plus_erf_h_1
+        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        x_b = y_b - shift
+        tmp = tf.concat([y_a, x_b], axis=-1)
+        x = tf.gather(tmp, self.merge_idx, axis=-1)
         log_det = tf.zeros([], dtype=y.dtype)
         return x, log_det
 
@@ -203,6 +268,7 @@ class Permutation(_Layer):
 
     forward:  y[..., i] = x[..., indices[i]],   log|det J| = 0
     inverse:  x = y[..., inverse_indices],      log|det J^-1| = 0
+    Configuration: the indices, a constructor argument.
     """
 
     def __init__(
@@ -210,12 +276,14 @@ class Permutation(_Layer):
         *,
         indices,
         inverse_indices,
+        event_shape,
         dtype=tf.float32,
         validate_args=False,
         name=None,
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "permutation") as name:
+            self.event_shape = tuple(event_shape)
             self.indices = tf.constant(indices, dtype=tf.int32)
             self.inverse_indices = tf.constant(inverse_indices, dtype=tf.int32)
             super().__init__(
@@ -227,14 +295,14 @@ class Permutation(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         y = tf.gather(x, self.indices, axis=-1)
         log_det = tf.zeros([], dtype=x.dtype)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         x = tf.gather(y, self.inverse_indices, axis=-1)
         log_det = tf.zeros([], dtype=y.dtype)
         return x, log_det
@@ -244,13 +312,16 @@ class Permutation(_Layer):
         return {}
 
 
-class AffineCoupling(_Layer):
+class AffineCouplingDepth1GeluExp(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (exp): l = s.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: explicit mask, entries gathered by index; conditioner with 1 hidden layer, gelu;
+    scale map exp.
     """
 
     def __init__(
@@ -261,12 +332,14 @@ class AffineCoupling(_Layer):
         pass_idx,
         trans_idx,
         merge_idx,
+        event_shape,
         dtype=tf.float32,
         validate_args=False,
         name=None,
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
+            self.event_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, dtype)
             self.n_trans = n_trans
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
@@ -281,48 +354,48 @@ class AffineCoupling(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = tf.gather(x, self.pass_idx, axis=-1)
         x_b = tf.gather(x, self.trans_idx, axis=-1)
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = tf.math.erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = tf.math.erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         out = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         log_scale = out[..., self.n_trans :]
         scale = tf.exp(log_scale)
-        t_4 = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t_4 + shift
-        t_5 = tf.concat([x_a, y_b], axis=-1)
-        y = tf.gather(t_5, self.merge_idx, axis=-1)
+        y_b = x_b_scaled + shift
+        tmp = tf.concat([x_a, y_b], axis=-1)
+        y = tf.gather(tmp, self.merge_idx, axis=-1)
         log_det = tf.reduce_sum(log_scale, axis=-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = tf.gather(y, self.pass_idx, axis=-1)
         y_b = tf.gather(y, self.trans_idx, axis=-1)
         h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        t = 0.5 * h
-        t_1 = h * 0.7071067811865476
-        t_2 = tf.math.erf(t_1)
-        t_3 = 1.0 + t_2
-        h_1 = t * t_3
+        half_h = 0.5 * h
+        h_over_sqrt2 = h * 0.7071067811865476
+        erf_h = tf.math.erf(h_over_sqrt2)
+        one_plus_erf_h = 1.0 + erf_h
+        h_1 = half_h * one_plus_erf_h
         out = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         shift = out[..., : self.n_trans]
-        t_4 = y_b - shift
+        y_b_unshifted = y_b - shift
         log_scale = out[..., self.n_trans :]
-        t_5 = -log_scale
-        t_6 = tf.exp(t_5)
-        x_b = t_4 * t_6
-        t_7 = tf.concat([y_a, x_b], axis=-1)
-        x = tf.gather(t_7, self.merge_idx, axis=-1)
-        t_8 = tf.reduce_sum(log_scale, axis=-1)
-        log_det = -t_8
+        neg_log_scale = -log_scale
+        inv_scale = tf.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
+        tmp = tf.concat([y_a, x_b], axis=-1)
+        x = tf.gather(tmp, self.merge_idx, axis=-1)
+        sum_log_scale = tf.reduce_sum(log_scale, axis=-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -334,13 +407,16 @@ class AffineCoupling(_Layer):
         return params
 
 
-class AffineCoupling2(_Layer):
+class AffineCouplingDepth0ReluSigmoid(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (sigmoid): l = log(sigmoid(s + offset)) (Glow).
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = log(sigmoid(s + offset)) (Glow)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: parity mask, entries gathered by index; conditioner with 0 hidden layers, relu;
+    scale map sigmoid, offset 2.0.
     """
 
     def __init__(
@@ -351,12 +427,14 @@ class AffineCoupling2(_Layer):
         pass_idx,
         trans_idx,
         merge_idx,
+        event_shape,
         dtype=tf.float32,
         validate_args=False,
         name=None,
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
+            self.event_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, dtype)
             self.n_trans = n_trans
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
@@ -371,40 +449,40 @@ class AffineCoupling2(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = tf.gather(x, self.pass_idx, axis=-1)
         x_b = tf.gather(x, self.trans_idx, axis=-1)
         out = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         s = out[..., self.n_trans :]
-        t = s + 2.0
-        scale = tf.sigmoid(t)
-        t_1 = x_b * scale
+        s_offset = s + 2.0
+        scale = tf.sigmoid(s_offset)
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t_1 + shift
-        t_2 = tf.concat([x_a, y_b], axis=-1)
-        y = tf.gather(t_2, self.merge_idx, axis=-1)
-        log_scale = tf.math.log_sigmoid(t)
+        y_b = x_b_scaled + shift
+        tmp = tf.concat([x_a, y_b], axis=-1)
+        y = tf.gather(tmp, self.merge_idx, axis=-1)
+        log_scale = tf.math.log_sigmoid(s_offset)
         log_det = tf.reduce_sum(log_scale, axis=-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = tf.gather(y, self.pass_idx, axis=-1)
         y_b = tf.gather(y, self.trans_idx, axis=-1)
         out = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        t_1 = s + 2.0
-        log_scale = tf.math.log_sigmoid(t_1)
-        t_2 = -log_scale
-        t_3 = tf.exp(t_2)
-        x_b = t * t_3
-        t_4 = tf.concat([y_a, x_b], axis=-1)
-        x = tf.gather(t_4, self.merge_idx, axis=-1)
-        t_5 = tf.reduce_sum(log_scale, axis=-1)
-        log_det = -t_5
+        s_offset = s + 2.0
+        log_scale = tf.math.log_sigmoid(s_offset)
+        neg_log_scale = -log_scale
+        inv_scale = tf.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
+        tmp = tf.concat([y_a, x_b], axis=-1)
+        x = tf.gather(tmp, self.merge_idx, axis=-1)
+        sum_log_scale = tf.reduce_sum(log_scale, axis=-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -419,15 +497,17 @@ class AffineCoupling2(_Layer):
 class Scaling(_Layer):
     """NICE diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
 
-    forward:  y = x * exp(s),   log|det J| = sum(s)
-    inverse:  x = y * exp(-s),  log|det J^-1| = -sum(s)
-    s: a learned vector of the event size (neutral name ``log_scale``).
+    forward:  y = x * exp(log_scale),   log|det J| = sum(log_scale)
+    inverse:  x = y * exp(-log_scale),  log|det J^-1| = -sum(log_scale)
+    log_scale: a learned vector of the event size.
+    Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, dim, dtype=tf.float32, validate_args=False, name=None):
+    def __init__(self, *, event_shape, dtype=tf.float32, validate_args=False, name=None):
         parameters = dict(locals())
         with tf.name_scope(name or "scaling") as name:
-            self.log_scale = tf.Variable(tf.zeros([dim], dtype=dtype), name="log_scale")
+            self.event_shape = tuple(event_shape)
+            self.log_scale = tf.Variable(tf.zeros(event_shape, dtype=dtype), name="log_scale")
             super().__init__(
                 forward_min_event_ndims=1,
                 is_constant_jacobian=True,
@@ -437,22 +517,21 @@ class Scaling(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
-        t = tf.exp(self.log_scale)
-        y = x * t
-        t_1 = tf.reduce_sum(self.log_scale)
-        log_det = tf.identity(t_1)
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        scale = tf.exp(self.log_scale)
+        y = x * scale
+        sum_log_scale = tf.reduce_sum(self.log_scale)
+        log_det = tf.identity(sum_log_scale)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
-        t = -self.log_scale
-        t_1 = tf.exp(t)
-        x = y * t_1
-        t_2 = tf.reduce_sum(self.log_scale)
-        t_3 = -t_2
-        log_det = tf.identity(t_3)
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
+        neg_log_scale = -self.log_scale
+        inv_scale = tf.exp(neg_log_scale)
+        x = y * inv_scale
+        sum_neg_log_scale = tf.reduce_sum(neg_log_scale)
+        log_det = tf.identity(sum_neg_log_scale)
         return x, log_det
 
     def neutral_params(self):
@@ -473,34 +552,38 @@ def build_flow(params=None, dtype=tf.float32):
             pass_idx=[0, 3, 4],
             trans_idx=[1, 2, 5, 6],
             merge_idx=[0, 3, 4, 1, 2, 5, 6],
+            event_shape=(7,),
             dtype=dtype,
             name="layer_0",
         ),
         Permutation(
             indices=[3, 0, 6, 1, 5, 2, 4],
             inverse_indices=[1, 3, 5, 0, 6, 4, 2],
+            event_shape=(7,),
             dtype=dtype,
             name="layer_1",
         ),
-        AffineCoupling(
+        AffineCouplingDepth1GeluExp(
             sizes=[4, 24, 6],
             n_trans=3,
             pass_idx=[1, 2, 5, 6],
             trans_idx=[0, 3, 4],
             merge_idx=[4, 0, 1, 5, 6, 2, 3],
+            event_shape=(7,),
             dtype=dtype,
             name="layer_2",
         ),
-        AffineCoupling2(
+        AffineCouplingDepth0ReluSigmoid(
             sizes=[3, 8],
             n_trans=4,
             pass_idx=[1, 3, 5],
             trans_idx=[0, 2, 4, 6],
             merge_idx=[3, 0, 4, 1, 5, 2, 6],
+            event_shape=(7,),
             dtype=dtype,
             name="layer_3",
         ),
-        Scaling(dim=7, dtype=dtype, name="layer_4"),
+        Scaling(event_shape=(7,), dtype=dtype, name="layer_4"),
     ]
     # fmt: on
     flow = tfb.Chain(list(reversed(layers)), name="flow")

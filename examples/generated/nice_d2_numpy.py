@@ -69,59 +69,89 @@ def _float64(x):
     return np.asarray(x, dtype=np.float64)
 
 
+def _checked(layer, value, name):
+    """``value`` as float64 if it holds real numbers of shape (*batch, *event_shape); else
+    a TypeError or ValueError naming the expected shape (complex values are refused,
+    never cast)."""
+    where = f"{type(layer).__name__}: {name}"
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
+    event = layer.event_shape
+    if array.ndim < len(event) or array.shape[array.ndim - len(event) :] != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {array.shape}")
+    return array.astype(np.float64, copy=False)
+
+
 class _Layer:
-    """The reference API shared by every layer."""
+    """The reference API shared by every layer: checked inputs, float64 throughout."""
+
+    def __init__(self, event_shape):
+        self.event_shape = tuple(event_shape)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        return self._forward_with_log_det(_checked(self, x, "x"))
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y"))
 
     def forward(self, x):
-        return self.forward_with_log_det(_float64(x))[0]
+        return self.forward_with_log_det(x)[0]
 
     def inverse(self, y):
-        return self.inverse_with_log_det(_float64(y))[0]
+        return self.inverse_with_log_det(y)[0]
 
     def forward_log_det_jacobian(self, x):
-        return self.forward_with_log_det(_float64(x))[1]
+        return self.forward_with_log_det(x)[1]
 
     def inverse_log_det_jacobian(self, y):
-        return self.inverse_with_log_det(_float64(y))[1]
+        return self.inverse_with_log_det(y)[1]
 
 
-class AdditiveCoupling(_Layer):
+class AdditiveCouplingSplitFirst(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the first entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, relu.
     """
 
-    def __init__(self, *, sizes, split, rng=None):
+    def __init__(self, *, sizes, split, event_shape, rng=None):
+        super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.kernels, self.biases = _dense(sizes, rng)
         self.split = split
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x[..., : self.split]
         x_b = x[..., self.split :]
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = np.maximum(h, 0.0)
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = np.maximum(h_2, 0.0)
-        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
-        y_b = x_b + out
+        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        y_b = x_b + shift
         y = np.concatenate([x_a, y_b], axis=-1)
         log_det = np.zeros(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
         h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
         h_1 = np.maximum(h, 0.0)
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = np.maximum(h_2, 0.0)
-        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
-        x_b = y_b - out
+        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        x_b = y_b - shift
         x = np.concatenate([y_a, x_b], axis=-1)
         log_det = np.zeros(y.shape[:-1])
         return x, log_det
@@ -135,43 +165,47 @@ class AdditiveCoupling(_Layer):
         return params
 
 
-class AdditiveCoupling2(_Layer):
+class AdditiveCouplingSplitLast(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the last entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, relu.
     """
 
-    def __init__(self, *, sizes, split, rng=None):
+    def __init__(self, *, sizes, split, event_shape, rng=None):
+        super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.kernels, self.biases = _dense(sizes, rng)
         self.split = split
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_b = x[..., : self.split]
         x_a = x[..., self.split :]
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = np.maximum(h, 0.0)
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = np.maximum(h_2, 0.0)
-        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
-        y_b = x_b + out
+        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        y_b = x_b + shift
         y = np.concatenate([y_b, x_a], axis=-1)
         log_det = np.zeros(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
         h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
         h_1 = np.maximum(h, 0.0)
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = np.maximum(h_2, 0.0)
-        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
-        x_b = y_b - out
+        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        x_b = y_b - shift
         x = np.concatenate([x_b, y_a], axis=-1)
         log_det = np.zeros(y.shape[:-1])
         return x, log_det
@@ -188,30 +222,31 @@ class AdditiveCoupling2(_Layer):
 class Scaling(_Layer):
     """NICE diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
 
-    forward:  y = x * exp(s),   log|det J| = sum(s)
-    inverse:  x = y * exp(-s),  log|det J^-1| = -sum(s)
-    s: a learned vector of the event size (neutral name ``log_scale``).
+    forward:  y = x * exp(log_scale),   log|det J| = sum(log_scale)
+    inverse:  x = y * exp(-log_scale),  log|det J^-1| = -sum(log_scale)
+    log_scale: a learned vector of the event size.
+    Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, dim, rng=None):
-        self.log_scale = np.zeros(dim)
+    def __init__(self, *, event_shape, rng=None):
+        super().__init__(event_shape)
+        self.log_scale = np.zeros(event_shape)
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
-        t = np.exp(self.log_scale)
-        y = x * t
-        t_1 = np.sum(self.log_scale)
-        log_det = np.full(x.shape[:-1], t_1)
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        scale = np.exp(self.log_scale)
+        y = x * scale
+        sum_log_scale = np.sum(self.log_scale)
+        log_det = np.full(x.shape[:-1], sum_log_scale)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
-        t = -self.log_scale
-        t_1 = np.exp(t)
-        x = y * t_1
-        t_2 = np.sum(self.log_scale)
-        t_3 = -t_2
-        log_det = np.full(y.shape[:-1], t_3)
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
+        neg_log_scale = -self.log_scale
+        inv_scale = np.exp(neg_log_scale)
+        x = y * inv_scale
+        sum_neg_log_scale = np.sum(neg_log_scale)
+        log_det = np.full(y.shape[:-1], sum_neg_log_scale)
         return x, log_det
 
     def neutral_params(self):
@@ -225,16 +260,17 @@ class Flow(_Layer):
     """The layers applied first to last; log-dets add up."""
 
     def __init__(self, layers):
+        super().__init__(EVENT_SHAPE)
         self.layers = list(layers)
 
-    def forward_with_log_det(self, x):
+    def _forward_with_log_det(self, x):
         total = np.zeros(x.shape[:-1])
         for layer in self.layers:
             x, log_det = layer.forward_with_log_det(x)
             total = total + log_det
         return x, total
 
-    def inverse_with_log_det(self, y):
+    def _inverse_with_log_det(self, y):
         total = np.zeros(y.shape[:-1])
         for layer in reversed(self.layers):
             y, log_det = layer.inverse_with_log_det(y)
@@ -249,11 +285,11 @@ def build_flow(params=None, seed=0):
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, rng=rng),
-        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, rng=rng),
-        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, rng=rng),
-        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, rng=rng),
-        Scaling(dim=2, rng=rng),
+        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), rng=rng),
+        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), rng=rng),
+        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), rng=rng),
+        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), rng=rng),
+        Scaling(event_shape=(2,), rng=rng),
     ]
     # fmt: on
     flow = Flow(layers)

@@ -67,16 +67,48 @@ def _dense(sizes):
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
+def _checked(layer, value, name):
+    """``value`` if it is a real floating tensor of shape (*batch, *event_shape) in the
+    layer's dtype and device; else a TypeError or ValueError naming the expected shape."""
+    where = f"{type(layer).__name__}: {name}"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor, got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{where}: expected a real floating-point tensor, got dtype {value.dtype}")
+    event = layer.event_shape
+    if value.dim() < len(event) or tuple(value.shape[value.dim() - len(event) :]) != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {tuple(value.shape)}")
+    # a weight of the layer, found without .parameters() (which torch.compile cannot trace)
+    weight = layer.kernels[0] if hasattr(layer, "kernels") else getattr(layer, "log_scale", None)
+    if weight is not None and (value.dtype != weight.dtype or value.device != weight.device):
+        raise TypeError(
+            f"{where}: expected dtype {weight.dtype} on {weight.device} (the layer's), "
+            f"got {value.dtype} on {value.device}"
+        )
+    return value
+
+
 class _Layer(TransformModule):
-    """Pyro plumbing shared by every layer: cache-aware log-det, real-vector domain."""
+    """Pyro plumbing shared by every layer: input checks, cache-aware log-det,
+    real-vector domain."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self):
+    def __init__(self, event_shape):
         super().__init__(cache_size=1)
+        self.event_shape = tuple(event_shape)
         self._cached_log_det = None
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        return self._forward_with_log_det(_checked(self, x, "x"))
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y"))
 
     def _call(self, x):
         y, log_det = self.forward_with_log_det(x)
@@ -95,43 +127,46 @@ class _Layer(TransformModule):
         return self.forward_with_log_det(x)[1]
 
 
-class AdditiveCoupling(_Layer):
+class AdditiveCouplingSplitFirst(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the first entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, relu.
     """
 
-    def __init__(self, *, sizes, split):
-        super().__init__()
+    def __init__(self, *, sizes, split, event_shape):
+        super().__init__(event_shape)
         self.kernels, self.biases = _dense(sizes)
         self.split = split
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x[..., : self.split]
         x_b = x[..., self.split :]
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu(h_2)
-        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        y_b = x_b + out
+        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        y_b = x_b + shift
         y = torch.cat([x_a, y_b], dim=-1)
         log_det = x.new_zeros(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu(h_2)
-        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        x_b = y_b - out
+        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        x_b = y_b - shift
         x = torch.cat([y_a, x_b], dim=-1)
         log_det = y.new_zeros(y.shape[:-1])
         return x, log_det
@@ -145,43 +180,46 @@ class AdditiveCoupling(_Layer):
         return params
 
 
-class AdditiveCoupling2(_Layer):
+class AdditiveCouplingSplitLast(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the last entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, relu.
     """
 
-    def __init__(self, *, sizes, split):
-        super().__init__()
+    def __init__(self, *, sizes, split, event_shape):
+        super().__init__(event_shape)
         self.kernels, self.biases = _dense(sizes)
         self.split = split
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_b = x[..., : self.split]
         x_a = x[..., self.split :]
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu(h_2)
-        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        y_b = x_b + out
+        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        y_b = x_b + shift
         y = torch.cat([y_b, x_a], dim=-1)
         log_det = x.new_zeros(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu(h_2)
-        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        x_b = y_b - out
+        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        x_b = y_b - shift
         x = torch.cat([x_b, y_a], dim=-1)
         log_det = y.new_zeros(y.shape[:-1])
         return x, log_det
@@ -198,31 +236,31 @@ class AdditiveCoupling2(_Layer):
 class Scaling(_Layer):
     """NICE diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
 
-    forward:  y = x * exp(s),   log|det J| = sum(s)
-    inverse:  x = y * exp(-s),  log|det J^-1| = -sum(s)
-    s: a learned vector of the event size (neutral name ``log_scale``).
+    forward:  y = x * exp(log_scale),   log|det J| = sum(log_scale)
+    inverse:  x = y * exp(-log_scale),  log|det J^-1| = -sum(log_scale)
+    log_scale: a learned vector of the event size.
+    Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, dim):
-        super().__init__()
-        self.log_scale = torch.nn.Parameter(torch.zeros(dim))
+    def __init__(self, *, event_shape):
+        super().__init__(event_shape)
+        self.log_scale = torch.nn.Parameter(torch.zeros(event_shape))
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
-        t = torch.exp(self.log_scale)
-        y = x * t
-        t_1 = self.log_scale.sum()
-        log_det = t_1.expand(x.shape[:-1])
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        scale = torch.exp(self.log_scale)
+        y = x * scale
+        sum_log_scale = self.log_scale.sum()
+        log_det = sum_log_scale.expand(x.shape[:-1])
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
-        t = -self.log_scale
-        t_1 = torch.exp(t)
-        x = y * t_1
-        t_2 = self.log_scale.sum()
-        t_3 = -t_2
-        log_det = t_3.expand(y.shape[:-1])
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
+        neg_log_scale = -self.log_scale
+        inv_scale = torch.exp(neg_log_scale)
+        x = y * inv_scale
+        sum_neg_log_scale = neg_log_scale.sum()
+        log_det = sum_neg_log_scale.expand(y.shape[:-1])
         return x, log_det
 
     def neutral_params(self):
@@ -238,11 +276,11 @@ def build_flow(params=None):
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1),
-        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1),
-        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1),
-        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1),
-        Scaling(dim=2),
+        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,)),
+        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,)),
+        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,)),
+        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,)),
+        Scaling(event_shape=(2,)),
     ]
     # fmt: on
     flow = ComposeTransformModule(layers)

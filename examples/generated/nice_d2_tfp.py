@@ -80,13 +80,73 @@ class _Memo:
         self.forward = self.inverse = None
 
 
-class _Layer(tfb.Bijector):
-    """TFP plumbing shared by every layer: forward/inverse and both log-dets.
+def _checked(layer, value, name):
+    """``value`` as a tensor if it is real floating of shape (*batch, *event_shape) in
+    the layer's dtype; else a TypeError or ValueError naming the expected shape."""
+    where = f"{type(layer).__name__}: {name}"
+    if isinstance(value, tf.Tensor) or hasattr(value, "dtype") and hasattr(value, "shape"):
+        dtype = tf.as_dtype(value.dtype)
+        if not dtype.is_floating:
+            raise TypeError(
+                f"{where}: expected a real floating-point tensor, got dtype {dtype.name}"
+            )
+    value = tf.convert_to_tensor(value, dtype_hint=layer.dtype)
+    if value.dtype != layer.dtype:
+        raise TypeError(
+            f"{where}: expected dtype {layer.dtype.name} (the layer's), got {value.dtype.name}"
+        )
+    event, shape = layer.event_shape, value.shape
+    want = ", ".join(["*batch", *map(str, event)])
+    if shape.rank is not None:
+        tail = tuple(shape[shape.rank - len(event) :]) if shape.rank >= len(event) else None
+        if tail is None or any(n is not None and n != e for n, e in zip(tail, event, strict=True)):
+            raise ValueError(f"{where}: expected shape ({want}), got {tuple(shape)}")
+        if all(n is not None for n in tail):
+            return value
+    with tf.control_dependencies([
+        tf.debugging.assert_equal(tf.shape(value)[-len(event) :], tf.constant(event),
+                                  message=f"{where}: expected shape ({want})")
+    ]):  # fmt: skip
+        return tf.identity(value)
 
-    TFP asks for a log-det separately from the transform it belongs to. Inside
-    tf.function the log-det traced with the last forward (inverse) call is reused when TFP
-    asks for it at that very tensor, so the conditioner is not traced twice; run eagerly,
-    every call recomputes (a variable may have changed in between)."""
+
+def _batched(fn, value, event_shape):
+    """``fn`` on a (batch, *event) view when ``value`` is a single event or of unknown
+    rank (matmul needs a batch axis); results reshaped back to ``value``'s batch."""
+    rank = value.shape.rank
+    if rank is not None and rank > len(event_shape):
+        return fn(value)
+    out, log_det = fn(tf.reshape(value, [-1, *event_shape]))
+    batch = tf.shape(value)[: tf.rank(value) - len(event_shape)]
+    out = tf.reshape(out, tf.shape(value))
+    return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
+
+
+class _Layer(tfb.Bijector):
+    """TFP plumbing shared by every layer: input checks, forward/inverse and both log-dets.
+
+    Inputs are checked at the door (shape, dtype) and may have any batch rank, none
+    included. A layer compares equal only to itself: TFP shares its caches between
+    bijectors that compare equal, and two layers of one structure but other weights must
+    never share results. TFP asks for a log-det separately from the transform it belongs
+    to. Inside tf.function the log-det traced with the last forward (inverse) call is
+    reused when TFP asks for it at that very tensor, so the conditioner is not traced
+    twice; run eagerly, every call recomputes (a variable may have changed in between)."""
+
+    def _get_parameterization(self):
+        if "_fb_identity" not in self.__dict__:
+            object.__setattr__(self, "_fb_identity", object())
+        return self.__dict__["_fb_identity"]
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        x = _checked(self, x, "x")
+        return _batched(self._forward_with_log_det, x, self.event_shape)
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        y = _checked(self, y, "y")
+        return _batched(self._inverse_with_log_det, y, self.event_shape)
 
     def _memo(self):
         if "_fb_memo" not in self.__dict__:
@@ -120,17 +180,30 @@ class _Layer(tfb.Bijector):
         return self.inverse_with_log_det(y)[1]
 
 
-class AdditiveCoupling(_Layer):
+class AdditiveCouplingSplitFirst(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the first entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, relu.
     """
 
-    def __init__(self, *, sizes, split, dtype=tf.float32, validate_args=False, name=None):
+    def __init__(
+        self,
+        *,
+        sizes,
+        split,
+        event_shape,
+        dtype=tf.float32,
+        validate_args=False,
+        name=None,
+    ):
         parameters = dict(locals())
         with tf.name_scope(name or "additive_coupling") as name:
+            self.event_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, dtype)
             self.split = split
             super().__init__(
@@ -142,30 +215,30 @@ class AdditiveCoupling(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x[..., : self.split]
         x_b = x[..., self.split :]
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = tf.nn.relu(h)
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = tf.nn.relu(h_2)
-        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
-        y_b = x_b + out
+        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        y_b = x_b + shift
         y = tf.concat([x_a, y_b], axis=-1)
         log_det = tf.zeros([], dtype=x.dtype)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
         h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
         h_1 = tf.nn.relu(h)
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = tf.nn.relu(h_2)
-        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
-        x_b = y_b - out
+        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        x_b = y_b - shift
         x = tf.concat([y_a, x_b], axis=-1)
         log_det = tf.zeros([], dtype=y.dtype)
         return x, log_det
@@ -179,17 +252,30 @@ class AdditiveCoupling(_Layer):
         return params
 
 
-class AdditiveCoupling2(_Layer):
+class AdditiveCouplingSplitLast(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
-    forward:  y_a = x_a,  y_b = x_b + m(x_a),   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - m(y_a),   log|det J^-1| = 0
-    x_a: the entries the mask passes through; m: the conditioner MLP.
+    shift = m(x_a)
+    forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the last entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, relu.
     """
 
-    def __init__(self, *, sizes, split, dtype=tf.float32, validate_args=False, name=None):
+    def __init__(
+        self,
+        *,
+        sizes,
+        split,
+        event_shape,
+        dtype=tf.float32,
+        validate_args=False,
+        name=None,
+    ):
         parameters = dict(locals())
         with tf.name_scope(name or "additive_coupling") as name:
+            self.event_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, dtype)
             self.split = split
             super().__init__(
@@ -201,30 +287,30 @@ class AdditiveCoupling2(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_b = x[..., : self.split]
         x_a = x[..., self.split :]
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = tf.nn.relu(h)
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = tf.nn.relu(h_2)
-        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
-        y_b = x_b + out
+        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        y_b = x_b + shift
         y = tf.concat([y_b, x_a], axis=-1)
         log_det = tf.zeros([], dtype=x.dtype)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
         h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
         h_1 = tf.nn.relu(h)
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = tf.nn.relu(h_2)
-        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
-        x_b = y_b - out
+        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        x_b = y_b - shift
         x = tf.concat([x_b, y_a], axis=-1)
         log_det = tf.zeros([], dtype=y.dtype)
         return x, log_det
@@ -241,15 +327,17 @@ class AdditiveCoupling2(_Layer):
 class Scaling(_Layer):
     """NICE diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
 
-    forward:  y = x * exp(s),   log|det J| = sum(s)
-    inverse:  x = y * exp(-s),  log|det J^-1| = -sum(s)
-    s: a learned vector of the event size (neutral name ``log_scale``).
+    forward:  y = x * exp(log_scale),   log|det J| = sum(log_scale)
+    inverse:  x = y * exp(-log_scale),  log|det J^-1| = -sum(log_scale)
+    log_scale: a learned vector of the event size.
+    Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, dim, dtype=tf.float32, validate_args=False, name=None):
+    def __init__(self, *, event_shape, dtype=tf.float32, validate_args=False, name=None):
         parameters = dict(locals())
         with tf.name_scope(name or "scaling") as name:
-            self.log_scale = tf.Variable(tf.zeros([dim], dtype=dtype), name="log_scale")
+            self.event_shape = tuple(event_shape)
+            self.log_scale = tf.Variable(tf.zeros(event_shape, dtype=dtype), name="log_scale")
             super().__init__(
                 forward_min_event_ndims=1,
                 is_constant_jacobian=True,
@@ -259,22 +347,21 @@ class Scaling(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
-        t = tf.exp(self.log_scale)
-        y = x * t
-        t_1 = tf.reduce_sum(self.log_scale)
-        log_det = tf.identity(t_1)
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        scale = tf.exp(self.log_scale)
+        y = x * scale
+        sum_log_scale = tf.reduce_sum(self.log_scale)
+        log_det = tf.identity(sum_log_scale)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
-        t = -self.log_scale
-        t_1 = tf.exp(t)
-        x = y * t_1
-        t_2 = tf.reduce_sum(self.log_scale)
-        t_3 = -t_2
-        log_det = tf.identity(t_3)
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
+        neg_log_scale = -self.log_scale
+        inv_scale = tf.exp(neg_log_scale)
+        x = y * inv_scale
+        sum_neg_log_scale = tf.reduce_sum(neg_log_scale)
+        log_det = tf.identity(sum_neg_log_scale)
         return x, log_det
 
     def neutral_params(self):
@@ -290,11 +377,35 @@ def build_flow(params=None, dtype=tf.float32):
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, dtype=dtype, name="layer_0"),
-        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, dtype=dtype, name="layer_1"),
-        AdditiveCoupling(sizes=[1, 32, 32, 1], split=1, dtype=dtype, name="layer_2"),
-        AdditiveCoupling2(sizes=[1, 32, 32, 1], split=1, dtype=dtype, name="layer_3"),
-        Scaling(dim=2, dtype=dtype, name="layer_4"),
+        AdditiveCouplingSplitFirst(
+            sizes=[1, 32, 32, 1],
+            split=1,
+            event_shape=(2,),
+            dtype=dtype,
+            name="layer_0",
+        ),
+        AdditiveCouplingSplitLast(
+            sizes=[1, 32, 32, 1],
+            split=1,
+            event_shape=(2,),
+            dtype=dtype,
+            name="layer_1",
+        ),
+        AdditiveCouplingSplitFirst(
+            sizes=[1, 32, 32, 1],
+            split=1,
+            event_shape=(2,),
+            dtype=dtype,
+            name="layer_2",
+        ),
+        AdditiveCouplingSplitLast(
+            sizes=[1, 32, 32, 1],
+            split=1,
+            event_shape=(2,),
+            dtype=dtype,
+            name="layer_3",
+        ),
+        Scaling(event_shape=(2,), dtype=dtype, name="layer_4"),
     ]
     # fmt: on
     flow = tfb.Chain(list(reversed(layers)), name="flow")

@@ -71,39 +71,70 @@ def _float64(x):
     return np.asarray(x, dtype=np.float64)
 
 
+def _checked(layer, value, name):
+    """``value`` as float64 if it holds real numbers of shape (*batch, *event_shape); else
+    a TypeError or ValueError naming the expected shape (complex values are refused,
+    never cast)."""
+    where = f"{type(layer).__name__}: {name}"
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
+    event = layer.event_shape
+    if array.ndim < len(event) or array.shape[array.ndim - len(event) :] != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {array.shape}")
+    return array.astype(np.float64, copy=False)
+
+
 class _Layer:
-    """The reference API shared by every layer."""
+    """The reference API shared by every layer: checked inputs, float64 throughout."""
+
+    def __init__(self, event_shape):
+        self.event_shape = tuple(event_shape)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        return self._forward_with_log_det(_checked(self, x, "x"))
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y"))
 
     def forward(self, x):
-        return self.forward_with_log_det(_float64(x))[0]
+        return self.forward_with_log_det(x)[0]
 
     def inverse(self, y):
-        return self.inverse_with_log_det(_float64(y))[0]
+        return self.inverse_with_log_det(y)[0]
 
     def forward_log_det_jacobian(self, x):
-        return self.forward_with_log_det(_float64(x))[1]
+        return self.forward_with_log_det(x)[1]
 
     def inverse_log_det_jacobian(self, y):
-        return self.inverse_with_log_det(_float64(y))[1]
+        return self.inverse_with_log_det(y)[1]
 
 
-class AffineCoupling(_Layer):
+class AffineCouplingSplitFirst(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (clamp): l = clamp(s, low, high), gradient passed straight through.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = clamp(s, low, high)
+    (the clamp's gradient is passed straight through)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the first entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split, rng=None):
+    def __init__(self, *, sizes, n_trans, split, event_shape, rng=None):
+        super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.kernels, self.biases = _dense(sizes, rng)
         self.n_trans = n_trans
         self.split = split
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x[..., : self.split]
         x_b = x[..., self.split :]
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
@@ -112,17 +143,17 @@ class AffineCoupling(_Layer):
         h_3 = np.tanh(h_2)
         out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
         s = out[..., self.n_trans :]
-        log_scale = s + (np.clip(s, -5.0, 3.0) - s)
+        log_scale = np.clip(s, -5.0, 3.0)
         scale = np.exp(log_scale)
-        t = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
+        y_b = x_b_scaled + shift
         y = np.concatenate([x_a, y_b], axis=-1)
         log_det = np.sum(log_scale, axis=-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
         h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
@@ -131,15 +162,15 @@ class AffineCoupling(_Layer):
         h_3 = np.tanh(h_2)
         out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = s + (np.clip(s, -5.0, 3.0) - s)
-        t_1 = -log_scale
-        t_2 = np.exp(t_1)
-        x_b = t * t_2
+        log_scale = np.clip(s, -5.0, 3.0)
+        neg_log_scale = -log_scale
+        inv_scale = np.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
         x = np.concatenate([y_a, x_b], axis=-1)
-        t_3 = np.sum(log_scale, axis=-1)
-        log_det = -t_3
+        sum_log_scale = np.sum(log_scale, axis=-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -151,23 +182,28 @@ class AffineCoupling(_Layer):
         return params
 
 
-class AffineCoupling2(_Layer):
+class AffineCouplingSplitLast(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (clamp): l = clamp(s, low, high), gradient passed straight through.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = clamp(s, low, high)
+    (the clamp's gradient is passed straight through)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the last entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split, rng=None):
+    def __init__(self, *, sizes, n_trans, split, event_shape, rng=None):
+        super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.kernels, self.biases = _dense(sizes, rng)
         self.n_trans = n_trans
         self.split = split
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_b = x[..., : self.split]
         x_a = x[..., self.split :]
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
@@ -176,17 +212,17 @@ class AffineCoupling2(_Layer):
         h_3 = np.tanh(h_2)
         out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
         s = out[..., self.n_trans :]
-        log_scale = s + (np.clip(s, -5.0, 3.0) - s)
+        log_scale = np.clip(s, -5.0, 3.0)
         scale = np.exp(log_scale)
-        t = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
+        y_b = x_b_scaled + shift
         y = np.concatenate([y_b, x_a], axis=-1)
         log_det = np.sum(log_scale, axis=-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
         h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
@@ -195,15 +231,15 @@ class AffineCoupling2(_Layer):
         h_3 = np.tanh(h_2)
         out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = s + (np.clip(s, -5.0, 3.0) - s)
-        t_1 = -log_scale
-        t_2 = np.exp(t_1)
-        x_b = t * t_2
+        log_scale = np.clip(s, -5.0, 3.0)
+        neg_log_scale = -log_scale
+        inv_scale = np.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
         x = np.concatenate([x_b, y_a], axis=-1)
-        t_3 = np.sum(log_scale, axis=-1)
-        log_det = -t_3
+        sum_log_scale = np.sum(log_scale, axis=-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -219,16 +255,17 @@ class Flow(_Layer):
     """The layers applied first to last; log-dets add up."""
 
     def __init__(self, layers):
+        super().__init__(EVENT_SHAPE)
         self.layers = list(layers)
 
-    def forward_with_log_det(self, x):
+    def _forward_with_log_det(self, x):
         total = np.zeros(x.shape[:-1])
         for layer in self.layers:
             x, log_det = layer.forward_with_log_det(x)
             total = total + log_det
         return x, total
 
-    def inverse_with_log_det(self, y):
+    def _inverse_with_log_det(self, y):
         total = np.zeros(y.shape[:-1])
         for layer in reversed(self.layers):
             y, log_det = layer.inverse_with_log_det(y)
@@ -243,10 +280,34 @@ def build_flow(params=None, seed=0):
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, rng=rng),
-        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, rng=rng),
-        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, rng=rng),
-        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, rng=rng),
+        AffineCouplingSplitFirst(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=1,
+            event_shape=(3,),
+            rng=rng,
+        ),
+        AffineCouplingSplitLast(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=2,
+            event_shape=(3,),
+            rng=rng,
+        ),
+        AffineCouplingSplitFirst(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=1,
+            event_shape=(3,),
+            rng=rng,
+        ),
+        AffineCouplingSplitLast(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=2,
+            event_shape=(3,),
+            rng=rng,
+        ),
     ]
     # fmt: on
     flow = Flow(layers)

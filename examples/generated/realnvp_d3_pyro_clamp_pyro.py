@@ -69,16 +69,48 @@ def _dense(sizes):
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
+def _checked(layer, value, name):
+    """``value`` if it is a real floating tensor of shape (*batch, *event_shape) in the
+    layer's dtype and device; else a TypeError or ValueError naming the expected shape."""
+    where = f"{type(layer).__name__}: {name}"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor, got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{where}: expected a real floating-point tensor, got dtype {value.dtype}")
+    event = layer.event_shape
+    if value.dim() < len(event) or tuple(value.shape[value.dim() - len(event) :]) != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {tuple(value.shape)}")
+    # a weight of the layer, found without .parameters() (which torch.compile cannot trace)
+    weight = layer.kernels[0] if hasattr(layer, "kernels") else getattr(layer, "log_scale", None)
+    if weight is not None and (value.dtype != weight.dtype or value.device != weight.device):
+        raise TypeError(
+            f"{where}: expected dtype {weight.dtype} on {weight.device} (the layer's), "
+            f"got {value.dtype} on {value.device}"
+        )
+    return value
+
+
 class _Layer(TransformModule):
-    """Pyro plumbing shared by every layer: cache-aware log-det, real-vector domain."""
+    """Pyro plumbing shared by every layer: input checks, cache-aware log-det,
+    real-vector domain."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self):
+    def __init__(self, event_shape):
         super().__init__(cache_size=1)
+        self.event_shape = tuple(event_shape)
         self._cached_log_det = None
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        return self._forward_with_log_det(_checked(self, x, "x"))
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y"))
 
     def _call(self, x):
         y, log_det = self.forward_with_log_det(x)
@@ -97,23 +129,27 @@ class _Layer(TransformModule):
         return self.forward_with_log_det(x)[1]
 
 
-class AffineCoupling(_Layer):
+class AffineCouplingSplitFirst(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (clamp): l = clamp(s, low, high), gradient passed straight through.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = clamp(s, low, high)
+    (the clamp's gradient is passed straight through)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the first entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split):
-        super().__init__()
+    def __init__(self, *, sizes, n_trans, split, event_shape):
+        super().__init__(event_shape)
         self.kernels, self.biases = _dense(sizes)
         self.n_trans = n_trans
         self.split = split
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x[..., : self.split]
         x_b = x[..., self.split :]
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
@@ -122,17 +158,17 @@ class AffineCoupling(_Layer):
         h_3 = torch.tanh(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         s = out[..., self.n_trans :]
-        log_scale = s + (s.clamp(-5.0, 3.0) - s).detach()
+        log_scale = s.detach().clamp(-5.0, 3.0) + (s - s.detach())
         scale = torch.exp(log_scale)
-        t = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
+        y_b = x_b_scaled + shift
         y = torch.cat([x_a, y_b], dim=-1)
         log_det = log_scale.sum(-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
@@ -141,15 +177,15 @@ class AffineCoupling(_Layer):
         h_3 = torch.tanh(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = s + (s.clamp(-5.0, 3.0) - s).detach()
-        t_1 = -log_scale
-        t_2 = torch.exp(t_1)
-        x_b = t * t_2
+        log_scale = s.detach().clamp(-5.0, 3.0) + (s - s.detach())
+        neg_log_scale = -log_scale
+        inv_scale = torch.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
         x = torch.cat([y_a, x_b], dim=-1)
-        t_3 = log_scale.sum(-1)
-        log_det = -t_3
+        sum_log_scale = log_scale.sum(-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -161,23 +197,27 @@ class AffineCoupling(_Layer):
         return params
 
 
-class AffineCoupling2(_Layer):
+class AffineCouplingSplitLast(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (clamp): l = clamp(s, low, high), gradient passed straight through.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = clamp(s, low, high)
+    (the clamp's gradient is passed straight through)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the last entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split):
-        super().__init__()
+    def __init__(self, *, sizes, n_trans, split, event_shape):
+        super().__init__(event_shape)
         self.kernels, self.biases = _dense(sizes)
         self.n_trans = n_trans
         self.split = split
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_b = x[..., : self.split]
         x_a = x[..., self.split :]
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
@@ -186,17 +226,17 @@ class AffineCoupling2(_Layer):
         h_3 = torch.tanh(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         s = out[..., self.n_trans :]
-        log_scale = s + (s.clamp(-5.0, 3.0) - s).detach()
+        log_scale = s.detach().clamp(-5.0, 3.0) + (s - s.detach())
         scale = torch.exp(log_scale)
-        t = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
+        y_b = x_b_scaled + shift
         y = torch.cat([y_b, x_a], dim=-1)
         log_det = log_scale.sum(-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
@@ -205,15 +245,15 @@ class AffineCoupling2(_Layer):
         h_3 = torch.tanh(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = s + (s.clamp(-5.0, 3.0) - s).detach()
-        t_1 = -log_scale
-        t_2 = torch.exp(t_1)
-        x_b = t * t_2
+        log_scale = s.detach().clamp(-5.0, 3.0) + (s - s.detach())
+        neg_log_scale = -log_scale
+        inv_scale = torch.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
         x = torch.cat([x_b, y_a], dim=-1)
-        t_3 = log_scale.sum(-1)
-        log_det = -t_3
+        sum_log_scale = log_scale.sum(-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -231,10 +271,10 @@ def build_flow(params=None):
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1),
-        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2),
-        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1),
-        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2),
+        AffineCouplingSplitFirst(sizes=[1, 16, 16, 4], n_trans=2, split=1, event_shape=(3,)),
+        AffineCouplingSplitLast(sizes=[1, 16, 16, 4], n_trans=2, split=2, event_shape=(3,)),
+        AffineCouplingSplitFirst(sizes=[1, 16, 16, 4], n_trans=2, split=1, event_shape=(3,)),
+        AffineCouplingSplitLast(sizes=[1, 16, 16, 4], n_trans=2, split=2, event_shape=(3,)),
     ]
     # fmt: on
     flow = ComposeTransformModule(layers)

@@ -82,13 +82,73 @@ class _Memo:
         self.forward = self.inverse = None
 
 
-class _Layer(tfb.Bijector):
-    """TFP plumbing shared by every layer: forward/inverse and both log-dets.
+def _checked(layer, value, name):
+    """``value`` as a tensor if it is real floating of shape (*batch, *event_shape) in
+    the layer's dtype; else a TypeError or ValueError naming the expected shape."""
+    where = f"{type(layer).__name__}: {name}"
+    if isinstance(value, tf.Tensor) or hasattr(value, "dtype") and hasattr(value, "shape"):
+        dtype = tf.as_dtype(value.dtype)
+        if not dtype.is_floating:
+            raise TypeError(
+                f"{where}: expected a real floating-point tensor, got dtype {dtype.name}"
+            )
+    value = tf.convert_to_tensor(value, dtype_hint=layer.dtype)
+    if value.dtype != layer.dtype:
+        raise TypeError(
+            f"{where}: expected dtype {layer.dtype.name} (the layer's), got {value.dtype.name}"
+        )
+    event, shape = layer.event_shape, value.shape
+    want = ", ".join(["*batch", *map(str, event)])
+    if shape.rank is not None:
+        tail = tuple(shape[shape.rank - len(event) :]) if shape.rank >= len(event) else None
+        if tail is None or any(n is not None and n != e for n, e in zip(tail, event, strict=True)):
+            raise ValueError(f"{where}: expected shape ({want}), got {tuple(shape)}")
+        if all(n is not None for n in tail):
+            return value
+    with tf.control_dependencies([
+        tf.debugging.assert_equal(tf.shape(value)[-len(event) :], tf.constant(event),
+                                  message=f"{where}: expected shape ({want})")
+    ]):  # fmt: skip
+        return tf.identity(value)
 
-    TFP asks for a log-det separately from the transform it belongs to. Inside
-    tf.function the log-det traced with the last forward (inverse) call is reused when TFP
-    asks for it at that very tensor, so the conditioner is not traced twice; run eagerly,
-    every call recomputes (a variable may have changed in between)."""
+
+def _batched(fn, value, event_shape):
+    """``fn`` on a (batch, *event) view when ``value`` is a single event or of unknown
+    rank (matmul needs a batch axis); results reshaped back to ``value``'s batch."""
+    rank = value.shape.rank
+    if rank is not None and rank > len(event_shape):
+        return fn(value)
+    out, log_det = fn(tf.reshape(value, [-1, *event_shape]))
+    batch = tf.shape(value)[: tf.rank(value) - len(event_shape)]
+    out = tf.reshape(out, tf.shape(value))
+    return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
+
+
+class _Layer(tfb.Bijector):
+    """TFP plumbing shared by every layer: input checks, forward/inverse and both log-dets.
+
+    Inputs are checked at the door (shape, dtype) and may have any batch rank, none
+    included. A layer compares equal only to itself: TFP shares its caches between
+    bijectors that compare equal, and two layers of one structure but other weights must
+    never share results. TFP asks for a log-det separately from the transform it belongs
+    to. Inside tf.function the log-det traced with the last forward (inverse) call is
+    reused when TFP asks for it at that very tensor, so the conditioner is not traced
+    twice; run eagerly, every call recomputes (a variable may have changed in between)."""
+
+    def _get_parameterization(self):
+        if "_fb_identity" not in self.__dict__:
+            object.__setattr__(self, "_fb_identity", object())
+        return self.__dict__["_fb_identity"]
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        x = _checked(self, x, "x")
+        return _batched(self._forward_with_log_det, x, self.event_shape)
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        y = _checked(self, y, "y")
+        return _batched(self._inverse_with_log_det, y, self.event_shape)
 
     def _memo(self):
         if "_fb_memo" not in self.__dict__:
@@ -122,18 +182,33 @@ class _Layer(tfb.Bijector):
         return self.inverse_with_log_det(y)[1]
 
 
-class AffineCoupling(_Layer):
+class AffineCouplingSplitFirst(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (clamp): l = clamp(s, low, high), gradient passed straight through.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = clamp(s, low, high)
+    (the clamp's gradient is passed straight through)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the first entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split, dtype=tf.float32, validate_args=False, name=None):
+    def __init__(
+        self,
+        *,
+        sizes,
+        n_trans,
+        split,
+        event_shape,
+        dtype=tf.float32,
+        validate_args=False,
+        name=None,
+    ):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
+            self.event_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, dtype)
             self.n_trans = n_trans
             self.split = split
@@ -146,8 +221,8 @@ class AffineCoupling(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x[..., : self.split]
         x_b = x[..., self.split :]
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
@@ -156,17 +231,17 @@ class AffineCoupling(_Layer):
         h_3 = tf.tanh(h_2)
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
         s = out[..., self.n_trans :]
-        log_scale = s + tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0) - s)
+        log_scale = tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0)) + (s - tf.stop_gradient(s))
         scale = tf.exp(log_scale)
-        t = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
+        y_b = x_b_scaled + shift
         y = tf.concat([x_a, y_b], axis=-1)
         log_det = tf.reduce_sum(log_scale, axis=-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
         h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
@@ -175,15 +250,15 @@ class AffineCoupling(_Layer):
         h_3 = tf.tanh(h_2)
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = s + tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0) - s)
-        t_1 = -log_scale
-        t_2 = tf.exp(t_1)
-        x_b = t * t_2
+        log_scale = tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0)) + (s - tf.stop_gradient(s))
+        neg_log_scale = -log_scale
+        inv_scale = tf.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
         x = tf.concat([y_a, x_b], axis=-1)
-        t_3 = tf.reduce_sum(log_scale, axis=-1)
-        log_det = -t_3
+        sum_log_scale = tf.reduce_sum(log_scale, axis=-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -195,18 +270,33 @@ class AffineCoupling(_Layer):
         return params
 
 
-class AffineCoupling2(_Layer):
+class AffineCouplingSplitLast(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
-    [t, s] = m(x_a);  l = log_scale(s);  y_a = x_a,  y_b = x_b * exp(l) + t
-    inverse:  x_b = (y_b - t) * exp(-l)
-    log|det J| = sum(l),  log|det J^-1| = -sum(l)
-    Scale map (clamp): l = clamp(s, low, high), gradient passed straight through.
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = clamp(s, low, high)
+    (the clamp's gradient is passed straight through)
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
+    Configuration: the last entries pass through (a split, no gather); conditioner with 2 hidden
+    layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split, dtype=tf.float32, validate_args=False, name=None):
+    def __init__(
+        self,
+        *,
+        sizes,
+        n_trans,
+        split,
+        event_shape,
+        dtype=tf.float32,
+        validate_args=False,
+        name=None,
+    ):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
+            self.event_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, dtype)
             self.n_trans = n_trans
             self.split = split
@@ -219,8 +309,8 @@ class AffineCoupling2(_Layer):
                 name=name,
             )
 
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, D). Generated from flowbridge.layers."""
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_b = x[..., : self.split]
         x_a = x[..., self.split :]
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
@@ -229,17 +319,17 @@ class AffineCoupling2(_Layer):
         h_3 = tf.tanh(h_2)
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
         s = out[..., self.n_trans :]
-        log_scale = s + tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0) - s)
+        log_scale = tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0)) + (s - tf.stop_gradient(s))
         scale = tf.exp(log_scale)
-        t = x_b * scale
+        x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
-        y_b = t + shift
+        y_b = x_b_scaled + shift
         y = tf.concat([y_b, x_a], axis=-1)
         log_det = tf.reduce_sum(log_scale, axis=-1)
         return y, log_det
 
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, D). Generated from flowbridge.layers."""
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
         h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
@@ -248,15 +338,15 @@ class AffineCoupling2(_Layer):
         h_3 = tf.tanh(h_2)
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
         shift = out[..., : self.n_trans]
-        t = y_b - shift
+        y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = s + tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0) - s)
-        t_1 = -log_scale
-        t_2 = tf.exp(t_1)
-        x_b = t * t_2
+        log_scale = tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0)) + (s - tf.stop_gradient(s))
+        neg_log_scale = -log_scale
+        inv_scale = tf.exp(neg_log_scale)
+        x_b = y_b_unshifted * inv_scale
         x = tf.concat([x_b, y_a], axis=-1)
-        t_3 = tf.reduce_sum(log_scale, axis=-1)
-        log_det = -t_3
+        sum_log_scale = tf.reduce_sum(log_scale, axis=-1)
+        log_det = -sum_log_scale
         return x, log_det
 
     def neutral_params(self):
@@ -274,10 +364,38 @@ def build_flow(params=None, dtype=tf.float32):
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, dtype=dtype, name="layer_0"),
-        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, dtype=dtype, name="layer_1"),
-        AffineCoupling(sizes=[1, 16, 16, 4], n_trans=2, split=1, dtype=dtype, name="layer_2"),
-        AffineCoupling2(sizes=[1, 16, 16, 4], n_trans=2, split=2, dtype=dtype, name="layer_3"),
+        AffineCouplingSplitFirst(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=1,
+            event_shape=(3,),
+            dtype=dtype,
+            name="layer_0",
+        ),
+        AffineCouplingSplitLast(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=2,
+            event_shape=(3,),
+            dtype=dtype,
+            name="layer_1",
+        ),
+        AffineCouplingSplitFirst(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=1,
+            event_shape=(3,),
+            dtype=dtype,
+            name="layer_2",
+        ),
+        AffineCouplingSplitLast(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=2,
+            event_shape=(3,),
+            dtype=dtype,
+            name="layer_3",
+        ),
     ]
     # fmt: on
     flow = tfb.Chain(list(reversed(layers)), name="flow")

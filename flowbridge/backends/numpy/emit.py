@@ -22,7 +22,7 @@ OPS = {
     "tanh": "np.tanh({0})",
     "sigmoid": "np.exp(-np.logaddexp(0.0, -{0}))",
     "log_sigmoid": "-np.logaddexp(0.0, -{0})",
-    "clamp_st": "{0} + (np.clip({0}, {low}, {high}) - {0})",
+    "clamp_st": "np.clip({0}, {low}, {high})",  # no gradients here: the value alone
     "relu": "np.maximum({0}, 0.0)",
     "leaky_relu": "np.where({0} > 0, {0}, {negative_slope} * {0})",
     "elu": "np.where({0} > 0, {0}, np.expm1(np.minimum({0}, 0.0)))",
@@ -56,24 +56,50 @@ def _float64(x):
     return np.asarray(x, dtype=np.float64)
 
 
+def _checked(layer, value, name):
+    """``value`` as float64 if it holds real numbers of shape (*batch, *event_shape); else
+    a TypeError or ValueError naming the expected shape (complex values are refused,
+    never cast)."""
+    where = f"{type(layer).__name__}: {name}"
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
+    event = layer.event_shape
+    if array.ndim < len(event) or array.shape[array.ndim - len(event) :] != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {array.shape}")
+    return array.astype(np.float64, copy=False)
+
+
 class _Layer:
-    """The reference API shared by every layer."""
+    """The reference API shared by every layer: checked inputs, float64 throughout."""
+
+    def __init__(self, event_shape):
+        self.event_shape = tuple(event_shape)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        return self._forward_with_log_det(_checked(self, x, "x"))
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y"))
 
     def forward(self, x):
-        return self.forward_with_log_det(_float64(x))[0]
+        return self.forward_with_log_det(x)[0]
 
     def inverse(self, y):
-        return self.inverse_with_log_det(_float64(y))[0]
+        return self.inverse_with_log_det(y)[0]
 
     def forward_log_det_jacobian(self, x):
-        return self.forward_with_log_det(_float64(x))[1]
+        return self.forward_with_log_det(x)[1]
 
     def inverse_log_det_jacobian(self, y):
-        return self.inverse_with_log_det(_float64(y))[1]'''
+        return self.inverse_with_log_det(y)[1]'''
 
 _FIELD_INIT = {
     "mlp": "self.kernels, self.biases = _dense(sizes, rng)",
-    "vector": "self.{name} = np.zeros(dim)",
+    "vector": "self.{name} = np.zeros(event_shape)",
     "index": "self.{name} = np.asarray({name}, dtype=np.intp)",
     "int": "self.{name} = {name}",
 }
@@ -86,8 +112,10 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
         "",
-        signature("__init__", ["self", "*", *plan.args, "rng=None"], 1),
-        block(["rng = rng if rng is not None else np.random.default_rng(0)"] * uses_rng + init, 2),
+        signature("__init__", ["self", "*", *plan.args, "event_shape", "rng=None"], 1),
+        block(["super().__init__(event_shape)"]
+              + ["rng = rng if rng is not None else np.random.default_rng(0)"] * uses_rng
+              + init, 2),  # fmt: skip
         "",
         traced_methods(forward, inverse, "Generated from flowbridge.layers."),
         "",
@@ -103,16 +131,17 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
     """The layers applied first to last; log-dets add up."""
 
     def __init__(self, layers):
+        super().__init__(EVENT_SHAPE)
         self.layers = list(layers)
 
-    def forward_with_log_det(self, x):
+    def _forward_with_log_det(self, x):
         total = np.zeros(x.shape[:-1])
         for layer in self.layers:
             x, log_det = layer.forward_with_log_det(x)
             total = total + log_det
         return x, total
 
-    def inverse_with_log_det(self, y):
+    def _inverse_with_log_det(self, y):
         total = np.zeros(y.shape[:-1])
         for layer in reversed(self.layers):
             y, log_det = layer.inverse_with_log_det(y)

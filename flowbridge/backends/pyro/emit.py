@@ -24,7 +24,8 @@ OPS = {
     "tanh": "torch.tanh({0})",
     "sigmoid": "torch.sigmoid({0})",
     "log_sigmoid": "torch.nn.functional.logsigmoid({0})",
-    "clamp_st": "{0} + ({0}.clamp({low}, {high}) - {0}).detach()",
+    # value: the clamp itself, exact at any magnitude; gradient: 1, straight through
+    "clamp_st": "{0}.detach().clamp({low}, {high}) + ({0} - {0}.detach())",
     "relu": "torch.relu({0})",
     "leaky_relu": "torch.nn.functional.leaky_relu({0}, {negative_slope})",
     "elu": "torch.nn.functional.elu({0})",
@@ -52,16 +53,48 @@ HELPERS = '''def _dense(sizes):
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
+def _checked(layer, value, name):
+    """``value`` if it is a real floating tensor of shape (*batch, *event_shape) in the
+    layer's dtype and device; else a TypeError or ValueError naming the expected shape."""
+    where = f"{type(layer).__name__}: {name}"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor, got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{where}: expected a real floating-point tensor, got dtype {value.dtype}")
+    event = layer.event_shape
+    if value.dim() < len(event) or tuple(value.shape[value.dim() - len(event) :]) != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {tuple(value.shape)}")
+    # a weight of the layer, found without .parameters() (which torch.compile cannot trace)
+    weight = layer.kernels[0] if hasattr(layer, "kernels") else getattr(layer, "log_scale", None)
+    if weight is not None and (value.dtype != weight.dtype or value.device != weight.device):
+        raise TypeError(
+            f"{where}: expected dtype {weight.dtype} on {weight.device} (the layer's), "
+            f"got {value.dtype} on {value.device}"
+        )
+    return value
+
+
 class _Layer(TransformModule):
-    """Pyro plumbing shared by every layer: cache-aware log-det, real-vector domain."""
+    """Pyro plumbing shared by every layer: input checks, cache-aware log-det,
+    real-vector domain."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self):
+    def __init__(self, event_shape):
         super().__init__(cache_size=1)
+        self.event_shape = tuple(event_shape)
         self._cached_log_det = None
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        return self._forward_with_log_det(_checked(self, x, "x"))
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y"))
 
     def _call(self, x):
         y, log_det = self.forward_with_log_det(x)
@@ -81,7 +114,7 @@ class _Layer(TransformModule):
 
 _FIELD_INIT = {
     "mlp": "self.kernels, self.biases = _dense(sizes)",
-    "vector": "self.{name} = torch.nn.Parameter(torch.zeros(dim))",
+    "vector": "self.{name} = torch.nn.Parameter(torch.zeros(event_shape))",
     "index": 'self.register_buffer("{name}", torch.tensor({name}, dtype=torch.long))',
     "int": "self.{name} = {name}",
 }
@@ -93,8 +126,8 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
         "",
-        signature("__init__", ["self", "*", *plan.args], 1),
-        block(["super().__init__()", *init], 2),
+        signature("__init__", ["self", "*", *plan.args, "event_shape"], 1),
+        block(["super().__init__(event_shape)", *init], 2),
         "",
         traced_methods(forward, inverse, "Generated from flowbridge.layers."),
         "",

@@ -29,7 +29,8 @@ OPS = {
     "tanh": "tf.tanh({0})",
     "sigmoid": "tf.sigmoid({0})",
     "log_sigmoid": "tf.math.log_sigmoid({0})",
-    "clamp_st": "{0} + tf.stop_gradient(tf.clip_by_value({0}, {low}, {high}) - {0})",
+    # value: the clamp itself, exact at any magnitude; gradient: 1, straight through
+    "clamp_st": "tf.stop_gradient(tf.clip_by_value({0}, {low}, {high})) + ({0} - tf.stop_gradient({0}))",
     "relu": "tf.nn.relu({0})",
     # tf.nn.leaky_relu keeps alpha as a float32 attribute (2e-10 off in float64)
     "leaky_relu": "tf.where({0} > 0, {0}, {negative_slope} * {0})",
@@ -68,13 +69,73 @@ class _Memo:
         self.forward = self.inverse = None
 
 
-class _Layer(tfb.Bijector):
-    """TFP plumbing shared by every layer: forward/inverse and both log-dets.
+def _checked(layer, value, name):
+    """``value`` as a tensor if it is real floating of shape (*batch, *event_shape) in
+    the layer's dtype; else a TypeError or ValueError naming the expected shape."""
+    where = f"{type(layer).__name__}: {name}"
+    if isinstance(value, tf.Tensor) or hasattr(value, "dtype") and hasattr(value, "shape"):
+        dtype = tf.as_dtype(value.dtype)
+        if not dtype.is_floating:
+            raise TypeError(
+                f"{where}: expected a real floating-point tensor, got dtype {dtype.name}"
+            )
+    value = tf.convert_to_tensor(value, dtype_hint=layer.dtype)
+    if value.dtype != layer.dtype:
+        raise TypeError(
+            f"{where}: expected dtype {layer.dtype.name} (the layer's), got {value.dtype.name}"
+        )
+    event, shape = layer.event_shape, value.shape
+    want = ", ".join(["*batch", *map(str, event)])
+    if shape.rank is not None:
+        tail = tuple(shape[shape.rank - len(event) :]) if shape.rank >= len(event) else None
+        if tail is None or any(n is not None and n != e for n, e in zip(tail, event, strict=True)):
+            raise ValueError(f"{where}: expected shape ({want}), got {tuple(shape)}")
+        if all(n is not None for n in tail):
+            return value
+    with tf.control_dependencies([
+        tf.debugging.assert_equal(tf.shape(value)[-len(event) :], tf.constant(event),
+                                  message=f"{where}: expected shape ({want})")
+    ]):  # fmt: skip
+        return tf.identity(value)
 
-    TFP asks for a log-det separately from the transform it belongs to. Inside
-    tf.function the log-det traced with the last forward (inverse) call is reused when TFP
-    asks for it at that very tensor, so the conditioner is not traced twice; run eagerly,
-    every call recomputes (a variable may have changed in between)."""
+
+def _batched(fn, value, event_shape):
+    """``fn`` on a (batch, *event) view when ``value`` is a single event or of unknown
+    rank (matmul needs a batch axis); results reshaped back to ``value``'s batch."""
+    rank = value.shape.rank
+    if rank is not None and rank > len(event_shape):
+        return fn(value)
+    out, log_det = fn(tf.reshape(value, [-1, *event_shape]))
+    batch = tf.shape(value)[: tf.rank(value) - len(event_shape)]
+    out = tf.reshape(out, tf.shape(value))
+    return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
+
+
+class _Layer(tfb.Bijector):
+    """TFP plumbing shared by every layer: input checks, forward/inverse and both log-dets.
+
+    Inputs are checked at the door (shape, dtype) and may have any batch rank, none
+    included. A layer compares equal only to itself: TFP shares its caches between
+    bijectors that compare equal, and two layers of one structure but other weights must
+    never share results. TFP asks for a log-det separately from the transform it belongs
+    to. Inside tf.function the log-det traced with the last forward (inverse) call is
+    reused when TFP asks for it at that very tensor, so the conditioner is not traced
+    twice; run eagerly, every call recomputes (a variable may have changed in between)."""
+
+    def _get_parameterization(self):
+        if "_fb_identity" not in self.__dict__:
+            object.__setattr__(self, "_fb_identity", object())
+        return self.__dict__["_fb_identity"]
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        x = _checked(self, x, "x")
+        return _batched(self._forward_with_log_det, x, self.event_shape)
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
+        y = _checked(self, y, "y")
+        return _batched(self._inverse_with_log_det, y, self.event_shape)
 
     def _memo(self):
         if "_fb_memo" not in self.__dict__:
@@ -109,7 +170,7 @@ class _Layer(tfb.Bijector):
 
 _FIELD_INIT = {
     "mlp": "self.kernels, self.biases = _dense(sizes, dtype)",
-    "vector": 'self.{name} = tf.Variable(tf.zeros([dim], dtype=dtype), name="{name}")',
+    "vector": 'self.{name} = tf.Variable(tf.zeros(event_shape, dtype=dtype), name="{name}")',
     "index": "self.{name} = tf.constant({name}, dtype=tf.int32)",
     "int": "self.{name} = {name}",
 }
@@ -118,7 +179,8 @@ _FIELD_INIT = {
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
     const = plan.constant_jacobian
-    params = ["self", "*", *plan.args, "dtype=tf.float32", "validate_args=False", "name=None"]
+    params = ["self", "*", *plan.args, "event_shape", "dtype=tf.float32", "validate_args=False",
+              "name=None"]  # fmt: skip
     return "\n".join([
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
@@ -127,6 +189,7 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
         block([
             "parameters = dict(locals())",
             f'with tf.name_scope(name or "{_snake(plan.class_name)}") as name:',
+            "    self.event_shape = tuple(event_shape)",
             *("    " + ln for ln in init),
             "    super().__init__(",
             "        forward_min_event_ndims=1,",
