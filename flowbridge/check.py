@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from .build import available, require
-from .params import check_params, init_params
+from .errors import ParamError, SpecError
+from .files import write_atomic
+from .params import check_params, init_params, read_safetensors
 from .spec import FlowSpec
 
 #: The tolerances, stated once; each is 100x tighter than the one the project set out
@@ -92,7 +94,10 @@ class Report:
                          f"(tolerance {TOLERANCES['finite_difference']:.0e})")  # fmt: skip
         for backend, device, why in self.skipped:
             lines.append(f"skipped {backend} on {device}: {why}")
-        lines.append("PASS" if self.ok else "FAIL: a figure is over its tolerance")
+        if not self.rows:
+            lines.append("NOTHING CHECKED: no backend ran on the devices asked for")
+        else:
+            lines.append("PASS" if self.ok else "FAIL: a figure is over its tolerance")
         return "\n".join(lines)
 
 
@@ -191,8 +196,9 @@ def check(
 # ------------------------------------------------------------------------ bundles
 def write_bundle(path, spec: FlowSpec, params: dict, ref: dict, outputs: dict) -> None:
     """One safetensors file: spec (metadata), params, inputs, reference and every
-    backend's outputs from this machine, so another machine can be compared with it."""
-    from safetensors.numpy import save_file
+    backend's outputs from this machine, so another machine can be compared with it.
+    Written atomically."""
+    from safetensors.numpy import save
 
     tensors = {f"params/{k}": np.ascontiguousarray(v) for k, v in params.items()}
     tensors.update({f"reference/{k}": np.ascontiguousarray(v) for k, v in ref.items()})
@@ -200,28 +206,58 @@ def write_bundle(path, spec: FlowSpec, params: dict, ref: dict, outputs: dict) -
         for k, v in out.items():
             tensors[f"result/{backend}/{dtype}/{device}/{k}"] = np.ascontiguousarray(v)
     meta = {"flowbridge_bundle": "1", "spec": spec.to_json(indent=None)}
-    save_file(tensors, str(path), meta)
+    write_atomic(path, save(tensors, meta))
+
+
+#: What a bundle's arrays must be, with ``n`` inputs of event size ``d``.
+_OUTPUT_SHAPES = {"x": "nd", "y": "nd", "fldj": "n", "ildj": "n", "round_trip": "nd",
+                  "jacobian": "j"}  # fmt: skip
 
 
 def load_bundle(path) -> tuple[FlowSpec, dict, dict, list[Row]]:
-    """(spec, params, reference, rows recorded on the saving machine)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
-        if meta.get("flowbridge_bundle") != "1":
-            raise ValueError(f"bundle {str(path)!r}: not a flowbridge bundle")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    spec = FlowSpec.from_json(meta["spec"])
+    """(spec, params, reference, rows recorded on the saving machine). Anything that is
+    not a well-formed bundle raises a :class:`ParamError` naming what is wrong."""
+    where = f"bundle {str(path)!r}"
+    meta, tensors = read_safetensors(path, "bundle")
+    if meta.get("flowbridge_bundle") != "1":
+        raise ParamError(f"{where}: not a flowbridge bundle (made by flowbridge check "
+                         "--save-bundle); a params file goes to --params")  # fmt: skip
+    if "spec" not in meta:
+        raise ParamError(f"{where}: its metadata holds no spec")
+    try:
+        spec = FlowSpec.from_json(meta["spec"])
+    except SpecError as exc:
+        raise ParamError(f"{where}: its spec is invalid: {exc}") from None
     params = check_params(spec, {k[7:]: v for k, v in tensors.items() if k.startswith("params/")})
     ref = {k[10:]: v for k, v in tensors.items() if k.startswith("reference/")}
-    rows = []
+    missing = [k for k in ("x", "y", "fldj", "ildj") if k not in ref]
+    if missing:
+        raise ParamError(f"{where}: reference/{missing[0]}: missing")
+    n, d = len(ref["x"]), spec.dim
+    sizes = {"n": (n,), "nd": (n, d)}
+    for name, value in ref.items():
+        if _OUTPUT_SHAPES.get(name) not in sizes or value.shape != sizes[_OUTPUT_SHAPES[name]]:
+            raise ParamError(f"{where}: reference/{name}: unexpected array of shape {value.shape}")
     results: dict[tuple, dict] = {}
     for k, v in tensors.items():
-        if k.startswith("result/"):
-            _, backend, dtype, device, name = k.split("/")
-            results.setdefault((backend, dtype, device), {})[name] = v
+        if k.startswith(("params/", "reference/")):
+            continue
+        parts = k.split("/")
+        if len(parts) != 5 or parts[0] != "result" or parts[4] not in _OUTPUT_SHAPES:
+            raise ParamError(f"{where}: {k}: unexpected array")
+        _, backend, dtype, device, name = parts
+        if backend not in BACKENDS or dtype not in DTYPES or device not in ("cpu", "cuda"):
+            raise ParamError(f"{where}: {k}: unknown backend, dtype or device")
+        kind = _OUTPUT_SHAPES[name]
+        ok = v.ndim == 1 and len(v) <= n if kind == "j" else v.shape == sizes[kind]
+        if not ok:
+            raise ParamError(f"{where}: {k}: unexpected shape {v.shape}")
+        results.setdefault((backend, dtype, device), {})[name] = v
+    rows = []
     for (backend, dtype, device), out in sorted(results.items()):
+        if set(out) != set(_OUTPUT_SHAPES):
+            lacking = sorted(set(_OUTPUT_SHAPES) - set(out))
+            raise ParamError(f"{where}: result/{backend}/{dtype}/{device}: missing {lacking}")
         rows.append(Row(backend, dtype, device, errors(out, ref), source="bundle"))
     return spec, params, ref, rows
 

@@ -1,44 +1,118 @@
-"""The ``flowbridge`` command line: generate, check, schema, params, validate."""
+"""The ``flowbridge`` command line: generate, check, schema, params, validate.
+
+Every failure ends with one line on stderr, ``error: <what was wrong, and where>``, and
+a nonzero exit code; ``--debug`` (or ``FLOWBRIDGE_DEBUG=1``) shows the traceback too.
+
+Exit codes:
+
+- 0: success;
+- 1: ``check`` ran and a figure is over its tolerance;
+- 2: bad input: the spec, a params file or bundle, a command-line option, a file that
+  cannot be read or written, an output that is one of the command's inputs;
+- 3: ``check`` could run no backend on the devices asked for (nothing was checked);
+- 4: a framework the command needs is not installed (the message names the extra);
+- 70: an internal error (a bug: please report it with the ``--debug`` output).
+"""
 
 from __future__ import annotations
 
-import functools
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import BackendUnavailable, ParamError, SpecError
+# TensorFlow's C++ logging is configured from the environment when it loads: set the
+# level before any command can import it (a level the user chose is kept).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .errors import BackendUnavailable, ParamError, SpecError  # noqa: E402
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_NOTHING, EXIT_BACKEND, EXIT_INTERNAL = 0, 1, 2, 3, 4, 70
 BACKEND = click.Choice(["pyro", "tfp", "numpy"])
 
 
-def _friendly(fn):
-    """Bad input ends with one line naming the field, never a traceback."""
+class _Main(click.Group):
+    """A group whose every failure is one ``error:`` line and a documented exit code."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv or os.environ.get("FLOWBRIDGE_DEBUG") == "1"
         try:
-            return fn(*args, **kwargs)
-        except (SpecError, ParamError, BackendUnavailable) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            return _fail(exc.format_message(), exc.exit_code if exc.exit_code else EXIT_INPUT)
+        except click.Abort:
+            return _fail("aborted", 130)
+        except (SpecError, ParamError) as exc:
+            return _fail(str(exc), EXIT_INPUT, debug)
+        except BackendUnavailable as exc:
+            return _fail(str(exc), EXIT_BACKEND, debug)
+        except OSError as exc:
+            name = f"{exc.filename}: " if exc.filename else ""
+            return _fail(f"{name}{exc.strerror or exc}", EXIT_INPUT, debug)
+        except Exception as exc:  # noqa: BLE001 - a bug: one line, unless --debug
+            if debug:
+                raise
+            return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug "
+                         "for the traceback, and please report it)", EXIT_INTERNAL)  # fmt: skip
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
 
-    return wrapper
+
+def _fail(message: str, code: int, debug: bool = False):
+    """Print ``message`` as one line (a multi-line message's lines joined by "; ")."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()] or ["failed"]
+    text = lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+    click.echo(f"error: {text}", err=True)
+    sys.exit(code)
 
 
-@click.group()
+def _write(path: str, text: str | bytes, *inputs: str | None) -> None:
+    """Write ``text`` to ``path`` atomically, refusing to overwrite one of ``inputs``."""
+    from .files import clashes, write_atomic
+
+    clash = clashes(path, inputs)
+    if clash is not None:
+        raise click.UsageError(f"output {path!r} is the input {clash!r}; choose another file")
+    write_atomic(path, text)
+
+
+def _limits_option(name: str, field: str, what: str):
+    return click.option(f"--max-{name}", field, type=click.IntRange(min=1), default=None,
+                        help=f"Raise the ceiling on {what} (see flowbridge.limits).")  # fmt: skip
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="flowbridge")
-def main():
-    """Normalizing flows written once, generated into Pyro, TFP and NumPy."""
+@click.option("--debug", is_flag=True, help="Show the traceback of a failure.")
+@_limits_option("event-size", "event_size", "the event size")
+@_limits_option("width", "width", "hidden-layer width")
+@_limits_option("depth", "depth", "hidden layers per conditioner")
+@_limits_option("layers", "layers", "layers per flow")
+@_limits_option("params", "params", "the total parameter count")
+@click.pass_context
+def main(ctx, debug, **ceilings):
+    """Normalizing flows written once, generated into Pyro, TFP and NumPy.
+
+    Exit codes: 0 success, 1 a conformance figure over its tolerance, 2 bad input,
+    3 nothing could be checked, 4 a framework is missing, 70 internal error.
+    """
+    from .limits import limits
+
+    raised = {k: v for k, v in ceilings.items() if v is not None}
+    if raised:
+        ctx.with_resource(limits(**raised))
 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--backend", "-b", type=BACKEND, required=True, help="Which framework to emit.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
-@_friendly
 def generate(spec, backend, output):
     """Write the standalone module for SPEC (a .json/.yaml spec file)."""
     from .build import generate as gen
@@ -46,7 +120,7 @@ def generate(spec, backend, output):
 
     code = gen(load_spec(spec), backend)
     if output:
-        Path(output).write_text(code)
+        _write(output, code, spec)
         click.echo(f"wrote {output} ({len(code.splitlines())} lines)", err=True)
     else:
         click.echo(code, nl=False)
@@ -60,20 +134,25 @@ def generate(spec, backend, output):
               help="Dtypes to check (repeatable; default: both).")  # fmt: skip
 @click.option("--device", "devices", type=click.Choice(["cpu", "cuda"]), multiple=True,
               help="Devices to check (repeatable; default: cpu, and cuda when seen).")  # fmt: skip
-@click.option("--params", type=click.Path(exists=True, dir_okay=False),
+@click.option("--params", type=click.Path(dir_okay=False),
               help="A safetensors parameter file (default: random, non-identity).")  # fmt: skip
-@click.option("--batch", default=64, show_default=True, help="Number of test inputs.")
-@click.option("--seed", default=0, show_default=True, help="Seed of params and inputs.")
+@click.option("--allow-other-spec", is_flag=True,
+              help="Load --params saved for another spec when every shape fits.")  # fmt: skip
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(1, 100_000),
+              help="Number of test inputs.")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 2),
+              help="Seed of params and inputs.")  # fmt: skip
 @click.option("--save-bundle", type=click.Path(dir_okay=False),
               help="Save spec, params, inputs, reference and this machine's outputs.")  # fmt: skip
-@click.option("--bundle", type=click.Path(exists=True, dir_okay=False),
+@click.option("--bundle", type=click.Path(dir_okay=False),
               help="Check against a bundle saved on another machine (no SPEC then).")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the figures as JSON.")  # fmt: skip
-@_friendly
-def check(specs, backends, dtypes, devices, params, batch, seed, save_bundle, bundle, json_out):
+def check(specs, backends, dtypes, devices, params, allow_other_spec, batch, seed, save_bundle,
+          bundle, json_out):  # fmt: skip
     """Check every backend against the float64 reference for each SPEC; exit 1 if a
-    figure is over its tolerance. With several SPECs, end with the worst figures."""
+    figure is over its tolerance, 3 if no backend could run. With several SPECs, end
+    with the worst figures."""
     from .check import check as run
     from .check import summary_json, worst_table
     from .params import load_params
@@ -83,12 +162,21 @@ def check(specs, backends, dtypes, devices, params, batch, seed, save_bundle, bu
         raise click.UsageError("give either SPEC(s) or --bundle")
     if len(specs) > 1 and (params or save_bundle):
         raise click.UsageError("--params and --save-bundle take a single SPEC")
+    if params and bundle:
+        raise click.UsageError("--params does not go with --bundle (a bundle holds its params)")
+    inputs = [*specs, params, bundle]
+    if save_bundle and json_out and Path(save_bundle).resolve() == Path(json_out).resolve():
+        raise click.UsageError("--save-bundle and --json name the same file")
+    for out in (save_bundle, json_out):
+        if out:
+            _refuse_clash(out, inputs)
+    loaded_specs = [load_spec(path) for path in specs]  # every spec is checked before any runs
+    weights = load_params(params, loaded_specs[0], allow_other_spec=allow_other_spec) if params else None
     reports = []
-    for path in specs or [None]:
-        loaded = load_spec(path) if path else None
+    for loaded in loaded_specs or [None]:
         report = run(
             loaded,
-            params=load_params(params, loaded) if params and loaded else None,
+            params=weights,
             backends=tuple(backends) or None,
             dtypes=tuple(dtypes) or ("float32", "float64"),
             devices=tuple(devices) or None,
@@ -102,8 +190,20 @@ def check(specs, backends, dtypes, devices, params, batch, seed, save_bundle, bu
     if len(reports) > 1:
         click.echo(worst_table(reports))
     if json_out:
-        Path(json_out).write_text(summary_json(reports))
-    sys.exit(0 if all(r.ok for r in reports) else 1)
+        _write(json_out, summary_json(reports), *inputs)
+    if not any(r.rows for r in reports):
+        asked = ", ".join(devices) if devices else "any device"
+        click.echo(f"error: no backend could run on {asked}; nothing was checked", err=True)
+        sys.exit(EXIT_NOTHING)
+    sys.exit(EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED)
+
+
+def _refuse_clash(output: str, inputs: list) -> None:
+    from .files import clashes
+
+    clash = clashes(output, inputs)
+    if clash is not None:
+        raise click.UsageError(f"output {output!r} is the input {clash!r}; choose another file")
 
 
 @main.command()
@@ -114,14 +214,13 @@ def schema(output):
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
-        Path(output).write_text(text)
+        _write(output, text)
     else:
         click.echo(text, nl=False)
 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@_friendly
 def validate(spec):
     """Validate SPEC and print its hash and neutral parameter layout."""
     from .layers import param_shapes
@@ -136,9 +235,8 @@ def validate(spec):
 @main.command("init-params")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", type=click.Path(dir_okay=False), required=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @click.option("--random", "random_", is_flag=True, help="Non-identity weights (for checks).")
-@_friendly
 def init_params(spec, output, seed, random_):
     """Write fresh neutral parameters for SPEC to a safetensors file."""
     from .params import init_params as init
@@ -146,6 +244,7 @@ def init_params(spec, output, seed, random_):
     from .spec import load_spec
 
     loaded = load_spec(spec)
+    _refuse_clash(output, [spec])
     save_params(init(loaded, seed, init="random" if random_ else "identity"), output, loaded)
     click.echo(f"wrote {output}", err=True)
 
@@ -156,9 +255,12 @@ def init_params(spec, output, seed, random_):
               "grid: every combination (hours).")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
               show_default=True, help="Where the JSON, Markdown and PNG go.")  # fmt: skip
-@click.option("--threads", default=2, show_default=True, help="Threads per framework process.")
-@click.option("--repeats", default=7, show_default=True, help="Timed runs per measurement.")
-@click.option("--min-time", default=0.5, show_default=True, help="Seconds per measurement.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024),
+              help="Threads per framework process.")  # fmt: skip
+@click.option("--repeats", default=7, show_default=True, type=click.IntRange(1, 1000),
+              help="Timed runs per measurement.")  # fmt: skip
+@click.option("--min-time", default=0.5, show_default=True, type=click.FloatRange(0.0, 3600.0),
+              help="Seconds per measurement.")  # fmt: skip
 @click.option("--compile", "compile_at", type=click.Choice(["target", "all", "none"]),
               default="target", show_default=True,
               help="Sizes that also time torch.compile and XLA (compiles are slow on CPU).")  # fmt: skip

@@ -14,16 +14,28 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     interrupted write never leaves a truncated file (the old file stays until the rename).
     Raises ``OSError`` (missing directory, full disk) with the old file untouched."""
     path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    if path.exists() and not path.is_file():  # a device or pipe (/dev/stdout): write through
+        try:
+            with path.open("wb") as f:
+                f.write(payload)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        return
+    if not path.parent.is_dir():
+        raise FileNotFoundError(2, "no such directory", str(path.parent))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not exc.filename:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 

@@ -52,7 +52,7 @@ class Limits:
 
 
 _CURRENT: contextvars.ContextVar[Limits] = contextvars.ContextVar(
-    "flowbridge_limits", default=Limits()
+    "flowbridge_limits", default=Limits()  # noqa: B039 (frozen, so immutable)
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import ParamError
+from .files import write_atomic
 from .layers import param_shapes
 from .spec import FlowSpec
 
@@ -101,28 +102,84 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
 
 
 def save_params(params: Mapping[str, Any], path: str | Path, spec: FlowSpec | None = None) -> None:
-    """Write ``params`` to a safetensors file (checked against ``spec`` when given)."""
-    from safetensors.numpy import save_file
+    """Write ``params`` to a safetensors file, atomically (checked against ``spec`` when
+    given, and then stamped with its hash, which :func:`load_params` compares)."""
+    from safetensors.numpy import save
 
-    arrays = check_params(spec, params) if spec is not None else {
-        str(k): _to_numpy(v, str(k)) for k, v in params.items()
-    }  # fmt: skip
+    if spec is not None:
+        arrays = check_params(spec, params)
+    else:
+        if not isinstance(params, Mapping):
+            raise ParamError(f"params: expected a mapping of names to arrays, got {type(params).__name__}")
+        arrays = {str(k): _float_array(_to_numpy(v, str(k)), str(k)) for k, v in params.items()}
     metadata = {"flowbridge_params": PARAMS_FORMAT}
     if spec is not None:
         metadata["spec_hash"] = spec.hash
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path), metadata)
+    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata)
+    write_atomic(path, data)
 
 
-def load_params(path: str | Path, spec: FlowSpec | None = None) -> dict[str, np.ndarray]:
-    """Read parameters from a safetensors file, checked against ``spec`` when given."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+def _float_array(value: np.ndarray, name: str) -> np.ndarray:
+    if value.dtype.kind != "f":
+        raise ParamError(f"{name}: expected a floating-point array, got dtype {value.dtype}")
+    return value
 
+
+#: safetensors dtypes that NumPy holds exactly; others (BF16, F8_*) are refused by name.
+_READABLE = {"F16", "F32", "F64"}
+
+
+def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """``(metadata, arrays)`` of a safetensors file; any problem is a :class:`ParamError`
+    that names the file (``what`` says what it should be) and the tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    where = f"{what} {str(path)!r}"
     try:
-        params = load_file(str(path))
-    except (OSError, SafetensorError) as exc:
-        raise ParamError(f"params file {str(path)!r}: cannot read it ({exc})") from None
-    return check_params(spec, params) if spec is not None else params
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = dict(f.metadata() or {})
+            arrays = {}
+            for name in f.keys():
+                dtype = f.get_slice(name).get_dtype()
+                if dtype not in _READABLE:
+                    raise ParamError(f"{where}: {name}: expected a float16/32/64 tensor, got "
+                                     f"{dtype} (convert it to float32 or float64 first)")  # fmt: skip
+                arrays[name] = f.get_tensor(name)
+    except ParamError:
+        raise
+    except FileNotFoundError:
+        raise ParamError(f"{where}: no such file") from None
+    except (OSError, SafetensorError, ValueError, TypeError, KeyError) as exc:
+        raise ParamError(f"{where}: not a readable safetensors file ({_short(exc)})") from None
+    return metadata, arrays
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def load_params(
+    path: str | Path, spec: FlowSpec | None = None, *, allow_other_spec: bool = False
+) -> dict[str, np.ndarray]:
+    """Read parameters from a safetensors file, checked against ``spec`` when given.
+
+    A file written by :func:`save_params` with a spec carries that spec's hash. Loading
+    it for another spec, or loading a file that carries no hash, raises a
+    :class:`ParamError` naming both hashes: equal shapes do not make equal flows (another
+    scale map or mask gives other outputs from the same weights). ``allow_other_spec=True``
+    loads the weights anyway when every name and shape fits.
+    """
+    metadata, params = read_safetensors(path, "params file")
+    if spec is None:
+        return params
+    stamped = metadata.get("spec_hash")
+    if stamped != spec.hash and not allow_other_spec:
+        got = f"sha256:{stamped[:16]}" if stamped else "no spec hash"
+        raise ParamError(f"params file {str(path)!r}: saved for spec {got}, not for this spec "
+                         f"sha256:{spec.hash[:16]}; pass allow_other_spec=True (flowbridge "
+                         "check --allow-other-spec) to load weights whose shapes fit anyway")  # fmt: skip
+    return check_params(spec, params)
 
 
 def _layers(flow: Any, backend: str) -> list:

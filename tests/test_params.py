@@ -84,7 +84,7 @@ def test_pyro_to_tfp_via_file(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow_probability")
     params = fb.init_params(SPEC, 4, init="random")
-    fb.save_params(fb.params_from_pyro(fb.to_pyro(SPEC, params, dtype="float64")), tmp_path / "w")
+    fb.save_params(fb.params_from_pyro(fb.to_pyro(SPEC, params, dtype="float64")), tmp_path / "w", SPEC)
     tfp_flow = fb.to_tfp(SPEC, fb.load_params(tmp_path / "w", SPEC), dtype="float64")
     back = fb.params_from_tfp(tfp_flow)
     assert all(np.array_equal(back[k], params[k]) for k in params)
@@ -131,7 +131,7 @@ def test_bad_params_are_refused_before_any_framework_runs():
 
 def test_unreadable_params_file(tmp_path):
     (tmp_path / "bad").write_bytes(b"not safetensors")
-    with pytest.raises(fb.ParamError, match="cannot read it"):
+    with pytest.raises(fb.ParamError, match="not a readable safetensors file"):
         fb.load_params(tmp_path / "bad")
 
 

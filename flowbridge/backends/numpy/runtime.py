@@ -18,7 +18,7 @@ def devices() -> list[str]:
 
 
 def unavailable_devices() -> dict[str, str]:
-    return {}
+    return {"cuda": "the NumPy reference runs on the CPU only"}
 
 
 def precise() -> None:

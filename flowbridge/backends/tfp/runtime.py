@@ -6,6 +6,7 @@ Every call makes new tensors, so TFP's identity-keyed caches never answer for th
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -13,8 +14,30 @@ from ...build import to_tfp
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's start-up logging unless the user chose a level."""
+    """Load TensorFlow without its start-up lines on the terminal.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` (set to 3 unless the user chose a level) quiets TF's own
+    logging, but some lines (``oneDNN custom operations are on``, ``cudart_stub``) are
+    written by absl before that setting is read. So the first import and device query run
+    with the process's stderr file descriptor pointed at /dev/null; Python exceptions
+    still propagate. A user who sets ``TF_CPP_MIN_LOG_LEVEL=0`` sees everything.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        import tensorflow as tf
+        import tensorflow_probability  # noqa: F401
+
+        tf.config.list_physical_devices("GPU")
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def devices() -> list[str]:
