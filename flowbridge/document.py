@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import reprlib
 from typing import Any
 
@@ -60,6 +61,7 @@ class _Walk:
     def __init__(self):
         self.values = 0
         self.limit = current().document_values
+        self.done: dict[int, tuple[Any, int]] = {}  # YAML node id -> (data, values in it)
 
     def count(self, path: tuple) -> None:
         self.values += 1
@@ -108,6 +110,20 @@ class _Walk:
 
     # ------------------------------------------------------------------------ YAML
     def yaml(self, loader: yaml.SafeLoader, node: yaml.Node, path: tuple = ()) -> Any:
+        """A YAML node as data. An aliased node is converted once: each further use
+        counts its values at once (so an alias bomb fails at the first use past the
+        limit, in time linear in the file) and shares the data already built."""
+        if id(node) in self.done:
+            data, size = self.done[id(node)]
+            self.values += size - 1
+            self.count(path)
+            return data
+        before = self.values
+        data = self._yaml(loader, node, path)
+        self.done[id(node)] = (data, self.values - before)
+        return data
+
+    def _yaml(self, loader: yaml.SafeLoader, node: yaml.Node, path: tuple) -> Any:
         self.count(path)
         self.depth(path)
         tag = node.tag
@@ -197,9 +213,26 @@ def read_json(text: str | bytes) -> Any:
     return _Walk().json(raw)
 
 
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of YAML flow collections (``[``, ``{``) in ``text``, counting
+    brackets inside strings too: a spec's strings hold none, so this only errs on
+    documents that are refused anyway. Checked before parsing, which would otherwise scan
+    a 100000-bracket document in pure Python before failing."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
 def read_yaml(text: str | bytes) -> Any:
     """Plain data from YAML text (one document, JSON-compatible types only)."""
     text = _check_size(text)
+    if _flow_depth(text) > MAX_DEPTH:
+        raise SpecError(f"spec: nested deeper than {MAX_DEPTH} levels")
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
