@@ -10,6 +10,7 @@ from .build import generate, module_for, to_numpy, to_pyro, to_tfp
 from .check import TOLERANCES, Report, check
 from .errors import BackendUnavailable, ParamError, SpecError
 from .layers import param_shapes
+from .limits import Limits, limits
 from .native import NativeError, from_pyro_native, from_tfp_native
 from .params import (
     check_params,
@@ -37,6 +38,7 @@ from .spec import (
     json_schema,
     load_spec,
     nice,
+    param_count,
     realnvp,
 )
 
@@ -52,6 +54,7 @@ __all__ = [
     "ExplicitMask",
     "FlowSpec",
     "HalfMask",
+    "Limits",
     "NativeError",
     "ParamError",
     "ParityMask",
@@ -70,10 +73,12 @@ __all__ = [
     "generate",
     "init_params",
     "json_schema",
+    "limits",
     "load_params",
     "load_spec",
     "module_for",
     "nice",
+    "param_count",
     "param_shapes",
     "params_from_pyro",
     "params_from_tfp",

@@ -122,7 +122,48 @@ def _batched(fn, value, event_shape):
     return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
 
 
-class _Layer(tfb.Bijector):
+def _refuse_complex(owner, value, name):
+    """TFP casts a complex NumPy input to a real dtype (dropping the imaginary part with
+    only a warning) before a bijector sees it: refuse it at the public call instead."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None and not isinstance(value, (int, float)):
+        dtype = tf.convert_to_tensor(value).dtype
+    if dtype is not None and tf.as_dtype(dtype).is_complex:
+        raise TypeError(
+            f"{type(owner).__name__}: {name}: expected real numbers, got dtype "
+            f"{tf.as_dtype(dtype).name}"
+        )
+
+
+class _RealInputs:
+    """Public bijector calls that refuse complex inputs before TFP converts them."""
+
+    def forward(self, x, name="forward", **kwargs):
+        _refuse_complex(self, x, "x")
+        return super().forward(x, name=name, **kwargs)
+
+    def inverse(self, y, name="inverse", **kwargs):
+        _refuse_complex(self, y, "y")
+        return super().inverse(y, name=name, **kwargs)
+
+    def forward_log_det_jacobian(
+        self, x, event_ndims=None, name="forward_log_det_jacobian", **kwargs
+    ):
+        _refuse_complex(self, x, "x")
+        return super().forward_log_det_jacobian(x, event_ndims=event_ndims, name=name, **kwargs)
+
+    def inverse_log_det_jacobian(
+        self, y, event_ndims=None, name="inverse_log_det_jacobian", **kwargs
+    ):
+        _refuse_complex(self, y, "y")
+        return super().inverse_log_det_jacobian(y, event_ndims=event_ndims, name=name, **kwargs)
+
+
+class FlowChain(_RealInputs, tfb.Chain):
+    """The flow: a tfb.Chain of the layers whose public calls refuse complex inputs."""
+
+
+class _Layer(_RealInputs, tfb.Bijector):
     """TFP plumbing shared by every layer: input checks, forward/inverse and both log-dets.
 
     Inputs are checked at the door (shape, dtype) and may have any batch rank, none
@@ -408,7 +449,7 @@ def build_flow(params=None, dtype=tf.float32):
         Scaling(event_shape=(2,), dtype=dtype, name="layer_4"),
     ]
     # fmt: on
-    flow = tfb.Chain(list(reversed(layers)), name="flow")
+    flow = FlowChain(list(reversed(layers)), name="flow")
     if params is not None:
         load_neutral_params(flow, params)
     return flow

@@ -58,6 +58,11 @@ PARAM_SHAPES = {
 }
 
 
+def _clamp_straight_through(x, low, high):
+    """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
+    return x.detach().clamp(low, high) + (x - x.detach())
+
+
 def _dense(sizes):
     """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
     +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
@@ -158,7 +163,7 @@ class AffineCouplingSplitFirst(_Layer):
         h_3 = torch.tanh(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         s = out[..., self.n_trans :]
-        log_scale = s.detach().clamp(-5.0, 3.0) + (s - s.detach())
+        log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
@@ -179,7 +184,7 @@ class AffineCouplingSplitFirst(_Layer):
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = s.detach().clamp(-5.0, 3.0) + (s - s.detach())
+        log_scale = _clamp_straight_through(s, -5.0, 3.0)
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
         x_b = y_b_unshifted * inv_scale
@@ -226,7 +231,7 @@ class AffineCouplingSplitLast(_Layer):
         h_3 = torch.tanh(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
         s = out[..., self.n_trans :]
-        log_scale = s.detach().clamp(-5.0, 3.0) + (s - s.detach())
+        log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
@@ -247,7 +252,7 @@ class AffineCouplingSplitLast(_Layer):
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = s.detach().clamp(-5.0, 3.0) + (s - s.detach())
+        log_scale = _clamp_straight_through(s, -5.0, 3.0)
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
         x_b = y_b_unshifted * inv_scale

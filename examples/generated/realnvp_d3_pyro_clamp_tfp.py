@@ -61,6 +61,11 @@ PARAM_SHAPES = {
 }
 
 
+def _clamp_straight_through(x, low, high):
+    """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
+    return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))
+
+
 def _dense(sizes, dtype):
     """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
     +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
@@ -124,7 +129,48 @@ def _batched(fn, value, event_shape):
     return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
 
 
-class _Layer(tfb.Bijector):
+def _refuse_complex(owner, value, name):
+    """TFP casts a complex NumPy input to a real dtype (dropping the imaginary part with
+    only a warning) before a bijector sees it: refuse it at the public call instead."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None and not isinstance(value, (int, float)):
+        dtype = tf.convert_to_tensor(value).dtype
+    if dtype is not None and tf.as_dtype(dtype).is_complex:
+        raise TypeError(
+            f"{type(owner).__name__}: {name}: expected real numbers, got dtype "
+            f"{tf.as_dtype(dtype).name}"
+        )
+
+
+class _RealInputs:
+    """Public bijector calls that refuse complex inputs before TFP converts them."""
+
+    def forward(self, x, name="forward", **kwargs):
+        _refuse_complex(self, x, "x")
+        return super().forward(x, name=name, **kwargs)
+
+    def inverse(self, y, name="inverse", **kwargs):
+        _refuse_complex(self, y, "y")
+        return super().inverse(y, name=name, **kwargs)
+
+    def forward_log_det_jacobian(
+        self, x, event_ndims=None, name="forward_log_det_jacobian", **kwargs
+    ):
+        _refuse_complex(self, x, "x")
+        return super().forward_log_det_jacobian(x, event_ndims=event_ndims, name=name, **kwargs)
+
+    def inverse_log_det_jacobian(
+        self, y, event_ndims=None, name="inverse_log_det_jacobian", **kwargs
+    ):
+        _refuse_complex(self, y, "y")
+        return super().inverse_log_det_jacobian(y, event_ndims=event_ndims, name=name, **kwargs)
+
+
+class FlowChain(_RealInputs, tfb.Chain):
+    """The flow: a tfb.Chain of the layers whose public calls refuse complex inputs."""
+
+
+class _Layer(_RealInputs, tfb.Bijector):
     """TFP plumbing shared by every layer: input checks, forward/inverse and both log-dets.
 
     Inputs are checked at the door (shape, dtype) and may have any batch rank, none
@@ -231,7 +277,7 @@ class AffineCouplingSplitFirst(_Layer):
         h_3 = tf.tanh(h_2)
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
         s = out[..., self.n_trans :]
-        log_scale = tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0)) + (s - tf.stop_gradient(s))
+        log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = tf.exp(log_scale)
         x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
@@ -252,7 +298,7 @@ class AffineCouplingSplitFirst(_Layer):
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0)) + (s - tf.stop_gradient(s))
+        log_scale = _clamp_straight_through(s, -5.0, 3.0)
         neg_log_scale = -log_scale
         inv_scale = tf.exp(neg_log_scale)
         x_b = y_b_unshifted * inv_scale
@@ -319,7 +365,7 @@ class AffineCouplingSplitLast(_Layer):
         h_3 = tf.tanh(h_2)
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
         s = out[..., self.n_trans :]
-        log_scale = tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0)) + (s - tf.stop_gradient(s))
+        log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = tf.exp(log_scale)
         x_b_scaled = x_b * scale
         shift = out[..., : self.n_trans]
@@ -340,7 +386,7 @@ class AffineCouplingSplitLast(_Layer):
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
-        log_scale = tf.stop_gradient(tf.clip_by_value(s, -5.0, 3.0)) + (s - tf.stop_gradient(s))
+        log_scale = _clamp_straight_through(s, -5.0, 3.0)
         neg_log_scale = -log_scale
         inv_scale = tf.exp(neg_log_scale)
         x_b = y_b_unshifted * inv_scale
@@ -398,7 +444,7 @@ def build_flow(params=None, dtype=tf.float32):
         ),
     ]
     # fmt: on
-    flow = tfb.Chain(list(reversed(layers)), name="flow")
+    flow = FlowChain(list(reversed(layers)), name="flow")
     if params is not None:
         load_neutral_params(flow, params)
     return flow

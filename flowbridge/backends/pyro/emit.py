@@ -24,8 +24,7 @@ OPS = {
     "tanh": "torch.tanh({0})",
     "sigmoid": "torch.sigmoid({0})",
     "log_sigmoid": "torch.nn.functional.logsigmoid({0})",
-    # value: the clamp itself, exact at any magnitude; gradient: 1, straight through
-    "clamp_st": "{0}.detach().clamp({low}, {high}) + ({0} - {0}.detach())",
+    "clamp_st": "_clamp_straight_through({0}, {low}, {high})",
     "relu": "torch.relu({0})",
     "leaky_relu": "torch.nn.functional.leaky_relu({0}, {negative_slope})",
     "elu": "torch.nn.functional.elu({0})",
@@ -40,7 +39,11 @@ OPS = {
     "batch_zeros": "{0}.new_zeros({0}.shape[:-1])",
 }
 OP_IMPORTS: dict[str, str] = {}
-OP_HELPERS: dict[str, str] = {}
+OP_HELPERS = {
+    "clamp_st": '''def _clamp_straight_through(x, low, high):
+    """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
+    return x.detach().clamp(low, high) + (x - x.detach())''',
+}
 
 HELPERS = '''def _dense(sizes):
     """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
