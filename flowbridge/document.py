@@ -233,7 +233,10 @@ def read_yaml(text: str | bytes) -> Any:
     text = _check_size(text)
     if _flow_depth(text) > MAX_DEPTH:
         raise SpecError(f"spec: nested deeper than {MAX_DEPTH} levels")
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses some characters up front
+        raise SpecError(f"spec: invalid YAML: {show(str(exc), 300)}") from None
     try:
         node = loader.get_single_node()
         if node is None:

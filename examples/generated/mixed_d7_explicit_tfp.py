@@ -111,45 +111,46 @@ def _batched(fn, value, event_shape):
     return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
 
 
-def _refuse_complex(owner, value, name):
-    """TFP casts a complex NumPy input to a real dtype (dropping the imaginary part with
-    only a warning) before a bijector sees it: refuse it at the public call instead."""
+def _refuse_non_real(owner, value, name):
+    """TFP casts a NumPy input to the bijector's dtype before a bijector sees it, a
+    complex one (dropping the imaginary part, with only a warning) or a boolean one too:
+    refuse such inputs at the public call instead."""
     dtype = getattr(value, "dtype", None)
     if dtype is None and not isinstance(value, (int, float)):
         dtype = tf.convert_to_tensor(value).dtype
-    if dtype is not None and tf.as_dtype(dtype).is_complex:
+    dtype = None if dtype is None else tf.as_dtype(dtype)
+    if dtype is not None and not (dtype.is_floating or dtype.is_integer):
         raise TypeError(
-            f"{type(owner).__name__}: {name}: expected real numbers, got dtype "
-            f"{tf.as_dtype(dtype).name}"
+            f"{type(owner).__name__}: {name}: expected real numbers, got dtype {dtype.name}"
         )
 
 
 class _RealInputs:
-    """Public bijector calls that refuse complex inputs before TFP converts them."""
+    """Public bijector calls that refuse non-real inputs before TFP converts them."""
 
     def forward(self, x, name="forward", **kwargs):
-        _refuse_complex(self, x, "x")
+        _refuse_non_real(self, x, "x")
         return super().forward(x, name=name, **kwargs)
 
     def inverse(self, y, name="inverse", **kwargs):
-        _refuse_complex(self, y, "y")
+        _refuse_non_real(self, y, "y")
         return super().inverse(y, name=name, **kwargs)
 
     def forward_log_det_jacobian(
         self, x, event_ndims=None, name="forward_log_det_jacobian", **kwargs
     ):
-        _refuse_complex(self, x, "x")
+        _refuse_non_real(self, x, "x")
         return super().forward_log_det_jacobian(x, event_ndims=event_ndims, name=name, **kwargs)
 
     def inverse_log_det_jacobian(
         self, y, event_ndims=None, name="inverse_log_det_jacobian", **kwargs
     ):
-        _refuse_complex(self, y, "y")
+        _refuse_non_real(self, y, "y")
         return super().inverse_log_det_jacobian(y, event_ndims=event_ndims, name=name, **kwargs)
 
 
 class FlowChain(_RealInputs, tfb.Chain):
-    """The flow: a tfb.Chain of the layers whose public calls refuse complex inputs."""
+    """The flow: a tfb.Chain of the layers whose public calls refuse non-real inputs."""
 
 
 class _Layer(_RealInputs, tfb.Bijector):
