@@ -238,8 +238,12 @@ def py_str(text: str) -> str:
 
 
 def _wrapped_string(text: str) -> str:
+    """``text`` as ``NAME = "..."`` fits after 12 columns, else in parentheses: whole when
+    it fits on its own indented line (as ruff format joins it), else in chunks of 80."""
     if len(py_str(text)) + 12 <= WIDTH:
         return py_str(text)
+    if len(py_str(text)) + 4 <= WIDTH:
+        return f"(\n    {py_str(text)}\n)"
     chunks = [text[i : i + 80] for i in range(0, len(text), 80)]
     return "(\n" + "".join(f"    {py_str(c)}\n" for c in chunks) + ")"
 

@@ -346,6 +346,8 @@ def json_schema() -> dict:
     defs["Conditioner"]["properties"]["hidden"]["maxItems"] = ceilings.depth
     schema["properties"]["layers"]["maxItems"] = ceilings.layers
     schema["properties"]["event_shape"]["minItems"] = 1
+    schema["properties"]["event_shape"]["maxItems"] = 1  # vector events, for now
+    schema["properties"]["layers"]["minItems"] = 1
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"flowbridge FlowSpec, format {FORMAT_VERSION}"
     schema["description"] = (
