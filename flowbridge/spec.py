@@ -323,6 +323,13 @@ def json_schema() -> dict:
     schema = FlowSpec.model_json_schema()
     defs = schema.get("$defs", {})
     ceilings = current()
+    # constraints pydantic leaves under its own names when a validator wraps the type
+    keywords = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
+    for node in _schema_nodes(schema):
+        if node.get("type") in ("integer", "number"):
+            for short, keyword in keywords.items():
+                if short in node:
+                    node[keyword] = node.pop(short)
     # a discriminated union needs its tag: "type" of a layer, "kind" of a mask or scale
     for node in _schema_nodes(schema):
         tag = node.get("discriminator")
