@@ -7,7 +7,7 @@ import types
 from typing import Any
 
 from . import codegen
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, SpecError
 from .params import check_params
 from .spec import FlowSpec
 
@@ -45,7 +45,7 @@ def _spec(spec: Any) -> FlowSpec:
         return spec
     if isinstance(spec, dict):
         return FlowSpec.from_dict(spec)
-    raise TypeError(f"spec: expected a FlowSpec or a dict, got {type(spec).__name__}")
+    raise SpecError(f"spec: expected a FlowSpec or a dict, got {type(spec).__name__}")
 
 
 def generate(spec: FlowSpec | dict, backend: str) -> str:

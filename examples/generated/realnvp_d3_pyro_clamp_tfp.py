@@ -66,15 +66,28 @@ def _clamp_straight_through(x, low, high):
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))
 
 
-def _dense(sizes, dtype):
+def _initial(weights, name, shape, dtype, bound=0.0):
+    """A weight's initial value: ``weights[name]`` when given (so the values hold in TF1
+    graph mode too, where an assign made after the variable is never run), else uniform
+    in +-bound (zeros when bound is 0)."""
+    if weights is not None and name in weights:
+        return tf.cast(weights[name], dtype)
+    if bound == 0.0:
+        return tf.zeros(shape, dtype=dtype)
+    return tf.random.uniform(shape, -bound, bound, dtype=dtype)
+
+
+def _dense(sizes, dtype, weights=None):
     """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity;
+    ``weights`` (neutral local names -> arrays) gives other initial values."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        init = tf.random.uniform([n_in, n_out], -bound, bound, dtype=dtype)
-        kernels.append(tf.Variable(init, name=f"kernel_{j}"))
-        biases.append(tf.Variable(tf.zeros([n_out], dtype=dtype), name=f"bias_{j}"))
+        kernel = _initial(weights, f"conditioner.{j}.kernel", [n_in, n_out], dtype, bound)
+        bias = _initial(weights, f"conditioner.{j}.bias", [n_out], dtype)
+        kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
+        biases.append(tf.Variable(bias, name=f"bias_{j}"))
     return kernels, biases
 
 
@@ -250,13 +263,14 @@ class AffineCouplingSplitFirst(_Layer):
         split,
         event_shape,
         dtype=tf.float32,
+        weights=None,
         validate_args=False,
         name=None,
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype)
+            self.kernels, self.biases = _dense(sizes, dtype, weights)
             self.n_trans = n_trans
             self.split = split
             super().__init__(
@@ -338,13 +352,14 @@ class AffineCouplingSplitLast(_Layer):
         split,
         event_shape,
         dtype=tf.float32,
+        weights=None,
         validate_args=False,
         name=None,
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype)
+            self.kernels, self.biases = _dense(sizes, dtype, weights)
             self.n_trans = n_trans
             self.split = split
             super().__init__(
@@ -405,9 +420,23 @@ class AffineCouplingSplitLast(_Layer):
         return params
 
 
+def _per_layer(params, count):
+    """``params`` (neutral names) as one {local name: array} per layer (None: absent)."""
+    if params is None:
+        return [None] * count
+    out = [{} for _ in range(count)]
+    for key, value in params.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
 def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
-    maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity."""
+    maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity.
+    The weights are the variables' initial values, so they hold in TF1 graph mode too."""
+    weights = _per_layer(params, 4)
     # Long index lists stay compact:
     # fmt: off
     layers = [
@@ -417,6 +446,7 @@ def build_flow(params=None, dtype=tf.float32):
             split=1,
             event_shape=(3,),
             dtype=dtype,
+            weights=weights[0],
             name="layer_0",
         ),
         AffineCouplingSplitLast(
@@ -425,6 +455,7 @@ def build_flow(params=None, dtype=tf.float32):
             split=2,
             event_shape=(3,),
             dtype=dtype,
+            weights=weights[1],
             name="layer_1",
         ),
         AffineCouplingSplitFirst(
@@ -433,6 +464,7 @@ def build_flow(params=None, dtype=tf.float32):
             split=1,
             event_shape=(3,),
             dtype=dtype,
+            weights=weights[2],
             name="layer_2",
         ),
         AffineCouplingSplitLast(
@@ -441,6 +473,7 @@ def build_flow(params=None, dtype=tf.float32):
             split=2,
             event_shape=(3,),
             dtype=dtype,
+            weights=weights[3],
             name="layer_3",
         ),
     ]

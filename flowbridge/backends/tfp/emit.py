@@ -51,15 +51,28 @@ OP_HELPERS = {
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))''',
 }
 
-HELPERS = '''def _dense(sizes, dtype):
+HELPERS = '''def _initial(weights, name, shape, dtype, bound=0.0):
+    """A weight's initial value: ``weights[name]`` when given (so the values hold in TF1
+    graph mode too, where an assign made after the variable is never run), else uniform
+    in +-bound (zeros when bound is 0)."""
+    if weights is not None and name in weights:
+        return tf.cast(weights[name], dtype)
+    if bound == 0.0:
+        return tf.zeros(shape, dtype=dtype)
+    return tf.random.uniform(shape, -bound, bound, dtype=dtype)
+
+
+def _dense(sizes, dtype, weights=None):
     """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity;
+    ``weights`` (neutral local names -> arrays) gives other initial values."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        init = tf.random.uniform([n_in, n_out], -bound, bound, dtype=dtype)
-        kernels.append(tf.Variable(init, name=f"kernel_{j}"))
-        biases.append(tf.Variable(tf.zeros([n_out], dtype=dtype), name=f"bias_{j}"))
+        kernel = _initial(weights, f"conditioner.{j}.kernel", [n_in, n_out], dtype, bound)
+        bias = _initial(weights, f"conditioner.{j}.bias", [n_out], dtype)
+        kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
+        biases.append(tf.Variable(bias, name=f"bias_{j}"))
     return kernels, biases
 
 
@@ -214,18 +227,21 @@ class _Layer(_RealInputs, tfb.Bijector):
         return self.inverse_with_log_det(y)[1]'''
 
 _FIELD_INIT = {
-    "mlp": "self.kernels, self.biases = _dense(sizes, dtype)",
-    "vector": 'self.{name} = tf.Variable(tf.zeros(event_shape, dtype=dtype), name="{name}")',
+    "mlp": "self.kernels, self.biases = _dense(sizes, dtype, weights)",
+    "vector": (
+        'start = _initial(weights, "{name}", event_shape, dtype)\n'
+        'self.{name} = tf.Variable(start, name="{name}")'
+    ),
     "index": "self.{name} = tf.constant({name}, dtype=tf.int32)",
     "int": "self.{name} = {name}",
 }
 
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
-    init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
+    init = [ln for f in plan.fields for ln in _FIELD_INIT[f.kind].format(name=f.name).split("\n")]
     const = plan.constant_jacobian
-    params = ["self", "*", *plan.args, "event_shape", "dtype=tf.float32", "validate_args=False",
-              "name=None"]  # fmt: skip
+    params = ["self", "*", *plan.args, "event_shape", "dtype=tf.float32", "weights=None",
+              "validate_args=False", "name=None"]  # fmt: skip
     return "\n".join([
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
@@ -258,12 +274,27 @@ def _snake(name: str) -> str:
 
 def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
     layers = "\n".join(
-        "        " + call(name, args, {"dtype": "dtype", "name": f'"layer_{i}"'}, 8) + ","
+        "        " + call(name, args, {"dtype": "dtype", "weights": f"weights[{i}]",
+                                   "name": f'"layer_{i}"'}, 8) + ","  # fmt: skip
         for i, (name, args) in enumerate(calls)
     )
-    return f'''def build_flow(params=None, dtype=tf.float32):
+    return f'''def _per_layer(params, count):
+    """``params`` (neutral names) as one {{local name: array}} per layer (None: absent)."""
+    if params is None:
+        return [None] * count
+    out = [{{}} for _ in range(count)]
+    for key, value in params.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
-    maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity."""
+    maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity.
+    The weights are the variables' initial values, so they hold in TF1 graph mode too."""
+    weights = _per_layer(params, {len(calls)})
     # Long index lists stay compact:
     # fmt: off
     layers = [
