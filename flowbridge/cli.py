@@ -74,11 +74,9 @@ def _fail(message: str, code: int, debug: bool = False):
 
 def _write(path: str, text: str | bytes, *inputs: str | None) -> None:
     """Write ``text`` to ``path`` atomically, refusing to overwrite one of ``inputs``."""
-    from .files import clashes, write_atomic
+    from .files import write_atomic
 
-    clash = clashes(path, inputs)
-    if clash is not None:
-        raise click.UsageError(f"output {path!r} is the input {clash!r}; choose another file")
+    _refuse_clash(path, list(inputs))
     write_atomic(path, text)
 
 

@@ -95,17 +95,23 @@ class _Walk:
 
     # ------------------------------------------------------------------------ JSON
     def json(self, value: Any, path: tuple = ()) -> Any:
+        """Parsed JSON (objects as :class:`_Pairs`) or data built in Python (dicts,
+        lists, tuples, NumPy scalars) as plain JSON data."""
         self.count(path)
         self.depth(path)
-        if isinstance(value, _Pairs):
+        if isinstance(value, (_Pairs, dict)):
             out: dict[str, Any] = {}
-            for key, item in value:
+            for key, item in value if isinstance(value, _Pairs) else value.items():
+                if not isinstance(key, str):
+                    raise SpecError(f"{path_of(path)}: expected string keys, got {show(key)}")
                 if key in out:
                     raise SpecError(f"{path_of((*path, key))}: duplicate key {show(key)}")
                 out[key] = self.json(item, (*path, key))
             return out
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             return [self.json(item, (*path, i)) for i, item in enumerate(value)]
+        if isinstance(value, np.generic):  # NumPy scalars count as the Python ones
+            value = value.item()
         return self.scalar(value, path)
 
     # ------------------------------------------------------------------------ YAML
@@ -252,22 +258,4 @@ def read_yaml(text: str | bytes) -> Any:
 
 def plain(data: Any) -> Any:
     """Check data built in Python (``FlowSpec.from_dict``) the same way as a document."""
-    walk = _Walk()
-
-    def visit(value: Any, path: tuple) -> Any:
-        walk.count(path)
-        if isinstance(value, np.generic):  # NumPy scalars count as the Python ones
-            value = value.item()
-        walk.depth(path)
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise SpecError(f"{path_of(path)}: expected string keys, got {show(key)}")
-                out[key] = visit(item, (*path, key))
-            return out
-        if isinstance(value, (list, tuple)):
-            return [visit(item, (*path, i)) for i, item in enumerate(value)]
-        return walk.scalar(value, path)
-
-    return visit(data, ())
+    return _Walk().json(data)

@@ -79,9 +79,7 @@ def check_params(spec: FlowSpec, params: Any) -> dict[str, np.ndarray]:
                          f"{len(shapes)} parameters (see flowbridge.param_shapes)")  # fmt: skip
     out = {}
     for name, shape in shapes.items():
-        value = _to_numpy(params[name], name)
-        if value.dtype.kind != "f":
-            raise ParamError(f"{name}: expected a floating-point array, got dtype {value.dtype}")
+        value = _float_array(_to_numpy(params[name], name), name)
         if value.shape != shape:
             raise ParamError(f"{name}: expected shape {shape}, got {value.shape}")
         if not np.all(np.isfinite(value)):

@@ -383,10 +383,7 @@ def _schema_nodes(node: Any):
 def mask_indices(mask, dim: int) -> tuple[list[int], list[int]]:
     """``(passed, transformed)`` event indices of a mask, each in increasing order."""
     if mask.kind in ("half", "split"):
-        if mask.kind == "split":
-            k = min(mask.size, dim)
-        else:
-            k = dim // 2 if mask.rounding == "floor" else (dim + 1) // 2
+        k = _mask_sizes(mask, dim)[0]
         passed = list(range(k)) if mask.part == "first" else list(range(dim - k, dim))
     elif mask.kind == "parity":
         passed = list(range(0 if mask.parity == "even" else 1, dim, 2))
