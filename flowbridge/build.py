@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import types
 from typing import Any
 
-from . import codegen
-from .errors import BackendUnavailable, SpecError
+from . import backends, codegen
+from .errors import SpecError
 from .params import check_params
 from .spec import FlowSpec
-
-#: backend -> (modules it needs, the extra that installs them)
-REQUIREMENTS = {
-    "pyro": (("torch", "pyro"), "pyro"),
-    "tfp": (("tensorflow", "tensorflow_probability"), "tfp"),
-    "numpy": (("numpy",), None),
-}
 
 
 def available(backend: str) -> bool:
     """Whether ``backend``'s frameworks are installed (imports nothing)."""
-    return all(importlib.util.find_spec(m) is not None for m in REQUIREMENTS[backend][0])
+    return backends.get(backend).available()
 
 
 def require(backend: str) -> None:
-    if backend not in REQUIREMENTS:
-        raise ValueError(f"backend: expected one of {', '.join(REQUIREMENTS)}, got {backend!r}")
-    modules, extra = REQUIREMENTS[backend]
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise BackendUnavailable(
-            f"the {backend} backend needs {', '.join(missing)}: "
-            f"pip install 'flowbridge[{extra}]'"
-        )
-    if backend == "tfp":
-        from .backends.tfp.runtime import quiet_tensorflow
-
-        quiet_tensorflow()
+    """Raise :class:`~flowbridge.errors.BackendUnavailable` unless ``backend`` runs here."""
+    backends.get(backend).runtime()
 
 
 def _spec(spec: Any) -> FlowSpec:

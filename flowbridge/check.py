@@ -14,14 +14,13 @@ A figure passes when it is at most :data:`TOLERANCES` for its dtype.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .build import available, require
+from . import backends as B
 from .errors import ParamError, SpecError
 from .files import write_atomic
 from .params import check_params, init_params, read_safetensors
@@ -32,13 +31,12 @@ from .spec import FlowSpec
 #: reference's log-det against its central-difference Jacobian (step 1e-6).
 TOLERANCES = {"float64": 1e-12, "float32": 1e-5, "finite_difference": 1e-6}
 METRICS = ("forward", "inverse", "fldj", "ildj", "round_trip", "jacobian")
-BACKENDS = ("numpy", "pyro", "tfp")
-DTYPES = ("float32", "float64")
+DTYPES = B.DTYPES
 
 
 def runtime(backend: str):
-    require(backend)
-    return importlib.import_module(f"flowbridge.backends.{backend}.runtime")
+    """The in-process driver of ``backend`` (raises if its frameworks are missing)."""
+    return B.get(backend).runtime()
 
 
 @dataclass
@@ -54,7 +52,7 @@ class Row:
         return TOLERANCES[self.dtype]
 
     def tolerance_for(self, metric: str) -> float:
-        if self.backend == "numpy" and metric == "jacobian":
+        if metric == "jacobian" and not B.get(self.backend).autodiff:
             return TOLERANCES["finite_difference"]
         return self.tolerance
 
@@ -89,8 +87,8 @@ class Report:
                 lines.append("  ".join("-" * w for w in widths))
             else:
                 lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
-        if any(r.backend == "numpy" for r in self.rows):
-            lines.append(f"numpy's jacobian column is against central finite differences "
+        for name in dict.fromkeys(r.backend for r in self.rows if not B.get(r.backend).autodiff):
+            lines.append(f"{name}'s jacobian column is against central finite differences "
                          f"(tolerance {TOLERANCES['finite_difference']:.0e})")  # fmt: skip
         for backend, device, why in self.skipped:
             lines.append(f"skipped {backend} on {device}: {why}")
@@ -111,7 +109,7 @@ def _ld(a: np.ndarray, ref: np.ndarray) -> float:
 
 def reference(spec: FlowSpec, params: dict, x: np.ndarray) -> dict[str, np.ndarray]:
     """The float64 reference outputs for ``x``."""
-    rt = runtime("numpy")
+    rt = runtime(B.REFERENCE)
     flow = rt.build(spec, params, "float64", "cpu")
     y, fldj = rt.forward(flow, x)
     _, ildj = rt.inverse(flow, y)
@@ -170,19 +168,19 @@ def check(
         )  # fmt: skip
         x = np.random.default_rng(seed + 1).standard_normal((batch, spec.dim))
         ref = reference(spec, params, x)
-    chosen = backends or tuple(b for b in BACKENDS if available(b))
+    chosen = backends or tuple(name for name, b in B.BACKENDS.items() if b.available())
     report = Report(spec, [])
     outputs = {}
     for backend in chosen:
         rt = runtime(backend)
         skipped = rt.unavailable_devices()
-        for device in devices or ("cpu", "cuda"):
+        for device in devices or B.DEVICES:
             if device in skipped:
                 report.skipped.append((backend, device, skipped[device]))
                 continue
             if device not in rt.devices():
                 continue
-            for dtype in ("float64",) if backend == "numpy" else dtypes:
+            for dtype in _row_dtypes(B.get(backend), dtypes):
                 row, out = measure(backend, dtype, device, spec, params, ref, jacobian_rows)
                 report.rows.append(row)
                 outputs[(backend, dtype, device)] = out
@@ -191,6 +189,11 @@ def check(
     if save_bundle is not None:
         write_bundle(save_bundle, spec, params, ref, outputs)
     return report
+
+
+def _row_dtypes(backend: B.Backend, asked: tuple[str, ...]) -> tuple[str, ...]:
+    """The reference always runs in its own dtype; others in the asked ones they have."""
+    return backend.dtypes if backend.reference else tuple(d for d in asked if d in backend.dtypes)
 
 
 # ------------------------------------------------------------------------ bundles
@@ -246,7 +249,7 @@ def load_bundle(path) -> tuple[FlowSpec, dict, dict, list[Row]]:
         if len(parts) != 5 or parts[0] != "result" or parts[4] not in _OUTPUT_SHAPES:
             raise ParamError(f"{where}: {k}: unexpected array")
         _, backend, dtype, device, name = parts
-        if backend not in BACKENDS or dtype not in DTYPES or device not in ("cpu", "cuda"):
+        if backend not in B.BACKENDS or dtype not in DTYPES or device not in B.DEVICES:
             raise ParamError(f"{where}: {k}: unknown backend, dtype or device")
         kind = _OUTPUT_SHAPES[name]
         ok = v.ndim == 1 and len(v) <= n if kind == "j" else v.shape == sizes[kind]

@@ -27,10 +27,11 @@ import click
 # level before any command can import it (a level the user chose is kept).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .backends import DEVICES, DTYPES, NAMES  # noqa: E402
 from .errors import BackendUnavailable, ParamError, SpecError  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_NOTHING, EXIT_BACKEND, EXIT_INTERNAL = 0, 1, 2, 3, 4, 70
-BACKEND = click.Choice(["pyro", "tfp", "numpy"])
+BACKEND = click.Choice(NAMES)
 
 
 class _Main(click.Group):
@@ -128,9 +129,9 @@ def generate(spec, backend, output):
 @click.argument("specs", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--backend", "-b", "backends", type=BACKEND, multiple=True,
               help="Backends to check (repeatable; default: every installed one).")  # fmt: skip
-@click.option("--dtype", "dtypes", type=click.Choice(["float32", "float64"]), multiple=True,
+@click.option("--dtype", "dtypes", type=click.Choice(DTYPES), multiple=True,
               help="Dtypes to check (repeatable; default: both).")  # fmt: skip
-@click.option("--device", "devices", type=click.Choice(["cpu", "cuda"]), multiple=True,
+@click.option("--device", "devices", type=click.Choice(DEVICES), multiple=True,
               help="Devices to check (repeatable; default: cpu, and cuda when seen).")  # fmt: skip
 @click.option("--params", type=click.Path(dir_okay=False),
               help="A safetensors parameter file (default: random, non-identity).")  # fmt: skip
@@ -176,7 +177,7 @@ def check(specs, backends, dtypes, devices, params, allow_other_spec, batch, see
             loaded,
             params=weights,
             backends=tuple(backends) or None,
-            dtypes=tuple(dtypes) or ("float32", "float64"),
+            dtypes=tuple(dtypes) or DTYPES,
             devices=tuple(devices) or None,
             batch=batch,
             seed=seed,

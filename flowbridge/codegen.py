@@ -16,7 +16,6 @@ Output is deterministic: the same spec gives the same bytes.
 
 from __future__ import annotations
 
-import importlib
 import json
 import linecache
 import math
@@ -26,19 +25,11 @@ import threading
 import types
 from typing import Any
 
-from . import ir
+from . import backends, ir
 from .layers import Plan, View, plan_flow
 from .spec import FlowSpec
 
-BACKENDS = ("pyro", "tfp", "numpy")
 WIDTH = 99  # the generated code's line length
-
-
-def backend_module(backend: str):
-    """The emitter tables of one backend (``flowbridge.backends.<name>.emit``)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
-    return importlib.import_module(f"flowbridge.backends.{backend}.emit")
 
 
 # --------------------------------------------------------------------- formatting
@@ -180,7 +171,7 @@ _PLACEHOLDER = "__FLOWBRIDGE_CLASS__"
 
 def generate(spec: FlowSpec, backend: str) -> str:
     """The standalone source of ``spec`` for ``backend`` (``pyro``, ``tfp``, ``numpy``)."""
-    em = backend_module(backend)
+    em = backends.get(backend).emitter()
     plans = plan_flow(spec)
     texts, used_ops, cache = [], set(), {}
     for plan in plans:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import backends
 from .errors import ParamError
 from .files import write_atomic
 from .layers import param_shapes
@@ -180,18 +181,9 @@ def load_params(
     return check_params(spec, params)
 
 
-def _layers(flow: Any, backend: str) -> list:
-    if backend == "pyro":
-        if hasattr(flow, "parts"):
-            return list(flow.parts)
-        return list(flow) if isinstance(flow, (list, tuple)) else [flow]
-    bijectors = getattr(flow, "bijectors", None)
-    return list(reversed(bijectors)) if bijectors is not None else [flow]
-
-
 def _export(flow: Any, backend: str) -> dict[str, np.ndarray]:
     out = {}
-    for i, layer in enumerate(_layers(flow, backend)):
+    for i, layer in enumerate(backends.get(backend).runtime().layers_of(flow)):
         if not callable(getattr(layer, "neutral_params", None)):
             raise ParamError(
                 f"layers[{i}]: {type(layer).__name__} is not a flowbridge layer; "

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 import flowbridge as fb
+from flowbridge import backends as B
 from flowbridge.build import available
 from flowbridge.check import TOLERANCES, measure, reference, runtime
 
 from .cases import CASES
 
-BACKENDS = ["pyro", "tfp"]
+BACKENDS = [name for name, b in B.BACKENDS.items() if not b.reference]
 
 
 def _setup(case: str, seed: int = 0):

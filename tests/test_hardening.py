@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import flowbridge as fb
+from flowbridge.backends import NAMES
 from flowbridge.cli import main
 
 from .cases import EXAMPLES
@@ -27,7 +28,7 @@ D7 = fb.FlowSpec(
             fb.AffineCoupling(mask=fb.SplitMask(size=3), conditioner=fb.Conditioner(hidden=(8,))),
             fb.Permutation(kind="reverse"), fb.Scaling()],
 )  # fmt: skip
-BACKENDS = ["numpy", "pyro", "tfp"]
+BACKENDS = list(NAMES)
 
 
 def _forward_fns(backend, spec, params):

@@ -8,7 +8,7 @@ import pytest
 
 from flowbridge import ir
 from flowbridge import spec as S
-from flowbridge.codegen import BACKENDS, backend_module
+from flowbridge.backends import BACKENDS
 from flowbridge.layers import REGISTRY
 
 from .cases import CASES
@@ -46,4 +46,4 @@ def test_every_option_has_a_case():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_ir_op_has_an_emitter_entry(backend):
-    assert set(backend_module(backend).OPS) == set(ir.OPS)
+    assert set(BACKENDS[backend].emitter().OPS) == set(ir.OPS)

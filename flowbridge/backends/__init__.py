@@ -1,7 +1,85 @@
-"""One folder per backend, each with the same modules:
+"""The backend registry: every backend flowbridge knows, declared once.
+
+Each backend is a folder with the same modules:
 
 - ``emit``: the op table (IR op -> that framework's call) and the class templates
   the code generator fills in; it never holds a layer's formula;
 - ``runtime``: what flowbridge itself needs to drive the framework in-process
-  (tensor conversion, devices, autodiff Jacobians, cache-free calls).
+  (tensor conversion, devices, Jacobians, cache-free calls, a flow's layers).
+
+and one :class:`Backend` entry in :data:`BACKENDS` saying what it needs and what it can
+do. Code generation, the conformance check, building, parameter export and the CLI all
+read this table (as Keras 3 picks its backend in one module); none of them lists
+backends or branches on a backend's name.
 """
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+
+from ..errors import BackendUnavailable
+
+#: Every device name a backend may offer, and every dtype a flow may be built in.
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend and its capabilities."""
+
+    name: str  # the CLI's and the API's word (``--backend pyro``)
+    modules: tuple[str, ...]  # what must be importable to run it
+    extra: str | None  # the pip extra that installs ``modules`` (None: core dependency)
+    dtypes: tuple[str, ...]  # the dtypes its flows are built in
+    autodiff: bool  # Jacobians by automatic differentiation (else finite differences)
+    reference: bool = False  # the float64 reference every other backend is checked against
+
+    def available(self) -> bool:
+        """Whether the frameworks are installed (imports nothing)."""
+        return all(importlib.util.find_spec(m) is not None for m in self.modules)
+
+    def require(self) -> None:
+        """Raise :class:`BackendUnavailable`, naming the extra, unless installed."""
+        missing = [m for m in self.modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendUnavailable(
+                f"the {self.name} backend needs {', '.join(missing)}: "
+                f"pip install 'flowbridge[{self.extra}]'"
+            )
+
+    def emitter(self) -> ModuleType:
+        """``flowbridge.backends.<name>.emit`` (imports no framework)."""
+        return importlib.import_module(f"{__name__}.{self.name}.emit")
+
+    def runtime(self) -> ModuleType:
+        """``flowbridge.backends.<name>.runtime``, once the framework is known to be
+        installed; its ``prepare()`` runs first (TensorFlow's quiet import, say)."""
+        self.require()
+        module = importlib.import_module(f"{__name__}.{self.name}.runtime")
+        module.prepare()
+        return module
+
+
+#: name -> backend, the reference first (the order of the check's rows).
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("numpy", ("numpy",), None, ("float64",), autodiff=False, reference=True),
+        Backend("pyro", ("torch", "pyro"), "pyro", ("float32", "float64"), autodiff=True),
+        Backend("tfp", ("tensorflow", "tensorflow_probability"), "tfp",
+                ("float32", "float64"), autodiff=True),  # fmt: skip
+    )
+}
+NAMES = tuple(BACKENDS)
+REFERENCE = next(b.name for b in BACKENDS.values() if b.reference)
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``; a ValueError naming the choices otherwise."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(NAMES)}, got {name!r}")
+    return BACKENDS[name]

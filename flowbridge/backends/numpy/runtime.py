@@ -13,6 +13,15 @@ from ...build import to_numpy
 STEP = 1e-6
 
 
+def prepare() -> None:
+    """Nothing to set up: NumPy is a core dependency."""
+
+
+def layers_of(flow) -> list:
+    """The layers of a flow in application order (one layer: itself)."""
+    return list(flow.layers) if hasattr(flow, "layers") else [flow]
+
+
 def devices() -> list[str]:
     return ["cpu"]
 

@@ -10,6 +10,17 @@ import numpy as np
 from ...build import to_pyro
 
 
+def prepare() -> None:
+    """Nothing to set up before torch is imported."""
+
+
+def layers_of(flow) -> list:
+    """The layers of a flow in application order (a list of layers, or one layer)."""
+    if hasattr(flow, "parts"):
+        return list(flow.parts)
+    return list(flow) if isinstance(flow, (list, tuple)) else [flow]
+
+
 def devices() -> list[str]:
     import torch
 

@@ -13,6 +13,17 @@ import numpy as np
 from ...build import to_tfp
 
 
+def prepare() -> None:
+    """TensorFlow imported quietly, before anything else imports it."""
+    quiet_tensorflow()
+
+
+def layers_of(flow) -> list:
+    """The layers of a flow in application order (a Chain lists them reversed)."""
+    bijectors = getattr(flow, "bijectors", None)
+    return list(reversed(bijectors)) if bijectors is not None else [flow]
+
+
 def quiet_tensorflow() -> None:
     """Load TensorFlow without its start-up lines on the terminal.
 
