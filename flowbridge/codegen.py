@@ -116,20 +116,42 @@ def emit_body(outputs: list[tuple[ir.Value, str]], reserved: set[str], table: di
         names[id(node)] = name
         args = [render(a) for a in node.args]
         attrs = {k: render(v) for k, v in node.attrs.items()}
-        if node.op == "slice_last":  # ruff/black spacing: x[..., a :], x[..., : b]
-            start, stop = attrs.pop("start"), attrs.pop("stop")
-            attrs["slice"] = f"{start} : {stop}".strip() if "." in start + stop else f"{start}:{stop}"
+        attrs.update(_derived(node.op, node.attrs, attrs))
         lines.append(f"{name} = {table[node.op].format(*args, **attrs)}")
     return lines
+
+
+def _derived(op: str, raw: dict[str, Any], text: dict[str, str]) -> dict[str, str]:
+    """Attribute texts every backend's templates share: ``index`` for a slice
+    (``..., a:b`` then ``, :`` per axis after it, spaced as ruff formats it), ``axes``
+    for an ``event_ndims`` reduction (``-1``, or ``(-3, -2, -1)``)."""
+    out = {}
+    if op == "slice":
+        start, stop = text.pop("start"), text.pop("stop")
+        part = f"{start} : {stop}".strip() if "." in start + stop else f"{start}:{stop}"
+        out["index"] = ", ".join(["...", part] + [":"] * (-raw["axis"] - 1))
+    if "event_ndims" in raw:
+        n = raw["event_ndims"]
+        out["axes"] = "-1" if n == 1 else _flat(tuple(range(-n, 0)))
+    return out
 
 
 def trace(plan: Plan, direction: str) -> tuple[list[tuple[ir.Value, str]], set[str]]:
     """Trace ``plan``'s forward (``direction="forward"``) or inverse: the outputs with
     their variable names, ``(result, "y" or "x")`` and ``(log_det, "log_det")``, and the
-    IR ops the trace uses."""
-    arg, out = ("x", "y") if direction == "forward" else ("y", "x")
-    fn = plan.forward if direction == "forward" else plan.inverse
-    result, log_det = fn(View(), ir.source(arg))
+    IR ops the trace uses. The ops check shapes as they are traced; the outputs are
+    checked against the plan's shapes here: a definition that gets them wrong fails now,
+    naming the layer, before anything is emitted."""
+    forward = direction == "forward"
+    arg, out = ("x", "y") if forward else ("y", "x")
+    shape_in, shape_out = (plan.event_shape, plan.output_shape)[:: 1 if forward else -1]
+    fn = plan.forward if forward else plan.inverse
+    result, log_det = fn(View(plan.params, plan.args), ir.source(arg, shape_in, batched=True))
+    for value, want, what in ((result, shape_out, out), (log_det, (), "log_det")):
+        if not value.batched or value.shape != want:
+            expected = ", ".join(["*batch", *map(str, want)])
+            raise ir.ShapeError(f"{plan.class_name} {direction}: {what} has shape "
+                                f"{value.node.describe()}, expected ({expected})")  # fmt: skip
     used_ops = {n.op for n in ir.topo_order([result, log_det])}
     return [(result, out), (log_det, "log_det")], used_ops
 
@@ -186,7 +208,9 @@ def generate(spec: FlowSpec, backend: str) -> str:
     classes = list(dict.fromkeys(t.replace(_PLACEHOLDER, n) for t, n in zip(texts, names, strict=True)))
 
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
-    shapes = {f"layers.{i}.{k}": s for i, p in enumerate(plans) for k, s in p.params.items()}
+    params = {f"layers.{i}.{k}": v for i, p in enumerate(plans) for k, v in p.params.items()}
+    shapes = {name: param.shape for name, param in params.items()}
+    bounds = {name: param.init.bound for name, param in params.items()}
     calls = [(name, {**plan.args, "event_shape": plan.event_shape})
              for name, plan in zip(names, plans, strict=True)]  # fmt: skip
     helpers = [em.OP_HELPERS[op] for op in sorted(used_ops) if op in em.OP_HELPERS]
@@ -198,13 +222,31 @@ def generate(spec: FlowSpec, backend: str) -> str:
             f"SPEC_JSON = {_wrapped_string(spec_json)}",
             f"EVENT_SHAPE = {literal(tuple(spec.event_shape))}",
             f"PARAM_SHAPES = {literal(shapes, 0, 15)}",
+            _INIT_COMMENT,
+            f"PARAM_INIT = {literal(bounds, 0, 13)}",
         ]),  # fmt: skip
         *helpers,
+        PER_LAYER,
         em.HELPERS,
         *classes,
         em.flow_code(spec, calls),
     ]
     return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+
+
+_INIT_COMMENT = """\
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans)."""
+
+PER_LAYER = '''def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out'''
 
 
 def call(name: str, args: dict, raw: dict[str, str], indent: int) -> str:
@@ -250,7 +292,7 @@ def _header(spec: FlowSpec, backend: str, em) -> str:
         "# Generated by flowbridge. DO NOT EDIT.\n"
         f"# Spec sha256:{spec.hash}\n"
         f"# Regenerate with: flowbridge generate SPEC --backend {backend}\n"
-        f'"""{title}\n\n{em.USAGE}\n'
+        f'"""{title}\n\n{em.USAGE.format(event_ndims=len(spec.event_shape))}\n'
         'Shapes: inputs are (*batch, D); log-dets are (*batch,).\n"""'
     )
 
@@ -291,10 +333,10 @@ def neutral_params_method(plan: Plan) -> str:
     """The ``neutral_params`` method: the same text in every backend."""
     lines = ["def neutral_params(self):", '    """This layer\'s weights under their neutral names."""']
     kinds = {f.kind: f for f in plan.fields}
-    if "mlp" not in kinds and "vector" not in kinds:
+    if "dense" not in kinds and "vector" not in kinds:
         return block(lines + ["    return {}"], 1)
     lines.append("    params = {}")
-    if "mlp" in kinds:
+    if "dense" in kinds:
         lines += [
             "    for j, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):",
             '        params[f"conditioner.{j}.kernel"] = kernel',

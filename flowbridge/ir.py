@@ -10,14 +10,22 @@ that framework's call (``exp`` -> ``torch.exp``, ``tf.exp``, ``np.exp``). The
 emitters translate operations; the formulas live only in :mod:`flowbridge.layers`.
 
 Shape convention (stated once, used everywhere): a tensor ``x`` has shape
-``(*batch, *event)``; for vector events ``event = (D,)``. Every structural op acts on
-the last axis; reductions over the event return ``(*batch,)``.
+``(*batch, *event)``, log-dets ``(*batch,)``. Every :class:`Value` carries its static
+shape: ``shape`` (the trailing dimensions, all known) and ``batched`` (whether
+``*batch`` precedes them); an input ``x`` is ``batched`` with ``shape == event``, a
+parameter is not batched. Structural ops take an explicit ``axis`` (negative, counted
+from the last), reductions over the event an ``event_ndims``, as distrax's
+``split_axis`` and ``sum_last(x, event_ndims)``. Each op checks its arguments' shapes
+while tracing, so a layer definition whose shapes do not fit fails when it is traced,
+with the op and the shapes in the message, before any code is emitted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 #: Every op the IR knows, with its arity (number of tensor arguments) and the names of
 #: its static attributes. Emitters must cover exactly this table (a test asserts it).
@@ -40,30 +48,41 @@ OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "erf": (1, ()),  # the error function (GELU is built from it in flowbridge.layers)
     # dense layer: x @ kernel + bias, kernel (in, out)
     "linear": (3, ()),
-    # structure on the last (event) axis
-    "slice_last": (1, ("start", "stop")),
-    "take_last": (2, ()),  # gather along the last axis with an index buffer
-    "concat_last": (2, ()),
+    # structure along one axis (negative: counted from the last)
+    "slice": (1, ("axis", "start", "stop")),
+    "take": (2, ("axis",)),  # gather along an axis with an index buffer
+    "concat": (2, ("axis",)),
     # reductions and batch-shaped constants
-    "sum_last": (1, ()),  # (*batch, D) -> (*batch,)
-    "sum_all": (1, ()),  # a parameter vector -> scalar
-    "batch_fill": (2, ()),  # (scalar, like x) -> (*batch,) filled with the scalar
-    "batch_zeros": (1, ()),  # like x -> zeros of shape (*batch,)
+    "sum_event": (1, ("event_ndims",)),  # (*batch, *event) -> (*batch,)
+    "sum_all": (1, ()),  # an unbatched tensor (a parameter) -> scalar
+    "batch_fill": (2, ("event_ndims",)),  # (scalar, like x) -> (*batch,) filled with it
+    "batch_zeros": (1, ("event_ndims",)),  # like x -> zeros of shape (*batch,)
 }
+
+
+class ShapeError(TypeError):
+    """A traced op's arguments do not fit (a bug in a layer definition, not in a spec)."""
 
 
 @dataclass(eq=False)
 class Node:
-    """One operation in a traced graph."""
+    """One operation in a traced graph, with its result's static shape."""
 
     op: str
     args: tuple[Any, ...]  # Values or Python numbers
     attrs: dict[str, Any] = field(default_factory=dict)
     hint: str | None = None  # preferred variable name in emitted code
+    shape: tuple[int, ...] = ()  # the trailing, static dimensions
+    batched: bool = False  # whether (*batch,) precedes ``shape``
+    value: Any = None  # what a static source stands for: an int, or an index list
 
     @property
     def inputs(self) -> list[Node]:
         return [a.node for a in self.args if isinstance(a, Value)]
+
+    def describe(self) -> str:
+        dims = ", ".join(["*batch"] * self.batched + [str(n) for n in self.shape])
+        return f"({dims},)" if len(self.shape) + self.batched == 1 else f"({dims})"
 
 
 class Value:
@@ -73,6 +92,14 @@ class Value:
 
     def __init__(self, node: Node):
         self.node = node
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.node.shape
+
+    @property
+    def batched(self) -> bool:
+        return self.node.batched
 
     def __add__(self, other):
         return _apply("add", self, other)
@@ -101,6 +128,8 @@ class Value:
 
 def _check_arg(a):
     if isinstance(a, Value):
+        if a.node.value is not None and not isinstance(a.node.value, list):
+            raise TypeError(f"{a.node.attrs['expr']} is a static int, not a tensor")
         return a
     if isinstance(a, bool) or not isinstance(a, (int, float)):
         raise TypeError(f"IR arguments are Values or numbers, got {type(a).__name__}")
@@ -113,7 +142,98 @@ def _apply(op: str, *args, **attrs) -> Value:
         raise TypeError(f"op {op!r} takes {arity} tensor arguments, got {len(args)}")
     if set(attrs) != set(attr_names):
         raise TypeError(f"op {op!r} takes attributes {attr_names}, got {tuple(attrs)}")
-    return Value(Node(op, tuple(_check_arg(a) for a in args), dict(attrs)))
+    node = Node(op, tuple(_check_arg(a) for a in args), dict(attrs))
+    node.shape, node.batched = _infer(node)
+    return Value(node)
+
+
+# ------------------------------------------------------------------ shape rules
+def _static(v: Any) -> Any:
+    """An attribute's number: a static source's value, or the Python value itself."""
+    return v.node.value if isinstance(v, Value) else v
+
+
+def _fail(node: Node, why: str) -> ShapeError:
+    shapes = ", ".join(a.node.describe() if isinstance(a, Value) else repr(a) for a in node.args)
+    return ShapeError(f"op {node.op!r} on {shapes}: {why}")
+
+
+def _axis(node: Node, shape: tuple[int, ...]) -> int:
+    axis = node.attrs["axis"]
+    if not isinstance(axis, int) or not -len(shape) <= axis < 0:
+        raise _fail(node, f"axis must be negative and within the {len(shape)} static dims, "
+                    f"got {axis!r}")  # fmt: skip
+    return axis
+
+
+def _broadcast(node: Node) -> tuple[tuple[int, ...], bool]:
+    """Elementwise: batched operands must agree exactly (the batch never broadcasts
+    against event dims); an unbatched operand broadcasts into a batched one's event."""
+    parts = [(a.node.shape, a.node.batched) if isinstance(a, Value) else ((), False)
+             for a in node.args]  # fmt: skip
+    batched = {shape for shape, b in parts if b}
+    if len(batched) > 1:
+        raise _fail(node, "batched operands must have the same event shape")
+    try:
+        out = tuple(np.broadcast_shapes(*(shape for shape, _ in parts)))
+    except ValueError:
+        raise _fail(node, "shapes do not broadcast") from None
+    if batched and out != next(iter(batched)):
+        raise _fail(node, "an unbatched operand would broadcast into the batch dims")
+    return out, bool(batched)
+
+
+def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
+    op, args = node.op, node.args
+    if op in ("add", "sub", "mul"):
+        return _broadcast(node)
+    first = args[0].node
+    if op == "linear":
+        kernel, bias = args[1].node, args[2].node
+        if (len(kernel.shape) != 2 or kernel.batched or bias.shape != kernel.shape[1:]
+                or not first.shape or first.shape[-1] != kernel.shape[0]):  # fmt: skip
+            raise _fail(node, "expected x (..., n_in), kernel (n_in, n_out), bias (n_out,)")
+        return first.shape[:-1] + kernel.shape[1:], first.batched
+    if op == "slice":
+        axis = _axis(node, first.shape)
+        start, stop = _static(node.attrs["start"]), _static(node.attrs["stop"])
+        size = len(range(first.shape[axis])[start:stop])
+        if size == 0:
+            raise _fail(node, f"the slice {start}:{stop} of axis {axis} is empty")
+        return _replace(first.shape, axis, size), first.batched
+    if op == "take":
+        axis, index = _axis(node, first.shape), args[1].node
+        if not isinstance(index.value, list) or index.shape != (len(index.value),):
+            raise _fail(node, "expected an index buffer as the second argument")
+        if not all(0 <= i < first.shape[axis] for i in index.value):
+            raise _fail(node, f"an index is outside axis {axis} of size {first.shape[axis]}")
+        return _replace(first.shape, axis, len(index.value)), first.batched
+    if op == "concat":
+        other = args[1].node
+        axis = _axis(node, first.shape)
+        if (first.batched != other.batched or len(first.shape) != len(other.shape)
+                or _replace(first.shape, axis, 0) != _replace(other.shape, axis, 0)):  # fmt: skip
+            raise _fail(node, f"shapes must agree except along axis {axis}")
+        return _replace(first.shape, axis, first.shape[axis] + other.shape[axis]), first.batched
+    if op == "sum_all":
+        if first.batched:
+            raise _fail(node, "sum_all reduces an unbatched tensor (a parameter)")
+        return (), False
+    if op in ("sum_event", "batch_fill", "batch_zeros"):
+        like = args[-1].node
+        n = node.attrs["event_ndims"]
+        if not like.batched or not isinstance(n, int) or not 1 <= n <= len(like.shape):
+            raise _fail(node, f"expected a batched tensor with at least {n!r} event dims")
+        if op == "batch_fill" and (first.batched or first.shape != ()):
+            raise _fail(node, "the fill value must be an unbatched scalar")
+        return like.shape[:-n], True
+    return first.shape, first.batched  # elementwise functions and activations
+
+
+def _replace(shape: tuple[int, ...], axis: int, size: int) -> tuple[int, ...]:
+    dims = list(shape)
+    dims[axis] = size
+    return tuple(dims)
 
 
 class _Ops:
@@ -134,13 +254,26 @@ class _Ops:
 ops = _Ops()
 
 
-def source(expr: str, hint: str | None = None) -> Value:
-    """An input of a traced function: an argument (``x``) or an attribute (``self.w``).
+def source(
+    expr: str,
+    shape: tuple[int, ...] = (),
+    *,
+    batched: bool = False,
+    value: Any = None,
+    hint: str | None = None,
+) -> Value:
+    """An input of a traced function: an argument (``x``, batched, of the event's shape),
+    an attribute (``self.log_scale``, a parameter of ``shape``), an index buffer
+    (``value`` its list of indices) or a static int (``value`` the int, usable only as
+    an op's attribute, as a slice bound say).
 
     ``expr`` is written verbatim into every backend's code, so it comes only from
     flowbridge's own layer definitions, never from a spec.
     """
-    return Value(Node("source", (), {"expr": expr}, hint))
+    if isinstance(value, list):
+        shape = (len(value),)
+    node = Node("source", (), {"expr": expr}, hint, tuple(shape), batched, value)
+    return Value(node)
 
 
 def topo_order(outputs: list[Value]) -> list[Node]:

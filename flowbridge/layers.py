@@ -1,14 +1,23 @@
 """Every layer type's math, written once over the neutral IR (:mod:`flowbridge.ir`).
 
-Each definition turns one spec layer into a :class:`Plan` (which generated class it
-uses, the constructor's literal arguments, the neutral parameter shapes) and gives
+Each definition turns one spec layer and its input event shape into a :class:`Plan`:
+the generated class's paper name and docstring, its constructor's literal arguments,
+each parameter's shape and initialisation (:class:`Param`), the output event shape, and
 ``forward`` and ``inverse`` as functions of a parameter view ``p`` whose attributes are
 symbolic (``p.kernel(0)`` stands for ``self.kernels[0]`` in every backend). Both return
 ``(output, log_det)``; ``inverse`` returns the log-det of the inverse map, so
-``inverse log-det = -forward log-det`` at matching points. Log-dets have shape
-``(*batch,)``.
+``inverse log-det = -forward log-det`` at matching points. Shapes: ``x`` is
+``(*batch, *event_shape)``, log-dets ``(*batch,)``; :func:`plan_flow` hands each layer
+the previous layer's ``output_shape``.
 
-Adding a layer type = one definition here (plus its spec model); no backend changes.
+A coupling is three parts (as distrax's ``SplitCoupling``, zuko's
+``GeneralCouplingTransform``): a *partition* of the event (``x_a`` passed through,
+``x_b`` transformed), a *conditioner* reading ``x_a``, and an *elementwise map* of
+``x_b`` given the conditioner's output. NICE and RealNVP differ in the map alone
+(:class:`Shift`, :class:`Affine`); a new mask, conditioner or map is one more part.
+
+Adding a layer type = one definition here and its entry in :data:`REGISTRY` (plus its
+spec model); no backend changes.
 """
 
 from __future__ import annotations
@@ -16,19 +25,63 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from . import spec as S
 from .ir import Value, ops, source
 
 
 @dataclass(frozen=True)
+class Init:
+    """How one parameter starts: ``zeros``, or uniform in ``+-bound``. A fan-in rule
+    (:meth:`fan_in_uniform`) records its ``fan_in``; ``bound = fan_in ** -0.5``."""
+
+    rule: Literal["zeros", "uniform"]
+    bound: float = 0.0
+    fan_in: int | None = None
+
+    @classmethod
+    def fan_in_uniform(cls, fan_in: int) -> Init:
+        """Uniform in ``+-1/sqrt(fan_in)``: torch's ``nn.Linear`` kernel rule."""
+        return cls("uniform", fan_in**-0.5, fan_in)
+
+    @classmethod
+    def uniform(cls, bound: float) -> Init:
+        return cls("uniform", bound)
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """A float64 draw (zeros use no randomness)."""
+        if self.rule == "zeros":
+            return np.zeros(shape)
+        return rng.uniform(-self.bound, self.bound, size=shape)
+
+
+ZEROS = Init("zeros")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One learned tensor: its shape, how training starts (``init``: the flow is the
+    identity at init) and a non-identity draw for tests (``random_init``). Both
+    :func:`flowbridge.init_params` and the generated modules' own initialisers (their
+    ``PARAM_INIT`` table) read these; nothing else states an initialisation."""
+
+    shape: tuple[int, ...]
+    init: Init
+    random_init: Init
+
+
+@dataclass(frozen=True)
 class Field:
     """One attribute of a generated layer class, built from a constructor argument.
 
-    ``kind``: ``"mlp"`` (``sizes`` -> ``kernels[j]`` of shape ``(sizes[j], sizes[j+1])``
-    and ``biases[j]``), ``"vector"`` (a learned vector of length ``dim``), ``"index"``
-    (an integer buffer) or ``"int"`` (a plain Python int).
+    ``kind``: ``"dense"`` (a stack of dense layers from the constructor's ``sizes``:
+    ``self.kernels[j]`` of shape ``(sizes[j], sizes[j+1])`` and ``self.biases[j]``,
+    neutral names ``conditioner.{j}.kernel`` and ``.bias``), ``"vector"`` (a learned
+    tensor of the layer's event shape, ``self.{name}``), ``"index"`` (an integer buffer)
+    or ``"int"`` (a plain Python int).
     """
 
     kind: str
@@ -53,27 +106,129 @@ class Plan:
     doc: str  # the class docstring (formulas)
     fields: tuple[Field, ...]
     args: dict[str, Any]  # constructor literals: ints and lists of ints
-    params: dict[str, tuple[int, ...]]  # neutral local names -> shapes
+    params: dict[str, Param]  # neutral local names -> shape and initialisation
     constant_jacobian: bool
-    event_shape: tuple[int, ...]  # the input's event shape (vector layers keep it)
+    event_shape: tuple[int, ...]  # the input's event shape
+    output_shape: tuple[int, ...]  # the output's event shape
     forward: Callable = field(compare=False)
     inverse: Callable = field(compare=False)
 
 
 class View:
-    """Symbolic ``self.<attr>`` references used while tracing a layer."""
+    """Symbolic ``self.<attr>`` references used while tracing a layer, each with its
+    static shape: parameters from ``params``, index buffers and ints from ``args``. A
+    name the plan does not declare is an AttributeError at trace time."""
+
+    def __init__(self, params: dict[str, Param], args: dict[str, Any]):
+        self._params, self._args = params, args
 
     def __getattr__(self, name: str) -> Value:
-        return source(f"self.{name}")
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._params:
+            return source(f"self.{name}", self._params[name].shape)
+        if isinstance(self._args.get(name), (int, list)):
+            return source(f"self.{name}", value=self._args[name])
+        raise AttributeError(f"the layer declares no parameter or argument {name!r}")
 
     def kernel(self, j: int) -> Value:
-        return source(f"self.kernels[{j}]")
+        return source(f"self.kernels[{j}]", self._params[f"conditioner.{j}.kernel"].shape)
 
     def bias(self, j: int) -> Value:
-        return source(f"self.biases[{j}]")
+        return source(f"self.biases[{j}]", self._params[f"conditioner.{j}.bias"].shape)
 
 
-# ------------------------------------------------------------------------ pieces
+# --------------------------------------------------------------- coupling parts
+class Partition:
+    """Which event entries a coupling passes through (``x_a``) and which it transforms
+    (``x_b``): a contiguous split of the last axis when the mask allows one (no
+    gather), else index buffers. Vector events: the entries of the last axis."""
+
+    legend = "x_a: the entries the mask passes through; x_b: the others"
+
+    def __init__(self, mask: Any, event_shape: tuple[int, ...]):
+        if len(event_shape) != 1:
+            raise ValueError(f"mask partitions take vector events (D,), got {event_shape}")
+        (dim,) = event_shape
+        passed, trans = S.mask_indices(mask, dim)
+        self.n_pass, self.n_trans = len(passed), len(trans)
+        if passed == list(range(len(passed))):
+            self.mode, self.args = "first", {"split": len(passed)}
+        elif passed == list(range(dim - len(passed), dim)):
+            self.mode, self.args = "last", {"split": dim - len(passed)}
+        else:
+            merge = sorted(range(dim), key=(passed + trans).__getitem__)
+            self.mode = "gather"
+            self.args = {"pass_idx": passed, "trans_idx": trans, "merge_idx": merge}
+        kind = "int" if self.mode != "gather" else "index"
+        self.fields = tuple(Field(kind, name) for name in self.args)
+        if self.mode == "gather":
+            self.words = ("Gather", "Gather")
+            self.text = f"{mask.kind} mask, entries gathered by index"
+        else:
+            word = "SplitFirst" if self.mode == "first" else "SplitLast"
+            self.words, self.text = (word, word), (
+                f"the {self.mode} entries pass through (a split, no gather)")
+
+    def split(self, p: View, x: Value, var: str) -> tuple[Value, Value]:
+        """``(passed, transformed)`` parts of ``x``, named ``{var}_a`` and ``{var}_b``."""
+        if self.mode == "first":
+            a = ops.slice(x, axis=-1, start=None, stop=p.split)
+            b = ops.slice(x, axis=-1, start=p.split, stop=None)
+        elif self.mode == "last":
+            b = ops.slice(x, axis=-1, start=None, stop=p.split)
+            a = ops.slice(x, axis=-1, start=p.split, stop=None)
+        else:
+            a, b = ops.take(x, p.pass_idx, axis=-1), ops.take(x, p.trans_idx, axis=-1)
+        return ops.name(a, f"{var}_a"), ops.name(b, f"{var}_b")
+
+    def merge(self, p: View, a: Value, b: Value) -> Value:
+        """Inverse of :meth:`split`."""
+        if self.mode == "first":
+            return ops.concat(a, b, axis=-1)
+        if self.mode == "last":
+            return ops.concat(b, a, axis=-1)
+        return ops.take(ops.concat(a, b, axis=-1), p.merge_idx, axis=-1)
+
+
+class MLP:
+    """The conditioner MLP ``m``: dense layers ``n_in -> *hidden -> n_out`` with the
+    spec's activation between them. Kernels ``(in, out)`` start uniform in
+    ``+-1/sqrt(fan_in)`` (torch's ``nn.Linear`` rule), biases at zero, and the last
+    layer at zero so the coupling starts as the identity."""
+
+    legend = "m: the conditioner MLP"
+
+    def __init__(self, cond: S.Conditioner, n_in: int, n_out: int):
+        self.cond = cond
+        self.sizes = [n_in, *cond.hidden, n_out]
+        self.fields = (Field("dense", "sizes"),)
+        self.args = {"sizes": self.sizes}
+        self.params: dict[str, Param] = {}
+        last = len(self.sizes) - 2
+        for j, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
+            kernel = Init.fan_in_uniform(a)
+            self.params[f"conditioner.{j}.kernel"] = Param((a, b), ZEROS if j == last else kernel,
+                                                           kernel)  # fmt: skip
+            self.params[f"conditioner.{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
+        act = "".join(w.capitalize() for w in cond.activation.split("_"))
+        leaky = cond.activation == "leaky_relu"
+        depth = len(cond.hidden)
+        self.words = [(f"Depth{depth}", f"Depth{depth}"),
+                      (act, act + (_word(cond.negative_slope) if leaky else ""))]  # fmt: skip
+        slope = f" (negative slope {cond.negative_slope!r})" if leaky else ""
+        self.text = (f"conditioner with {depth} hidden layer{'s' * (depth != 1)}, "
+                     f"{cond.activation}{slope}")  # fmt: skip
+
+    def __call__(self, p: View, h: Value) -> Value:
+        n = len(self.sizes) - 1
+        for j in range(n):
+            h = ops.name(ops.linear(h, p.kernel(j), p.bias(j)), "h" if j < n - 1 else "out")
+            if j < n - 1:
+                h = ops.name(_activate(h, self.cond), "h")
+        return h
+
+
 def _activate(h: Value, cond: S.Conditioner) -> Value:
     if cond.activation == "leaky_relu":
         return ops.leaky_relu(h, negative_slope=cond.negative_slope)
@@ -83,88 +238,31 @@ def _activate(h: Value, cond: S.Conditioner) -> Value:
     return getattr(ops, cond.activation)(h)
 
 
-def _mlp(p: View, h: Value, cond: S.Conditioner) -> Value:
-    n = len(cond.hidden) + 1
-    for j in range(n):
-        h = ops.name(ops.linear(h, p.kernel(j), p.bias(j)), "h" if j < n - 1 else "out")
-        if j < n - 1:
-            h = ops.name(_activate(h, cond), "h")
-    return h
+class Shift:
+    """NICE's additive map: ``y_b = x_b + shift``, log-det 0 (one conditioner output
+    per transformed entry)."""
 
-
-def _split(p: View, x: Value, mode: str, var: str = "x") -> tuple[Value, Value]:
-    """``(passed, transformed)`` parts of ``x``, named ``{var}_a`` and ``{var}_b``."""
-    if mode == "first":
-        a, b = ops.slice_last(x, start=None, stop=p.split), ops.slice_last(x, start=p.split, stop=None)
-    elif mode == "last":
-        b, a = ops.slice_last(x, start=None, stop=p.split), ops.slice_last(x, start=p.split, stop=None)
-    else:
-        a, b = ops.take_last(x, p.pass_idx), ops.take_last(x, p.trans_idx)
-    return ops.name(a, f"{var}_a"), ops.name(b, f"{var}_b")
-
-
-def _merge(p: View, a: Value, b: Value, mode: str) -> Value:
-    """Inverse of :func:`_split`."""
-    if mode == "first":
-        return ops.concat_last(a, b)
-    if mode == "last":
-        return ops.concat_last(b, a)
-    return ops.take_last(ops.concat_last(a, b), p.merge_idx)
-
-
-def _log_scale(raw: Value, scale: Any) -> tuple[Value, Value]:
-    """``(log_scale, scale)`` of the raw conditioner output under a scale map."""
-    if scale.kind == "sigmoid":  # Glow
-        z = ops.name(raw + scale.offset, "s_offset")
-        return ops.name(ops.log_sigmoid(z), "log_scale"), ops.name(ops.sigmoid(z), "scale")
-    if scale.kind == "exp":
-        log_scale = raw
-    elif scale.kind == "clamp":  # Pyro's clamp_preserve_gradients
-        log_scale = ops.clamp_st(raw, low=scale.low, high=scale.high)
-    else:  # soft clamp c * tanh(s / c)
-        tanh = ops.name(ops.tanh(ops.name(raw * (1.0 / scale.bound), "s_over_bound")), "tanh_s")
-        log_scale = scale.bound * tanh
-    log_scale = ops.name(log_scale, "log_scale")
-    return log_scale, ops.name(ops.exp(log_scale), "scale")
-
-
-def _mask_plan(layer: Any, dim: int) -> tuple[str, dict, tuple[Field, ...]]:
-    passed, trans = S.mask_indices(layer.mask, dim)
-    if passed == list(range(len(passed))):
-        return "first", {"split": len(passed)}, (Field("int", "split"),)
-    if passed == list(range(dim - len(passed), dim)):
-        return "last", {"split": dim - len(passed)}, (Field("int", "split"),)
-    order = passed + trans
-    merge = sorted(range(dim), key=order.__getitem__)
-    args = {"pass_idx": passed, "trans_idx": trans, "merge_idx": merge}
-    return "gather", args, tuple(Field("index", n) for n in args)
-
-
-def _mlp_params(sizes: list[int]) -> dict[str, tuple[int, ...]]:
-    out: dict[str, tuple[int, ...]] = {}
-    for j in range(len(sizes) - 1):
-        out[f"conditioner.{j}.kernel"] = (sizes[j], sizes[j + 1])
-        out[f"conditioner.{j}.bias"] = (sizes[j + 1],)
-    return out
-
-
-# ------------------------------------------------------------------ coupling layers
-_ADDITIVE_DOC = """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
+    class_name, per_entry, constant_jacobian = "AdditiveCoupling", 1, True
+    fields: tuple[Field, ...] = ()
+    words: tuple[tuple[str, str], ...] = ()
+    text = ""
+    doc = """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
     shift = m(x_a)
     forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
-    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0
-    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
-    {config}"""
+    inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0"""
 
-_AFFINE_DOC = """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
+    def __init__(self, n_trans: int):
+        self.args: dict[str, Any] = {}
 
-    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = {formula}
-    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
-    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
-              log|det J^-1| = -sum(log_scale)
-    x_a: the entries the mask passes through; x_b: the others; m: the conditioner MLP.
-    {config}"""
+    def forward(self, p: View, out: Value, x_b: Value, x: Value):
+        y_b = ops.name(x_b + ops.name(out, "shift"), "y_b")
+        return y_b, ops.batch_zeros(x, event_ndims=len(x.shape))
+
+    def inverse(self, p: View, out: Value, y_b: Value, y: Value):
+        x_b = ops.name(y_b - ops.name(out, "shift"), "x_b")
+        return x_b, ops.batch_zeros(y, event_ndims=len(y.shape))
+
 
 _SCALE_FORMULA = {
     "exp": "s",
@@ -172,6 +270,74 @@ _SCALE_FORMULA = {
     "soft_clamp": "bound * tanh(s / bound)",
     "sigmoid": "log(sigmoid(s + offset)) (Glow)",
 }
+
+
+class Affine:
+    """RealNVP's affine map: ``y_b = x_b * scale + shift`` with ``scale`` from the raw
+    output ``s`` under the spec's scale map; log-det ``sum(log_scale)`` (two conditioner
+    outputs per transformed entry, ordered ``[shift | s]``)."""
+
+    class_name, per_entry, constant_jacobian = "AffineCoupling", 2, False
+    fields = (Field("int", "n_trans"),)
+    doc = """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
+
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = {formula}
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)"""
+
+    def __init__(self, n_trans: int, scale: Any):
+        self.scale = scale
+        self.args = {"n_trans": n_trans}
+        self.doc = Affine.doc.format(formula=_SCALE_FORMULA[scale.kind])
+        word = "".join(w.capitalize() for w in scale.kind.split("_"))
+        if scale.kind == "clamp":
+            detail = f"Clamp{_word(scale.low)}To{_word(scale.high)}"
+            self.text = f"scale map clamp to [{scale.low!r}, {scale.high!r}]"
+        elif scale.kind == "soft_clamp":
+            detail, self.text = f"SoftClamp{_word(scale.bound)}", (
+                f"scale map soft_clamp, bound {scale.bound!r}")
+        elif scale.kind == "sigmoid":
+            detail, self.text = f"Sigmoid{_word(scale.offset)}", (
+                f"scale map sigmoid, offset {scale.offset!r}")
+        else:
+            detail, self.text = word, "scale map exp"
+        self.words = ((word, detail),)
+
+    def _unpack(self, p: View, out: Value) -> tuple[Value, Value, Value]:
+        """``(shift, log_scale, scale)`` from the conditioner's output."""
+        shift = ops.name(ops.slice(out, axis=-1, start=None, stop=p.n_trans), "shift")
+        raw = ops.name(ops.slice(out, axis=-1, start=p.n_trans, stop=None), "s")
+        return (shift, *self._log_scale(raw))
+
+    def _log_scale(self, raw: Value) -> tuple[Value, Value]:
+        """``(log_scale, scale)`` of the raw output under the scale map."""
+        scale = self.scale
+        if scale.kind == "sigmoid":  # Glow
+            z = ops.name(raw + scale.offset, "s_offset")
+            return ops.name(ops.log_sigmoid(z), "log_scale"), ops.name(ops.sigmoid(z), "scale")
+        if scale.kind == "exp":
+            log_scale = raw
+        elif scale.kind == "clamp":  # Pyro's clamp_preserve_gradients
+            log_scale = ops.clamp_st(raw, low=scale.low, high=scale.high)
+        else:  # soft clamp c * tanh(s / c)
+            tanh = ops.name(ops.tanh(ops.name(raw * (1.0 / scale.bound), "s_over_bound")), "tanh_s")
+            log_scale = scale.bound * tanh
+        log_scale = ops.name(log_scale, "log_scale")
+        return log_scale, ops.name(ops.exp(log_scale), "scale")
+
+    def forward(self, p: View, out: Value, x_b: Value, x: Value):
+        shift, log_scale, scale = self._unpack(p, out)
+        y_b = ops.name(ops.name(x_b * scale, "x_b_scaled") + shift, "y_b")
+        return y_b, ops.sum_event(log_scale, event_ndims=len(x.shape))
+
+    def inverse(self, p: View, out: Value, y_b: Value, y: Value):
+        shift, log_scale, _ = self._unpack(p, out)
+        unshifted = ops.name(y_b - shift, "y_b_unshifted")
+        inv_scale = ops.name(ops.exp(ops.name(-log_scale, "neg_log_scale")), "inv_scale")
+        x_b = ops.name(unshifted * inv_scale, "x_b")
+        log_det = ops.name(ops.sum_event(log_scale, event_ndims=len(y.shape)), "sum_log_scale")
+        return x_b, -log_det
 
 
 def _configuration(text: str) -> str:
@@ -185,111 +351,37 @@ def _word(value: float) -> str:
     return text.replace("-", "M").replace(".", "p")
 
 
-def _partition_words(mode: str, layer: Any) -> tuple[tuple[str, str], str]:
-    if mode == "gather":
-        return ("Gather", "Gather"), f"{layer.mask.kind} mask, entries gathered by index"
-    part = "first" if mode == "first" else "last"
-    word = "SplitFirst" if mode == "first" else "SplitLast"
-    return (word, word), f"the {part} entries pass through (a split, no gather)"
-
-
-def _conditioner_words(cond: S.Conditioner) -> tuple[list[tuple[str, str]], str]:
-    act = "".join(w.capitalize() for w in cond.activation.split("_"))
-    detail = act + (_word(cond.negative_slope) if cond.activation == "leaky_relu" else "")
-    slope = f" (negative slope {cond.negative_slope!r})" if cond.activation == "leaky_relu" else ""
-    depth = len(cond.hidden)
-    text = f"conditioner with {depth} hidden layer{'s' * (depth != 1)}, {cond.activation}{slope}"
-    return [(f"Depth{depth}", f"Depth{depth}"), (act, detail)], text
-
-
-def _scale_words(scale: Any) -> tuple[tuple[str, str], str]:
-    word = "".join(w.capitalize() for w in scale.kind.split("_"))
-    if scale.kind == "clamp":
-        return (word, f"Clamp{_word(scale.low)}To{_word(scale.high)}"), (
-            f"scale map clamp to [{scale.low!r}, {scale.high!r}]")
-    if scale.kind == "soft_clamp":
-        return (word, f"SoftClamp{_word(scale.bound)}"), f"scale map soft_clamp, bound {scale.bound!r}"
-    if scale.kind == "sigmoid":
-        return (word, f"Sigmoid{_word(scale.offset)}"), f"scale map sigmoid, offset {scale.offset!r}"
-    return (word, word), "scale map exp"
-
-
-def plan_additive(layer: S.AdditiveCoupling, dim: int) -> Plan:
-    mode, args, fields = _mask_plan(layer, dim)
-    passed, trans = S.mask_indices(layer.mask, dim)
-    cond = layer.conditioner
-    sizes = [len(passed), *cond.hidden, len(trans)]
-    part_word, part_text = _partition_words(mode, layer)
-    cond_words, cond_text = _conditioner_words(cond)
+# ------------------------------------------------------------------ coupling layers
+def plan_coupling(layer: S.AdditiveCoupling | S.AffineCoupling, shape: tuple[int, ...]) -> Plan:
+    """A coupling from its three parts: the mask's partition, the MLP conditioner and
+    the elementwise map (:class:`Shift` for NICE, :class:`Affine` for RealNVP)."""
+    part = Partition(layer.mask, shape)
+    emap = Affine(part.n_trans, layer.scale) if layer.type == "affine_coupling" else Shift(
+        part.n_trans)  # fmt: skip
+    cond = MLP(layer.conditioner, part.n_pass, emap.per_entry * part.n_trans)
 
     def forward(p: View, x: Value):
-        x_a, x_b = _split(p, x, mode)
-        shift = ops.name(_mlp(p, x_a, cond), "shift")
-        y_b = ops.name(x_b + shift, "y_b")
-        return _merge(p, x_a, y_b, mode), ops.batch_zeros(x)
+        x_a, x_b = part.split(p, x, "x")
+        y_b, log_det = emap.forward(p, cond(p, x_a), x_b, x)
+        return part.merge(p, x_a, y_b), log_det
 
     def inverse(p: View, y: Value):
-        y_a, y_b = _split(p, y, mode, "y")
-        shift = ops.name(_mlp(p, y_a, cond), "shift")
-        x_b = ops.name(y_b - shift, "x_b")
-        return _merge(p, y_a, x_b, mode), ops.batch_zeros(y)
+        y_a, y_b = part.split(p, y, "y")
+        x_b, log_det = emap.inverse(p, cond(p, y_a), y_b, y)
+        return part.merge(p, y_a, x_b), log_det
 
-    config = f"{part_text}; {cond_text}"
+    config = "; ".join(t for t in (part.text, cond.text, emap.text) if t)
     return Plan(
-        class_name="AdditiveCoupling",
-        variant=(part_word, *cond_words),
+        class_name=emap.class_name,
+        variant=(part.words, *cond.words, *emap.words),
         config=config,
-        doc=_ADDITIVE_DOC.format(config=_configuration(config)),
-        fields=(Field("mlp", "sizes"), *fields),
-        args={"sizes": sizes, **args},
-        params=_mlp_params(sizes),
-        constant_jacobian=True,
-        event_shape=(dim,),
-        forward=forward,
-        inverse=inverse,
-    )
-
-
-def plan_affine(layer: S.AffineCoupling, dim: int) -> Plan:
-    mode, args, fields = _mask_plan(layer, dim)
-    passed, trans = S.mask_indices(layer.mask, dim)
-    cond, scale = layer.conditioner, layer.scale
-    sizes = [len(passed), *cond.hidden, 2 * len(trans)]
-    part_word, part_text = _partition_words(mode, layer)
-    cond_words, cond_text = _conditioner_words(cond)
-    scale_word, scale_text = _scale_words(scale)
-
-    def conditioner(p: View, x_a: Value):
-        out = _mlp(p, x_a, cond)
-        shift = ops.name(ops.slice_last(out, start=None, stop=p.n_trans), "shift")
-        raw = ops.name(ops.slice_last(out, start=p.n_trans, stop=None), "s")
-        return (shift, *_log_scale(raw, scale))
-
-    def forward(p: View, x: Value):
-        x_a, x_b = _split(p, x, mode)
-        shift, log_scale, scale_ = conditioner(p, x_a)
-        y_b = ops.name(ops.name(x_b * scale_, "x_b_scaled") + shift, "y_b")
-        return _merge(p, x_a, y_b, mode), ops.sum_last(log_scale)
-
-    def inverse(p: View, y: Value):
-        y_a, y_b = _split(p, y, mode, "y")
-        shift, log_scale, _ = conditioner(p, y_a)
-        unshifted = ops.name(y_b - shift, "y_b_unshifted")
-        inv_scale = ops.name(ops.exp(ops.name(-log_scale, "neg_log_scale")), "inv_scale")
-        x_b = ops.name(unshifted * inv_scale, "x_b")
-        return _merge(p, y_a, x_b, mode), -ops.name(ops.sum_last(log_scale), "sum_log_scale")
-
-    config = f"{part_text}; {cond_text}; {scale_text}"
-    return Plan(
-        class_name="AffineCoupling",
-        variant=(part_word, *cond_words, scale_word),
-        config=config,
-        doc=_AFFINE_DOC.format(formula=_SCALE_FORMULA[scale.kind], config=_configuration(config)),
-        fields=(Field("mlp", "sizes"), Field("int", "n_trans"), *fields),
-        args={"sizes": sizes, "n_trans": len(trans), **args},
-        params=_mlp_params(sizes),
-        constant_jacobian=False,
-        event_shape=(dim,),
+        doc=f"{emap.doc}\n    {part.legend}; {cond.legend}.\n    {_configuration(config)}",
+        fields=(*cond.fields, *emap.fields, *part.fields),
+        args={**cond.args, **emap.args, **part.args},
+        params=cond.params,
+        constant_jacobian=emap.constant_jacobian,
+        event_shape=shape,
+        output_shape=shape,
         forward=forward,
         inverse=inverse,
     )
@@ -310,16 +402,20 @@ _PERMUTATION_DOC = """A fixed permutation of the event entries.
     Configuration: the indices, a constructor argument."""
 
 
-def plan_scaling(layer: S.Scaling, dim: int) -> Plan:
+def plan_scaling(layer: S.Scaling, shape: tuple[int, ...]) -> Plan:
+    """``log_scale`` starts at zero (the identity); its test draw is uniform in +-0.3."""
+    n = len(shape)
+
     def forward(p: View, x: Value):
         scale = ops.name(ops.exp(p.log_scale), "scale")
-        log_det = ops.batch_fill(ops.name(ops.sum_all(p.log_scale), "sum_log_scale"), x)
-        return x * scale, log_det
+        total = ops.name(ops.sum_all(p.log_scale), "sum_log_scale")
+        return x * scale, ops.batch_fill(total, x, event_ndims=n)
 
     def inverse(p: View, y: Value):
         neg = ops.name(-p.log_scale, "neg_log_scale")
         inv_scale = ops.name(ops.exp(neg), "inv_scale")
-        return y * inv_scale, ops.batch_fill(ops.name(ops.sum_all(neg), "sum_neg_log_scale"), y)
+        total = ops.name(ops.sum_all(neg), "sum_neg_log_scale")
+        return y * inv_scale, ops.batch_fill(total, y, event_ndims=n)
 
     return Plan(
         class_name="Scaling",
@@ -328,23 +424,26 @@ def plan_scaling(layer: S.Scaling, dim: int) -> Plan:
         doc=_SCALING_DOC,
         fields=(Field("vector", "log_scale"),),
         args={},
-        params={"log_scale": (dim,)},
+        params={"log_scale": Param(shape, ZEROS, Init.uniform(0.3))},
         constant_jacobian=True,
-        event_shape=(dim,),
+        event_shape=shape,
+        output_shape=shape,
         forward=forward,
         inverse=inverse,
     )
 
 
-def plan_permutation(layer: S.Permutation, dim: int) -> Plan:
-    indices = S.permutation_indices(layer, dim)
-    inverse_indices = sorted(range(dim), key=indices.__getitem__)
+def plan_permutation(layer: S.Permutation, shape: tuple[int, ...]) -> Plan:
+    if len(shape) != 1:
+        raise ValueError(f"permutations take vector events (D,), got {shape}")
+    indices = S.permutation_indices(layer, shape[0])
+    inverse_indices = sorted(range(shape[0]), key=indices.__getitem__)
 
     def forward(p: View, x: Value):
-        return ops.take_last(x, p.indices), ops.batch_zeros(x)
+        return ops.take(x, p.indices, axis=-1), ops.batch_zeros(x, event_ndims=1)
 
     def inverse(p: View, y: Value):
-        return ops.take_last(y, p.inverse_indices), ops.batch_zeros(y)
+        return ops.take(y, p.inverse_indices, axis=-1), ops.batch_zeros(y, event_ndims=1)
 
     return Plan(
         class_name="Permutation",
@@ -355,24 +454,41 @@ def plan_permutation(layer: S.Permutation, dim: int) -> Plan:
         args={"indices": indices, "inverse_indices": inverse_indices},
         params={},
         constant_jacobian=True,
-        event_shape=(dim,),
+        event_shape=shape,
+        output_shape=shape,
         forward=forward,
         inverse=inverse,
     )
 
 
-#: Layer type (the spec's ``type`` field) -> its neutral definition.
-REGISTRY: dict[str, Callable[[Any, int], Plan]] = {
-    "additive_coupling": plan_additive,
-    "affine_coupling": plan_affine,
+#: Layer type (the spec's ``type`` field) -> its neutral definition, a function of the
+#: spec layer and its input event shape.
+REGISTRY: dict[str, Callable[[Any, tuple[int, ...]], Plan]] = {
+    "additive_coupling": plan_coupling,
+    "affine_coupling": plan_coupling,
     "scaling": plan_scaling,
     "permutation": plan_permutation,
 }
 
 
 def plan_flow(spec: S.FlowSpec) -> list[Plan]:
-    """One :class:`Plan` per spec layer, in application order."""
-    return [REGISTRY[layer.type](layer, spec.dim) for layer in spec.layers]
+    """One :class:`Plan` per spec layer, in application order, each planned against the
+    event shape the layers before it give (as zuko's transforms carry ``forward_shape``)."""
+    plans, shape = [], tuple(spec.event_shape)
+    for layer in spec.layers:
+        plans.append(REGISTRY[layer.type](layer, shape))
+        shape = plans[-1].output_shape
+    return plans
+
+
+def param_specs(spec: S.FlowSpec) -> dict[str, Param]:
+    """Every parameter of ``spec``'s flow: ``layers.{i}.{local name}`` -> :class:`Param`,
+    in order (the neutral layout; see :func:`param_shapes`)."""
+    return {
+        f"layers.{i}.{name}": param
+        for i, plan in enumerate(plan_flow(spec))
+        for name, param in plan.params.items()
+    }
 
 
 def param_shapes(spec: S.FlowSpec) -> dict[str, tuple[int, ...]]:
@@ -383,8 +499,4 @@ def param_shapes(spec: S.FlowSpec) -> dict[str, tuple[int, ...]]:
     ``[shift | raw log-scale]`` for affine couplings. Scaling: ``layers.{i}.log_scale``
     ``(D,)``. Permutations have none.
     """
-    return {
-        f"layers.{i}.{name}": shape
-        for i, plan in enumerate(plan_flow(spec))
-        for name, shape in plan.params.items()
-    }
+    return {name: param.shape for name, param in param_specs(spec).items()}

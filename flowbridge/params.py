@@ -16,7 +16,7 @@ import numpy as np
 from . import backends
 from .errors import ParamError
 from .files import write_atomic
-from .layers import param_shapes
+from .layers import param_shapes, param_specs
 from .spec import FlowSpec
 
 PARAMS_FORMAT = "1"
@@ -28,40 +28,23 @@ def init_params(
     *,
     init: Literal["identity", "random"] = "identity",
 ) -> dict[str, np.ndarray]:
-    """Fresh float64 parameters for ``spec``.
+    """Fresh float64 parameters for ``spec``, each drawn by the rule its layer's plan
+    states (:class:`flowbridge.layers.Param`), in the neutral order, from one
+    ``numpy.random.default_rng(seed)``.
 
-    Hidden kernels are uniform in ``+-1/sqrt(fan_in)`` and biases zero, as torch's and
-    the generated modules' own initialisation. ``init="identity"`` (the default) zeroes
-    each conditioner's last layer and every ``log_scale``, so the flow starts as the
-    identity map. ``init="random"`` draws those too (last kernels in
-    ``+-1/sqrt(fan_in)``, every bias in ``+-0.1``, ``log_scale`` in ``+-0.3``): a
-    non-identity flow for tests and conformance checks.
+    ``init="identity"`` (the default) is how the generated modules start: hidden kernels
+    uniform in ``+-1/sqrt(fan_in)``, biases zero, and each conditioner's last layer and
+    every ``log_scale`` zero, so the flow is the identity map. ``init="random"`` draws
+    those too (last kernels in ``+-1/sqrt(fan_in)``, biases in ``+-0.1``, ``log_scale``
+    in ``+-0.3``): a non-identity flow for tests and conformance checks.
     """
     if init not in ("identity", "random"):
         raise ValueError(f"init: expected 'identity' or 'random', got {init!r}")
     rng = np.random.default_rng(seed)
-    shapes = param_shapes(spec)
-    last_kernels = _last_kernels(shapes)
-    out: dict[str, np.ndarray] = {}
-    for name, shape in shapes.items():
-        if name.endswith(".kernel") and (name not in last_kernels or init == "random"):
-            bound = shape[0] ** -0.5
-            out[name] = rng.uniform(-bound, bound, size=shape)
-        elif init == "random":
-            bound = 0.3 if name.endswith("log_scale") else 0.1
-            out[name] = rng.uniform(-bound, bound, size=shape)
-        else:
-            out[name] = np.zeros(shape)
-    return out
-
-
-def _last_kernels(shapes: Mapping[str, tuple]) -> set[str]:
-    last: dict[str, str] = {}
-    for name in shapes:
-        if name.endswith(".kernel"):
-            layer = name.split(".conditioner.")[0]
-            last[layer] = name  # names come in order, so the last one wins
-    return set(last.values())
+    return {
+        name: (param.init if init == "identity" else param.random_init).draw(rng, param.shape)
+        for name, param in param_specs(spec).items()
+    }
 
 
 def check_params(spec: FlowSpec, params: Any) -> dict[str, np.ndarray]:

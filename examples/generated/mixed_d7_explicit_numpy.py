@@ -43,19 +43,53 @@ PARAM_SHAPES = {
     "layers.3.conditioner.0.bias": (8,),
     "layers.4.log_scale": (7,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 0.5773502691896257,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.2041241452319315,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 0.5,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.0,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 0.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.4.log_scale": 0.0,
+}
 
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64
 
 
-def _dense(sizes, rng):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(bound, shape, rng):
+    """An array uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
+    if bound == 0.0:
+        return np.zeros(shape)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def _dense(sizes, init, rng):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernels.append(rng.uniform(-bound, bound, size=(n_in, n_out)))
-        biases.append(np.zeros(n_out))
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out), rng))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,), rng))
     return kernels, biases
 
 
@@ -116,10 +150,10 @@ class AdditiveCoupling(_Layer):
     gelu.
     """
 
-    def __init__(self, *, sizes, pass_idx, trans_idx, merge_idx, event_shape, rng=None):
+    def __init__(self, *, sizes, pass_idx, trans_idx, merge_idx, event_shape, init, rng=None):
         super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.kernels, self.biases = _dense(sizes, rng)
+        self.kernels, self.biases = _dense(sizes, init, rng)
         self.pass_idx = np.asarray(pass_idx, dtype=np.intp)
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
         self.merge_idx = np.asarray(merge_idx, dtype=np.intp)
@@ -187,7 +221,7 @@ class Permutation(_Layer):
     Configuration: the indices, a constructor argument.
     """
 
-    def __init__(self, *, indices, inverse_indices, event_shape, rng=None):
+    def __init__(self, *, indices, inverse_indices, event_shape, init, rng=None):
         super().__init__(event_shape)
         self.indices = np.asarray(indices, dtype=np.intp)
         self.inverse_indices = np.asarray(inverse_indices, dtype=np.intp)
@@ -221,10 +255,21 @@ class AffineCouplingDepth1GeluExp(_Layer):
     scale map exp.
     """
 
-    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape, rng=None):
+    def __init__(
+        self,
+        *,
+        sizes,
+        n_trans,
+        pass_idx,
+        trans_idx,
+        merge_idx,
+        event_shape,
+        init,
+        rng=None,
+    ):
         super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.kernels, self.biases = _dense(sizes, rng)
+        self.kernels, self.biases = _dense(sizes, init, rng)
         self.n_trans = n_trans
         self.pass_idx = np.asarray(pass_idx, dtype=np.intp)
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
@@ -295,10 +340,21 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
     scale map sigmoid, offset 2.0.
     """
 
-    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape, rng=None):
+    def __init__(
+        self,
+        *,
+        sizes,
+        n_trans,
+        pass_idx,
+        trans_idx,
+        merge_idx,
+        event_shape,
+        init,
+        rng=None,
+    ):
         super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.kernels, self.biases = _dense(sizes, rng)
+        self.kernels, self.biases = _dense(sizes, init, rng)
         self.n_trans = n_trans
         self.pass_idx = np.asarray(pass_idx, dtype=np.intp)
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
@@ -358,9 +414,10 @@ class Scaling(_Layer):
     Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, event_shape, rng=None):
+    def __init__(self, *, event_shape, init, rng=None):
         super().__init__(event_shape)
-        self.log_scale = np.zeros(event_shape)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.log_scale = _initial(init["log_scale"], event_shape, rng)
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
@@ -410,8 +467,9 @@ class Flow(_Layer):
 
 def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
-    arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
+    arrays, else weights start by PARAM_INIT (drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
+    init = _per_layer(PARAM_INIT, 5)
     # Long index lists stay compact:
     # fmt: off
     layers = [
@@ -421,12 +479,14 @@ def build_flow(params=None, seed=0):
             trans_idx=[1, 2, 5, 6],
             merge_idx=[0, 3, 4, 1, 2, 5, 6],
             event_shape=(7,),
+            init=init[0],
             rng=rng,
         ),
         Permutation(
             indices=[3, 0, 6, 1, 5, 2, 4],
             inverse_indices=[1, 3, 5, 0, 6, 4, 2],
             event_shape=(7,),
+            init=init[1],
             rng=rng,
         ),
         AffineCouplingDepth1GeluExp(
@@ -436,6 +496,7 @@ def build_flow(params=None, seed=0):
             trans_idx=[0, 3, 4],
             merge_idx=[4, 0, 1, 5, 6, 2, 3],
             event_shape=(7,),
+            init=init[2],
             rng=rng,
         ),
         AffineCouplingDepth0ReluSigmoid(
@@ -445,9 +506,10 @@ def build_flow(params=None, seed=0):
             trans_idx=[0, 2, 4, 6],
             merge_idx=[3, 0, 4, 1, 5, 2, 6],
             event_shape=(7,),
+            init=init[3],
             rng=rng,
         ),
-        Scaling(event_shape=(7,), rng=rng),
+        Scaling(event_shape=(7,), init=init[4], rng=rng),
     ]
     # fmt: on
     flow = Flow(layers)

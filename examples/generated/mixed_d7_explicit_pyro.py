@@ -43,16 +43,50 @@ PARAM_SHAPES = {
     "layers.3.conditioner.0.bias": (8,),
     "layers.4.log_scale": (7,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 0.5773502691896257,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.2041241452319315,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 0.5,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.0,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 0.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.4.log_scale": 0.0,
+}
 
 
-def _dense(sizes):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(bound, shape):
+    """A parameter uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
+    if bound == 0.0:
+        return torch.nn.Parameter(torch.zeros(shape))
+    return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+def _dense(sizes, init):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernels.append(torch.nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound)))
-        biases.append(torch.nn.Parameter(torch.zeros(n_out)))
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out)))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,)))
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
@@ -127,9 +161,9 @@ class AdditiveCoupling(_Layer):
     gelu.
     """
 
-    def __init__(self, *, sizes, pass_idx, trans_idx, merge_idx, event_shape):
+    def __init__(self, *, sizes, pass_idx, trans_idx, merge_idx, event_shape, init):
         super().__init__(event_shape)
-        self.kernels, self.biases = _dense(sizes)
+        self.kernels, self.biases = _dense(sizes, init)
         self.register_buffer("pass_idx", torch.tensor(pass_idx, dtype=torch.long))
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
         self.register_buffer("merge_idx", torch.tensor(merge_idx, dtype=torch.long))
@@ -197,7 +231,7 @@ class Permutation(_Layer):
     Configuration: the indices, a constructor argument.
     """
 
-    def __init__(self, *, indices, inverse_indices, event_shape):
+    def __init__(self, *, indices, inverse_indices, event_shape, init):
         super().__init__(event_shape)
         self.register_buffer("indices", torch.tensor(indices, dtype=torch.long))
         self.register_buffer("inverse_indices", torch.tensor(inverse_indices, dtype=torch.long))
@@ -231,9 +265,9 @@ class AffineCouplingDepth1GeluExp(_Layer):
     scale map exp.
     """
 
-    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape):
+    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape, init):
         super().__init__(event_shape)
-        self.kernels, self.biases = _dense(sizes)
+        self.kernels, self.biases = _dense(sizes, init)
         self.n_trans = n_trans
         self.register_buffer("pass_idx", torch.tensor(pass_idx, dtype=torch.long))
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
@@ -304,9 +338,9 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
     scale map sigmoid, offset 2.0.
     """
 
-    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape):
+    def __init__(self, *, sizes, n_trans, pass_idx, trans_idx, merge_idx, event_shape, init):
         super().__init__(event_shape)
-        self.kernels, self.biases = _dense(sizes)
+        self.kernels, self.biases = _dense(sizes, init)
         self.n_trans = n_trans
         self.register_buffer("pass_idx", torch.tensor(pass_idx, dtype=torch.long))
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
@@ -366,9 +400,9 @@ class Scaling(_Layer):
     Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, event_shape):
+    def __init__(self, *, event_shape, init):
         super().__init__(event_shape)
-        self.log_scale = torch.nn.Parameter(torch.zeros(event_shape))
+        self.log_scale = _initial(init["log_scale"], event_shape)
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
@@ -396,7 +430,8 @@ class Scaling(_Layer):
 
 def build_flow(params=None):
     """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
-    names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
+    names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
+    init = _per_layer(PARAM_INIT, 5)
     # Long index lists stay compact:
     # fmt: off
     layers = [
@@ -406,11 +441,13 @@ def build_flow(params=None):
             trans_idx=[1, 2, 5, 6],
             merge_idx=[0, 3, 4, 1, 2, 5, 6],
             event_shape=(7,),
+            init=init[0],
         ),
         Permutation(
             indices=[3, 0, 6, 1, 5, 2, 4],
             inverse_indices=[1, 3, 5, 0, 6, 4, 2],
             event_shape=(7,),
+            init=init[1],
         ),
         AffineCouplingDepth1GeluExp(
             sizes=[4, 24, 6],
@@ -419,6 +456,7 @@ def build_flow(params=None):
             trans_idx=[0, 3, 4],
             merge_idx=[4, 0, 1, 5, 6, 2, 3],
             event_shape=(7,),
+            init=init[2],
         ),
         AffineCouplingDepth0ReluSigmoid(
             sizes=[3, 8],
@@ -427,8 +465,9 @@ def build_flow(params=None):
             trans_idx=[0, 2, 4, 6],
             merge_idx=[3, 0, 4, 1, 5, 2, 6],
             event_shape=(7,),
+            init=init[3],
         ),
-        Scaling(event_shape=(7,)),
+        Scaling(event_shape=(7,), init=init[4]),
     ]
     # fmt: on
     flow = ComposeTransformModule(layers)

@@ -46,28 +46,55 @@ PARAM_SHAPES = {
     "layers.3.conditioner.0.bias": (8,),
     "layers.4.log_scale": (7,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 0.5773502691896257,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.2041241452319315,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 0.5,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.0,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 0.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.4.log_scale": 0.0,
+}
 
 
-def _initial(weights, name, shape, dtype, bound=0.0):
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(weights, init, name, shape, dtype):
     """A weight's initial value: ``weights[name]`` when given (so the values hold in TF1
     graph mode too, where an assign made after the variable is never run), else uniform
-    in +-bound (zeros when bound is 0)."""
+    in +-init[name], or zeros where that bound is 0 (PARAM_INIT)."""
     if weights is not None and name in weights:
         return tf.cast(weights[name], dtype)
-    if bound == 0.0:
+    if init[name] == 0.0:
         return tf.zeros(shape, dtype=dtype)
-    return tf.random.uniform(shape, -bound, bound, dtype=dtype)
+    return tf.random.uniform(shape, -init[name], init[name], dtype=dtype)
 
 
-def _dense(sizes, dtype, weights=None):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity;
-    ``weights`` (neutral local names -> arrays) gives other initial values."""
+def _dense(sizes, init, dtype, weights=None):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT) unless ``weights``
+    (neutral local names -> arrays) gives its initial value."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernel = _initial(weights, f"conditioner.{j}.kernel", [n_in, n_out], dtype, bound)
-        bias = _initial(weights, f"conditioner.{j}.bias", [n_out], dtype)
+        kernel = _initial(weights, init, f"conditioner.{j}.kernel", [n_in, n_out], dtype)
+        bias = _initial(weights, init, f"conditioner.{j}.bias", [n_out], dtype)
         kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
         biases.append(tf.Variable(bias, name=f"bias_{j}"))
     return kernels, biases
@@ -243,6 +270,7 @@ class AdditiveCoupling(_Layer):
         trans_idx,
         merge_idx,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -251,7 +279,7 @@ class AdditiveCoupling(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "additive_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype, weights)
+            self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
             self.trans_idx = tf.constant(trans_idx, dtype=tf.int32)
             self.merge_idx = tf.constant(merge_idx, dtype=tf.int32)
@@ -333,6 +361,7 @@ class Permutation(_Layer):
         indices,
         inverse_indices,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -390,6 +419,7 @@ class AffineCouplingDepth1GeluExp(_Layer):
         trans_idx,
         merge_idx,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -398,7 +428,7 @@ class AffineCouplingDepth1GeluExp(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype, weights)
+            self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.n_trans = n_trans
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
             self.trans_idx = tf.constant(trans_idx, dtype=tf.int32)
@@ -486,6 +516,7 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         trans_idx,
         merge_idx,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -494,7 +525,7 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype, weights)
+            self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.n_trans = n_trans
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
             self.trans_idx = tf.constant(trans_idx, dtype=tf.int32)
@@ -566,6 +597,7 @@ class Scaling(_Layer):
         self,
         *,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -574,7 +606,7 @@ class Scaling(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "scaling") as name:
             self.event_shape = tuple(event_shape)
-            start = _initial(weights, "log_scale", event_shape, dtype)
+            start = _initial(weights, init, "log_scale", event_shape, dtype)
             self.log_scale = tf.Variable(start, name="log_scale")
             super().__init__(
                 forward_min_event_ndims=1,
@@ -609,23 +641,12 @@ class Scaling(_Layer):
         return params
 
 
-def _per_layer(params, count):
-    """``params`` (neutral names) as one {local name: array} per layer (None: absent)."""
-    if params is None:
-        return [None] * count
-    out = [{} for _ in range(count)]
-    for key, value in params.items():
-        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
-        if head == "layers" and index.isdigit() and int(index) < count:
-            out[int(index)][local] = value
-    return out
-
-
 def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
-    maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity.
+    maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
     The weights are the variables' initial values, so they hold in TF1 graph mode too."""
-    weights = _per_layer(params, 5)
+    init = _per_layer(PARAM_INIT, 5)
+    weights = _per_layer(params if params is not None else {}, 5)
     # Long index lists stay compact:
     # fmt: off
     layers = [
@@ -635,6 +656,7 @@ def build_flow(params=None, dtype=tf.float32):
             trans_idx=[1, 2, 5, 6],
             merge_idx=[0, 3, 4, 1, 2, 5, 6],
             event_shape=(7,),
+            init=init[0],
             dtype=dtype,
             weights=weights[0],
             name="layer_0",
@@ -643,6 +665,7 @@ def build_flow(params=None, dtype=tf.float32):
             indices=[3, 0, 6, 1, 5, 2, 4],
             inverse_indices=[1, 3, 5, 0, 6, 4, 2],
             event_shape=(7,),
+            init=init[1],
             dtype=dtype,
             weights=weights[1],
             name="layer_1",
@@ -654,6 +677,7 @@ def build_flow(params=None, dtype=tf.float32):
             trans_idx=[0, 3, 4],
             merge_idx=[4, 0, 1, 5, 6, 2, 3],
             event_shape=(7,),
+            init=init[2],
             dtype=dtype,
             weights=weights[2],
             name="layer_2",
@@ -665,11 +689,12 @@ def build_flow(params=None, dtype=tf.float32):
             trans_idx=[0, 2, 4, 6],
             merge_idx=[3, 0, 4, 1, 5, 2, 6],
             event_shape=(7,),
+            init=init[3],
             dtype=dtype,
             weights=weights[3],
             name="layer_3",
         ),
-        Scaling(event_shape=(7,), dtype=dtype, weights=weights[4], name="layer_4"),
+        Scaling(event_shape=(7,), init=init[4], dtype=dtype, weights=weights[4], name="layer_4"),
     ]
     # fmt: on
     flow = FlowChain(list(reversed(layers)), name="flow")

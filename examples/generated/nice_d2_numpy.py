@@ -52,16 +52,62 @@ PARAM_SHAPES = {
     "layers.3.conditioner.2.bias": (1,),
     "layers.4.log_scale": (2,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 1.0,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.1767766952966369,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.1.conditioner.0.kernel": 1.0,
+    "layers.1.conditioner.0.bias": 0.0,
+    "layers.1.conditioner.1.kernel": 0.1767766952966369,
+    "layers.1.conditioner.1.bias": 0.0,
+    "layers.1.conditioner.2.kernel": 0.0,
+    "layers.1.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 1.0,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.1767766952966369,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.2.conditioner.2.kernel": 0.0,
+    "layers.2.conditioner.2.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 1.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.3.conditioner.1.kernel": 0.1767766952966369,
+    "layers.3.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.2.kernel": 0.0,
+    "layers.3.conditioner.2.bias": 0.0,
+    "layers.4.log_scale": 0.0,
+}
 
 
-def _dense(sizes, rng):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(bound, shape, rng):
+    """An array uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
+    if bound == 0.0:
+        return np.zeros(shape)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def _dense(sizes, init, rng):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernels.append(rng.uniform(-bound, bound, size=(n_in, n_out)))
-        biases.append(np.zeros(n_out))
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out), rng))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,), rng))
     return kernels, biases
 
 
@@ -122,10 +168,10 @@ class AdditiveCouplingSplitFirst(_Layer):
     layers, relu.
     """
 
-    def __init__(self, *, sizes, split, event_shape, rng=None):
+    def __init__(self, *, sizes, split, event_shape, init, rng=None):
         super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.kernels, self.biases = _dense(sizes, rng)
+        self.kernels, self.biases = _dense(sizes, init, rng)
         self.split = split
 
     def _forward_with_log_det(self, x):
@@ -176,10 +222,10 @@ class AdditiveCouplingSplitLast(_Layer):
     layers, relu.
     """
 
-    def __init__(self, *, sizes, split, event_shape, rng=None):
+    def __init__(self, *, sizes, split, event_shape, init, rng=None):
         super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.kernels, self.biases = _dense(sizes, rng)
+        self.kernels, self.biases = _dense(sizes, init, rng)
         self.split = split
 
     def _forward_with_log_det(self, x):
@@ -228,9 +274,10 @@ class Scaling(_Layer):
     Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, event_shape, rng=None):
+    def __init__(self, *, event_shape, init, rng=None):
         super().__init__(event_shape)
-        self.log_scale = np.zeros(event_shape)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.log_scale = _initial(init["log_scale"], event_shape, rng)
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
@@ -280,16 +327,41 @@ class Flow(_Layer):
 
 def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
-    arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
+    arrays, else weights start by PARAM_INIT (drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
+    init = _per_layer(PARAM_INIT, 5)
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), rng=rng),
-        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), rng=rng),
-        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), rng=rng),
-        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), rng=rng),
-        Scaling(event_shape=(2,), rng=rng),
+        AdditiveCouplingSplitFirst(
+            sizes=[1, 32, 32, 1],
+            split=1,
+            event_shape=(2,),
+            init=init[0],
+            rng=rng,
+        ),
+        AdditiveCouplingSplitLast(
+            sizes=[1, 32, 32, 1],
+            split=1,
+            event_shape=(2,),
+            init=init[1],
+            rng=rng,
+        ),
+        AdditiveCouplingSplitFirst(
+            sizes=[1, 32, 32, 1],
+            split=1,
+            event_shape=(2,),
+            init=init[2],
+            rng=rng,
+        ),
+        AdditiveCouplingSplitLast(
+            sizes=[1, 32, 32, 1],
+            split=1,
+            event_shape=(2,),
+            init=init[3],
+            rng=rng,
+        ),
+        Scaling(event_shape=(2,), init=init[4], rng=rng),
     ]
     # fmt: on
     flow = Flow(layers)

@@ -54,16 +54,62 @@ PARAM_SHAPES = {
     "layers.3.conditioner.2.bias": (1,),
     "layers.4.log_scale": (2,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 1.0,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.1767766952966369,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.1.conditioner.0.kernel": 1.0,
+    "layers.1.conditioner.0.bias": 0.0,
+    "layers.1.conditioner.1.kernel": 0.1767766952966369,
+    "layers.1.conditioner.1.bias": 0.0,
+    "layers.1.conditioner.2.kernel": 0.0,
+    "layers.1.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 1.0,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.1767766952966369,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.2.conditioner.2.kernel": 0.0,
+    "layers.2.conditioner.2.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 1.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.3.conditioner.1.kernel": 0.1767766952966369,
+    "layers.3.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.2.kernel": 0.0,
+    "layers.3.conditioner.2.bias": 0.0,
+    "layers.4.log_scale": 0.0,
+}
 
 
-def _dense(sizes):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(bound, shape):
+    """A parameter uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
+    if bound == 0.0:
+        return torch.nn.Parameter(torch.zeros(shape))
+    return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+def _dense(sizes, init):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernels.append(torch.nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound)))
-        biases.append(torch.nn.Parameter(torch.zeros(n_out)))
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out)))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,)))
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
@@ -138,9 +184,9 @@ class AdditiveCouplingSplitFirst(_Layer):
     layers, relu.
     """
 
-    def __init__(self, *, sizes, split, event_shape):
+    def __init__(self, *, sizes, split, event_shape, init):
         super().__init__(event_shape)
-        self.kernels, self.biases = _dense(sizes)
+        self.kernels, self.biases = _dense(sizes, init)
         self.split = split
 
     def _forward_with_log_det(self, x):
@@ -191,9 +237,9 @@ class AdditiveCouplingSplitLast(_Layer):
     layers, relu.
     """
 
-    def __init__(self, *, sizes, split, event_shape):
+    def __init__(self, *, sizes, split, event_shape, init):
         super().__init__(event_shape)
-        self.kernels, self.biases = _dense(sizes)
+        self.kernels, self.biases = _dense(sizes, init)
         self.split = split
 
     def _forward_with_log_det(self, x):
@@ -242,9 +288,9 @@ class Scaling(_Layer):
     Configuration: none besides the event shape.
     """
 
-    def __init__(self, *, event_shape):
+    def __init__(self, *, event_shape, init):
         super().__init__(event_shape)
-        self.log_scale = torch.nn.Parameter(torch.zeros(event_shape))
+        self.log_scale = _initial(init["log_scale"], event_shape)
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
@@ -272,15 +318,16 @@ class Scaling(_Layer):
 
 def build_flow(params=None):
     """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
-    names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
+    names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
+    init = _per_layer(PARAM_INIT, 5)
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,)),
-        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,)),
-        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,)),
-        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,)),
-        Scaling(event_shape=(2,)),
+        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), init=init[0]),
+        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), init=init[1]),
+        AdditiveCouplingSplitFirst(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), init=init[2]),
+        AdditiveCouplingSplitLast(sizes=[1, 32, 32, 1], split=1, event_shape=(2,), init=init[3]),
+        Scaling(event_shape=(2,), init=init[4]),
     ]
     # fmt: on
     flow = ComposeTransformModule(layers)

@@ -57,28 +57,67 @@ PARAM_SHAPES = {
     "layers.3.conditioner.2.bias": (1,),
     "layers.4.log_scale": (2,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 1.0,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.1767766952966369,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.1.conditioner.0.kernel": 1.0,
+    "layers.1.conditioner.0.bias": 0.0,
+    "layers.1.conditioner.1.kernel": 0.1767766952966369,
+    "layers.1.conditioner.1.bias": 0.0,
+    "layers.1.conditioner.2.kernel": 0.0,
+    "layers.1.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 1.0,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.1767766952966369,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.2.conditioner.2.kernel": 0.0,
+    "layers.2.conditioner.2.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 1.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.3.conditioner.1.kernel": 0.1767766952966369,
+    "layers.3.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.2.kernel": 0.0,
+    "layers.3.conditioner.2.bias": 0.0,
+    "layers.4.log_scale": 0.0,
+}
 
 
-def _initial(weights, name, shape, dtype, bound=0.0):
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(weights, init, name, shape, dtype):
     """A weight's initial value: ``weights[name]`` when given (so the values hold in TF1
     graph mode too, where an assign made after the variable is never run), else uniform
-    in +-bound (zeros when bound is 0)."""
+    in +-init[name], or zeros where that bound is 0 (PARAM_INIT)."""
     if weights is not None and name in weights:
         return tf.cast(weights[name], dtype)
-    if bound == 0.0:
+    if init[name] == 0.0:
         return tf.zeros(shape, dtype=dtype)
-    return tf.random.uniform(shape, -bound, bound, dtype=dtype)
+    return tf.random.uniform(shape, -init[name], init[name], dtype=dtype)
 
 
-def _dense(sizes, dtype, weights=None):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity;
-    ``weights`` (neutral local names -> arrays) gives other initial values."""
+def _dense(sizes, init, dtype, weights=None):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT) unless ``weights``
+    (neutral local names -> arrays) gives its initial value."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernel = _initial(weights, f"conditioner.{j}.kernel", [n_in, n_out], dtype, bound)
-        bias = _initial(weights, f"conditioner.{j}.bias", [n_out], dtype)
+        kernel = _initial(weights, init, f"conditioner.{j}.kernel", [n_in, n_out], dtype)
+        bias = _initial(weights, init, f"conditioner.{j}.bias", [n_out], dtype)
         kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
         biases.append(tf.Variable(bias, name=f"bias_{j}"))
     return kernels, biases
@@ -252,6 +291,7 @@ class AdditiveCouplingSplitFirst(_Layer):
         sizes,
         split,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -260,7 +300,7 @@ class AdditiveCouplingSplitFirst(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "additive_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype, weights)
+            self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.split = split
             super().__init__(
                 forward_min_event_ndims=1,
@@ -325,6 +365,7 @@ class AdditiveCouplingSplitLast(_Layer):
         sizes,
         split,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -333,7 +374,7 @@ class AdditiveCouplingSplitLast(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "additive_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype, weights)
+            self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.split = split
             super().__init__(
                 forward_min_event_ndims=1,
@@ -394,6 +435,7 @@ class Scaling(_Layer):
         self,
         *,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -402,7 +444,7 @@ class Scaling(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "scaling") as name:
             self.event_shape = tuple(event_shape)
-            start = _initial(weights, "log_scale", event_shape, dtype)
+            start = _initial(weights, init, "log_scale", event_shape, dtype)
             self.log_scale = tf.Variable(start, name="log_scale")
             super().__init__(
                 forward_min_event_ndims=1,
@@ -437,23 +479,12 @@ class Scaling(_Layer):
         return params
 
 
-def _per_layer(params, count):
-    """``params`` (neutral names) as one {local name: array} per layer (None: absent)."""
-    if params is None:
-        return [None] * count
-    out = [{} for _ in range(count)]
-    for key, value in params.items():
-        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
-        if head == "layers" and index.isdigit() and int(index) < count:
-            out[int(index)][local] = value
-    return out
-
-
 def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
-    maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity.
+    maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
     The weights are the variables' initial values, so they hold in TF1 graph mode too."""
-    weights = _per_layer(params, 5)
+    init = _per_layer(PARAM_INIT, 5)
+    weights = _per_layer(params if params is not None else {}, 5)
     # Long index lists stay compact:
     # fmt: off
     layers = [
@@ -461,6 +492,7 @@ def build_flow(params=None, dtype=tf.float32):
             sizes=[1, 32, 32, 1],
             split=1,
             event_shape=(2,),
+            init=init[0],
             dtype=dtype,
             weights=weights[0],
             name="layer_0",
@@ -469,6 +501,7 @@ def build_flow(params=None, dtype=tf.float32):
             sizes=[1, 32, 32, 1],
             split=1,
             event_shape=(2,),
+            init=init[1],
             dtype=dtype,
             weights=weights[1],
             name="layer_1",
@@ -477,6 +510,7 @@ def build_flow(params=None, dtype=tf.float32):
             sizes=[1, 32, 32, 1],
             split=1,
             event_shape=(2,),
+            init=init[2],
             dtype=dtype,
             weights=weights[2],
             name="layer_2",
@@ -485,11 +519,12 @@ def build_flow(params=None, dtype=tf.float32):
             sizes=[1, 32, 32, 1],
             split=1,
             event_shape=(2,),
+            init=init[3],
             dtype=dtype,
             weights=weights[3],
             name="layer_3",
         ),
-        Scaling(event_shape=(2,), dtype=dtype, weights=weights[4], name="layer_4"),
+        Scaling(event_shape=(2,), init=init[4], dtype=dtype, weights=weights[4], name="layer_4"),
     ]
     # fmt: on
     flow = FlowChain(list(reversed(layers)), name="flow")

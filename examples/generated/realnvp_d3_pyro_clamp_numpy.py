@@ -54,16 +54,61 @@ PARAM_SHAPES = {
     "layers.3.conditioner.2.kernel": (16, 4),
     "layers.3.conditioner.2.bias": (4,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 1.0,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.25,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.1.conditioner.0.kernel": 1.0,
+    "layers.1.conditioner.0.bias": 0.0,
+    "layers.1.conditioner.1.kernel": 0.25,
+    "layers.1.conditioner.1.bias": 0.0,
+    "layers.1.conditioner.2.kernel": 0.0,
+    "layers.1.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 1.0,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.25,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.2.conditioner.2.kernel": 0.0,
+    "layers.2.conditioner.2.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 1.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.3.conditioner.1.kernel": 0.25,
+    "layers.3.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.2.kernel": 0.0,
+    "layers.3.conditioner.2.bias": 0.0,
+}
 
 
-def _dense(sizes, rng):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(bound, shape, rng):
+    """An array uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
+    if bound == 0.0:
+        return np.zeros(shape)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def _dense(sizes, init, rng):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernels.append(rng.uniform(-bound, bound, size=(n_in, n_out)))
-        biases.append(np.zeros(n_out))
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out), rng))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,), rng))
     return kernels, biases
 
 
@@ -126,10 +171,10 @@ class AffineCouplingSplitFirst(_Layer):
     layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split, event_shape, rng=None):
+    def __init__(self, *, sizes, n_trans, split, event_shape, init, rng=None):
         super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.kernels, self.biases = _dense(sizes, rng)
+        self.kernels, self.biases = _dense(sizes, init, rng)
         self.n_trans = n_trans
         self.split = split
 
@@ -195,10 +240,10 @@ class AffineCouplingSplitLast(_Layer):
     layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split, event_shape, rng=None):
+    def __init__(self, *, sizes, n_trans, split, event_shape, init, rng=None):
         super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.kernels, self.biases = _dense(sizes, rng)
+        self.kernels, self.biases = _dense(sizes, init, rng)
         self.n_trans = n_trans
         self.split = split
 
@@ -275,8 +320,9 @@ class Flow(_Layer):
 
 def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
-    arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
+    arrays, else weights start by PARAM_INIT (drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
+    init = _per_layer(PARAM_INIT, 4)
     # Long index lists stay compact:
     # fmt: off
     layers = [
@@ -285,6 +331,7 @@ def build_flow(params=None, seed=0):
             n_trans=2,
             split=1,
             event_shape=(3,),
+            init=init[0],
             rng=rng,
         ),
         AffineCouplingSplitLast(
@@ -292,6 +339,7 @@ def build_flow(params=None, seed=0):
             n_trans=2,
             split=2,
             event_shape=(3,),
+            init=init[1],
             rng=rng,
         ),
         AffineCouplingSplitFirst(
@@ -299,6 +347,7 @@ def build_flow(params=None, seed=0):
             n_trans=2,
             split=1,
             event_shape=(3,),
+            init=init[2],
             rng=rng,
         ),
         AffineCouplingSplitLast(
@@ -306,6 +355,7 @@ def build_flow(params=None, seed=0):
             n_trans=2,
             split=2,
             event_shape=(3,),
+            init=init[3],
             rng=rng,
         ),
     ]

@@ -56,6 +56,35 @@ PARAM_SHAPES = {
     "layers.3.conditioner.2.kernel": (16, 4),
     "layers.3.conditioner.2.bias": (4,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 1.0,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.25,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.1.conditioner.0.kernel": 1.0,
+    "layers.1.conditioner.0.bias": 0.0,
+    "layers.1.conditioner.1.kernel": 0.25,
+    "layers.1.conditioner.1.bias": 0.0,
+    "layers.1.conditioner.2.kernel": 0.0,
+    "layers.1.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 1.0,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.25,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.2.conditioner.2.kernel": 0.0,
+    "layers.2.conditioner.2.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 1.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.3.conditioner.1.kernel": 0.25,
+    "layers.3.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.2.kernel": 0.0,
+    "layers.3.conditioner.2.bias": 0.0,
+}
 
 
 def _clamp_straight_through(x, low, high):
@@ -63,14 +92,30 @@ def _clamp_straight_through(x, low, high):
     return x.detach().clamp(low, high) + (x - x.detach())
 
 
-def _dense(sizes):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(bound, shape):
+    """A parameter uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
+    if bound == 0.0:
+        return torch.nn.Parameter(torch.zeros(shape))
+    return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+def _dense(sizes, init):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernels.append(torch.nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound)))
-        biases.append(torch.nn.Parameter(torch.zeros(n_out)))
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out)))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,)))
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
@@ -147,9 +192,9 @@ class AffineCouplingSplitFirst(_Layer):
     layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split, event_shape):
+    def __init__(self, *, sizes, n_trans, split, event_shape, init):
         super().__init__(event_shape)
-        self.kernels, self.biases = _dense(sizes)
+        self.kernels, self.biases = _dense(sizes, init)
         self.n_trans = n_trans
         self.split = split
 
@@ -215,9 +260,9 @@ class AffineCouplingSplitLast(_Layer):
     layers, tanh; scale map clamp to [-5.0, 3.0].
     """
 
-    def __init__(self, *, sizes, n_trans, split, event_shape):
+    def __init__(self, *, sizes, n_trans, split, event_shape, init):
         super().__init__(event_shape)
-        self.kernels, self.biases = _dense(sizes)
+        self.kernels, self.biases = _dense(sizes, init)
         self.n_trans = n_trans
         self.split = split
 
@@ -272,14 +317,39 @@ class AffineCouplingSplitLast(_Layer):
 
 def build_flow(params=None):
     """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
-    names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
+    names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
+    init = _per_layer(PARAM_INIT, 4)
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AffineCouplingSplitFirst(sizes=[1, 16, 16, 4], n_trans=2, split=1, event_shape=(3,)),
-        AffineCouplingSplitLast(sizes=[1, 16, 16, 4], n_trans=2, split=2, event_shape=(3,)),
-        AffineCouplingSplitFirst(sizes=[1, 16, 16, 4], n_trans=2, split=1, event_shape=(3,)),
-        AffineCouplingSplitLast(sizes=[1, 16, 16, 4], n_trans=2, split=2, event_shape=(3,)),
+        AffineCouplingSplitFirst(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=1,
+            event_shape=(3,),
+            init=init[0],
+        ),
+        AffineCouplingSplitLast(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=2,
+            event_shape=(3,),
+            init=init[1],
+        ),
+        AffineCouplingSplitFirst(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=1,
+            event_shape=(3,),
+            init=init[2],
+        ),
+        AffineCouplingSplitLast(
+            sizes=[1, 16, 16, 4],
+            n_trans=2,
+            split=2,
+            event_shape=(3,),
+            init=init[3],
+        ),
     ]
     # fmt: on
     flow = ComposeTransformModule(layers)

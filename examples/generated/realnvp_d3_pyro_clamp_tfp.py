@@ -59,6 +59,35 @@ PARAM_SHAPES = {
     "layers.3.conditioner.2.kernel": (16, 4),
     "layers.3.conditioner.2.bias": (4,),
 }
+# Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
+# hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
+# starts as the identity (each rule is stated once, in flowbridge's layer plans).
+PARAM_INIT = {
+    "layers.0.conditioner.0.kernel": 1.0,
+    "layers.0.conditioner.0.bias": 0.0,
+    "layers.0.conditioner.1.kernel": 0.25,
+    "layers.0.conditioner.1.bias": 0.0,
+    "layers.0.conditioner.2.kernel": 0.0,
+    "layers.0.conditioner.2.bias": 0.0,
+    "layers.1.conditioner.0.kernel": 1.0,
+    "layers.1.conditioner.0.bias": 0.0,
+    "layers.1.conditioner.1.kernel": 0.25,
+    "layers.1.conditioner.1.bias": 0.0,
+    "layers.1.conditioner.2.kernel": 0.0,
+    "layers.1.conditioner.2.bias": 0.0,
+    "layers.2.conditioner.0.kernel": 1.0,
+    "layers.2.conditioner.0.bias": 0.0,
+    "layers.2.conditioner.1.kernel": 0.25,
+    "layers.2.conditioner.1.bias": 0.0,
+    "layers.2.conditioner.2.kernel": 0.0,
+    "layers.2.conditioner.2.bias": 0.0,
+    "layers.3.conditioner.0.kernel": 1.0,
+    "layers.3.conditioner.0.bias": 0.0,
+    "layers.3.conditioner.1.kernel": 0.25,
+    "layers.3.conditioner.1.bias": 0.0,
+    "layers.3.conditioner.2.kernel": 0.0,
+    "layers.3.conditioner.2.bias": 0.0,
+}
 
 
 def _clamp_straight_through(x, low, high):
@@ -66,26 +95,35 @@ def _clamp_straight_through(x, low, high):
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))
 
 
-def _initial(weights, name, shape, dtype, bound=0.0):
+def _per_layer(table, count):
+    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
+    out = [{} for _ in range(count)]
+    for key, value in table.items():
+        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
+        if head == "layers" and index.isdigit() and int(index) < count:
+            out[int(index)][local] = value
+    return out
+
+
+def _initial(weights, init, name, shape, dtype):
     """A weight's initial value: ``weights[name]`` when given (so the values hold in TF1
     graph mode too, where an assign made after the variable is never run), else uniform
-    in +-bound (zeros when bound is 0)."""
+    in +-init[name], or zeros where that bound is 0 (PARAM_INIT)."""
     if weights is not None and name in weights:
         return tf.cast(weights[name], dtype)
-    if bound == 0.0:
+    if init[name] == 0.0:
         return tf.zeros(shape, dtype=dtype)
-    return tf.random.uniform(shape, -bound, bound, dtype=dtype)
+    return tf.random.uniform(shape, -init[name], init[name], dtype=dtype)
 
 
-def _dense(sizes, dtype, weights=None):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity;
-    ``weights`` (neutral local names -> arrays) gives other initial values."""
+def _dense(sizes, init, dtype, weights=None):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT) unless ``weights``
+    (neutral local names -> arrays) gives its initial value."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernel = _initial(weights, f"conditioner.{j}.kernel", [n_in, n_out], dtype, bound)
-        bias = _initial(weights, f"conditioner.{j}.bias", [n_out], dtype)
+        kernel = _initial(weights, init, f"conditioner.{j}.kernel", [n_in, n_out], dtype)
+        bias = _initial(weights, init, f"conditioner.{j}.bias", [n_out], dtype)
         kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
         biases.append(tf.Variable(bias, name=f"bias_{j}"))
     return kernels, biases
@@ -262,6 +300,7 @@ class AffineCouplingSplitFirst(_Layer):
         n_trans,
         split,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -270,7 +309,7 @@ class AffineCouplingSplitFirst(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype, weights)
+            self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.n_trans = n_trans
             self.split = split
             super().__init__(
@@ -351,6 +390,7 @@ class AffineCouplingSplitLast(_Layer):
         n_trans,
         split,
         event_shape,
+        init,
         dtype=tf.float32,
         weights=None,
         validate_args=False,
@@ -359,7 +399,7 @@ class AffineCouplingSplitLast(_Layer):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
             self.event_shape = tuple(event_shape)
-            self.kernels, self.biases = _dense(sizes, dtype, weights)
+            self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.n_trans = n_trans
             self.split = split
             super().__init__(
@@ -420,23 +460,12 @@ class AffineCouplingSplitLast(_Layer):
         return params
 
 
-def _per_layer(params, count):
-    """``params`` (neutral names) as one {local name: array} per layer (None: absent)."""
-    if params is None:
-        return [None] * count
-    out = [{} for _ in range(count)]
-    for key, value in params.items():
-        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
-        if head == "layers" and index.isdigit() and int(index) < count:
-            out[int(index)][local] = value
-    return out
-
-
 def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
-    maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity.
+    maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
     The weights are the variables' initial values, so they hold in TF1 graph mode too."""
-    weights = _per_layer(params, 4)
+    init = _per_layer(PARAM_INIT, 4)
+    weights = _per_layer(params if params is not None else {}, 4)
     # Long index lists stay compact:
     # fmt: off
     layers = [
@@ -445,6 +474,7 @@ def build_flow(params=None, dtype=tf.float32):
             n_trans=2,
             split=1,
             event_shape=(3,),
+            init=init[0],
             dtype=dtype,
             weights=weights[0],
             name="layer_0",
@@ -454,6 +484,7 @@ def build_flow(params=None, dtype=tf.float32):
             n_trans=2,
             split=2,
             event_shape=(3,),
+            init=init[1],
             dtype=dtype,
             weights=weights[1],
             name="layer_1",
@@ -463,6 +494,7 @@ def build_flow(params=None, dtype=tf.float32):
             n_trans=2,
             split=1,
             event_shape=(3,),
+            init=init[2],
             dtype=dtype,
             weights=weights[2],
             name="layer_2",
@@ -472,6 +504,7 @@ def build_flow(params=None, dtype=tf.float32):
             n_trans=2,
             split=2,
             event_shape=(3,),
+            init=init[3],
             dtype=dtype,
             weights=weights[3],
             name="layer_3",

@@ -28,27 +28,33 @@ OPS = {
     "elu": "np.where({0} > 0, {0}, np.expm1(np.minimum({0}, 0.0)))",
     "erf": "_erf({0})",
     "linear": "np.matmul({0}, {1}) + {2}",
-    "slice_last": "{0}[..., {slice}]",
-    "take_last": "np.take({0}, {1}, axis=-1)",
-    "concat_last": "np.concatenate([{0}, {1}], axis=-1)",
-    "sum_last": "np.sum({0}, axis=-1)",
+    "slice": "{0}[{index}]",
+    "take": "np.take({0}, {1}, axis={axis})",
+    "concat": "np.concatenate([{0}, {1}], axis={axis})",
+    "sum_event": "np.sum({0}, axis={axes})",
     "sum_all": "np.sum({0})",
-    "batch_fill": "np.full({1}.shape[:-1], {0})",
-    "batch_zeros": "np.zeros({0}.shape[:-1])",
+    "batch_fill": "np.full({1}.shape[:-{event_ndims}], {0})",
+    "batch_zeros": "np.zeros({0}.shape[:-{event_ndims}])",
 }
 OP_IMPORTS = {"erf": "import math"}
 OP_HELPERS = {
     "erf": '''_erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64''',
 }
 
-HELPERS = '''def _dense(sizes, rng):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+HELPERS = '''def _initial(bound, shape, rng):
+    """An array uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
+    if bound == 0.0:
+        return np.zeros(shape)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def _dense(sizes, init, rng):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernels.append(rng.uniform(-bound, bound, size=(n_in, n_out)))
-        biases.append(np.zeros(n_out))
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out), rng))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,), rng))
     return kernels, biases
 
 
@@ -98,8 +104,8 @@ class _Layer:
         return self.inverse_with_log_det(y)[1]'''
 
 _FIELD_INIT = {
-    "mlp": "self.kernels, self.biases = _dense(sizes, rng)",
-    "vector": "self.{name} = np.zeros(event_shape)",
+    "dense": "self.kernels, self.biases = _dense(sizes, init, rng)",
+    "vector": 'self.{name} = _initial(init["{name}"], event_shape, rng)',
     "index": "self.{name} = np.asarray({name}, dtype=np.intp)",
     "int": "self.{name} = {name}",
 }
@@ -107,12 +113,12 @@ _FIELD_INIT = {
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
-    uses_rng = any(f.kind == "mlp" for f in plan.fields)
+    uses_rng = any(f.kind in ("dense", "vector") for f in plan.fields)
     return "\n".join([
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
         "",
-        signature("__init__", ["self", "*", *plan.args, "event_shape", "rng=None"], 1),
+        signature("__init__", ["self", "*", *plan.args, "event_shape", "init", "rng=None"], 1),
         block(["super().__init__(event_shape)"]
               + ["rng = rng if rng is not None else np.random.default_rng(0)"] * uses_rng
               + init, 2),  # fmt: skip
@@ -125,8 +131,10 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
 
 def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
     layers = "\n".join(
-        "        " + call(name, args, {"rng": "rng"}, 8) + "," for name, args in calls
+        "        " + call(name, args, {"init": f"init[{i}]", "rng": "rng"}, 8) + ","
+        for i, (name, args) in enumerate(calls)
     )
+    n = len(spec.event_shape)  # the event rank, the same at both ends of the flow
     return f'''class Flow(_Layer):
     """The layers applied first to last; log-dets add up."""
 
@@ -135,14 +143,14 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
         self.layers = list(layers)
 
     def _forward_with_log_det(self, x):
-        total = np.zeros(x.shape[:-1])
+        total = np.zeros(x.shape[:-{n}])
         for layer in self.layers:
             x, log_det = layer.forward_with_log_det(x)
             total = total + log_det
         return x, total
 
     def _inverse_with_log_det(self, y):
-        total = np.zeros(y.shape[:-1])
+        total = np.zeros(y.shape[:-{n}])
         for layer in reversed(self.layers):
             y, log_det = layer.inverse_with_log_det(y)
             total = total + log_det
@@ -151,8 +159,9 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
 
 def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
-    arrays, else weights start at the identity (hidden layers drawn with ``seed``)."""
+    arrays, else weights start by PARAM_INIT (drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
+    init = _per_layer(PARAM_INIT, {len(calls)})
     # Long index lists stay compact:
     # fmt: off
     layers = [

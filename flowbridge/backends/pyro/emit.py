@@ -30,13 +30,13 @@ OPS = {
     "elu": "torch.nn.functional.elu({0})",
     "erf": "torch.erf({0})",
     "linear": "torch.nn.functional.linear({0}, {1}.T, {2})",  # fused addmm, as nn.Linear
-    "slice_last": "{0}[..., {slice}]",
-    "take_last": "{0}.index_select(-1, {1})",
-    "concat_last": "torch.cat([{0}, {1}], dim=-1)",
-    "sum_last": "{0}.sum(-1)",
+    "slice": "{0}[{index}]",
+    "take": "{0}.index_select({axis}, {1})",
+    "concat": "torch.cat([{0}, {1}], dim={axis})",
+    "sum_event": "{0}.sum({axes})",
     "sum_all": "{0}.sum()",
-    "batch_fill": "{0}.expand({1}.shape[:-1])",
-    "batch_zeros": "{0}.new_zeros({0}.shape[:-1])",
+    "batch_fill": "{0}.expand({1}.shape[:-{event_ndims}])",
+    "batch_zeros": "{0}.new_zeros({0}.shape[:-{event_ndims}])",
 }
 OP_IMPORTS: dict[str, str] = {}
 OP_HELPERS = {
@@ -45,14 +45,20 @@ OP_HELPERS = {
     return x.detach().clamp(low, high) + (x - x.detach())''',
 }
 
-HELPERS = '''def _dense(sizes):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity."""
+HELPERS = '''def _initial(bound, shape):
+    """A parameter uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
+    if bound == 0.0:
+        return torch.nn.Parameter(torch.zeros(shape))
+    return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+def _dense(sizes, init):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernels.append(torch.nn.Parameter(torch.empty(n_in, n_out).uniform_(-bound, bound)))
-        biases.append(torch.nn.Parameter(torch.zeros(n_out)))
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out)))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,)))
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
@@ -116,20 +122,31 @@ class _Layer(TransformModule):
         return self.forward_with_log_det(x)[1]'''
 
 _FIELD_INIT = {
-    "mlp": "self.kernels, self.biases = _dense(sizes)",
-    "vector": "self.{name} = torch.nn.Parameter(torch.zeros(event_shape))",
+    "dense": "self.kernels, self.biases = _dense(sizes, init)",
+    "vector": 'self.{name} = _initial(init["{name}"], event_shape)',
     "index": 'self.register_buffer("{name}", torch.tensor({name}, dtype=torch.long))',
     "int": "self.{name} = {name}",
 }
 
 
+def _real(shape: tuple[int, ...]) -> str:
+    """Pyro's constraint for real events of ``shape``."""
+    n = len(shape)
+    return "constraints.real_vector" if n == 1 else f"constraints.independent(constraints.real, {n})"
+
+
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
+    domains = []  # _Layer's are real vectors; other event ranks say their own
+    if (len(plan.event_shape), len(plan.output_shape)) != (1, 1):
+        domains = [f"    domain = {_real(plan.event_shape)}",
+                   f"    codomain = {_real(plan.output_shape)}", ""]  # fmt: skip
     return "\n".join([
         f"class {name}(_Layer):",
         f'    """{plan.doc}\n    """',
         "",
-        signature("__init__", ["self", "*", *plan.args, "event_shape"], 1),
+        *domains,
+        signature("__init__", ["self", "*", *plan.args, "event_shape", "init"], 1),
         block(["super().__init__(event_shape)", *init], 2),
         "",
         traced_methods(forward, inverse, "Generated from flowbridge.layers."),
@@ -139,10 +156,14 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
 
 
 def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
-    layers = "\n".join("        " + call(name, args, {}, 8) + "," for name, args in calls)
+    layers = "\n".join(
+        "        " + call(name, args, {"init": f"init[{i}]"}, 8) + ","
+        for i, (name, args) in enumerate(calls)
+    )
     return f'''def build_flow(params=None):
     """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
-    names of PARAM_SHAPES to arrays or tensors, else weights start at the identity."""
+    names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
+    init = _per_layer(PARAM_INIT, {len(calls)})
     # Long index lists stay compact:
     # fmt: off
     layers = [

@@ -7,7 +7,7 @@ from ...layers import Plan
 
 TITLE = "TensorFlow Probability bijectors"
 USAGE = """Use: flow = build_flow(params, dtype=tf.float32); flow.forward(x); flow.inverse(y);
-flow.forward_log_det_jacobian(x, event_ndims=1). The flow is a tfb.Chain whose layers
+flow.forward_log_det_jacobian(x, event_ndims={event_ndims}). The flow is a tfb.Chain whose layers
 apply in PARAM_SHAPES order (the Chain lists them reversed); every weight is a
 tf.Variable in flow.trainable_variables. Layers with a constant Jacobian return a
 scalar log-det, which TFP broadcasts over the batch."""
@@ -36,10 +36,10 @@ OPS = {
     "elu": "tf.nn.elu({0})",
     "erf": "tf.math.erf({0})",
     "linear": "tf.linalg.matmul({0}, {1}) + {2}",
-    "slice_last": "{0}[..., {slice}]",
-    "take_last": "tf.gather({0}, {1}, axis=-1)",
-    "concat_last": "tf.concat([{0}, {1}], axis=-1)",
-    "sum_last": "tf.reduce_sum({0}, axis=-1)",
+    "slice": "{0}[{index}]",
+    "take": "tf.gather({0}, {1}, axis={axis})",
+    "concat": "tf.concat([{0}, {1}], axis={axis})",
+    "sum_event": "tf.reduce_sum({0}, axis={axes})",
     "sum_all": "tf.reduce_sum({0})",
     "batch_fill": "tf.identity({0})",
     "batch_zeros": "tf.zeros([], dtype={0}.dtype)",
@@ -51,26 +51,25 @@ OP_HELPERS = {
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))''',
 }
 
-HELPERS = '''def _initial(weights, name, shape, dtype, bound=0.0):
+HELPERS = '''def _initial(weights, init, name, shape, dtype):
     """A weight's initial value: ``weights[name]`` when given (so the values hold in TF1
     graph mode too, where an assign made after the variable is never run), else uniform
-    in +-bound (zeros when bound is 0)."""
+    in +-init[name], or zeros where that bound is 0 (PARAM_INIT)."""
     if weights is not None and name in weights:
         return tf.cast(weights[name], dtype)
-    if bound == 0.0:
+    if init[name] == 0.0:
         return tf.zeros(shape, dtype=dtype)
-    return tf.random.uniform(shape, -bound, bound, dtype=dtype)
+    return tf.random.uniform(shape, -init[name], init[name], dtype=dtype)
 
 
-def _dense(sizes, dtype, weights=None):
-    """Dense layers sizes[0] -> ... -> sizes[-1]: kernels (in, out) uniform in
-    +-1/sqrt(in), zero biases, and a zero last layer so the layer starts as the identity;
-    ``weights`` (neutral local names -> arrays) gives other initial values."""
+def _dense(sizes, init, dtype, weights=None):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT) unless ``weights``
+    (neutral local names -> arrays) gives its initial value."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        bound = 0.0 if j == len(sizes) - 2 else n_in**-0.5
-        kernel = _initial(weights, f"conditioner.{j}.kernel", [n_in, n_out], dtype, bound)
-        bias = _initial(weights, f"conditioner.{j}.bias", [n_out], dtype)
+        kernel = _initial(weights, init, f"conditioner.{j}.kernel", [n_in, n_out], dtype)
+        bias = _initial(weights, init, f"conditioner.{j}.bias", [n_out], dtype)
         kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
         biases.append(tf.Variable(bias, name=f"bias_{j}"))
     return kernels, biases
@@ -227,9 +226,9 @@ class _Layer(_RealInputs, tfb.Bijector):
         return self.inverse_with_log_det(y)[1]'''
 
 _FIELD_INIT = {
-    "mlp": "self.kernels, self.biases = _dense(sizes, dtype, weights)",
+    "dense": "self.kernels, self.biases = _dense(sizes, init, dtype, weights)",
     "vector": (
-        'start = _initial(weights, "{name}", event_shape, dtype)\n'
+        'start = _initial(weights, init, "{name}", event_shape, dtype)\n'
         'self.{name} = tf.Variable(start, name="{name}")'
     ),
     "index": "self.{name} = tf.constant({name}, dtype=tf.int32)",
@@ -240,7 +239,7 @@ _FIELD_INIT = {
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [ln for f in plan.fields for ln in _FIELD_INIT[f.kind].format(name=f.name).split("\n")]
     const = plan.constant_jacobian
-    params = ["self", "*", *plan.args, "event_shape", "dtype=tf.float32", "weights=None",
+    params = ["self", "*", *plan.args, "event_shape", "init", "dtype=tf.float32", "weights=None",
               "validate_args=False", "name=None"]  # fmt: skip
     return "\n".join([
         f"class {name}(_Layer):",
@@ -253,7 +252,7 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
             "    self.event_shape = tuple(event_shape)",
             *("    " + ln for ln in init),
             "    super().__init__(",
-            "        forward_min_event_ndims=1,",
+            f"        forward_min_event_ndims={len(plan.event_shape)},",
             f"        is_constant_jacobian={const},",
             "        validate_args=validate_args,",
             "        parameters=parameters,",
@@ -274,27 +273,16 @@ def _snake(name: str) -> str:
 
 def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
     layers = "\n".join(
-        "        " + call(name, args, {"dtype": "dtype", "weights": f"weights[{i}]",
-                                   "name": f'"layer_{i}"'}, 8) + ","  # fmt: skip
+        "        " + call(name, args, {"init": f"init[{i}]", "dtype": "dtype",
+                                   "weights": f"weights[{i}]", "name": f'"layer_{i}"'}, 8) + ","  # fmt: skip
         for i, (name, args) in enumerate(calls)
     )
-    return f'''def _per_layer(params, count):
-    """``params`` (neutral names) as one {{local name: array}} per layer (None: absent)."""
-    if params is None:
-        return [None] * count
-    out = [{{}} for _ in range(count)]
-    for key, value in params.items():
-        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
-        if head == "layers" and index.isdigit() and int(index) < count:
-            out[int(index)][local] = value
-    return out
-
-
-def build_flow(params=None, dtype=tf.float32):
+    return f'''def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
-    maps the neutral names of PARAM_SHAPES to arrays, else weights start at the identity.
+    maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
     The weights are the variables' initial values, so they hold in TF1 graph mode too."""
-    weights = _per_layer(params, {len(calls)})
+    init = _per_layer(PARAM_INIT, {len(calls)})
+    weights = _per_layer(params if params is not None else {{}}, {len(calls)})
     # Long index lists stay compact:
     # fmt: off
     layers = [

@@ -83,6 +83,7 @@ def build(spec, params, dtype: str, device: str):
         flow = to_tfp(spec, params, dtype=dtype)
     flow._flowbridge_device = device
     flow._flowbridge_dtype = dtype
+    flow._flowbridge_event_ndims = len(spec.event_shape)
     return flow
 
 
@@ -104,7 +105,7 @@ def forward(flow, x: np.ndarray):
     with _run(flow):
         xt = _tensor(flow, x)
         y = flow.forward(xt)
-        ld = flow.forward_log_det_jacobian(xt, event_ndims=1)
+        ld = flow.forward_log_det_jacobian(xt, event_ndims=flow._flowbridge_event_ndims)
         return _numpy(y, x.shape), _numpy(ld, x.shape[:-1])
 
 
@@ -112,7 +113,7 @@ def inverse(flow, y: np.ndarray):
     with _run(flow):
         yt = _tensor(flow, y)
         x = flow.inverse(yt)
-        ld = flow.inverse_log_det_jacobian(yt, event_ndims=1)
+        ld = flow.inverse_log_det_jacobian(yt, event_ndims=flow._flowbridge_event_ndims)
         return _numpy(x, y.shape), _numpy(ld, y.shape[:-1])
 
 
