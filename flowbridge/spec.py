@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -186,31 +187,78 @@ class Conditioner(_Model):
 
 
 # --------------------------------------------------------------------------- layers
-class AdditiveCoupling(_Model):
+class _LayerModel(_Model):
+    """A layer of the spec. Each layer type is one such model (plus its definition in
+    :mod:`flowbridge.layers`); what it must satisfy against the event, and how many
+    weights it holds, it says itself, so nothing else in this module lists layer types."""
+
+    def check(self, dim: int, at: str) -> list[tuple[str, str]]:
+        """``(path, message)`` for each rule the layer breaks on events of size ``dim``."""
+        return []
+
+    def param_count(self, dim: int) -> int:
+        """The number of weights on events of size ``dim``, by arithmetic (nothing is
+        allocated: the ceilings are checked with it before anything is built)."""
+        return 0
+
+
+class _Coupling(_LayerModel):
+    mask: Mask = Field(default_factory=HalfMask)
+    conditioner: Conditioner = Field(default_factory=Conditioner)
+    _per_entry = 1  # conditioner outputs per transformed entry
+
+    def check(self, dim: int, at: str) -> list[tuple[str, str]]:
+        mask = self.mask
+        if mask.kind == "split" and mask.size >= dim:
+            return [(f"{at}.mask.size", f"expected fewer than the {dim} event entries, got "
+                     f"{mask.size}")]  # fmt: skip
+        if mask.kind == "explicit" and len(mask.values) != dim:
+            return [(f"{at}.mask.values", f"expected {dim} booleans (one per event entry), "
+                     f"got {len(mask.values)}")]  # fmt: skip
+        passed, transformed = _mask_sizes(mask, dim)
+        if not passed or not transformed:
+            return [(f"{at}.mask", f"expected a mask that passes at least one and transforms "
+                     f"at least one of the {dim} entries, got {passed} passed")]  # fmt: skip
+        return []
+
+    def param_count(self, dim: int) -> int:
+        passed, trans = _mask_sizes(self.mask, dim)
+        sizes = [passed, *self.conditioner.hidden, trans * self._per_entry]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+class AdditiveCoupling(_Coupling):
     """NICE additive coupling (arXiv:1410.8516): ``y_b = x_b + m(x_a)``, log-det 0."""
 
     type: Literal["additive_coupling"] = "additive_coupling"
-    mask: Mask = Field(default_factory=HalfMask)
-    conditioner: Conditioner = Field(default_factory=Conditioner)
 
 
-class AffineCoupling(_Model):
+class AffineCoupling(_Coupling):
     """RealNVP affine coupling (arXiv:1605.08803):
     ``y_b = x_b * scale(s(x_a)) + t(x_a)``, log-det ``sum(log scale)``."""
 
     type: Literal["affine_coupling"] = "affine_coupling"
-    mask: Mask = Field(default_factory=HalfMask)
-    conditioner: Conditioner = Field(default_factory=Conditioner)
     scale: ScaleMap = Field(default_factory=ExpScale)
+    _per_entry = 2  # [shift | raw log-scale]
+
+    def check(self, dim: int, at: str) -> list[tuple[str, str]]:
+        errors = super().check(dim, at)
+        if self.scale.kind == "clamp" and not self.scale.low < self.scale.high:
+            errors.append((f"{at}.scale.high", f"expected a value > low ({self.scale.low}), "
+                           f"got {self.scale.high}"))  # fmt: skip
+        return errors
 
 
-class Scaling(_Model):
+class Scaling(_LayerModel):
     """NICE's diagonal scaling layer: ``y = x * exp(s)`` with a learned vector ``s``."""
 
     type: Literal["scaling"] = "scaling"
 
+    def param_count(self, dim: int) -> int:
+        return dim
 
-class Permutation(_Model):
+
+class Permutation(_LayerModel):
     """A fixed permutation ``y = x[..., indices]``: ``reverse``, ``random`` (``seed``
     drawn with ``numpy.random.default_rng(seed).permutation(D)``) or ``explicit``."""
 
@@ -219,13 +267,36 @@ class Permutation(_Model):
     seed: NonNegInt | None = None
     indices: tuple[NonNegInt, ...] | None = None
 
+    def check(self, dim: int, at: str) -> list[tuple[str, str]]:
+        if self.kind == "random" and self.seed is None:
+            return [(f"{at}.seed", "expected a non-negative integer for kind 'random', got None")]
+        if self.kind != "random" and self.seed is not None:
+            return [(f"{at}.seed", f"expected no seed for kind {self.kind!r}, got {self.seed}")]
+        if self.kind == "explicit":
+            if self.indices is None:
+                return [(f"{at}.indices", "expected a permutation of range(D) for kind "
+                         "'explicit', got None")]  # fmt: skip
+            if sorted(self.indices) != list(range(dim)):
+                return [(f"{at}.indices", f"expected a permutation of 0..{dim - 1}, got "
+                         f"{_show(list(self.indices))}")]  # fmt: skip
+        elif self.indices is not None:
+            return [(f"{at}.indices", f"expected no indices for kind {self.kind!r}")]
+        return []
+
 
 Layer = Annotated[
     AdditiveCoupling | AffineCoupling | Scaling | Permutation, Field(discriminator="type")
 ]
 
-_TAGS = {"additive_coupling", "affine_coupling", "scaling", "permutation", "half",
-         "split", "parity", "explicit", "exp", "clamp", "soft_clamp", "sigmoid"}  # fmt: skip
+
+def _tags(union: Any, discriminator: str) -> set[str]:
+    """The discriminator values of a tagged union (``"affine_coupling"``, ``"clamp"``)."""
+    models = typing.get_args(typing.get_args(union)[0])
+    return {tag for m in models for tag in typing.get_args(m.model_fields[discriminator].annotation)}
+
+
+#: Branch names that pydantic puts in error locations (``layers.0.affine_coupling.mask``).
+_TAGS = _tags(Layer, "type") | _tags(Mask, "kind") | _tags(ScaleMap, "kind")
 
 
 class FlowSpec(_Model):
@@ -413,30 +484,8 @@ def _check_against_event(spec: FlowSpec) -> None:
     if not spec.layers:
         raise _from_errors([("layers", "expected at least one layer, got []")])
     _check_ceilings(spec)
-    dim = spec.dim
     for i, layer in enumerate(spec.layers):
-        at = f"layers[{i}]"
-        if layer.type in ("additive_coupling", "affine_coupling"):
-            mask = layer.mask
-            if mask.kind == "split" and mask.size >= dim:
-                errors.append((f"{at}.mask.size", f"expected fewer than the {dim} event "
-                               f"entries, got {mask.size}"))  # fmt: skip
-                continue
-            if mask.kind == "explicit" and len(mask.values) != dim:
-                errors.append((f"{at}.mask.values", f"expected {dim} booleans (one per "
-                               f"event entry), got {len(mask.values)}"))  # fmt: skip
-                continue
-            passed, transformed = mask_indices(mask, dim)
-            if not passed or not transformed:
-                errors.append((f"{at}.mask", f"expected a mask that passes at least one and "
-                               f"transforms at least one of the {dim} entries, got "
-                               f"{len(passed)} passed"))  # fmt: skip
-            if layer.type == "affine_coupling" and layer.scale.kind == "clamp":
-                if not layer.scale.low < layer.scale.high:
-                    errors.append((f"{at}.scale.high", f"expected a value > low "
-                                   f"({layer.scale.low}), got {layer.scale.high}"))  # fmt: skip
-        elif layer.type == "permutation":
-            errors.extend(_check_permutation(layer, dim, at))
+        errors.extend(layer.check(spec.dim, f"layers[{i}]"))
     if errors:
         raise _from_errors(errors)
 
@@ -456,16 +505,7 @@ def _mask_sizes(mask: Any, dim: int) -> tuple[int, int]:
 
 def param_count(spec: FlowSpec) -> int:
     """The number of weights in ``spec``'s flow, by arithmetic (nothing is allocated)."""
-    dim, total = spec.dim, 0
-    for layer in spec.layers:
-        if layer.type == "scaling":
-            total += dim
-        elif layer.type in ("additive_coupling", "affine_coupling"):
-            passed, trans = _mask_sizes(layer.mask, dim)
-            out = trans * (2 if layer.type == "affine_coupling" else 1)
-            sizes = [passed, *layer.conditioner.hidden, out]
-            total += sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
-    return total
+    return sum(layer.param_count(spec.dim) for layer in spec.layers)
 
 
 def _check_ceilings(spec: FlowSpec) -> None:
@@ -497,23 +537,6 @@ def _check_ceilings(spec: FlowSpec) -> None:
         raise _from_errors([("layers", f"expected at most {ceil.params} parameters in all, got "
                              f"{count} (about {memory(count)} as float64); "
                              f"{hint.format('params')}")])  # fmt: skip
-
-
-def _check_permutation(layer: Permutation, dim: int, at: str) -> list[tuple[str, str]]:
-    if layer.kind == "random" and layer.seed is None:
-        return [(f"{at}.seed", "expected a non-negative integer for kind 'random', got None")]
-    if layer.kind != "random" and layer.seed is not None:
-        return [(f"{at}.seed", f"expected no seed for kind {layer.kind!r}, got {layer.seed}")]
-    if layer.kind == "explicit":
-        if layer.indices is None:
-            return [(f"{at}.indices", "expected a permutation of range(D) for kind "
-                     "'explicit', got None")]  # fmt: skip
-        if sorted(layer.indices) != list(range(dim)):
-            return [(f"{at}.indices", f"expected a permutation of 0..{dim - 1}, got "
-                     f"{_show(list(layer.indices))}")]  # fmt: skip
-    elif layer.indices is not None:
-        return [(f"{at}.indices", f"expected no indices for kind {layer.kind!r}")]
-    return []
 
 
 # ------------------------------------------------------------------ error formatting
