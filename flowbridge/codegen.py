@@ -4,7 +4,8 @@ The parts of a generated module:
 
 1. a header with the spec hash and a do-not-edit note;
 2. the framework imports (nothing else: the module never imports flowbridge);
-3. ``SPEC_HASH``, ``SPEC_JSON``, ``EVENT_SHAPE`` and ``PARAM_SHAPES`` constants;
+3. ``SPEC_HASH``, ``SPEC_JSON``, ``EVENT_SHAPE``, ``PARAM_SHAPES`` and ``PARAM_INIT``
+   (each parameter's initial uniform bound, from its plan's :class:`~flowbridge.layers.Param`);
 4. backend helpers (weight init, parameter loading) from the backend's template;
 5. one class per distinct static layer configuration, whose ``forward_with_log_det``
    and ``inverse_with_log_det`` bodies are *printed from traces* of the neutral

@@ -252,8 +252,7 @@ class Shift:
     forward:  y_a = x_a,  y_b = x_b + shift,   log|det J| = 0
     inverse:  x_a = y_a,  x_b = y_b - shift,   log|det J^-1| = 0"""
 
-    def __init__(self, n_trans: int):
-        self.args: dict[str, Any] = {}
+    args: dict[str, Any] = {}
 
     def forward(self, p: View, out: Value, x_b: Value, x: Value):
         y_b = ops.name(x_b + ops.name(out, "shift"), "y_b")
@@ -356,8 +355,7 @@ def plan_coupling(layer: S.AdditiveCoupling | S.AffineCoupling, shape: tuple[int
     """A coupling from its three parts: the mask's partition, the MLP conditioner and
     the elementwise map (:class:`Shift` for NICE, :class:`Affine` for RealNVP)."""
     part = Partition(layer.mask, shape)
-    emap = Affine(part.n_trans, layer.scale) if layer.type == "affine_coupling" else Shift(
-        part.n_trans)  # fmt: skip
+    emap = Affine(part.n_trans, layer.scale) if layer.type == "affine_coupling" else Shift()
     cond = MLP(layer.conditioner, part.n_pass, emap.per_entry * part.n_trans)
 
     def forward(p: View, x: Value):
