@@ -159,6 +159,9 @@ def check(
     loads spec, params, inputs and reference outputs saved by ``save_bundle`` on
     another machine, and lists that machine's rows next to this one's.
     """
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        raise ValueError(f"dtypes: expected some of {', '.join(DTYPES)}, got {unknown[0]!r}")
     recorded: list[Row] = []
     if bundle is not None:
         spec, params, ref, recorded = load_bundle(bundle)

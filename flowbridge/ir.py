@@ -148,9 +148,13 @@ def _apply(op: str, *args, **attrs) -> Value:
 
 
 # ------------------------------------------------------------------ shape rules
-def _static(v: Any) -> Any:
-    """An attribute's number: a static source's value, or the Python value itself."""
-    return v.node.value if isinstance(v, Value) else v
+def _bound(node: Node, name: str) -> int | None:
+    """A slice bound: None, an int, or a static-int source (``p.split``)."""
+    v = node.attrs[name]
+    v = v.node.value if isinstance(v, Value) and isinstance(v.node.value, int) else v
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        raise _fail(node, f"{name} must be None, an int or a static int, got {v!r}")
+    return v
 
 
 def _fail(node: Node, why: str) -> ShapeError:
@@ -179,7 +183,8 @@ def _broadcast(node: Node) -> tuple[tuple[int, ...], bool]:
     except ValueError:
         raise _fail(node, "shapes do not broadcast") from None
     if batched and out != next(iter(batched)):
-        raise _fail(node, "an unbatched operand would broadcast into the batch dims")
+        raise _fail(node, "an unbatched operand must broadcast into the batched operand's "
+                    "event shape")  # fmt: skip
     return out, bool(batched)
 
 
@@ -187,6 +192,8 @@ def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
     op, args = node.op, node.args
     if op in ("add", "sub", "mul"):
         return _broadcast(node)
+    if not all(isinstance(a, Value) for a in args):
+        raise _fail(node, "expected tensors (traced Values), not numbers")
     first = args[0].node
     if op == "linear":
         kernel, bias = args[1].node, args[2].node
@@ -196,7 +203,7 @@ def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
         return first.shape[:-1] + kernel.shape[1:], first.batched
     if op == "slice":
         axis = _axis(node, first.shape)
-        start, stop = _static(node.attrs["start"]), _static(node.attrs["stop"])
+        start, stop = _bound(node, "start"), _bound(node, "stop")
         size = len(range(first.shape[axis])[start:stop])
         if size == 0:
             raise _fail(node, f"the slice {start}:{stop} of axis {axis} is empty")

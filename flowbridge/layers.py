@@ -132,10 +132,15 @@ class View:
         raise AttributeError(f"the layer declares no parameter or argument {name!r}")
 
     def kernel(self, j: int) -> Value:
-        return source(f"self.kernels[{j}]", self._params[f"conditioner.{j}.kernel"].shape)
+        return source(f"self.kernels[{j}]", self._declared(f"conditioner.{j}.kernel").shape)
 
     def bias(self, j: int) -> Value:
-        return source(f"self.biases[{j}]", self._params[f"conditioner.{j}.bias"].shape)
+        return source(f"self.biases[{j}]", self._declared(f"conditioner.{j}.bias").shape)
+
+    def _declared(self, name: str) -> Param:
+        if name not in self._params:
+            raise AttributeError(f"the layer declares no parameter {name!r}")
+        return self._params[name]
 
 
 # --------------------------------------------------------------- coupling parts

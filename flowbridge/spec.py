@@ -243,6 +243,8 @@ class AffineCoupling(_Coupling):
 
     def check(self, dim: int, at: str) -> list[tuple[str, str]]:
         errors = super().check(dim, at)
+        if errors and errors[0][0] != f"{at}.mask":  # a mask that does not fit the event
+            return errors
         if self.scale.kind == "clamp" and not self.scale.low < self.scale.high:
             errors.append((f"{at}.scale.high", f"expected a value > low ({self.scale.low}), "
                            f"got {self.scale.high}"))  # fmt: skip
