@@ -107,13 +107,17 @@ def _ld(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(a - ref) / (1.0 + np.abs(ref))))
 
 
-def reference(spec: FlowSpec, params: dict, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The float64 reference outputs for ``x``."""
+def reference(
+    spec: FlowSpec, params: dict, x: np.ndarray, context: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The float64 reference outputs for ``x`` (at ``context`` for a conditional flow:
+    one row per input, or one context for every input)."""
     rt = runtime(B.REFERENCE)
     flow = rt.build(spec, params, "float64", "cpu")
-    y, fldj = rt.forward(flow, x)
-    _, ildj = rt.inverse(flow, y)
-    return {"x": x, "y": y, "fldj": fldj, "ildj": ildj}
+    y, fldj = rt.forward(flow, x, context)
+    _, ildj = rt.inverse(flow, y, context)
+    ref = {"x": x, "y": y, "fldj": fldj, "ildj": ildj}
+    return ref if context is None else {**ref, "context": context}
 
 
 def errors(out: dict, ref: dict) -> dict[str, float]:
@@ -132,10 +136,13 @@ def measure(backend: str, dtype: str, device: str, spec, params, ref, jac_rows: 
     """One row, and the raw outputs: build ``backend`` and compare it with ``ref``."""
     rt = runtime(backend)
     flow = rt.build(spec, params, dtype, device)
-    out = dict(zip(("y", "fldj"), rt.forward(flow, ref["x"]), strict=True))
-    out.update(zip(("x", "ildj"), rt.inverse(flow, ref["y"]), strict=True))
-    out["round_trip"] = rt.round_trip(flow, ref["x"])
-    out["jacobian"] = rt.jacobian_log_det(flow, ref["x"][:jac_rows])
+    c = ref.get("context")
+    out = dict(zip(("y", "fldj"), rt.forward(flow, ref["x"], c), strict=True))
+    out.update(zip(("x", "ildj"), rt.inverse(flow, ref["y"], c), strict=True))
+    out["round_trip"] = rt.round_trip(flow, ref["x"], c)
+    rows = ref["x"][:jac_rows]
+    per_row = None if c is None else np.broadcast_to(c, (len(ref["x"]), c.shape[-1]))[:jac_rows]
+    out["jacobian"] = rt.jacobian_log_det(flow, rows, per_row)
     return Row(backend, dtype, device, errors(out, ref)), out
 
 
@@ -169,8 +176,10 @@ def check(
         params = check_params(spec, params) if params is not None else init_params(
             spec, seed, init="random"
         )  # fmt: skip
-        x = np.random.default_rng(seed + 1).standard_normal((batch, spec.dim))
-        ref = reference(spec, params, x)
+        rng = np.random.default_rng(seed + 1)
+        x = rng.standard_normal((batch, *spec.event_shape))
+        context = rng.standard_normal((batch, spec.context_dim)) if spec.context_dim else None
+        ref = reference(spec, params, x, context)
     chosen = backends or tuple(name for name, b in B.BACKENDS.items() if b.available())
     report = Report(spec, [])
     outputs = {}
@@ -218,6 +227,8 @@ def write_bundle(path, spec: FlowSpec, params: dict, ref: dict, outputs: dict) -
 #: What a bundle's arrays must be, with ``n`` inputs of event size ``d``.
 _OUTPUT_SHAPES = {"x": "nd", "y": "nd", "fldj": "n", "ildj": "n", "round_trip": "nd",
                   "jacobian": "j"}  # fmt: skip
+#: The reference's arrays: the outputs', and a conditional flow's contexts.
+_REFERENCE_SHAPES = {**_OUTPUT_SHAPES, "context": "nc"}
 
 
 def load_bundle(path) -> tuple[FlowSpec, dict, dict, list[Row]]:
@@ -239,10 +250,13 @@ def load_bundle(path) -> tuple[FlowSpec, dict, dict, list[Row]]:
     missing = [k for k in ("x", "y", "fldj", "ildj") if k not in ref]
     if missing:
         raise ParamError(f"{where}: reference/{missing[0]}: missing")
+    if spec.context_dim and "context" not in ref:
+        raise ParamError(f"{where}: reference/context: missing (the spec is conditional)")
     n, d = len(ref["x"]), spec.dim
-    sizes = {"n": (n,), "nd": (n, d)}
+    sizes = {"n": (n,), "nd": (n, d), "nc": (n, spec.context_dim)}
     for name, value in ref.items():
-        if _OUTPUT_SHAPES.get(name) not in sizes or value.shape != sizes[_OUTPUT_SHAPES[name]]:
+        kind = _REFERENCE_SHAPES.get(name)
+        if kind not in sizes or value.shape != sizes[kind] or (kind == "nc" and not spec.context_dim):
             raise ParamError(f"{where}: reference/{name}: unexpected array of shape {value.shape}")
     results: dict[tuple, dict] = {}
     for k, v in tensors.items():

@@ -52,6 +52,7 @@ OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "slice": (1, ("axis", "start", "stop")),
     "take": (2, ("axis",)),  # gather along an axis with an index buffer
     "concat": (2, ("axis",)),
+    "broadcast_batch": (2, ("event_ndims",)),  # (c (*b, C), like (*batch, *event)) -> (*batch, C)
     # reductions and batch-shaped constants
     "sum_event": (1, ("event_ndims",)),  # (*batch, *event) -> (*batch,)
     "sum_all": (1, ()),  # an unbatched tensor (a parameter) -> scalar
@@ -222,6 +223,14 @@ def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
                 or _replace(first.shape, axis, 0) != _replace(other.shape, axis, 0)):  # fmt: skip
             raise _fail(node, f"shapes must agree except along axis {axis}")
         return _replace(first.shape, axis, first.shape[axis] + other.shape[axis]), first.batched
+    if op == "broadcast_batch":
+        like = args[1].node
+        n = node.attrs["event_ndims"]
+        if not (first.batched and like.batched and len(first.shape) == 1
+                and isinstance(n, int) and 1 <= n <= len(like.shape)):  # fmt: skip
+            raise _fail(node, "expected a batched vector and a batched tensor with "
+                        f"{n!r} event dims")  # fmt: skip
+        return first.shape, True
     if op == "sum_all":
         if first.batched:
             raise _fail(node, "sum_all reduces an unbatched tensor (a parameter)")

@@ -110,8 +110,9 @@ class Plan:
     constant_jacobian: bool
     event_shape: tuple[int, ...]  # the input's event shape
     output_shape: tuple[int, ...]  # the output's event shape
-    forward: Callable = field(compare=False)
-    inverse: Callable = field(compare=False)
+    forward: Callable = field(compare=False)  # (p, x[, context]) -> (y, log_det)
+    inverse: Callable = field(compare=False)  # (p, y[, context]) -> (x, log_det)
+    context: int = 0  # the size of the context vector the layer reads (0: none)
 
 
 class View:
@@ -202,11 +203,10 @@ class MLP:
     ``+-1/sqrt(fan_in)`` (torch's ``nn.Linear`` rule), biases at zero, and the last
     layer at zero so the coupling starts as the identity."""
 
-    legend = "m: the conditioner MLP"
-
-    def __init__(self, cond: S.Conditioner, n_in: int, n_out: int):
-        self.cond = cond
-        self.sizes = [n_in, *cond.hidden, n_out]
+    def __init__(self, cond: S.Conditioner, n_in: int, n_out: int, context: int = 0):
+        self.cond, self.context = cond, context
+        self.sizes = [n_in + context, *cond.hidden, n_out]
+        self.legend = "m: the conditioner MLP" + (", reading [x_a | context]" if context else "")
         self.fields = (Field("dense", "sizes"),)
         self.args = {"sizes": self.sizes}
         self.params: dict[str, Param] = {}
@@ -224,8 +224,14 @@ class MLP:
         slope = f" (negative slope {cond.negative_slope!r})" if leaky else ""
         self.text = (f"conditioner with {depth} hidden layer{'s' * (depth != 1)}, "
                      f"{cond.activation}{slope}")  # fmt: skip
+        if context:
+            self.text += f", reading a context of {context} after x_a"
 
-    def __call__(self, p: View, h: Value) -> Value:
+    def __call__(self, p: View, h: Value, context: Value | None = None) -> Value:
+        """``m(h)``, or ``m([h | context])`` with the context broadcast to h's batch."""
+        if self.context:
+            wide = ops.broadcast_batch(context, h, event_ndims=len(h.shape))
+            h = ops.name(ops.concat(h, ops.name(wide, "context_b"), axis=-1), "h_in")
         n = len(self.sizes) - 1
         for j in range(n):
             h = ops.name(ops.linear(h, p.kernel(j), p.bias(j)), "h" if j < n - 1 else "out")
@@ -344,9 +350,14 @@ class Affine:
         return x_b, -log_det
 
 
+def _wrap(text: str) -> str:
+    """A docstring paragraph, wrapped to the code's width."""
+    return textwrap.fill(text, 95, subsequent_indent="    ")
+
+
 def _configuration(text: str) -> str:
-    """The docstring's "Configuration: ..." paragraph, wrapped to the code's width."""
-    return textwrap.fill(f"Configuration: {text}.", 95, subsequent_indent="    ")
+    """The docstring's "Configuration: ..." paragraph."""
+    return _wrap(f"Configuration: {text}.")
 
 
 def _word(value: float) -> str:
@@ -356,21 +367,24 @@ def _word(value: float) -> str:
 
 
 # ------------------------------------------------------------------ coupling layers
-def plan_coupling(layer: S.AdditiveCoupling | S.AffineCoupling, shape: tuple[int, ...]) -> Plan:
-    """A coupling from its three parts: the mask's partition, the MLP conditioner and
-    the elementwise map (:class:`Shift` for NICE, :class:`Affine` for RealNVP)."""
+def plan_coupling(
+    layer: S.AdditiveCoupling | S.AffineCoupling, shape: tuple[int, ...], context: int = 0
+) -> Plan:
+    """A coupling from its three parts: the mask's partition, the MLP conditioner (which
+    also reads the context when the flow has one) and the elementwise map
+    (:class:`Shift` for NICE, :class:`Affine` for RealNVP)."""
     part = Partition(layer.mask, shape)
     emap = Affine(part.n_trans, layer.scale) if layer.type == "affine_coupling" else Shift()
-    cond = MLP(layer.conditioner, part.n_pass, emap.per_entry * part.n_trans)
+    cond = MLP(layer.conditioner, part.n_pass, emap.per_entry * part.n_trans, context)
 
-    def forward(p: View, x: Value):
+    def forward(p: View, x: Value, c: Value | None = None):
         x_a, x_b = part.split(p, x, "x")
-        y_b, log_det = emap.forward(p, cond(p, x_a), x_b, x)
+        y_b, log_det = emap.forward(p, cond(p, x_a, c), x_b, x)
         return part.merge(p, x_a, y_b), log_det
 
-    def inverse(p: View, y: Value):
+    def inverse(p: View, y: Value, c: Value | None = None):
         y_a, y_b = part.split(p, y, "y")
-        x_b, log_det = emap.inverse(p, cond(p, y_a), y_b, y)
+        x_b, log_det = emap.inverse(p, cond(p, y_a, c), y_b, y)
         return part.merge(p, y_a, x_b), log_det
 
     config = "; ".join(t for t in (part.text, cond.text, emap.text) if t)
@@ -378,7 +392,7 @@ def plan_coupling(layer: S.AdditiveCoupling | S.AffineCoupling, shape: tuple[int
         class_name=emap.class_name,
         variant=(part.words, *cond.words, *emap.words),
         config=config,
-        doc=f"{emap.doc}\n    {part.legend}; {cond.legend}.\n    {_configuration(config)}",
+        doc=f"{emap.doc}\n    {_wrap(f'{part.legend}; {cond.legend}.')}\n    {_configuration(config)}",
         fields=(*cond.fields, *emap.fields, *part.fields),
         args={**cond.args, **emap.args, **part.args},
         params=cond.params,
@@ -387,6 +401,7 @@ def plan_coupling(layer: S.AdditiveCoupling | S.AffineCoupling, shape: tuple[int
         output_shape=shape,
         forward=forward,
         inverse=inverse,
+        context=context,
     )
 
 
@@ -405,7 +420,7 @@ _PERMUTATION_DOC = """A fixed permutation of the event entries.
     Configuration: the indices, a constructor argument."""
 
 
-def plan_scaling(layer: S.Scaling, shape: tuple[int, ...]) -> Plan:
+def plan_scaling(layer: S.Scaling, shape: tuple[int, ...], context: int = 0) -> Plan:
     """``log_scale`` starts at zero (the identity); its test draw is uniform in +-0.3."""
     n = len(shape)
 
@@ -436,7 +451,7 @@ def plan_scaling(layer: S.Scaling, shape: tuple[int, ...]) -> Plan:
     )
 
 
-def plan_permutation(layer: S.Permutation, shape: tuple[int, ...]) -> Plan:
+def plan_permutation(layer: S.Permutation, shape: tuple[int, ...], context: int = 0) -> Plan:
     if len(shape) != 1:
         raise ValueError(f"permutations take vector events (D,), got {shape}")
     indices = S.permutation_indices(layer, shape[0])
@@ -465,8 +480,9 @@ def plan_permutation(layer: S.Permutation, shape: tuple[int, ...]) -> Plan:
 
 
 #: Layer type (the spec's ``type`` field) -> its neutral definition, a function of the
-#: spec layer and its input event shape.
-REGISTRY: dict[str, Callable[[Any, tuple[int, ...]], Plan]] = {
+#: spec layer, its input event shape and the flow's context size (0: none; a layer that
+#: reads no context ignores it).
+REGISTRY: dict[str, Callable[[Any, tuple[int, ...], int], Plan]] = {
     "additive_coupling": plan_coupling,
     "affine_coupling": plan_coupling,
     "scaling": plan_scaling,
@@ -479,7 +495,7 @@ def plan_flow(spec: S.FlowSpec) -> list[Plan]:
     event shape the layers before it give (as zuko's transforms carry ``forward_shape``)."""
     plans, shape = [], tuple(spec.event_shape)
     for layer in spec.layers:
-        plans.append(REGISTRY[layer.type](layer, shape))
+        plans.append(REGISTRY[layer.type](layer, shape, spec.context_dim))
         shape = plans[-1].output_shape
     return plans
 

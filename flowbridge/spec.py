@@ -192,13 +192,16 @@ class _LayerModel(_Model):
     :mod:`flowbridge.layers`); what it must satisfy against the event, and how many
     weights it holds, it says itself, so nothing else in this module lists layer types."""
 
+    type: str  # each layer type narrows it to its tag; declared here so it comes first
+
     def check(self, dim: int, at: str) -> list[tuple[str, str]]:
         """``(path, message)`` for each rule the layer breaks on events of size ``dim``."""
         return []
 
-    def param_count(self, dim: int) -> int:
-        """The number of weights on events of size ``dim``, by arithmetic (nothing is
-        allocated: the ceilings are checked with it before anything is built)."""
+    def param_count(self, dim: int, context_dim: int = 0) -> int:
+        """The number of weights on events of size ``dim`` (with a context of
+        ``context_dim``), by arithmetic (nothing is allocated: the ceilings are checked
+        with it before anything is built)."""
         return 0
 
 
@@ -221,9 +224,9 @@ class _Coupling(_LayerModel):
                      f"at least one of the {dim} entries, got {passed} passed")]  # fmt: skip
         return []
 
-    def param_count(self, dim: int) -> int:
+    def param_count(self, dim: int, context_dim: int = 0) -> int:
         passed, trans = _mask_sizes(self.mask, dim)
-        sizes = [passed, *self.conditioner.hidden, trans * self._per_entry]
+        sizes = [passed + context_dim, *self.conditioner.hidden, trans * self._per_entry]
         return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
@@ -256,7 +259,7 @@ class Scaling(_LayerModel):
 
     type: Literal["scaling"] = "scaling"
 
-    def param_count(self, dim: int) -> int:
+    def param_count(self, dim: int, context_dim: int = 0) -> int:
         return dim
 
 
@@ -302,11 +305,19 @@ _TAGS = _tags(Layer, "type") | _tags(Mask, "kind") | _tags(ScaleMap, "kind")
 
 
 class FlowSpec(_Model):
-    """A normalizing flow: an event shape and a list of layers, applied in order."""
+    """A normalizing flow: an event shape and a list of layers, applied in order.
+
+    ``context_dim`` (default 0: unconditional) makes the flow conditional, ``q(x | c)``
+    for a context vector ``c`` of that size: every coupling's conditioner reads the
+    concatenation ``[x_a | c]`` (its first kernel's rows in that order); scaling layers
+    and permutations do not read it. An unconditional spec's canonical JSON (and so its
+    hash) leaves ``context_dim`` out, so specs written before it existed keep their hash.
+    """
 
     format_version: Literal[1] = FORMAT_VERSION
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_. -]{0,64}$")] = "flow"
     event_shape: tuple[PosInt, ...]
+    context_dim: NonNegInt = 0
     layers: tuple[Layer, ...]
 
     def __init__(self, /, **data: Any):
@@ -322,12 +333,16 @@ class FlowSpec(_Model):
     @property
     def hash(self) -> str:
         """SHA-256 of the canonical JSON (sorted keys, defaults filled in)."""
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()
 
     # ------------------------------------------------------------------------- I/O
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        """Plain JSON data, defaults filled in (``context_dim`` only when nonzero)."""
+        data = self.model_dump(mode="json")
+        if not data["context_dim"]:
+            del data["context_dim"]
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent) + "\n"
@@ -414,6 +429,7 @@ def json_schema() -> dict:
                     required.insert(0, tag["propertyName"])
     sizes = {
         ("FlowSpec", "event_shape"): ceilings.event_size,
+        ("FlowSpec", "context_dim"): ceilings.event_size,
         ("Conditioner", "hidden"): ceilings.width,
         ("SplitMask", "size"): ceilings.event_size - 1,
         ("Permutation", "indices"): ceilings.event_size - 1,
@@ -507,7 +523,7 @@ def _mask_sizes(mask: Any, dim: int) -> tuple[int, int]:
 
 def param_count(spec: FlowSpec) -> int:
     """The number of weights in ``spec``'s flow, by arithmetic (nothing is allocated)."""
-    return sum(layer.param_count(spec.dim) for layer in spec.layers)
+    return sum(layer.param_count(spec.dim, spec.context_dim) for layer in spec.layers)
 
 
 def _check_ceilings(spec: FlowSpec) -> None:
@@ -518,6 +534,9 @@ def _check_ceilings(spec: FlowSpec) -> None:
     if spec.dim > ceil.event_size:
         errors.append(("event_shape[0]", f"expected at most {ceil.event_size} entries, got "
                        f"{spec.dim}; {hint.format('event_size')}"))  # fmt: skip
+    if spec.context_dim > ceil.event_size:
+        errors.append(("context_dim", f"expected at most {ceil.event_size}, got "
+                       f"{spec.context_dim}; {hint.format('event_size')}"))  # fmt: skip
     if len(spec.layers) > ceil.layers:
         errors.append(("layers", f"expected at most {ceil.layers} layers, got "
                        f"{len(spec.layers)}; {hint.format('layers')}"))  # fmt: skip
@@ -632,6 +651,7 @@ def nice(
     hidden: tuple[int, ...] = (256, 256),
     activation: str = "relu",
     scaling: bool = True,
+    context_dim: int = 0,
     name: str = "nice",
 ) -> FlowSpec:
     """NICE (Dinh et al. 2015, arXiv:1410.8516): additive couplings whose masks
@@ -639,10 +659,12 @@ def nice(
 
     The paper's MNIST model used 4 couplings of 5 hidden layers with 1000 units; pass
     ``hidden=(1000,) * 5`` for that size. The default is smaller for vector problems.
-    Every argument is validated like the spec field it fills, and an error names the
-    argument (``hidden: expected a list of positive integers, got 64``).
+    ``context_dim > 0`` makes it conditional (see :class:`FlowSpec`). Every argument is
+    validated like the spec field it fills, and an error names the argument
+    (``hidden: expected a list of positive integers, got 64``).
     """
     dim, cond = _count(dim, "dim"), _conditioner(hidden, activation)
+    context_dim = _non_negative(context_dim, "context_dim")
     _choice(scaling, "scaling", (True, False))
     layers: list[Any] = [
         AdditiveCoupling(mask=ParityMask(parity="even" if i % 2 == 0 else "odd"), conditioner=cond)
@@ -650,7 +672,7 @@ def nice(
     ]
     if scaling:
         layers.append(Scaling())
-    return FlowSpec(name=name, event_shape=(dim,), layers=layers)
+    return FlowSpec(name=name, event_shape=(dim,), context_dim=context_dim, layers=layers)
 
 
 def realnvp(
@@ -663,6 +685,7 @@ def realnvp(
     mask: Literal["half", "parity"] = "half",
     permutation: Literal["reverse", "random"] | None = None,
     seed: int = 0,
+    context_dim: int = 0,
     name: str = "realnvp",
 ) -> FlowSpec:
     """RealNVP (Dinh et al. 2017, arXiv:1605.08803) for vector events: affine couplings
@@ -672,15 +695,17 @@ def realnvp(
 
     ``scale`` is a scale map or its dict (default ``{"kind": "exp"}``, the paper's
     ``exp(s)``); ``permutation`` optionally puts a ``reverse`` or seeded ``random``
-    permutation between couplings (seeds ``seed``, ``seed + 1``, ...). Every argument is
-    validated like the spec field it fills, and an error names the argument.
+    permutation between couplings (seeds ``seed``, ``seed + 1``, ...); ``context_dim > 0``
+    makes it conditional (see :class:`FlowSpec`). Every argument is validated like the
+    spec field it fills, and an error names the argument.
     """
     dim, count = _count(dim, "dim"), _count(num_couplings, "num_couplings")
     cond = _conditioner(hidden, activation)
     scale_map = ExpScale() if scale is None else _scale_map(scale)
     _choice(mask, "mask", ("half", "parity"))
     _choice(permutation, "permutation", (None, "reverse", "random"))
-    seed = _count(seed + 1 if _is_int(seed) else seed, "seed") - 1
+    seed = _non_negative(seed, "seed")
+    context_dim = _non_negative(context_dim, "context_dim")
     layers: list[Any] = []
     for i in range(count):
         # with a permutation between couplings the mask stays put and the permutation
@@ -694,7 +719,7 @@ def realnvp(
         if permutation and i < count - 1:
             kind_seed = {"seed": seed + i} if permutation == "random" else {}
             layers.append(Permutation(kind=permutation, **kind_seed))
-    return FlowSpec(name=name, event_shape=(dim,), layers=layers)
+    return FlowSpec(name=name, event_shape=(dim,), context_dim=context_dim, layers=layers)
 
 
 def _is_int(value: Any) -> bool:
@@ -704,6 +729,12 @@ def _is_int(value: Any) -> bool:
 def _count(value: Any, field: str) -> int:
     if not _is_int(value) or value < 1:
         raise SpecError(f"{field}: expected a positive integer, got {_show(value)}")
+    return int(value)
+
+
+def _non_negative(value: Any, field: str) -> int:
+    if not _is_int(value) or value < 0:
+        raise SpecError(f"{field}: expected a non-negative integer, got {_show(value)}")
     return int(value)
 
 

@@ -42,6 +42,10 @@ CASES = {
     "permutation_reverse_d4": _one(S.Permutation(kind="reverse"), 4, "g"),
     "permutation_random_d6": _one(S.Permutation(kind="random", seed=3), 6, "h"),
     "permutation_explicit_d3": _one(S.Permutation(kind="explicit", indices=(2, 0, 1)), 3, "i"),
+    # conditional flows: every coupling reads [x_a | context]; scaling and permutations not
+    "realnvp_conditional_d5_c3": lambda: fb.realnvp(5, hidden=(16,), context_dim=3,
+                                                    permutation="random"),  # fmt: skip
+    "nice_conditional_d4_c2": lambda: fb.nice(4, hidden=(8,), activation="tanh", context_dim=2),
     # presets
     "nice_preset_d5": lambda: fb.nice(5, hidden=(16, 16)),
     "realnvp_preset_d4_perm": lambda: fb.realnvp(4, hidden=(16,), permutation="random"),

@@ -41,12 +41,30 @@ LOG_2PI = float(np.log(2 * np.pi))
 SAMPLE_SEED = (7, 11)  # a stateless seed: the same draws in every regime
 
 
+class _AtContext:
+    """A conditional reference flow at one context: the unconditional reference API."""
+
+    def __init__(self, flow, context):
+        self.flow, self.context = flow, context
+
+    def __getattr__(self, name):  # forward, inverse, *_with_log_det, *_log_det_jacobian
+        method = getattr(self.flow, name)
+        return lambda value: method(value, self.context)
+
+
+def _context(spec) -> np.ndarray:
+    """The fixed context a conditional case is checked at (one for every row)."""
+    return np.random.default_rng(5).standard_normal(spec.context_dim)
+
+
 @functools.cache
 def _case(name: str, seed: int = 0):
-    """(spec, random non-identity params, float64 NumPy reference) of a case."""
+    """(spec, random non-identity params, float64 NumPy reference) of a case; a
+    conditional case's reference is the flow at :func:`_context`."""
     spec = CASES[name]()
     params = fb.init_params(spec, seed, init="random")
-    return spec, params, fb.to_numpy(spec, params)
+    ref = fb.to_numpy(spec, params)
+    return spec, params, _AtContext(ref, _context(spec)) if spec.context_dim else ref
 
 
 def _normal(n: int, d: int, seed: int, dtype: str = "float64") -> np.ndarray:
@@ -103,7 +121,11 @@ def _features(spec) -> set:
 #: every case.
 REGIMES = ["eager", "tf_function", "graph"]
 TRACED_NAMES = [n for n in NAMES if len(CASES[n]().layers) == 1] + ["example_mixed_d7_explicit"]
-TFP_MATRIX = [(n, "eager") for n in NAMES] + [
+#: TFP's checks take unconditional bijectors; the conditional cases' TFP path (routing
+#: conditional_input, TransformedDistribution's bijector_kwargs, tf.function and XLA) is
+#: checked in tests/test_conditional.py, and their numbers in test_conformance.
+TFP_NAMES = [n for n in NAMES if not CASES[n]().context_dim]
+TFP_MATRIX = [(n, "eager") for n in TFP_NAMES] + [
     (n, r) for r in REGIMES[1:] for n in TRACED_NAMES]  # fmt: skip
 
 
@@ -129,8 +151,14 @@ def _clear_caches(flow):
 
 
 def _pyro_flow(name: str, dtype: str):
+    """The case's Pyro flow (a conditional one at :func:`_context`, via condition())."""
     spec, params, ref = _case(name)
-    return spec, fb.to_pyro(spec, params, dtype=dtype), ref
+    flow = fb.to_pyro(spec, params, dtype=dtype)
+    if spec.context_dim:
+        import torch
+
+        flow = flow.condition(torch.tensor(_context(spec), dtype=getattr(torch, dtype)))
+    return spec, flow, ref
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -509,7 +537,7 @@ def test_tfp_equality_and_cache_isolation(name, regime, tfp):
     _close(np.broadcast_to(ldb, (BATCH,)), ref_b.forward_log_det_jacobian(x_np), tol, "b fldj")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TFP_NAMES)
 def test_tfp_variables_and_gradients(name, tfp):
     import tensorflow as tf
 

@@ -41,7 +41,7 @@ def test_layers_whose_bodies_differ_never_share_a_class(monkeypatch, backend):
     words, docstring and fields) still gets its own class when its traced body differs."""
     calls = []
 
-    def planner(layer, shape):
+    def planner(layer, shape, context=0):
         plan = layers.plan_scaling(layer, shape)
         calls.append(shape)
         if len(calls) % 2:  # the second layer of each flow keeps the real body
@@ -78,7 +78,7 @@ def test_every_class_docstring_states_its_configuration():
 def test_plan_flow_threads_each_layers_output_shape_to_the_next(monkeypatch):
     seen = []
 
-    def widening(layer, shape):  # a stand-in for a squeeze: the output shape differs
+    def widening(layer, shape, context=0):  # a stand-in for a squeeze: the output shape differs
         seen.append(shape)
         return dataclasses.replace(layers.plan_scaling(layer, shape), output_shape=(5,))
 
@@ -90,7 +90,7 @@ def test_plan_flow_threads_each_layers_output_shape_to_the_next(monkeypatch):
 
 
 def test_a_definition_whose_output_shape_is_wrong_fails_when_traced(monkeypatch):
-    def wrong(layer, shape):
+    def wrong(layer, shape, context=0):
         return dataclasses.replace(layers.plan_scaling(layer, shape), output_shape=(4,))
 
     monkeypatch.setitem(layers.REGISTRY, "scaling", wrong)

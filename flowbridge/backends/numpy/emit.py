@@ -31,6 +31,7 @@ OPS = {
     "slice": "{0}[{index}]",
     "take": "np.take({0}, {1}, axis={axis})",
     "concat": "np.concatenate([{0}, {1}], axis={axis})",
+    "broadcast_batch": "np.broadcast_to({0}, {1}.shape[:-{event_ndims}] + {0}.shape[-1:])",
     "sum_event": "np.sum({0}, axis={axes})",
     "sum_all": "np.sum({0})",
     "batch_fill": "np.full({1}.shape[:-{event_ndims}], {0})",
@@ -103,6 +104,63 @@ class _Layer:
     def inverse_log_det_jacobian(self, y):
         return self.inverse_with_log_det(y)[1]'''
 
+CONDITIONAL_IMPORTS = IMPORTS
+CONDITIONAL_USAGE = """Conditional on a context c of shape (*batch, {context_dim}), broadcast to x's batch:
+flow.forward(x, c); flow.inverse(y, c); flow.forward_with_log_det(x, c)."""
+
+CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
+    """``context`` as float64 if it holds real numbers of shape (*batch, context_dim) whose
+    batch broadcasts to x's; else a TypeError or ValueError naming both sizes."""
+    where = f"{type(layer).__name__}: context"
+    array = np.asarray(context)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
+    if array.ndim < 1 or array.shape[-1] != layer.context_dim:
+        raise ValueError(
+            f"{where}: expected shape (*batch, {layer.context_dim}) (the flow's context_dim), "
+            f"got {array.shape}"
+        )
+    batch = x.shape[: x.ndim - len(layer.event_shape)]
+    try:
+        fits = np.broadcast_shapes(array.shape[:-1], batch) == batch
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{where}: its batch shape {array.shape[:-1]} does not broadcast to x's {batch}"
+        )
+    return array.astype(np.float64, copy=False)
+
+
+class _ConditionalLayer(_Layer):
+    """A layer that reads the context: every call takes it after the input."""
+
+    def __init__(self, event_shape, context_dim):
+        super().__init__(event_shape)
+        self.context_dim = context_dim
+
+    def forward_with_log_det(self, x, context):
+        """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
+        x = _checked(self, x, "x")
+        return self._forward_with_log_det(x, _checked_context(self, context, x))
+
+    def inverse_with_log_det(self, y, context):
+        """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
+        y = _checked(self, y, "y")
+        return self._inverse_with_log_det(y, _checked_context(self, context, y))
+
+    def forward(self, x, context):
+        return self.forward_with_log_det(x, context)[0]
+
+    def inverse(self, y, context):
+        return self.inverse_with_log_det(y, context)[0]
+
+    def forward_log_det_jacobian(self, x, context):
+        return self.forward_with_log_det(x, context)[1]
+
+    def inverse_log_det_jacobian(self, y, context):
+        return self.inverse_with_log_det(y, context)[1]'''
+
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, rng)",
     "vector": 'self.{name} = _initial(init["{name}"], event_shape, rng)',
@@ -114,28 +172,24 @@ _FIELD_INIT = {
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
     uses_rng = any(f.kind in ("dense", "vector") for f in plan.fields)
+    base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     return "\n".join([
-        f"class {name}(_Layer):",
+        f"class {name}({base}):",
         f'    """{plan.doc}\n    """',
         "",
-        signature("__init__", ["self", "*", *plan.args, "event_shape", "init", "rng=None"], 1),
-        block(["super().__init__(event_shape)"]
+        signature("__init__", ["self", "*", *plan.args, "event_shape", *ctx, "init", "rng=None"],
+                  1),
+        block([f"super().__init__({', '.join(['event_shape', *ctx])})"]
               + ["rng = rng if rng is not None else np.random.default_rng(0)"] * uses_rng
               + init, 2),  # fmt: skip
         "",
-        traced_methods(forward, inverse, "Generated from flowbridge.layers."),
+        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context)),
         "",
         neutral_params_method(plan),
     ])  # fmt: skip
 
 
-def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
-    layers = "\n".join(
-        "        " + call(name, args, {"init": f"init[{i}]", "rng": "rng"}, 8) + ","
-        for i, (name, args) in enumerate(calls)
-    )
-    n = len(spec.event_shape)  # the event rank, the same at both ends of the flow
-    return f'''class Flow(_Layer):
+_FLOW = '''class Flow(_Layer):
     """The layers applied first to last; log-dets add up."""
 
     def __init__(self, layers):
@@ -154,7 +208,41 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
         for layer in reversed(self.layers):
             y, log_det = layer.inverse_with_log_det(y)
             total = total + log_det
-        return y, total
+        return y, total'''
+
+_CONDITIONAL_FLOW = '''class Flow(_ConditionalLayer):
+    """The layers applied first to last, each that reads the context given it; log-dets
+    add up."""
+
+    def __init__(self, layers):
+        super().__init__(EVENT_SHAPE, CONTEXT_DIM)
+        self.layers = list(layers)
+
+    def _forward_with_log_det(self, x, context):
+        total = np.zeros(x.shape[:-{n}])
+        for layer in self.layers:
+            given = (context,) if isinstance(layer, _ConditionalLayer) else ()
+            x, log_det = layer.forward_with_log_det(x, *given)
+            total = total + log_det
+        return x, total
+
+    def _inverse_with_log_det(self, y, context):
+        total = np.zeros(y.shape[:-{n}])
+        for layer in reversed(self.layers):
+            given = (context,) if isinstance(layer, _ConditionalLayer) else ()
+            y, log_det = layer.inverse_with_log_det(y, *given)
+            total = total + log_det
+        return y, total'''
+
+
+def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
+    layers = "\n".join(
+        "        " + call(name, args, {"init": f"init[{i}]", "rng": "rng"}, 8) + ","
+        for i, (name, args) in enumerate(calls)
+    )
+    n = len(spec.event_shape)  # the event rank, the same at both ends of the flow
+    flow_class = _CONDITIONAL_FLOW if spec.context_dim else _FLOW
+    return flow_class.format(n=n) + f'''
 
 
 def build_flow(params=None, seed=0):

@@ -38,23 +38,29 @@ def build(spec, params, dtype: str, device: str):
     return to_numpy(spec, params)
 
 
-def forward(flow, x: np.ndarray):
-    return flow.forward_with_log_det(np.array(x, dtype=np.float64))
+def _given(context) -> tuple:
+    return () if context is None else (np.array(context, dtype=np.float64),)
 
 
-def inverse(flow, y: np.ndarray):
-    return flow.inverse_with_log_det(np.array(y, dtype=np.float64))
+def forward(flow, x: np.ndarray, context: np.ndarray | None = None):
+    return flow.forward_with_log_det(np.array(x, dtype=np.float64), *_given(context))
 
 
-def round_trip(flow, x: np.ndarray) -> np.ndarray:
-    return flow.inverse(flow.forward(x))
+def inverse(flow, y: np.ndarray, context: np.ndarray | None = None):
+    return flow.inverse_with_log_det(np.array(y, dtype=np.float64), *_given(context))
 
 
-def jacobian_log_det(flow, x: np.ndarray) -> np.ndarray:
+def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    return flow.inverse(flow.forward(x, *_given(context)), *_given(context))
+
+
+def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
     n, d = x.shape
     eye = np.eye(d) * STEP
-    # (n, d, d): rows perturbed one coordinate at a time; jac[k, :, i] = dy/dx_i
-    plus = flow.forward(x[:, None, :] + eye)
-    minus = flow.forward(x[:, None, :] - eye)
+    # (n, d, d): rows perturbed one coordinate at a time; jac[k, :, i] = dy/dx_i; each row
+    # keeps its own context
+    given = () if context is None else (np.array(context, dtype=np.float64)[:, None, :],)
+    plus = flow.forward(x[:, None, :] + eye, *given)
+    minus = flow.forward(x[:, None, :] - eye, *given)
     jac = np.swapaxes((plus - minus) / (2 * STEP), 1, 2)
     return np.linalg.slogdet(jac)[1]

@@ -33,6 +33,7 @@ OPS = {
     "slice": "{0}[{index}]",
     "take": "{0}.index_select({axis}, {1})",
     "concat": "torch.cat([{0}, {1}], dim={axis})",
+    "broadcast_batch": "{0}.expand({1}.shape[:-{event_ndims}] + {0}.shape[-1:])",
     "sum_event": "{0}.sum({axes})",
     "sum_all": "{0}.sum()",
     "batch_fill": "{0}.expand({1}.shape[:-{event_ndims}])",
@@ -121,6 +122,93 @@ class _Layer(TransformModule):
             return cached[2]
         return self.forward_with_log_det(x)[1]'''
 
+CONDITIONAL_IMPORTS = """import torch
+from pyro.distributions.conditional import (
+    ConditionalComposeTransformModule,
+    ConditionalTransformModule,
+)
+from pyro.distributions.torch_transform import TransformModule
+from torch.distributions import constraints
+from torch.distributions.transforms import Transform"""
+CONDITIONAL_USAGE = """Conditional on a context c of shape (*batch, {context_dim}), broadcast to x's batch: the
+flow is a ConditionalComposeTransformModule; flow.condition(c) is the flow at c (a
+ComposeTransformModule), for dist.ConditionalTransformedDistribution(base, [flow])."""
+
+CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
+    """``context`` if it is a real floating tensor of shape (*batch, context_dim) in x's
+    dtype and device whose batch broadcasts to x's; else a TypeError or ValueError."""
+    where = f"{type(layer).__name__}: context"
+    if not isinstance(context, torch.Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor, got {type(context).__name__}")
+    if not context.dtype.is_floating_point:
+        raise TypeError(f"{where}: expected a real floating-point tensor, got {context.dtype}")
+    if context.dim() < 1 or context.shape[-1] != layer.context_dim:
+        raise ValueError(
+            f"{where}: expected shape (*batch, {layer.context_dim}) (the flow's context_dim), "
+            f"got {tuple(context.shape)}"
+        )
+    if context.dtype != x.dtype or context.device != x.device:
+        raise TypeError(
+            f"{where}: expected dtype {x.dtype} on {x.device} (the input's), "
+            f"got {context.dtype} on {context.device}"
+        )
+    batch = tuple(x.shape[: x.dim() - len(layer.event_shape)])
+    try:
+        fits = tuple(torch.broadcast_shapes(context.shape[:-1], batch)) == batch
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{where}: its batch shape {tuple(context.shape[:-1])} does not broadcast to "
+            f"the input's {batch}"
+        )
+    return context
+
+
+class _ConditionalLayer(ConditionalTransformModule):
+    """Pyro plumbing of a layer that reads the context: ``condition(context)`` is the
+    layer at that context, a Transform with the checks and caches of every layer."""
+
+    def __init__(self, event_shape, context_dim):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        self.context_dim = context_dim
+
+    def forward_with_log_det(self, x, context):
+        """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
+        x = _checked(self, x, "x")
+        return self._forward_with_log_det(x, _checked_context(self, context, x))
+
+    def inverse_with_log_det(self, y, context):
+        """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
+        y = _checked(self, y, "y")
+        return self._inverse_with_log_det(y, _checked_context(self, context, y))
+
+    def condition(self, context):
+        return _Conditioned(self, context)
+
+
+class _Conditioned(Transform):
+    """One layer at one context."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    _call = _Layer._call
+    _inverse = _Layer._inverse
+    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+
+    def __init__(self, layer, context):
+        super().__init__(cache_size=1)
+        self.layer, self.context = layer, context
+        self._cached_log_det = None
+
+    def forward_with_log_det(self, x):
+        return self.layer.forward_with_log_det(x, self.context)
+
+    def inverse_with_log_det(self, y):
+        return self.layer.inverse_with_log_det(y, self.context)'''
+
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init)",
     "vector": 'self.{name} = _initial(init["{name}"], event_shape)',
@@ -137,19 +225,20 @@ def _real(shape: tuple[int, ...]) -> str:
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
+    base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     domains = []  # _Layer's are real vectors; other event ranks say their own
     if (len(plan.event_shape), len(plan.output_shape)) != (1, 1):
         domains = [f"    domain = {_real(plan.event_shape)}",
                    f"    codomain = {_real(plan.output_shape)}", ""]  # fmt: skip
     return "\n".join([
-        f"class {name}(_Layer):",
+        f"class {name}({base}):",
         f'    """{plan.doc}\n    """',
         "",
         *domains,
-        signature("__init__", ["self", "*", *plan.args, "event_shape", "init"], 1),
-        block(["super().__init__(event_shape)", *init], 2),
+        signature("__init__", ["self", "*", *plan.args, "event_shape", *ctx, "init"], 1),
+        block([f"super().__init__({', '.join(['event_shape', *ctx])})", *init], 2),
         "",
-        traced_methods(forward, inverse, "Generated from flowbridge.layers."),
+        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context)),
         "",
         neutral_params_method(plan),
     ])  # fmt: skip
@@ -160,8 +249,10 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
         "        " + call(name, args, {"init": f"init[{i}]"}, 8) + ","
         for i, (name, args) in enumerate(calls)
     )
+    compose = "ConditionalComposeTransformModule" if spec.context_dim else "ComposeTransformModule"
+    parts = "flow" if spec.context_dim else "flow.parts"
     return f'''def build_flow(params=None):
-    """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
+    """The flow as a {compose}; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
     init = _per_layer(PARAM_INIT, {len(calls)})
     # Long index lists stay compact:
@@ -170,7 +261,7 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
 {layers}
     ]
     # fmt: on
-    flow = ComposeTransformModule(layers)
+    flow = {compose}(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow
@@ -180,7 +271,7 @@ def neutral_params(flow):
     """{{neutral name: parameter}} of a flow made by build_flow (live tensors)."""
     return {{
         f"layers.{{i}}.{{name}}": value
-        for i, layer in enumerate(flow.parts)
+        for i, layer in enumerate({parts})
         for name, value in layer.neutral_params().items()
     }}
 

@@ -18,6 +18,8 @@ def layers_of(flow) -> list:
     """The layers of a flow in application order (a list of layers, or one layer)."""
     if hasattr(flow, "parts"):
         return list(flow.parts)
+    if hasattr(flow, "condition") and hasattr(flow, "transforms"):  # a conditional flow
+        return list(flow)
     return list(flow) if isinstance(flow, (list, tuple)) else [flow]
 
 
@@ -61,41 +63,50 @@ def _numpy(t) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
-def forward(flow, x: np.ndarray):
-    """(y, log|det J|) through the public API: ``flow(x)`` and ``log_abs_det_jacobian``."""
+def _at(flow, context):
+    """The flow itself, or a conditional flow at ``context`` (a fresh tensor)."""
+    return flow if context is None else flow.condition(_tensor(flow, context))
+
+
+def forward(flow, x: np.ndarray, context: np.ndarray | None = None):
+    """(y, log|det J|) through the public API: ``flow(x)`` and ``log_abs_det_jacobian``
+    (of ``flow.condition(context)`` for a conditional flow)."""
     import torch
 
     with torch.no_grad():
-        xt = _tensor(flow, x)
-        yt = flow(xt)
-        return _numpy(yt), _numpy(flow.log_abs_det_jacobian(xt, yt))
+        at, xt = _at(flow, context), _tensor(flow, x)
+        yt = at(xt)
+        return _numpy(yt), _numpy(at.log_abs_det_jacobian(xt, yt))
 
 
-def inverse(flow, y: np.ndarray):
+def inverse(flow, y: np.ndarray, context: np.ndarray | None = None):
     """(x, log|det dx/dy|) through ``flow.inv`` on a fresh tensor."""
     import torch
 
     with torch.no_grad():
-        yt = _tensor(flow, y)
-        xt = flow.inv(yt)
-        return _numpy(xt), -_numpy(flow.log_abs_det_jacobian(xt, yt))
+        at, yt = _at(flow, context), _tensor(flow, y)
+        xt = at.inv(yt)
+        return _numpy(xt), -_numpy(at.log_abs_det_jacobian(xt, yt))
 
 
-def round_trip(flow, x: np.ndarray) -> np.ndarray:
+def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
     """inverse(forward(x)), the intermediate cloned so no cache is hit."""
     import torch
 
     with torch.no_grad():
-        y = flow(_tensor(flow, x)).clone()
-        return _numpy(flow.inv(y))
+        at = _at(flow, context)
+        y = at(_tensor(flow, x)).clone()
+        return _numpy(at.inv(y))
 
 
-def jacobian_log_det(flow, x: np.ndarray) -> np.ndarray:
-    """log|det| of the autodiff Jacobian of ``flow`` at each row of ``x`` (n, D)."""
+def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    """log|det| of the autodiff Jacobian of ``flow`` at each row of ``x`` (n, D) (at
+    that row's context)."""
     import torch
 
     out = []
-    for row in x:
-        jac = torch.autograd.functional.jacobian(lambda v: flow(v), _tensor(flow, row))
+    for k, row in enumerate(x):
+        at = _at(flow, None if context is None else context[k])
+        jac = torch.autograd.functional.jacobian(lambda v, at=at: at(v), _tensor(flow, row))
         out.append(torch.linalg.slogdet(jac.double().cpu())[1].item())
     return np.array(out)

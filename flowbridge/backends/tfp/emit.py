@@ -39,6 +39,7 @@ OPS = {
     "slice": "{0}[{index}]",
     "take": "tf.gather({0}, {1}, axis={axis})",
     "concat": "tf.concat([{0}, {1}], axis={axis})",
+    "broadcast_batch": "_broadcast_batch({0}, {1}, {event_ndims})",
     "sum_event": "tf.reduce_sum({0}, axis={axes})",
     "sum_all": "tf.reduce_sum({0})",
     "batch_fill": "tf.identity({0})",
@@ -46,6 +47,10 @@ OPS = {
 }
 OP_IMPORTS: dict[str, str] = {}
 OP_HELPERS = {
+    "broadcast_batch": '''def _broadcast_batch(context, like, event_ndims):
+    """``context`` (*b, C) broadcast to the batch shape of ``like``: (*batch, C)."""
+    batch = tf.shape(like)[: tf.rank(like) - event_ndims]
+    return tf.broadcast_to(context, tf.concat([batch, tf.shape(context)[-1:]], 0))''',
     "clamp_st": '''def _clamp_straight_through(x, low, high):
     """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))''',
@@ -225,6 +230,106 @@ class _Layer(_RealInputs, tfb.Bijector):
             return -memo.forward[2]
         return self.inverse_with_log_det(y)[1]'''
 
+CONDITIONAL_IMPORTS = IMPORTS
+CONDITIONAL_USAGE = """Conditional on a context c of shape (*batch, {context_dim}), broadcast to x's batch: pass
+conditional_input=c to any call of the flow (flow.forward(x, conditional_input=c)) or
+bijector_kwargs={{"conditional_input": c}} to a TransformedDistribution's log_prob and
+sample; the flow gives it to every layer that reads it."""
+
+CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
+    """``context`` as a tensor in the layer's dtype if it is real floating of shape
+    (*batch, context_dim) whose batch broadcasts to x's (where shapes are known); else a
+    TypeError or ValueError naming both sizes."""
+    where = f"{type(layer).__name__}: conditional_input"
+    if context is None:
+        raise TypeError(f"{where}: this layer reads a context; pass conditional_input=")
+    dtype = tf.as_dtype(context.dtype) if hasattr(context, "dtype") else None
+    if dtype is not None and not dtype.is_floating:
+        raise TypeError(f"{where}: expected a real floating-point tensor, got {dtype.name}")
+    context = tf.convert_to_tensor(context, dtype_hint=layer.dtype)
+    if context.dtype != layer.dtype:
+        raise TypeError(
+            f"{where}: expected dtype {layer.dtype.name} (the layer's), got {context.dtype.name}"
+        )
+    shape, want = context.shape, f"(*batch, {layer.context_dim}) (the flow's context_dim)"
+    if shape.rank == 0 or (shape.rank is not None and shape[-1] not in (None, layer.context_dim)):
+        raise ValueError(f"{where}: expected shape {want}, got {tuple(shape)}")
+    rank = x.shape.rank
+    if shape.rank is not None and rank is not None:
+        batch = x.shape[: rank - len(layer.event_shape)]
+        try:
+            fits = tf.broadcast_static_shape(shape[:-1], batch).as_list() == batch.as_list()
+        except ValueError:
+            fits = False
+        if not fits and shape[:-1].is_fully_defined() and batch.is_fully_defined():
+            raise ValueError(
+                f"{where}: its batch shape {tuple(shape[:-1])} does not broadcast to the "
+                f"input's {tuple(batch)}"
+            )
+    return context
+
+
+class _ConditionalLayer(_Layer):
+    """A layer that reads the context, TFP's ``conditional_input``, in every call. It
+    keeps no log-det memo (the memo is keyed on the input alone)."""
+
+    def forward_with_log_det(self, x, context):
+        """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
+        x = _checked(self, x, "x")
+        context = _checked_context(self, context, x)
+        return _batched(lambda v: self._forward_with_log_det(v, context), x, self.event_shape)
+
+    def inverse_with_log_det(self, y, context):
+        """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
+        y = _checked(self, y, "y")
+        context = _checked_context(self, context, y)
+        return _batched(lambda v: self._inverse_with_log_det(v, context), y, self.event_shape)
+
+    def _forward(self, x, conditional_input=None):
+        return self.forward_with_log_det(x, conditional_input)[0]
+
+    def _inverse(self, y, conditional_input=None):
+        return self.inverse_with_log_det(y, conditional_input)[0]
+
+    def _forward_log_det_jacobian(self, x, conditional_input=None):
+        return self.forward_with_log_det(x, conditional_input)[1]
+
+    def _inverse_log_det_jacobian(self, y, conditional_input=None):
+        return self.inverse_with_log_det(y, conditional_input)[1]
+
+
+class ConditionalFlowChain(FlowChain):
+    """The conditional flow: ``conditional_input=`` given to any call (or in a
+    TransformedDistribution's ``bijector_kwargs``) goes to every layer that reads it."""
+
+    def _routed(self, kwargs):
+        context = kwargs.pop("conditional_input", None)
+        if context is not None:
+            for layer in self.bijectors:
+                if isinstance(layer, _ConditionalLayer):
+                    kwargs[layer.name] = {"conditional_input": context}
+        return kwargs
+
+    def forward(self, x, name="forward", **kwargs):
+        return super().forward(x, name=name, **self._routed(kwargs))
+
+    def inverse(self, y, name="inverse", **kwargs):
+        return super().inverse(y, name=name, **self._routed(kwargs))
+
+    def forward_log_det_jacobian(
+        self, x, event_ndims=None, name="forward_log_det_jacobian", **kwargs
+    ):
+        return super().forward_log_det_jacobian(
+            x, event_ndims=event_ndims, name=name, **self._routed(kwargs)
+        )
+
+    def inverse_log_det_jacobian(
+        self, y, event_ndims=None, name="inverse_log_det_jacobian", **kwargs
+    ):
+        return super().inverse_log_det_jacobian(
+            y, event_ndims=event_ndims, name=name, **self._routed(kwargs)
+        )'''
+
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, dtype, weights)",
     "vector": (
@@ -239,10 +344,11 @@ _FIELD_INIT = {
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [ln for f in plan.fields for ln in _FIELD_INIT[f.kind].format(name=f.name).split("\n")]
     const = plan.constant_jacobian
-    params = ["self", "*", *plan.args, "event_shape", "init", "dtype=tf.float32", "weights=None",
-              "validate_args=False", "name=None"]  # fmt: skip
+    base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
+    params = ["self", "*", *plan.args, "event_shape", *ctx, "init", "dtype=tf.float32",
+              "weights=None", "validate_args=False", "name=None"]  # fmt: skip
     return "\n".join([
-        f"class {name}(_Layer):",
+        f"class {name}({base}):",
         f'    """{plan.doc}\n    """',
         "",
         signature("__init__", params, 1),
@@ -250,6 +356,7 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
             "parameters = dict(locals())",
             f'with tf.name_scope(name or "{_snake(plan.class_name)}") as name:',
             "    self.event_shape = tuple(event_shape)",
+            *["    self.context_dim = context_dim"] * bool(plan.context),
             *("    " + ln for ln in init),
             "    super().__init__(",
             f"        forward_min_event_ndims={len(plan.event_shape)},",
@@ -261,7 +368,7 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
             "    )",
         ], 2),
         "",
-        traced_methods(forward, inverse, "Generated from flowbridge.layers."),
+        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context)),
         "",
         neutral_params_method(plan),
     ])  # fmt: skip
@@ -277,6 +384,7 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
                                    "weights": f"weights[{i}]", "name": f'"layer_{i}"'}, 8) + ","  # fmt: skip
         for i, (name, args) in enumerate(calls)
     )
+    chain = "ConditionalFlowChain" if spec.context_dim else "FlowChain"
     return f'''def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
@@ -289,7 +397,7 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
 {layers}
     ]
     # fmt: on
-    flow = FlowChain(list(reversed(layers)), name="flow")
+    flow = {chain}(list(reversed(layers)), name="flow")
     if params is not None:
         load_neutral_params(flow, params)
     return flow

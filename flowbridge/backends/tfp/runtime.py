@@ -101,37 +101,43 @@ def _numpy(t, batch: tuple) -> np.ndarray:
     return np.broadcast_to(np.asarray(t, dtype=np.float64), batch).copy()
 
 
-def forward(flow, x: np.ndarray):
+def _given(flow, context) -> dict:
+    """``conditional_input=`` a fresh tensor, for a conditional flow."""
+    return {} if context is None else {"conditional_input": _tensor(flow, context)}
+
+
+def forward(flow, x: np.ndarray, context: np.ndarray | None = None):
     with _run(flow):
-        xt = _tensor(flow, x)
-        y = flow.forward(xt)
-        ld = flow.forward_log_det_jacobian(xt, event_ndims=flow._flowbridge_event_ndims)
+        xt, given = _tensor(flow, x), _given(flow, context)
+        y = flow.forward(xt, **given)
+        ld = flow.forward_log_det_jacobian(xt, event_ndims=flow._flowbridge_event_ndims, **given)
         return _numpy(y, x.shape), _numpy(ld, x.shape[:-1])
 
 
-def inverse(flow, y: np.ndarray):
+def inverse(flow, y: np.ndarray, context: np.ndarray | None = None):
     with _run(flow):
-        yt = _tensor(flow, y)
-        x = flow.inverse(yt)
-        ld = flow.inverse_log_det_jacobian(yt, event_ndims=flow._flowbridge_event_ndims)
+        yt, given = _tensor(flow, y), _given(flow, context)
+        x = flow.inverse(yt, **given)
+        ld = flow.inverse_log_det_jacobian(yt, event_ndims=flow._flowbridge_event_ndims, **given)
         return _numpy(x, y.shape), _numpy(ld, y.shape[:-1])
 
 
-def round_trip(flow, x: np.ndarray) -> np.ndarray:
+def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
     import tensorflow as tf
 
     with _run(flow):
-        y = tf.identity(flow.forward(_tensor(flow, x)))  # a new tensor: no cache hit
-        return _numpy(flow.inverse(y), x.shape)
+        given = _given(flow, context)
+        y = tf.identity(flow.forward(_tensor(flow, x), **given))  # a new tensor: no cache hit
+        return _numpy(flow.inverse(y, **given), x.shape)
 
 
-def jacobian_log_det(flow, x: np.ndarray) -> np.ndarray:
+def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
     import tensorflow as tf
 
     with _run(flow):
-        xt = _tensor(flow, x)
+        xt, given = _tensor(flow, x), _given(flow, context)
         with tf.GradientTape() as tape:
             tape.watch(xt)
-            y = flow.forward(xt)
+            y = flow.forward(xt, **given)
         jac = tape.batch_jacobian(y, xt).numpy().astype(np.float64)
     return np.linalg.slogdet(jac)[1]

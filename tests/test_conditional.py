@@ -1,0 +1,190 @@
+"""Conditional flows q(x | c): the spec field, the context checks at the door, and each
+framework's conditional API (Pyro's ConditionalTransformModule and
+ConditionalTransformedDistribution, TFP's conditional_input and bijector_kwargs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowbridge as fb
+
+from .cases import CASES, EXAMPLES
+
+CASE = "realnvp_conditional_d5_c3"
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+def _setup(case: str = CASE):
+    spec = CASES[case]()
+    params = fb.init_params(spec, 0, init="random")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, spec.dim))
+    c = rng.standard_normal((6, spec.context_dim))
+    return spec, params, fb.to_numpy(spec, params), x, c
+
+
+def _ref_log_prob(ref, x, c):
+    z, ildj = ref.inverse_with_log_det(x, c)
+    return -0.5 * np.sum(z**2, -1) - 0.5 * z.shape[-1] * LOG_2PI + ildj
+
+
+# ------------------------------------------------------------------ spec
+def test_an_unconditional_spec_keeps_its_hash_and_its_file():
+    spec = fb.realnvp(4, hidden=(8,))
+    assert "context_dim" not in spec.to_dict() and "context_dim" not in spec.to_yaml()
+    assert fb.FlowSpec.from_dict({**spec.to_dict(), "context_dim": 0}).hash == spec.hash
+    # the hash this spec had before context_dim existed (the committed example's header)
+    header = (EXAMPLES.parent / "generated" / "nice_d2_numpy.py").read_text().splitlines()[1]
+    assert header == f"# Spec sha256:{fb.load_spec(EXAMPLES / 'nice_d2.yaml').hash}"
+
+
+def test_context_dim_is_part_of_the_spec():
+    spec = fb.realnvp(4, hidden=(8,), context_dim=2)
+    assert spec.to_dict()["context_dim"] == 2
+    assert fb.FlowSpec.from_yaml(spec.to_yaml()) == spec
+    assert spec.hash != fb.realnvp(4, hidden=(8,)).hash
+    first = fb.param_shapes(spec)["layers.0.conditioner.0.kernel"]
+    assert first == (2 + 2, 8)  # rows: [x_a | context]
+    assert fb.param_count(spec) == sum(int(np.prod(s)) for s in fb.param_shapes(spec).values())
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: fb.realnvp(4, context_dim=-1), "context_dim: expected a non-negative integer"),
+        (lambda: fb.nice(4, context_dim=1.5), "context_dim: expected a non-negative integer"),
+        (lambda: fb.FlowSpec.from_dict({"event_shape": [4], "context_dim": "3",
+                                        "layers": [{"type": "scaling"}]}), "context_dim"),
+        (lambda: fb.FlowSpec.from_dict({"event_shape": [4], "context_dim": 2**21,
+                                        "layers": [{"type": "scaling"}]}),
+         "context_dim: expected at most 1048576"),
+    ],
+)  # fmt: skip
+def test_bad_context_dims_are_refused_by_name(make, message):
+    with pytest.raises(fb.SpecError, match=message):
+        make()
+
+
+def test_reference_reads_the_context():
+    spec, _, ref, x, c = _setup()
+    y1, y2 = ref.forward(x, c), ref.forward(x, c + 1.0)
+    assert np.max(np.abs(y1 - y2)) > 1e-2  # the context moves the output
+    np.testing.assert_allclose(ref.inverse(y1, c), x, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------ Pyro
+@pytest.fixture
+def torch():
+    pytest.importorskip("pyro")
+    return pytest.importorskip("torch")
+
+
+def test_pyro_conditional_distribution_matches_the_reference(torch):
+    import pyro.distributions as dist
+
+    spec, params, ref, x, c = _setup()
+    flow = fb.to_pyro(spec, params, dtype=torch.float64)
+    assert isinstance(flow, dist.conditional.ConditionalTransformModule)
+    base = dist.Normal(torch.zeros(spec.dim, dtype=torch.float64), 1.0).to_event(1)
+    cond = dist.ConditionalTransformedDistribution(base, [flow])
+    log_prob = cond.condition(torch.tensor(c)).log_prob(torch.tensor(x))
+    np.testing.assert_allclose(log_prob.detach().numpy(), _ref_log_prob(ref, x, c), rtol=1e-12)
+    one = cond.condition(torch.tensor(c[0]))  # one context for a batch of samples
+    sample = one.sample((9,))
+    assert sample.shape == (9, spec.dim)
+    assert isinstance(flow.condition(torch.tensor(c)), dist.torch_transform.ComposeTransformModule)
+
+
+def test_pyro_gradients_reach_every_weight_and_the_context(torch):
+    import pyro
+    import pyro.distributions as dist
+
+    spec, params, _, x, c = _setup()
+    flow = fb.to_pyro(spec, params, dtype=torch.float64)
+    pyro.clear_param_store()
+    pyro.module("flow", flow)
+    assert any("kernels" in name for name in pyro.get_param_store())
+    context = torch.tensor(c, requires_grad=True)
+    base = dist.Normal(torch.zeros(spec.dim, dtype=torch.float64), 1.0).to_event(1)
+    dist.ConditionalTransformedDistribution(base, [flow]).condition(context).log_prob(
+        torch.tensor(x)).sum().backward()  # fmt: skip
+    assert all(p.grad is not None for p in flow.parameters())
+    assert context.grad is not None and context.grad.abs().sum() > 0
+    assert set(flow.state_dict()) == {k for k in flow.state_dict() if k.split(".")[0].isdigit()}
+    assert fb.params_from_pyro(flow).keys() == params.keys()
+
+
+@pytest.mark.parametrize(
+    "context, error, message",
+    [
+        (lambda t: t.zeros(6, 2, dtype=t.float64), ValueError, r"expected shape \(\*batch, 3\)"),
+        (lambda t: t.zeros(4, 3, dtype=t.float64), ValueError, "does not broadcast"),
+        (lambda t: t.zeros(6, 3, dtype=t.float32), TypeError, "expected dtype torch.float64"),
+        (lambda t: t.zeros(6, 3, dtype=t.long), TypeError, "real floating-point"),
+        (lambda t: np.zeros((6, 3)), TypeError, "expected a torch.Tensor"),
+    ],
+)
+def test_pyro_refuses_a_context_that_does_not_fit(torch, context, error, message):
+    spec, params, _, x, _ = _setup()
+    flow = fb.to_pyro(spec, params, dtype=torch.float64)
+    with pytest.raises(error, match=message):
+        flow.condition(context(torch))(torch.tensor(x))
+
+
+# ------------------------------------------------------------------ TFP
+@pytest.fixture
+def tfp():
+    pytest.importorskip("tensorflow")
+    return pytest.importorskip("tensorflow_probability")
+
+
+@pytest.mark.parametrize("mode", ["eager", "tf_function", "xla"])
+def test_tfp_transformed_distribution_routes_conditional_input(tfp, mode):
+    import tensorflow as tf
+
+    spec, params, ref, x, c = _setup()
+    bijector = fb.to_tfp(spec, params, dtype="float64")
+    base = tfp.distributions.MultivariateNormalDiag(tf.zeros(spec.dim, tf.float64))
+    td = tfp.distributions.TransformedDistribution(base, bijector)
+
+    def log_prob(x, c):
+        return td.log_prob(x, bijector_kwargs={"conditional_input": c})
+
+    if mode != "eager":
+        log_prob = tf.function(log_prob, jit_compile=mode == "xla")
+    got = log_prob(tf.constant(x), tf.constant(c)).numpy()
+    np.testing.assert_allclose(got, _ref_log_prob(ref, x, c), rtol=1e-12)
+    sample = td.sample(9, seed=(1, 2), bijector_kwargs={"conditional_input": c[0]})
+    assert sample.shape == (9, spec.dim)
+
+
+def test_tfp_gradients_reach_every_variable(tfp):
+    import tensorflow as tf
+
+    spec, params, _, x, c = _setup()
+    bijector = fb.to_tfp(spec, params, dtype="float64")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(bijector.forward_log_det_jacobian(x, event_ndims=1,
+                                                               conditional_input=c))  # fmt: skip
+        loss += tf.reduce_sum(bijector.forward(x, conditional_input=c))
+    grads = tape.gradient(loss, bijector.trainable_variables)
+    assert len(grads) == len(params) and all(g is not None for g in grads)
+    assert fb.params_from_tfp(bijector).keys() == params.keys()
+
+
+@pytest.mark.parametrize(
+    "context, error, message",
+    [
+        (np.zeros((6, 2)), ValueError, r"expected shape \(\*batch, 3\)"),
+        (np.zeros((4, 3)), ValueError, "does not broadcast"),
+        (np.zeros((6, 3), np.int32), TypeError, "real floating-point"),
+        (None, TypeError, "pass conditional_input="),
+    ],
+)
+def test_tfp_refuses_a_context_that_does_not_fit(tfp, context, error, message):
+    spec, params, _, x, _ = _setup()
+    bijector = fb.to_tfp(spec, params, dtype="float64")
+    kwargs = {} if context is None else {"conditional_input": context}
+    with pytest.raises(error, match=message):
+        bijector.forward(x, **kwargs)
