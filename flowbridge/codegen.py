@@ -257,6 +257,19 @@ PER_LAYER = '''def _per_layer(table, count):
     return out'''
 
 
+#: The public, checked calls of a layer that reads the context (NumPy and Pyro templates;
+#: TFP wraps them for its single-event reshape).
+CONTEXT_METHODS = '''    def forward_with_log_det(self, x, context):
+        """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
+        x = _checked(self, x, "x")
+        return self._forward_with_log_det(x, _checked_context(self, context, x))
+
+    def inverse_with_log_det(self, y, context):
+        """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
+        y = _checked(self, y, "y")
+        return self._inverse_with_log_det(y, _checked_context(self, context, y))'''
+
+
 def call(name: str, args: dict, raw: dict[str, str], indent: int) -> str:
     """``name(k=v, ...)`` on one line when it fits, else one argument per line.
     ``args`` values are literals; ``raw`` values are expressions written as they are."""

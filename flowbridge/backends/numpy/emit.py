@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ...codegen import block, call, neutral_params_method, signature, traced_methods
+from ...codegen import (
+    CONTEXT_METHODS,
+    block,
+    call,
+    neutral_params_method,
+    signature,
+    traced_methods,
+)
 from ...layers import Plan
 
 TITLE = "NumPy float64 reference"
@@ -139,15 +146,7 @@ class _ConditionalLayer(_Layer):
         super().__init__(event_shape)
         self.context_dim = context_dim
 
-    def forward_with_log_det(self, x, context):
-        """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
-        x = _checked(self, x, "x")
-        return self._forward_with_log_det(x, _checked_context(self, context, x))
-
-    def inverse_with_log_det(self, y, context):
-        """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
-        y = _checked(self, y, "y")
-        return self._inverse_with_log_det(y, _checked_context(self, context, y))
+''' + CONTEXT_METHODS + '''
 
     def forward(self, x, context):
         return self.forward_with_log_det(x, context)[0]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ...codegen import block, call, neutral_params_method, signature, traced_methods
+from ...codegen import (
+    CONTEXT_METHODS,
+    block,
+    call,
+    neutral_params_method,
+    signature,
+    traced_methods,
+)
 from ...layers import Plan
 
 TITLE = "Pyro TransformModules"
@@ -174,15 +181,7 @@ class _ConditionalLayer(ConditionalTransformModule):
         self.event_shape = tuple(event_shape)
         self.context_dim = context_dim
 
-    def forward_with_log_det(self, x, context):
-        """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
-        x = _checked(self, x, "x")
-        return self._forward_with_log_det(x, _checked_context(self, context, x))
-
-    def inverse_with_log_det(self, y, context):
-        """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
-        y = _checked(self, y, "y")
-        return self._inverse_with_log_det(y, _checked_context(self, context, y))
+''' + CONTEXT_METHODS + '''
 
     def condition(self, context):
         return _Conditioned(self, context)
