@@ -10,6 +10,11 @@ Pyro ``AffineCoupling(split_dim, DenseNN)``  ``affine_coupling``, mask ``split``
                                            (straight-through gradient), conditioner from
                                            ``DenseNN`` (output ``[shift | log_scale]``)
 Pyro ``Permute(p)``                        ``permutation`` explicit ``p``
+Pyro ``ConditionalAffineCoupling(split_dim, ``affine_coupling`` as above, in a flow of
+ConditionalDenseNN)`` (in a                 ``context_dim`` = the hypernet's context size;
+``ConditionalComposeTransformModule``)      its first kernel's rows reordered from Pyro's
+                                           ``[context | x_a]`` to the neutral
+                                           ``[x_a | context]``
 TFP ``RealNVP(num_masked=k)``              ``split`` mask: first ``k``, or last ``-k``
 TFP ``RealNVP(fraction_masked=f)``         ``split`` of ``int(round(D * |f|))`` (NumPy's
                                            half-to-even), first if ``f > 0`` else last
@@ -52,18 +57,25 @@ def _pyro_parts(transform: Any) -> list:
     parts = getattr(transform, "parts", None)
     if parts is not None and type(transform).__name__ in ("ComposeTransform", "ComposeTransformModule"):
         return [p for t in parts for p in _pyro_parts(t)]
+    if type(transform).__name__ == "ConditionalComposeTransformModule":
+        return [p for t in transform.transforms for p in _pyro_parts(t)]
+    if type(transform).__name__ == "ConstantConditionalTransform":
+        return _pyro_parts(transform.transform)
     return [transform]
 
 
-def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int):
+def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int, context: int = 0):
+    """(conditioner, weights) of a ``DenseNN``, or with ``context`` of a
+    ``ConditionalDenseNN`` reading that many context entries."""
     import torch
-    from pyro.nn import DenseNN
+    from pyro.nn import ConditionalDenseNN, DenseNN
 
-    if not isinstance(net, DenseNN):
+    kind = ConditionalDenseNN if context else DenseNN
+    if type(net) is not kind:
         raise NativeError(f"{at}.nn: a {type(net).__name__} hypernet cannot be converted; "
-                          "only pyro.nn.DenseNN is supported")  # fmt: skip
+                          f"only pyro.nn.{kind.__name__} is supported here")  # fmt: skip
     if list(net.param_dims) != [n_trans, n_trans] or net.input_dim != n_in:
-        raise NativeError(f"{at}.nn: expected DenseNN({n_in}, ..., param_dims=[{n_trans}, "
+        raise NativeError(f"{at}.nn: expected {kind.__name__}({n_in}, ..., param_dims=[{n_trans}, "
                           f"{n_trans}]), got input_dim={net.input_dim}, param_dims="
                           f"{list(net.param_dims)}")  # fmt: skip
     name = type(net.f).__name__
@@ -83,36 +95,55 @@ def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int):
                          negative_slope=slope)  # fmt: skip
     weights = {}
     for j, lin in enumerate(linears):
-        weights[f"conditioner.{j}.kernel"] = lin.weight.detach().cpu().double().numpy().T.copy()
+        kernel = lin.weight.detach().cpu().double().numpy().T.copy()
+        if j == 0 and context:  # Pyro reads [context | x_a]; the neutral rows are [x_a | context]
+            kernel = np.concatenate([kernel[context:], kernel[:context]])
+        weights[f"conditioner.{j}.kernel"] = kernel
         weights[f"conditioner.{j}.bias"] = lin.bias.detach().cpu().double().numpy().copy()
     return cond, weights
 
 
 def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec, dict]:
     """``(spec, params)`` of a Pyro ``AffineCoupling``, ``Permute``, a list of them or a
-    ``ComposeTransform(Module)``. ``dim`` is the event size; it is read from the first
-    coupling (``split_dim`` + its hypernet's output) or permutation when not given."""
-    from pyro.distributions.transforms import AffineCoupling, Permute
+    ``ComposeTransform(Module)``; or of a conditional flow: ``ConditionalAffineCoupling``
+    (with a ``ConditionalDenseNN``) and ``Permute`` in a list or a
+    ``ConditionalComposeTransformModule``. ``dim`` is the event size; it is read from the
+    first coupling (``split_dim`` + its hypernet's output) or permutation when not given."""
+    from pyro.distributions.transforms import AffineCoupling, ConditionalAffineCoupling, Permute
 
     parts = _pyro_parts(transform)
     if not parts:
         raise NativeError("transform: expected at least one AffineCoupling or Permute")
     if dim is None:
         dim = _pyro_dim(parts)
+    contexts = {int(p.nn.context_dim) for p in parts if isinstance(p, ConditionalAffineCoupling)}
+    if len(contexts) > 1:
+        raise NativeError(f"transform: the conditional couplings read contexts of sizes "
+                          f"{sorted(contexts)}; a flow has one context_dim")  # fmt: skip
+    context = contexts.pop() if contexts else 0
     layers, params = [], {}
     for i, part in enumerate(parts):
         at = f"parts[{i}] ({type(part).__name__})"
-        if isinstance(part, AffineCoupling):
-            if part.dim != -1:
-                raise NativeError(f"{at}: dim={part.dim}; only couplings over the last axis "
-                                  "(dim=-1) convert")  # fmt: skip
+        if isinstance(part, (AffineCoupling, ConditionalAffineCoupling)):
+            conditional = isinstance(part, ConditionalAffineCoupling)
+            if not conditional and context:
+                raise NativeError(f"{at}: an unconditional coupling in a conditional flow "
+                                  "cannot be converted (every flowbridge coupling reads the "
+                                  "context)")  # fmt: skip
+            options = part.kwargs if conditional else {
+                "dim": part.dim, "log_scale_min_clip": part.log_scale_min_clip,
+                "log_scale_max_clip": part.log_scale_max_clip}  # fmt: skip
+            if options.get("dim", -1) != -1:
+                raise NativeError(f"{at}: dim={options['dim']}; only couplings over the last "
+                                  "axis (dim=-1) convert")  # fmt: skip
             split = int(part.split_dim)
-            cond, weights = _pyro_conditioner(part.nn, at, split, dim - split)
+            cond, weights = _pyro_conditioner(part.nn, at, split, dim - split, context)
+            low = options.get("log_scale_min_clip", -5.0)
+            high = options.get("log_scale_max_clip", 3.0)
             layers.append(S.AffineCoupling(
                 mask=S.SplitMask(part="first", size=split),
                 conditioner=cond,
-                scale=S.ClampScale(low=float(part.log_scale_min_clip),
-                                   high=float(part.log_scale_max_clip)),
+                scale=S.ClampScale(low=float(low), high=float(high)),
             ))  # fmt: skip
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, Permute):
@@ -123,15 +154,16 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             layers.append(S.Permutation(kind="explicit", indices=indices))
         else:
             raise NativeError(f"{at}: cannot be converted; expected pyro AffineCoupling (with "
-                              "a DenseNN hypernet) or Permute")  # fmt: skip
-    return _finish(layers, params, dim, "from_pyro")
+                              "a DenseNN hypernet), ConditionalAffineCoupling (with a "
+                              "ConditionalDenseNN) or Permute")  # fmt: skip
+    return _finish(layers, params, dim, "from_pyro", context)
 
 
 def _pyro_dim(parts: list) -> int:
-    from pyro.distributions.transforms import AffineCoupling, Permute
+    from pyro.distributions.transforms import AffineCoupling, ConditionalAffineCoupling, Permute
 
     for part in parts:
-        if isinstance(part, AffineCoupling):
+        if isinstance(part, (AffineCoupling, ConditionalAffineCoupling)):
             return int(part.split_dim) + int(part.nn.param_dims[0])
         if isinstance(part, Permute):
             return len(part.permutation)
@@ -256,9 +288,11 @@ def _dense_index(name: str) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------
-def _finish(layers: list, params: dict, dim: int, name: str) -> tuple[S.FlowSpec, dict]:
+def _finish(
+    layers: list, params: dict, dim: int, name: str, context: int = 0
+) -> tuple[S.FlowSpec, dict]:
     try:
-        spec = S.FlowSpec(name=name, event_shape=(dim,), layers=layers)
+        spec = S.FlowSpec(name=name, event_shape=(dim,), context_dim=context, layers=layers)
     except SpecError as exc:
         raise NativeError(f"the converted flow is not valid: {exc}") from None
     from .params import check_params
