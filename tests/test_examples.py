@@ -22,6 +22,8 @@ CASES = {
     "eight_schools_tfp.py": ["flowbridge RealNVP", "NUTS (reference)", "eight_schools_tfp.png"],
     "train_in_pyro_run_in_tfp.py": ["mean NLL of the data", "train_in_pyro_run_in_tfp.png"],
     "port_native.py": ["Pyro AffineCoupling -> flowbridge TFP", "TFP RealNVP -> flowbridge Pyro"],
+    "npe_gaussian_linear.py": ["flowbridge Pyro", "flowbridge TFP", "mean-field Gaussian",
+                               "npe_gaussian_linear.png"],  # fmt: skip
 }
 
 
