@@ -30,6 +30,10 @@ import time
 from pathlib import Path
 
 TARGET = {"dim": 64, "couplings": 8, "hidden": 256, "batch": 1024}
+#: The conditional benchmark: the target size, every coupling also reading a context of 16
+#: (Pyro's ConditionalAffineCoupling + ConditionalDenseNN; TFP's RealNVP with a
+#: shift_and_log_scale_fn that reads conditional_input).
+CONDITIONAL = {**TARGET, "context": 16}
 AXES = {"dim": [2, 16, 64, 256, 784], "couplings": [4, 8, 16], "hidden": [64, 256, 1024],
         "batch": [1, 64, 1024, 8192]}  # fmt: skip
 OPS = ("forward", "log_prob", "sample", "train")
@@ -39,9 +43,12 @@ TF_IMPLS = ("flowbridge-tfp", "flowbridge-tfp-xla", "native-tfp", "floor-tf")
 
 def configs(preset: str) -> list[dict]:
     """``quick``: the target size only; ``axes``: the target and every one-axis change
-    (12 sizes); ``grid``: the full product of the axes (180 sizes, hours on 2 cores)."""
+    (12 sizes); ``grid``: the full product of the axes (180 sizes, hours on 2 cores);
+    ``conditional``: the target size with a context (:data:`CONDITIONAL`)."""
     if preset == "quick":
         return [dict(TARGET)]
+    if preset == "conditional":
+        return [dict(CONDITIONAL)]
     if preset == "axes":
         out = [dict(TARGET)]
         for axis, values in AXES.items():
@@ -49,7 +56,7 @@ def configs(preset: str) -> list[dict]:
         return out
     if preset == "grid":
         return [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*AXES.values())]
-    raise ValueError(f"preset: expected quick, axes or grid, got {preset!r}")
+    raise ValueError(f"preset: expected quick, axes, grid or conditional, got {preset!r}")
 
 
 def _timeit_many(fns: dict, repeats: int, min_time: float) -> list[dict]:
@@ -94,7 +101,7 @@ def flow_and_params(cfg: dict, scale: str):
 
     import flowbridge as fb
 
-    dim, c, h = cfg["dim"], cfg["couplings"], cfg["hidden"]
+    dim, c, h, context = cfg["dim"], cfg["couplings"], cfg["hidden"], cfg.get("context", 0)
     layers = []
     for i in range(c):
         layers.append(fb.AffineCoupling(
@@ -105,7 +112,7 @@ def flow_and_params(cfg: dict, scale: str):
         if i < c - 1:
             perm = tuple(int(v) for v in np.random.default_rng(i).permutation(dim))
             layers.append(fb.Permutation(kind="explicit", indices=perm))
-    spec = fb.FlowSpec(name="bench", event_shape=(dim,), layers=layers)
+    spec = fb.FlowSpec(name="bench", event_shape=(dim,), context_dim=context, layers=layers)
     params = fb.init_params(spec, 0, init="random")
     for name in params:
         if ".conditioner.2." in name:
@@ -116,56 +123,74 @@ def flow_and_params(cfg: dict, scale: str):
 # ------------------------------------------------------------------------ torch side
 def native_pyro(spec, params: dict, hidden: int):
     """Native Pyro for :func:`flow_and_params`' spec: ``AffineCoupling`` + ``DenseNN``
-    (weights copied in, ``nn.Linear`` layout) + ``Permute``, in a ComposeTransformModule."""
+    (weights copied in, ``nn.Linear`` layout) + ``Permute``, in a ComposeTransformModule;
+    for a conditional spec ``ConditionalAffineCoupling`` + ``ConditionalDenseNN`` (which
+    reads ``[context | x_a]``: the first kernel's rows are reordered) in a
+    ConditionalComposeTransformModule."""
+    import numpy as np
     import torch
+    from pyro.distributions.conditional import ConditionalComposeTransformModule
     from pyro.distributions.torch_transform import ComposeTransformModule
-    from pyro.distributions.transforms import AffineCoupling, Permute
-    from pyro.nn import DenseNN
+    from pyro.distributions.transforms import AffineCoupling, ConditionalAffineCoupling, Permute
+    from pyro.nn import ConditionalDenseNN, DenseNN
 
-    dim = spec.dim
+    dim, context = spec.dim, spec.context_dim
     split = dim // 2
     parts = []
     for i, layer in enumerate(spec.layers):
         if layer.type == "permutation":
             parts.append(Permute(torch.tensor(layer.indices)))
             continue
-        net = DenseNN(split, [hidden, hidden], [dim - split, dim - split])
+        if context:
+            net = ConditionalDenseNN(split, context, [hidden, hidden], [dim - split, dim - split])
+        else:
+            net = DenseNN(split, [hidden, hidden], [dim - split, dim - split])
         with torch.no_grad():
             for j, lin in enumerate(net.layers):
-                lin.weight.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.kernel"].T))
+                kernel = params[f"layers.{i}.conditioner.{j}.kernel"]
+                if j == 0 and context:
+                    kernel = np.concatenate([kernel[split:], kernel[:split]])
+                lin.weight.copy_(torch.tensor(kernel.T))
                 lin.bias.copy_(torch.tensor(params[f"layers.{i}.conditioner.{j}.bias"]))
-        parts.append(AffineCoupling(split, net))
-    return ComposeTransformModule(parts)
+        parts.append(ConditionalAffineCoupling(split, net) if context else AffineCoupling(split, net))
+    return ConditionalComposeTransformModule(parts) if context else ComposeTransformModule(parts)
 
 
 def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
     import pyro.distributions as dist
     import torch
-    from pyro.distributions.transforms import AffineCoupling, Permute
+    from pyro.distributions.transforms import AffineCoupling, ConditionalAffineCoupling, Permute
 
     import flowbridge as fb
 
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
-    dim, b = cfg["dim"], cfg["batch"]
+    dim, b, context = cfg["dim"], cfg["batch"], cfg.get("context", 0)
     spec, params = flow_and_params(cfg, "clamp")
     split = dim // 2
     native = native_pyro(spec, params, cfg["hidden"]).to(device)
-    nets = [p.nn for p in native.parts if isinstance(p, AffineCoupling)]
-    for p in native.parts:  # Permute's index tensor is not a buffer: move it by hand
+    parts = list(native.parts) if not context else list(native)
+    nets = [p.nn for p in parts if isinstance(p, (AffineCoupling, ConditionalAffineCoupling))]
+    for p in [*parts, *getattr(native, "transforms", [])]:  # Permute's index is not a buffer
+        p = getattr(p, "transform", p)
         if isinstance(p, Permute):
             p.permutation = p.permutation.to(device)
     flows = {"flowbridge-pyro": fb.to_pyro(spec, params, device=device), "native-pyro": native}
     xs = [torch.randn(b, dim, device=device) for _ in range(2)]
-    with torch.no_grad():  # same architecture, same weights: prove it before timing
-        y_fb, y_nat = flows["flowbridge-pyro"](xs[0].clone()), native(xs[0].clone())
-        assert torch.allclose(y_fb, y_nat, rtol=1e-4, atol=1e-4), "flows differ"
-        assert torch.isfinite(y_fb).all()
+    cs = [torch.randn(b, context, device=device) for _ in range(2)]
     counter = itertools.count()
 
-    def x():
-        return xs[next(counter) % 2]
+    def at(flow, k):  # the flow itself, or a conditional flow at the k-th context
+        return flow.condition(cs[k]) if context else flow
+
+    with torch.no_grad():  # same architecture, same weights: prove it before timing
+        y_fb, y_nat = at(flows["flowbridge-pyro"], 0)(xs[0].clone()), at(native, 0)(xs[0].clone())
+        assert torch.allclose(y_fb, y_nat, rtol=1e-4, atol=1e-4), "flows differ"
+        assert torch.isfinite(y_fb).all()
+
+    def step():
+        return next(counter) % 2
 
     def sync(t):
         if device == "cuda":
@@ -177,47 +202,64 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
     if compile_:  # its own process: inductor changes the process's threading for all after
         flow = flows["flowbridge-pyro"]
         d = dist.TransformedDistribution(dist.Normal(torch.zeros(dim, device=device), 1.0).to_event(1), [flow])
-        return _torch_compiled(flow, d, x, sync, b, repeats, min_time), info
+        return _torch_compiled(flow, d, lambda: xs[step()], sync, b, repeats, min_time), info
     for impl, flow in flows.items():
         base = dist.Normal(torch.zeros(dim, device=device), 1.0).to_event(1)
-        d = dist.TransformedDistribution(base, [flow])
+        if context:
+            conditional = dist.ConditionalTransformedDistribution(base, [flow])
+
+            def dist_at(k, conditional=conditional):
+                return conditional.condition(cs[k])
+        else:
+            plain = dist.TransformedDistribution(base, [flow])
+
+            def dist_at(k, plain=plain):
+                return plain
         opt = torch.optim.Adam(flow.parameters(), lr=1e-5)
 
         def forward(flow=flow):
             with torch.no_grad():
-                xi = x()
-                y = flow(xi)
-                return sync(flow.log_abs_det_jacobian(xi, y))
+                k = step()
+                f, xi = at(flow, k), xs[k]
+                y = f(xi)
+                return sync(f.log_abs_det_jacobian(xi, y))
 
-        def log_prob(d=d):
+        def log_prob(dist_at=dist_at):
             with torch.no_grad():
-                return sync(d.log_prob(x()))
+                k = step()
+                return sync(dist_at(k).log_prob(xs[k]))
 
-        def sample(d=d):
+        def sample(dist_at=dist_at):
             with torch.no_grad():
-                return sync(d.sample((b,)))
+                return sync(dist_at(step()).sample((b,)))
 
-        def loss(xi, d=d):
-            return -d.log_prob(xi).mean()
-
-        def train(loss=loss, opt=opt):
+        def train(dist_at=dist_at, opt=opt):
             opt.zero_grad(set_to_none=True)
-            loss(x()).backward()
+            k = step()
+            (-dist_at(k).log_prob(xs[k]).mean()).backward()
             opt.step()
             return sync(None)
 
         fns = {"forward": forward, "log_prob": log_prob, "sample": sample, "train": train}
         todo.update({(impl, op): fn for op, fn in fns.items()})
-    todo[("floor-torch", "forward")] = lambda: _floor_torch(nets, x(), split, sync)
+
+    def floor():
+        k = step()
+        return _floor_torch(nets, xs[k], split, sync, cs[k] if context else None)
+
+    todo[("floor-torch", "forward")] = floor
     return _timeit_many(todo, repeats, min_time), info
 
 
-def _floor_torch(nets, xi, split, sync):
+def _floor_torch(nets, xi, split, sync, context=None):
     import torch
 
     with torch.no_grad():
         for net in nets:
-            net(xi[..., :split])
+            if context is None:
+                net(xi[..., :split])
+            else:
+                net(xi[..., :split], context)
     return sync(None)
 
 
@@ -268,19 +310,22 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
     tfb, tfd = tfp.bijectors, tfp.distributions
     tf.config.experimental.enable_tensor_float_32_execution(False)
     device = "cuda" if tf.config.list_physical_devices("GPU") else "cpu"
-    dim, c, b = cfg["dim"], cfg["couplings"], cfg["batch"]
+    dim, c, b, context = cfg["dim"], cfg["couplings"], cfg["batch"], cfg.get("context", 0)
     spec, params = flow_and_params(cfg, "exp")
 
     class Conditioner(tf.Module):
         """A tracked MLP for RealNVP's shift_and_log_scale_fn (the default template's
-        variables are not tracked, so a Chain of it cannot train)."""
+        variables are not tracked, so a Chain of it cannot train); with a context it reads
+        ``[x_a | conditional_input]``, as flowbridge's couplings do."""
 
         def __init__(self, i):
             super().__init__()
             self.kernels = [tf.Variable(params[f"layers.{i}.conditioner.{j}.kernel"]) for j in range(3)]
             self.biases = [tf.Variable(params[f"layers.{i}.conditioner.{j}.bias"]) for j in range(3)]
 
-        def __call__(self, x, output_units):
+        def __call__(self, x, output_units, conditional_input=None):
+            if conditional_input is not None:
+                x = tf.concat([x, conditional_input], axis=-1)
             for j in range(3):
                 x = tf.linalg.matmul(x, self.kernels[j]) + self.biases[j]
                 if j < 2:
@@ -292,12 +337,20 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
         if layer.type == "permutation":
             layers.append(tfb.Permute(list(layer.indices)))
         else:
-            layers.append(tfb.RealNVP(num_masked=dim // 2, shift_and_log_scale_fn=Conditioner(i)))
+            layers.append(tfb.RealNVP(num_masked=dim // 2, shift_and_log_scale_fn=Conditioner(i),
+                                      name=f"coupling_{i}"))  # fmt: skip
     native = tfb.Chain(list(reversed(layers)))
     assert len(native.trainable_variables) == len(params)
     flows = {"flowbridge-tfp": fb.to_tfp(spec, params), "native-tfp": native}
+    names = [la.name for la in layers if isinstance(la, tfb.RealNVP)]
+    routes = {  # bijector_kwargs: flowbridge's chain routes conditional_input itself
+        "flowbridge-tfp": lambda ci: {"conditional_input": ci} if context else {},
+        "native-tfp": lambda ci: {n: {"conditional_input": ci} for n in names} if context else {},
+    }
     xs = [tf.random.normal([b, dim], seed=i) for i in range(2)]
-    y_fb, y_nat = flows["flowbridge-tfp"].forward(xs[0]), native.forward(xs[0])
+    cs = [tf.random.normal([b, max(context, 1)], seed=10 + i) for i in range(2)]
+    y_fb = flows["flowbridge-tfp"].forward(xs[0], **routes["flowbridge-tfp"](cs[0]))
+    y_nat = native.forward(xs[0], **routes["native-tfp"](cs[0]))
     assert np.allclose(y_fb.numpy(), y_nat.numpy(), rtol=1e-4, atol=1e-4), "flows differ"
     assert np.isfinite(y_fb.numpy()).all()
     counter = itertools.count()
@@ -310,10 +363,11 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
             continue
         variants = [("flowbridge-tfp-xla", True)] if compile_ else [(impl, False)]
         for name, xla in variants:
-            fns = _tf_ops(tf, tf_keras, flow, d, b, xla)
+            fns = _tf_ops(tf, tf_keras, flow, d, b, xla, routes[impl])
             for op, fn in fns.items():
                 def run(fn=fn):
-                    return fn(xs[next(counter) % 2]).numpy()
+                    k = next(counter) % 2
+                    return fn(xs[k], cs[k]).numpy()
 
                 todo[(name, op)] = run
     if compile_:  # the XLA worker times only flowbridge-tfp-xla, in its own process
@@ -324,10 +378,12 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
                for ks, bs in zip(kernels, biases, strict=True)]  # fmt: skip
 
     @tf.function
-    def floor(xi):
+    def floor(xi, ci):
         total = tf.zeros([])
         for layer in weights:
             hid = xi[..., : dim // 2]
+            if context:
+                hid = tf.concat([hid, ci], axis=-1)
             for j, (k, bias) in enumerate(layer):
                 hid = tf.linalg.matmul(hid, k) + bias
                 if j < 2:
@@ -335,32 +391,34 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
             total += hid[0, 0]
         return total
 
-    todo[("floor-tf", "forward")] = lambda: floor(xs[0]).numpy()
+    todo[("floor-tf", "forward")] = lambda: floor(xs[0], cs[0]).numpy()
     return _timeit_many(todo, repeats, min_time), info
 
 
-def _tf_ops(tf, tf_keras, flow, d, b, xla):
+def _tf_ops(tf, tf_keras, flow, d, b, xla, route):
+    """The timed operations, each ``fn(x, c)``; ``route(c)`` gives the flow's keyword
+    arguments at context ``c`` (nothing for an unconditional flow)."""
     opt = tf_keras.optimizers.Adam(1e-5)
     variables = flow.trainable_variables
     fn = tf.function(jit_compile=xla)
 
     @fn
-    def forward(x):
-        flow.forward(x)
-        return flow.forward_log_det_jacobian(x, event_ndims=1)
+    def forward(x, c):
+        flow.forward(x, **route(c))
+        return flow.forward_log_det_jacobian(x, event_ndims=1, **route(c))
 
     @fn
-    def log_prob(x):
-        return d.log_prob(x)
+    def log_prob(x, c):
+        return d.log_prob(x, bijector_kwargs=route(c))
 
     @fn
-    def sample(x):
-        return d.sample(b, seed=tf.constant([1, 2]))[0]
+    def sample(x, c):
+        return d.sample(b, seed=tf.constant([1, 2]), bijector_kwargs=route(c))[0]
 
     @fn
-    def train(x):
+    def train(x, c):
         with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(d.log_prob(x))
+            loss = -tf.reduce_mean(d.log_prob(x, bijector_kwargs=route(c)))
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
@@ -429,6 +487,7 @@ def _table(results: dict) -> dict:
     out: dict = {}
     for r in results["runs"]:
         key = tuple(r["config"][k] for k in ("dim", "couplings", "hidden", "batch"))
+        key += (r["config"]["context"],) if r["config"].get("context") else ()
         for row in r["rows"]:
             out.setdefault(key, {}).setdefault(row["impl"], {})[row["op"]] = row["seconds"]
     return out
@@ -464,14 +523,16 @@ def markdown(results: dict) -> str:
              "the native layer of the same framework, from the same run.", ""]  # fmt: skip
     infos = {r["group"]: r["info"] for r in results["runs"]}
     lines.append("Versions: " + "; ".join(f"{g}: {i}" for g, i in infos.items()))
-    lines += ["", "## Targets (D=64, 8 couplings, hidden 256, batch 1024)", "",
-              "| ratio | target | measured | |", "| --- | --- | --- | --- |"]  # fmt: skip
+    if targets(results):
+        lines += ["", "## Targets (D=64, 8 couplings, hidden 256, batch 1024)", "",
+                  "| ratio | target | measured | |", "| --- | --- | --- | --- |"]  # fmt: skip
     for c in targets(results):
         lines.append(f"| {c['what']} | <= {c['limit']} | {c['ratio']:.2f} | "
                      f"{'met' if c['met'] else 'missed'} |")  # fmt: skip
     for key, impls in _table(results).items():
-        dim, c, h, b = key
-        lines += ["", f"## D={dim}, couplings={c}, hidden={h}, batch={b}", "",
+        dim, c, h, b, *context = key
+        given = f", context={context[0]} (conditional)" if context else ""
+        lines += ["", f"## D={dim}, couplings={c}, hidden={h}, batch={b}{given}", "",
                   "| impl | " + " | ".join(OPS) + " |", "| --- |" + " --- |" * len(OPS)]  # fmt: skip
         for impl in (*TORCH_IMPLS, *TF_IMPLS):
             if impl not in impls:
@@ -523,7 +584,8 @@ def plots(results: dict, path: Path) -> None:
             ax.bar([j + 0.2 * k for j in range(len(names))], ms, width=0.2, label=op)
         ax.set_xticks([j + 0.3 for j in range(len(names))], names, rotation=20, fontsize=7)
         ax.set_ylabel("ms per call")
-        ax.set_title("D={}, couplings={}, hidden={}, batch={}".format(*key))
+        ax.set_title("D={}, couplings={}, hidden={}, batch={}".format(*key[:4])
+                     + (f", context={key[4]}" if len(key) > 4 else ""))  # fmt: skip
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

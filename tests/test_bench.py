@@ -46,3 +46,15 @@ def test_quick_preset_smoke(tmp_path):
     assert (tmp_path / "quick.md").read_text().startswith("# flowbridge benchmarks (quick)")
     assert (tmp_path / "quick.png").stat().st_size > 10_000
     assert "| flowbridge-pyro / native-pyro forward | <= 0.9 |" in res.output
+
+
+@pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
+def test_conditional_workers_time_identical_conditional_flows():
+    """Each worker asserts before timing that flowbridge's and the native conditional flow
+    (Pyro's ConditionalAffineCoupling, TFP's RealNVP reading conditional_input) agree."""
+    cfg = {**bench.CONDITIONAL, "dim": 8, "hidden": 16, "batch": 32, "couplings": 2}
+    for group in ("torch", "tf"):
+        got = bench._run_worker(group, cfg, 1, 1, 0.001, False)
+        impls = {row["impl"] for row in got["rows"]}
+        assert {"native-pyro", "flowbridge-pyro"} <= impls or {"native-tfp", "flowbridge-tfp"} <= impls
+    assert bench.configs("conditional") == [bench.CONDITIONAL]
