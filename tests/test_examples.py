@@ -24,6 +24,8 @@ CASES = {
     "port_native.py": ["Pyro AffineCoupling -> flowbridge TFP", "TFP RealNVP -> flowbridge Pyro"],
     "npe_gaussian_linear.py": ["flowbridge Pyro", "flowbridge TFP", "mean-field Gaussian",
                                "npe_gaussian_linear.png"],  # fmt: skip
+    "amortized_guide_pyro.py": ["amortized flow (flowbridge)", "mean-field (AutoNormal)",
+                                "NUTS (reference)", "amortized_guide_pyro.png"],  # fmt: skip
 }
 
 
