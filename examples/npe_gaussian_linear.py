@@ -63,13 +63,14 @@ def batches(n_pairs: int, steps: int, size: int) -> np.ndarray:
     return np.random.default_rng(7).integers(0, n_pairs, (steps, size))
 
 
-def train_pyro(theta, x, order, lr):
+def train_pyro(spec, theta, x, order, lr):
+    """Maximum likelihood of theta given x, minibatches ``order``: (log_q, sample)."""
     import pyro.distributions as dist
     import torch
 
     torch.manual_seed(0)
-    flow = fb.to_pyro(SPEC, fb.init_params(SPEC, seed=0))
-    base = dist.Normal(torch.zeros(THETA), 1.0).to_event(1)
+    flow = fb.to_pyro(spec, fb.init_params(spec, seed=0))
+    base = dist.Normal(torch.zeros(spec.dim), 1.0).to_event(1)
     q = dist.ConditionalTransformedDistribution(base, [flow])
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
     theta_t, x_t = torch.tensor(theta, dtype=torch.float32), torch.tensor(x, dtype=torch.float32)
@@ -94,15 +95,16 @@ def train_pyro(theta, x, order, lr):
     return log_q, sample
 
 
-def train_tfp(theta, x, order, lr):
-    bijector = fb.to_tfp(SPEC, fb.init_params(SPEC, seed=0))  # imports TensorFlow quietly
+def train_tfp(spec, theta, x, order, lr):
+    """The same in TFP, from the same initial weights: (log_q, sample)."""
+    bijector = fb.to_tfp(spec, fb.init_params(spec, seed=0))  # imports TensorFlow quietly
     import tensorflow as tf
     import tensorflow_probability as tfp
     import tf_keras
 
     tfd = tfp.distributions
-    q = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(tf.zeros(THETA)), bijector)
-    optimizer = tf_keras.optimizers.Adam(lr)
+    q = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(tf.zeros(spec.dim)), bijector)
+    optimizer = tf_keras.optimizers.Adam(lr, epsilon=1e-8)  # torch's epsilon, as in Pyro
     theta_t, x_t = tf.constant(theta, tf.float32), tf.constant(x, tf.float32)
 
     @tf.function(jit_compile=True)
@@ -188,8 +190,8 @@ def main() -> None:
         50_000, 6000, 20, 4000)  # fmt: skip
     theta, x = simulate(n_pairs, np.random.default_rng(0))
     order = batches(n_pairs, steps, 256)
-    models = {"flowbridge Pyro": train_pyro(theta, x, order, 1e-3),
-              "flowbridge TFP": train_tfp(theta, x, order, 1e-3)}  # fmt: skip
+    models = {"flowbridge Pyro": train_pyro(SPEC, theta, x, order, 1e-3),
+              "flowbridge TFP": train_tfp(SPEC, theta, x, order, 1e-3)}  # fmt: skip
     _, x_obs = simulate(observations, np.random.default_rng(1))
     rows = {name: kl_to_exact(log_q, x_obs, draws, np.random.default_rng(2))
             for name, (log_q, _) in models.items()}  # fmt: skip

@@ -235,3 +235,26 @@ def test_native_pyro_conditional_refusals_name_the_piece(torch):
              AffineCoupling(2, DenseNN(2, [8], param_dims=[3, 3]))]  # fmt: skip
     with pytest.raises(fb.NativeError, match=r"parts\[5\] \(AffineCoupling\): an unconditional"):
         fb.from_pyro_native(mixed)
+
+
+def test_pyro_conditional_flow_compiles_without_graph_breaks_and_moves(torch):
+    import torch._dynamo as dynamo
+
+    spec, params, ref, x, c = _setup("nice_conditional_d4_c2")
+    flow = fb.to_pyro(spec, params)
+
+    def forward(x, c):
+        at = flow.condition(c)
+        y = at(x)
+        return y, at.log_abs_det_jacobian(x, y)
+
+    xt, ct = torch.tensor(x, dtype=torch.float32), torch.tensor(c, dtype=torch.float32)
+    explained = dynamo.explain(forward)(xt, ct)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    y, ld = torch.compile(forward)(xt, ct)
+    y0, ld0 = forward(xt.clone(), ct.clone())
+    torch.testing.assert_close(y, y0, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ld, ld0, rtol=1e-6, atol=1e-6)
+    flow64 = flow.to(torch.float64)  # .to() moves every weight; the result is the reference's
+    y64 = flow64.condition(torch.tensor(c))(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(y64, ref.forward(x, c), rtol=1e-6, atol=1e-6)
