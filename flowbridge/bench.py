@@ -470,6 +470,8 @@ def run(preset: str = "quick", *, threads: int = 2, repeats: int = 7, min_time: 
     jobs = []
     for cfg in sizes:
         jobs += [(cfg, "torch"), (cfg, "tf")]
+        if cfg.get("context"):  # conditional flows are timed eagerly and in tf.function
+            continue
         if compile_at == "all" or (compile_at == "target" and cfg == TARGET):
             jobs += [(cfg, "torch-compile"), (cfg, "tf-xla")]  # each in a process of its own
     for cfg, group in tqdm(jobs, desc=f"bench {preset}", unit="job"):

@@ -64,13 +64,13 @@ def _pyro_parts(transform: Any) -> list:
     return [transform]
 
 
-def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int, context: int = 0):
-    """(conditioner, weights) of a ``DenseNN``, or with ``context`` of a
+def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int, context: int | None = None):
+    """(conditioner, weights) of a ``DenseNN``, or (``context`` given) of a
     ``ConditionalDenseNN`` reading that many context entries."""
     import torch
     from pyro.nn import ConditionalDenseNN, DenseNN
 
-    kind = ConditionalDenseNN if context else DenseNN
+    kind = DenseNN if context is None else ConditionalDenseNN
     if type(net) is not kind:
         raise NativeError(f"{at}.nn: a {type(net).__name__} hypernet cannot be converted; "
                           f"only pyro.nn.{kind.__name__} is supported here")  # fmt: skip
@@ -116,11 +116,12 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
         raise NativeError("transform: expected at least one AffineCoupling or Permute")
     if dim is None:
         dim = _pyro_dim(parts)
-    contexts = {int(p.nn.context_dim) for p in parts if isinstance(p, ConditionalAffineCoupling)}
+    contexts = {getattr(p.nn, "context_dim", None) for p in parts
+                if isinstance(p, ConditionalAffineCoupling)} - {None}  # fmt: skip
     if len(contexts) > 1:
         raise NativeError(f"transform: the conditional couplings read contexts of sizes "
                           f"{sorted(contexts)}; a flow has one context_dim")  # fmt: skip
-    context = contexts.pop() if contexts else 0
+    context = int(contexts.pop()) if contexts else 0
     layers, params = [], {}
     for i, part in enumerate(parts):
         at = f"parts[{i}] ({type(part).__name__})"
@@ -137,7 +138,8 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
                 raise NativeError(f"{at}: dim={options['dim']}; only couplings over the last "
                                   "axis (dim=-1) convert")  # fmt: skip
             split = int(part.split_dim)
-            cond, weights = _pyro_conditioner(part.nn, at, split, dim - split, context)
+            cond, weights = _pyro_conditioner(part.nn, at, split, dim - split,
+                                              context if conditional else None)  # fmt: skip
             low = options.get("log_scale_min_clip", -5.0)
             high = options.get("log_scale_max_clip", 3.0)
             layers.append(S.AffineCoupling(
@@ -164,7 +166,11 @@ def _pyro_dim(parts: list) -> int:
 
     for part in parts:
         if isinstance(part, (AffineCoupling, ConditionalAffineCoupling)):
-            return int(part.split_dim) + int(part.nn.param_dims[0])
+            dims = getattr(part.nn, "param_dims", None)
+            if not dims:
+                raise NativeError(f"{type(part).__name__}.nn: a {type(part.nn).__name__} "
+                                  "hypernet cannot be converted; pass dim= to see why")  # fmt: skip
+            return int(part.split_dim) + int(dims[0])
         if isinstance(part, Permute):
             return len(part.permutation)
     raise NativeError("transform: cannot tell the event size; pass dim=")

@@ -258,3 +258,30 @@ def test_pyro_conditional_flow_compiles_without_graph_breaks_and_moves(torch):
     flow64 = flow.to(torch.float64)  # .to() moves every weight; the result is the reference's
     y64 = flow64.condition(torch.tensor(c))(torch.tensor(x)).detach().numpy()
     np.testing.assert_allclose(y64, ref.forward(x, c), rtol=1e-6, atol=1e-6)
+
+
+def test_tfp_context_of_an_input_of_unknown_rank(tfp):
+    import tensorflow as tf
+
+    spec, params, ref, _, _ = _setup()
+    bijector = fb.to_tfp(spec, params, dtype="float64")
+    rng = np.random.default_rng(4)
+    x, c = rng.standard_normal((2, 5, spec.dim)), rng.standard_normal((2, 5, spec.context_dim))
+    spec_any = tf.TensorSpec(None, tf.float64)
+    forward = tf.function(lambda x, c: bijector.forward(x, conditional_input=c),
+                          input_signature=[spec_any, spec_any])  # fmt: skip
+    got = forward(tf.constant(x), tf.constant(c)).numpy()
+    want = ref.forward(x.reshape(-1, spec.dim), c.reshape(-1, spec.context_dim))
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-12, atol=1e-12)
+
+
+def test_native_pyro_conditional_coupling_with_another_hypernet_is_refused(torch):
+    from pyro.distributions.transforms import ConditionalAffineCoupling
+    from pyro.nn import DenseNN
+
+    odd = ConditionalAffineCoupling(2, DenseNN(2, [8], param_dims=[3, 3]))
+    with pytest.raises(fb.NativeError, match=r"parts\[0\] \(ConditionalAffineCoupling\)\.nn: "
+                       "a DenseNN hypernet cannot be converted"):  # fmt: skip
+        fb.from_pyro_native([odd], dim=5)
+    with pytest.raises(fb.NativeError, match="DenseNN hypernet cannot be converted"):
+        fb.from_pyro_native([odd])

@@ -26,6 +26,7 @@ CASES = {
                                "npe_gaussian_linear.png"],  # fmt: skip
     "amortized_guide_pyro.py": ["amortized flow (flowbridge)", "mean-field (AutoNormal)",
                                 "NUTS (reference)", "amortized_guide_pyro.png"],  # fmt: skip
+    "npe_two_moons.py": ["flowbridge Pyro", "flowbridge TFP", "in box", "npe_two_moons.png"],
 }
 
 

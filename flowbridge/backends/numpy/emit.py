@@ -112,8 +112,10 @@ class _Layer:
         return self.inverse_with_log_det(y)[1]'''
 
 CONDITIONAL_IMPORTS = IMPORTS
-CONDITIONAL_USAGE = """Conditional on a context c of shape (*batch, {context_dim}), broadcast to x's batch:
-flow.forward(x, c); flow.inverse(y, c); flow.forward_with_log_det(x, c)."""
+CONDITIONAL_USAGE = """Use: flow = build_flow(params); with a context c of shape (*batch, {context_dim})
+(broadcast to x's batch): flow.forward(x, c); flow.inverse(y, c);
+flow.forward_log_det_jacobian(x, c); flow.inverse_log_det_jacobian(y, c).
+Every input is converted to float64; the flow has no state besides its weights."""
 
 CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
     """``context`` as float64 if it holds real numbers of shape (*batch, context_dim) whose

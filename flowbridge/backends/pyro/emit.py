@@ -137,9 +137,11 @@ from pyro.distributions.conditional import (
 from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform"""
-CONDITIONAL_USAGE = """Conditional on a context c of shape (*batch, {context_dim}), broadcast to x's batch: the
-flow is a ConditionalComposeTransformModule; flow.condition(c) is the flow at c (a
-ComposeTransformModule), for dist.ConditionalTransformedDistribution(base, [flow])."""
+CONDITIONAL_USAGE = """Use: flow = build_flow(params); at = flow.condition(c), the flow at a context c of shape
+(*batch, {context_dim}) (broadcast to x's batch), a ComposeTransformModule: at(x), at.inv(y),
+at.log_abs_det_jacobian(x, y). The flow is a pyro
+ConditionalComposeTransformModule: pass it to dist.ConditionalTransformedDistribution,
+register it with pyro.module, move it with .to(device, dtype)."""
 
 CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
     """``context`` if it is a real floating tensor of shape (*batch, context_dim) in x's

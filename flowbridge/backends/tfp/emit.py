@@ -231,10 +231,14 @@ class _Layer(_RealInputs, tfb.Bijector):
         return self.inverse_with_log_det(y)[1]'''
 
 CONDITIONAL_IMPORTS = IMPORTS
-CONDITIONAL_USAGE = """Conditional on a context c of shape (*batch, {context_dim}), broadcast to x's batch: pass
-conditional_input=c to any call of the flow (flow.forward(x, conditional_input=c)) or
-bijector_kwargs={{"conditional_input": c}} to a TransformedDistribution's log_prob and
-sample; the flow gives it to every layer that reads it."""
+CONDITIONAL_USAGE = """Use: flow = build_flow(params, dtype=tf.float32); with a context c of shape
+(*batch, {context_dim}) (broadcast to x's batch): flow.forward(x, conditional_input=c);
+flow.inverse(y, conditional_input=c);
+flow.forward_log_det_jacobian(x, event_ndims={event_ndims}, conditional_input=c);
+in a TransformedDistribution, log_prob(x, bijector_kwargs={{"conditional_input": c}}) and
+sample(n, bijector_kwargs=...). The flow is a tfb.Chain whose layers apply in PARAM_SHAPES
+order and which gives conditional_input to every layer that reads it; every weight is a
+tf.Variable in flow.trainable_variables."""
 
 CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
     """``context`` as a tensor in the layer's dtype if it is real floating of shape
@@ -276,14 +280,23 @@ class _ConditionalLayer(_Layer):
     def forward_with_log_det(self, x, context):
         """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
         x = _checked(self, x, "x")
-        context = _checked_context(self, context, x)
+        context = self._rows(_checked_context(self, context, x), x)
         return _batched(lambda v: self._forward_with_log_det(v, context), x, self.event_shape)
 
     def inverse_with_log_det(self, y, context):
         """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
         y = _checked(self, y, "y")
-        context = _checked_context(self, context, y)
+        context = self._rows(_checked_context(self, context, y), y)
         return _batched(lambda v: self._inverse_with_log_det(v, context), y, self.event_shape)
+
+    def _rows(self, context, value):
+        """The context as one row per row of _batched's (-1, *event) view of ``value``
+        when that view is taken for an input of unknown rank; else as it is."""
+        if value.shape.rank is not None:
+            return context
+        batch = tf.shape(value)[: tf.rank(value) - len(self.event_shape)]
+        wide = tf.broadcast_to(context, tf.concat([batch, [self.context_dim]], 0))
+        return tf.reshape(wide, [-1, self.context_dim])
 
     def _forward(self, x, conditional_input=None):
         return self.forward_with_log_det(x, conditional_input)[0]
