@@ -31,6 +31,7 @@ from .layers import Plan, View, plan_flow
 from .spec import FlowSpec
 
 WIDTH = 99  # the generated code's line length
+MAX_NAME = 48  # the longest generated class name built from variant words
 
 
 # --------------------------------------------------------------------- formatting
@@ -185,8 +186,10 @@ def class_names(plans: list[Plan], texts: list[str]) -> list[str]:
             if len(set(words)) == len(words):
                 chosen = words
                 break
-        if chosen is None:  # not told apart by words: a configuration the words miss
-            chosen = [w + f"V{k + 1}" for k, w in enumerate(words)]
+        if chosen is None or max(map(len, chosen)) + len(paper) > MAX_NAME:
+            # not told apart by words (a configuration the words miss), or words too long
+            # for a readable name (a clamp bound of 17 digits): numbered variants
+            chosen = [f"V{k + 1}" for k in range(len(variants))]
         for text, word in zip(by_text, chosen, strict=True):
             names[paper, text] = paper + word
     return [names[p.class_name, t] for p, t in zip(plans, texts, strict=True)]

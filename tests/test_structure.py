@@ -285,3 +285,17 @@ def test_a_coupling_whose_mask_does_not_fit_reports_the_mask_alone():
     assert [path for path, _ in info.value.errors] == ["layers[0].scale.high"]
     assert S.param_count(fb.realnvp(6, hidden=(8,))) == sum(
         int(np.prod(s)) for s in fb.param_shapes(fb.realnvp(6, hidden=(8,))).values())
+
+
+def test_class_names_stay_readable_when_the_words_are_long():
+    """Fuzz finding: clamp bounds of 17 digits made a class name ruff had to wrap."""
+    def coupling(low):
+        return S.AffineCoupling(scale=S.ClampScale(low=low, high=1.0000000000000007),
+                                conditioner=S.Conditioner(activation="leaky_relu",
+                                                          negative_slope=0.5966148264305092))  # fmt: skip
+
+    spec = fb.FlowSpec(name="long", event_shape=(2,),
+                       layers=[coupling(7.226521230854894e-16), coupling(0.0)])  # fmt: skip
+    code = fb.generate(spec, "numpy")
+    assert _classes(code) == ["AffineCouplingV1", "AffineCouplingV2"]
+    assert max(len(line) for line in code.splitlines()) <= codegen.WIDTH
