@@ -111,8 +111,10 @@ def layers(draw, dim):
 @st.composite
 def valid_specs(draw):
     dim = draw(st.integers(2, 7))
-    return {"format_version": 1, "name": draw(st.from_regex(r"[A-Za-z0-9_. -]{0,20}", fullmatch=True)),
-            "event_shape": [dim], "layers": draw(st.lists(layers(dim), min_size=1, max_size=4))}  # fmt: skip
+    doc = {"format_version": 1, "name": draw(st.from_regex(r"[A-Za-z0-9_. -]{0,20}", fullmatch=True)),
+           "event_shape": [dim], "layers": draw(st.lists(layers(dim), min_size=1, max_size=4))}  # fmt: skip
+    context = draw(st.sampled_from([None, None, 0, 1, 3]))  # absent, explicit 0, conditional
+    return doc if context is None else {**doc, "context_dim": context}
 
 
 junk = st.recursive(
@@ -193,13 +195,15 @@ def test_valid_specs_load_generate_clean_code_and_round_trip(doc):
                 assert run.returncode == 0, run.stdout + run.stderr
     params = fb.init_params(spec, 0, init="random")
     flow = fb.to_numpy(spec, params)
-    x = np.random.default_rng(0).standard_normal((3, spec.dim))
-    y, ld = flow.forward_with_log_det(x)
-    x2, ild = flow.inverse_with_log_det(y.copy())
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, spec.dim))
+    given = (rng.standard_normal((3, spec.context_dim)),) if spec.context_dim else ()
+    y, ld = flow.forward_with_log_det(x, *given)
+    x2, ild = flow.inverse_with_log_det(y.copy(), *given)
     assert y.shape == x.shape and ld.shape == (3,)
     h, worst = x, 0.0  # each layer's own log-det: scales can cancel in the total
     for layer in flow.layers:
-        h, layer_ld = layer.forward_with_log_det(h)
+        h, layer_ld = layer.forward_with_log_det(h, *given[: bool(getattr(layer, "context_dim", 0))])
         worst = max(worst, float(np.max(np.abs(layer_ld))))
     if not (np.all(np.abs(y) < 1e4) and worst < 12):
         return  # random weights and clamp bounds up to 8 can scale by e**40: ill-conditioned
