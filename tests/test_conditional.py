@@ -285,3 +285,24 @@ def test_native_pyro_conditional_coupling_with_another_hypernet_is_refused(torch
         fb.from_pyro_native([odd], dim=5)
     with pytest.raises(fb.NativeError, match="DenseNN hypernet cannot be converted"):
         fb.from_pyro_native([odd])
+
+
+def test_tfp_log_det_memo_is_keyed_on_the_context_too(tfp):
+    """Inside tf.function a layer reuses the log-det traced with its transform only for
+    the very input and the very context: another context at the same x is recomputed."""
+    import tensorflow as tf
+
+    spec, params, ref, x, c = _setup()
+    bijector = fb.to_tfp(spec, params, dtype="float64")
+    other = c + 1.0
+
+    @tf.function
+    def log_dets(x, c1, c2):
+        bijector.forward(x, conditional_input=c1)
+        same = bijector.forward_log_det_jacobian(x, event_ndims=1, conditional_input=c1)
+        moved = bijector.forward_log_det_jacobian(x, event_ndims=1, conditional_input=c2)
+        return same, moved
+
+    same, moved = log_dets(tf.constant(x), tf.constant(c), tf.constant(other))
+    np.testing.assert_allclose(same.numpy(), ref.forward_with_log_det(x, c)[1], rtol=1e-12)
+    np.testing.assert_allclose(moved.numpy(), ref.forward_with_log_det(x, other)[1], rtol=1e-12)

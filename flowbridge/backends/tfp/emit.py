@@ -273,9 +273,14 @@ CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
     return context
 
 
+def _same(entry, at, value, context):
+    """Whether a memo entry holds this very ``value`` at ``at``, at this very context."""
+    return entry is not None and entry[at] is value and entry[1] is context
+
+
 class _ConditionalLayer(_Layer):
-    """A layer that reads the context, TFP's ``conditional_input``, in every call. It
-    keeps no log-det memo (the memo is keyed on the input alone)."""
+    """A layer that reads the context, TFP's ``conditional_input``, in every call. Inside
+    tf.function its log-det memo is keyed on the input and the context together."""
 
     def forward_with_log_det(self, x, context):
         """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
@@ -299,16 +304,32 @@ class _ConditionalLayer(_Layer):
         return tf.reshape(wide, [-1, self.context_dim])
 
     def _forward(self, x, conditional_input=None):
-        return self.forward_with_log_det(x, conditional_input)[0]
+        y, log_det = self.forward_with_log_det(x, conditional_input)
+        traced = not tf.executing_eagerly()
+        self._memo().forward = (x, conditional_input, y, log_det) if traced else None
+        return y
 
     def _inverse(self, y, conditional_input=None):
-        return self.inverse_with_log_det(y, conditional_input)[0]
+        x, log_det = self.inverse_with_log_det(y, conditional_input)
+        traced = not tf.executing_eagerly()
+        self._memo().inverse = (y, conditional_input, x, log_det) if traced else None
+        return x
 
     def _forward_log_det_jacobian(self, x, conditional_input=None):
-        return self.forward_with_log_det(x, conditional_input)[1]
+        memo, context = self._memo(), conditional_input
+        if _same(memo.forward, 0, x, context):
+            return memo.forward[3]
+        if _same(memo.inverse, 2, x, context):
+            return -memo.inverse[3]
+        return self.forward_with_log_det(x, context)[1]
 
     def _inverse_log_det_jacobian(self, y, conditional_input=None):
-        return self.inverse_with_log_det(y, conditional_input)[1]
+        memo, context = self._memo(), conditional_input
+        if _same(memo.inverse, 0, y, context):
+            return memo.inverse[3]
+        if _same(memo.forward, 2, y, context):
+            return -memo.forward[3]
+        return self.inverse_with_log_det(y, context)[1]
 
 
 class ConditionalFlowChain(FlowChain):
