@@ -170,10 +170,10 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
     spec, params = flow_and_params(cfg, "clamp")
     split = dim // 2
     native = native_pyro(spec, params, cfg["hidden"]).to(device)
-    parts = list(native.parts) if not context else list(native)
+    # a conditional compose wraps each unconditional part (Permute) in a transform of its own
+    parts = [getattr(p, "transform", p) for p in (native.transforms if context else native.parts)]
     nets = [p.nn for p in parts if isinstance(p, (AffineCoupling, ConditionalAffineCoupling))]
-    for p in [*parts, *getattr(native, "transforms", [])]:  # Permute's index is not a buffer
-        p = getattr(p, "transform", p)
+    for p in parts:  # Permute's index tensor is not a buffer: move it by hand
         if isinstance(p, Permute):
             p.permutation = p.permutation.to(device)
     flows = {"flowbridge-pyro": fb.to_pyro(spec, params, device=device), "native-pyro": native}

@@ -283,8 +283,14 @@ def test_a_coupling_whose_mask_does_not_fit_reports_the_mask_alone():
     with pytest.raises(fb.SpecError) as info:
         fb.FlowSpec.from_dict({"event_shape": [4], "layers": [layer]})
     assert [path for path, _ in info.value.errors] == ["layers[0].scale.high"]
-    assert S.param_count(fb.realnvp(6, hidden=(8,))) == sum(
-        int(np.prod(s)) for s in fb.param_shapes(fb.realnvp(6, hidden=(8,))).values())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_spec_weight_count_agrees_with_the_plans(case):
+    """The ceilings count weights by arithmetic before anything is planned; the count
+    must be what the plans then declare (a coupling's outputs per entry, its context)."""
+    spec = CASES[case]()
+    assert S.param_count(spec) == sum(int(np.prod(s)) for s in fb.param_shapes(spec).values())
 
 
 def test_class_names_stay_readable_when_the_words_are_long():
