@@ -27,7 +27,7 @@ import types
 from typing import Any
 
 from . import backends, ir
-from .layers import Plan, View, plan_flow
+from .layers import EmbeddingPlan, Plan, View, param_specs, plan_embedding, plan_flow
 from .spec import FlowSpec
 
 WIDTH = 99  # the generated code's line length
@@ -161,6 +161,17 @@ def trace(plan: Plan, direction: str) -> tuple[list[tuple[ir.Value, str]], set[s
     return [(result, out), (log_det, "log_det")], used_ops
 
 
+def trace_embedding(plan: EmbeddingPlan) -> tuple[list[tuple[ir.Value, str]], set[str]]:
+    """Trace the context embedding: ``(features, "features")`` from ``context``, and the
+    IR ops it uses (the output checked against the plan's size, as a layer's is)."""
+    context = ir.source("context", (plan.context_dim,), batched=True)
+    features = plan.embed(View(plan.params, plan.args, dense=""), context)
+    if not features.batched or features.shape != (plan.features,):
+        raise ir.ShapeError(f"ContextEmbedding: features have shape "
+                            f"{features.node.describe()}, expected (*batch, {plan.features})")  # fmt: skip
+    return [(features, "features")], {n.op for n in ir.topo_order([features])}
+
+
 # ------------------------------------------------------------------ whole modules
 def class_names(plans: list[Plan], texts: list[str]) -> list[str]:
     """The generated class of each plan, given each plan's emitted class text (with a
@@ -213,9 +224,15 @@ def generate(spec: FlowSpec, backend: str) -> str:
         texts.append(cache.setdefault(text, text))
     names = class_names(plans, texts)
     classes = list(dict.fromkeys(t.replace(_PLACEHOLDER, n) for t, n in zip(texts, names, strict=True)))
+    embedding = plan_embedding(spec)
+    if embedding is not None:
+        outputs, ops_here = trace_embedding(embedding)
+        used_ops |= ops_here
+        body = emit_body(outputs, {"self", "context"}, em.OPS)
+        classes.insert(0, em.embedding_class(embedding, body))
 
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
-    params = {f"layers.{i}.{k}": v for i, p in enumerate(plans) for k, v in p.params.items()}
+    params = param_specs(spec)
     shapes = {name: param.shape for name, param in params.items()}
     bounds = {name: param.init.bound for name, param in params.items()}
     calls = [(name, {**plan.args, "event_shape": plan.event_shape,
@@ -239,8 +256,9 @@ def generate(spec: FlowSpec, backend: str) -> str:
         PER_LAYER,
         em.HELPERS,
         *([em.CONDITIONAL_HELPERS] if spec.context_dim else []),
+        *([EMBEDDING_HELPERS, em.EMBEDDING_HELPERS] if embedding is not None else []),
         *classes,
-        em.flow_code(spec, calls),
+        em.flow_code(spec, calls, embedding),
     ]
     return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
 
@@ -258,6 +276,11 @@ PER_LAYER = '''def _per_layer(table, count):
         if head == "layers" and index.isdigit() and int(index) < count:
             out[int(index)][local] = value
     return out'''
+
+
+EMBEDDING_HELPERS = '''def _under(table, prefix):
+    """The entries of ``table`` whose names start with ``prefix``, named by the rest."""
+    return {str(k)[len(prefix) :]: v for k, v in table.items() if str(k).startswith(prefix)}'''
 
 
 #: The public, checked calls of a layer that reads the context (NumPy and Pyro templates;
@@ -355,9 +378,18 @@ def block(lines: list[str], level: int) -> str:
     return "\n".join(pad + line if line else "" for line in lines)
 
 
-def neutral_params_method(plan: Plan) -> str:
-    """The ``neutral_params`` method: the same text in every backend."""
+def neutral_params_method(plan: Plan | EmbeddingPlan) -> str:
+    """The ``neutral_params`` method: the same text in every backend (a layer's dense
+    weights are ``conditioner.{j}.*``, the context embedding's ``{j}.*``)."""
     lines = ["def neutral_params(self):", '    """This layer\'s weights under their neutral names."""']
+    if isinstance(plan, EmbeddingPlan):
+        return block(lines + [
+            "    params = {}",
+            "    for j, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):",
+            '        params[f"{j}.kernel"] = kernel',
+            '        params[f"{j}.bias"] = bias',
+            "    return params",
+        ], 1)  # fmt: skip
     kinds = {f.kind: f for f in plan.fields}
     if "dense" not in kinds and "vector" not in kinds:
         return block(lines + ["    return {}"], 1)
@@ -371,6 +403,44 @@ def neutral_params_method(plan: Plan) -> str:
     if "vector" in kinds:
         lines.append(f'    params["{kinds["vector"].name}"] = self.{kinds["vector"].name}')
     return block(lines + ["    return params"], 1)
+
+
+def neutral_params_function(layers: str, embedded: bool, kind: str, live: str) -> str:
+    """The module's ``neutral_params(flow)``: every layer's weights (``layers`` is the
+    expression for the flow's layers in application order), the context embedding's
+    first when the flow has one. ``kind`` and ``live`` word the docstring."""
+    doc = f'    """{{neutral name: {kind}}} of a flow made by build_flow{live}."""'
+    each = [
+        'f"layers.{i}.{name}": value',
+        f"for i, layer in enumerate({layers})",
+        "for name, value in layer.neutral_params().items()",
+    ]
+    if not embedded:
+        return "\n".join(["def neutral_params(flow):", doc, "    return {",
+                          *("        " + ln for ln in each), "    }"])  # fmt: skip
+    return "\n".join([
+        "def neutral_params(flow):",
+        doc,
+        "    own = flow.embedding.neutral_params().items()",
+        '    params = {f"context_embedding.{name}": value for name, value in own}',
+        f"    for i, layer in enumerate({layers}):",
+        "        for name, value in layer.neutral_params().items():",
+        '            params[f"layers.{i}.{name}"] = value',
+        "    return params",
+    ])  # fmt: skip
+
+
+def embed_methods(plan: EmbeddingPlan, body: list[str]) -> str:
+    """The context embedding's traced ``_embed`` and its ``neutral_params``: the same
+    text in every backend (each template writes its own constructor and public call)."""
+    return "\n".join([
+        "    def _embed(self, context):",
+        '        """The features of a checked context. Generated from flowbridge.layers."""',
+        *("        " + ln for ln in body),
+        "        return features",
+        "",
+        neutral_params_method(plan),
+    ])  # fmt: skip
 
 
 def signature(name: str, params: list[str], level: int) -> str:

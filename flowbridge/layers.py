@@ -120,8 +120,8 @@ class View:
     static shape: parameters from ``params``, index buffers and ints from ``args``. A
     name the plan does not declare is an AttributeError at trace time."""
 
-    def __init__(self, params: dict[str, Param], args: dict[str, Any]):
-        self._params, self._args = params, args
+    def __init__(self, params: dict[str, Param], args: dict[str, Any], dense: str = "conditioner."):
+        self._params, self._args, self._dense = params, args, dense
 
     def __getattr__(self, name: str) -> Value:
         if name.startswith("_"):
@@ -133,10 +133,10 @@ class View:
         raise AttributeError(f"the layer declares no parameter or argument {name!r}")
 
     def kernel(self, j: int) -> Value:
-        return source(f"self.kernels[{j}]", self._declared(f"conditioner.{j}.kernel").shape)
+        return source(f"self.kernels[{j}]", self._declared(f"{self._dense}{j}.kernel").shape)
 
     def bias(self, j: int) -> Value:
-        return source(f"self.biases[{j}]", self._declared(f"conditioner.{j}.bias").shape)
+        return source(f"self.biases[{j}]", self._declared(f"{self._dense}{j}.bias").shape)
 
     def _declared(self, name: str) -> Param:
         if name not in self._params:
@@ -201,21 +201,31 @@ class MLP:
     """The conditioner MLP ``m``: dense layers ``n_in -> *hidden -> n_out`` with the
     spec's activation between them. Kernels ``(in, out)`` start uniform in
     ``+-1/sqrt(fan_in)`` (torch's ``nn.Linear`` rule), biases at zero, and the last
-    layer at zero so the coupling starts as the identity."""
+    layer at zero so the coupling starts as the identity (``zero_last=False``: uniform
+    too, for the context embedding). Parameters are ``{prefix}{j}.kernel``/``.bias``."""
 
-    def __init__(self, cond: S.Conditioner, n_in: int, n_out: int, context: int = 0):
-        self.cond, self.context = cond, context
+    def __init__(
+        self,
+        cond: S.Conditioner,
+        n_in: int,
+        n_out: int,
+        context: int = 0,
+        *,
+        prefix: str = "conditioner.",
+        zero_last: bool = True,
+    ):
+        self.cond, self.context, self.prefix = cond, context, prefix
         self.sizes = [n_in + context, *cond.hidden, n_out]
         self.legend = "m: the conditioner MLP" + (", reading [x_a | context]" if context else "")
         self.fields = (Field("dense", "sizes"),)
         self.args = {"sizes": self.sizes}
         self.params: dict[str, Param] = {}
-        last = len(self.sizes) - 2
+        last = len(self.sizes) - 2 if zero_last else -1
         for j, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
             kernel = Init.fan_in_uniform(a)
-            self.params[f"conditioner.{j}.kernel"] = Param((a, b), ZEROS if j == last else kernel,
-                                                           kernel)  # fmt: skip
-            self.params[f"conditioner.{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
+            self.params[f"{prefix}{j}.kernel"] = Param((a, b), ZEROS if j == last else kernel,
+                                                       kernel)  # fmt: skip
+            self.params[f"{prefix}{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
         act = "".join(w.capitalize() for w in cond.activation.split("_"))
         leaky = cond.activation == "leaky_relu"
         depth = len(cond.hidden)
@@ -479,6 +489,47 @@ def plan_permutation(layer: S.Permutation, shape: tuple[int, ...], context: int 
     )
 
 
+# ------------------------------------------------------------------ context embedding
+@dataclass(frozen=True)
+class EmbeddingPlan:
+    """The flow's context embedding (:class:`flowbridge.spec.ContextEmbedding`) resolved:
+    one generated class, applied once to the context before the couplings. Its
+    parameters' local names are ``{j}.kernel``/``{j}.bias`` (neutral names under
+    ``context_embedding.``); ``embed(p, context)`` returns the features."""
+
+    doc: str
+    args: dict[str, Any]  # {"sizes": [context_dim, *hidden, features]}
+    params: dict[str, Param]
+    context_dim: int
+    features: int
+    embed: Callable = field(compare=False)  # (p, context) -> features
+
+
+def plan_embedding(spec: S.FlowSpec) -> EmbeddingPlan | None:
+    """The embedding of ``spec``'s context, or None when it has none: the conditioner's
+    MLP part (:class:`MLP`) on the context, every kernel started fan-in uniform."""
+    emb = spec.context_embedding
+    if emb is None:
+        return None
+    mlp = MLP(emb, spec.context_dim, emb.features, prefix="", zero_last=False)
+    depth = len(emb.hidden)
+    slope = f" (negative slope {emb.negative_slope!r})" if emb.activation == "leaky_relu" else ""
+    acts = f"{emb.activation}{slope} after each hidden layer" if depth else "no hidden layer"
+    config = f"dense layers {' -> '.join(map(str, mlp.sizes))}, {acts}, none after the last"
+    doc = f"""The context embedding: features = e(context), applied once before the couplings.
+
+    Every coupling's conditioner reads [x_a | features].
+    {_configuration(config)}"""
+    return EmbeddingPlan(
+        doc=doc,
+        args=mlp.args,
+        params=mlp.params,
+        context_dim=spec.context_dim,
+        features=emb.features,
+        embed=lambda p, context: mlp(p, context),
+    )
+
+
 #: Layer type (the spec's ``type`` field) -> its neutral definition, a function of the
 #: spec layer, its input event shape and the flow's context size (0: none; a layer that
 #: reads no context ignores it).
@@ -495,19 +546,23 @@ def plan_flow(spec: S.FlowSpec) -> list[Plan]:
     event shape the layers before it give (as zuko's transforms carry ``forward_shape``)."""
     plans, shape = [], tuple(spec.event_shape)
     for layer in spec.layers:
-        plans.append(REGISTRY[layer.type](layer, shape, spec.context_dim))
+        plans.append(REGISTRY[layer.type](layer, shape, spec.context_features))
         shape = plans[-1].output_shape
     return plans
 
 
 def param_specs(spec: S.FlowSpec) -> dict[str, Param]:
-    """Every parameter of ``spec``'s flow: ``layers.{i}.{local name}`` -> :class:`Param`,
-    in order (the neutral layout; see :func:`param_shapes`)."""
+    """Every parameter of ``spec``'s flow: ``context_embedding.{local name}`` (when the
+    flow has one) then ``layers.{i}.{local name}`` -> :class:`Param`, in order of
+    application (the neutral layout; see :func:`param_shapes`)."""
+    embedding = plan_embedding(spec)
+    own = embedding.params if embedding is not None else {}
     return {
-        f"layers.{i}.{name}": param
-        for i, plan in enumerate(plan_flow(spec))
-        for name, param in plan.params.items()
-    }
+        **{f"context_embedding.{name}": param for name, param in own.items()},
+        **{f"layers.{i}.{name}": param
+           for i, plan in enumerate(plan_flow(spec))
+           for name, param in plan.params.items()},
+    }  # fmt: skip
 
 
 def param_shapes(spec: S.FlowSpec) -> dict[str, tuple[int, ...]]:
@@ -516,6 +571,7 @@ def param_shapes(spec: S.FlowSpec) -> dict[str, tuple[int, ...]]:
     Couplings: ``layers.{i}.conditioner.{j}.kernel`` ``(in, out)`` and ``.bias``
     ``(out,)``, ``j`` counting dense layers from the input; the last layer's output is
     ``[shift | raw log-scale]`` for affine couplings. Scaling: ``layers.{i}.log_scale``
-    ``(D,)``. Permutations have none.
+    ``(D,)``. Permutations have none. A context embedding's dense layers come first, as
+    ``context_embedding.{j}.kernel`` ``(in, out)`` and ``.bias``.
     """
     return {name: param.shape for name, param in param_specs(spec).items()}

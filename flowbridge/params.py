@@ -2,7 +2,8 @@
 
 The layout is :func:`flowbridge.layers.param_shapes`: ``layers.{i}.conditioner.{j}.kernel``
 ``(in, out)``, ``layers.{i}.conditioner.{j}.bias`` ``(out,)`` and ``layers.{i}.log_scale``
-``(D,)``. Files are safetensors, with the spec hash in their metadata.
+``(D,)``, after a context embedding's ``context_embedding.{j}.kernel``/``.bias``. Files
+are safetensors, with the spec hash in their metadata.
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ def load_params(
 
 def _export(flow: Any, backend: str) -> dict[str, np.ndarray]:
     out = {}
+    embedding = getattr(flow, "embedding", None)  # a conditional flow's context embedding
+    if embedding is not None:
+        for name, value in embedding.neutral_params().items():
+            out[f"context_embedding.{name}"] = _to_numpy(value, name).copy()
     for i, layer in enumerate(backends.get(backend).runtime().layers_of(flow)):
         if not callable(getattr(layer, "neutral_params", None)):
             raise ParamError(

@@ -186,6 +186,24 @@ class Conditioner(_Model):
     negative_slope: Annotated[Finite, Field(ge=0, le=1)] = 0.01  # leaky_relu only
 
 
+class ContextEmbedding(Conditioner):
+    """An MLP applied once to the context before the couplings (as sbi's embedding nets):
+    ``features = e(c)``, dense layers ``context_dim -> *hidden -> features`` with the
+    activation between them and none after the last, so with ``hidden=()`` it is a
+    learned linear projection. Every coupling's conditioner then reads
+    ``[x_a | features]``; its weights are ``context_embedding.{j}.kernel`` ``(in, out)``
+    and ``.bias``, and every kernel (the last included) starts uniform in
+    ``+-1/sqrt(fan_in)`` (the couplings' zero last layers already make the flow start
+    as the identity; a zero last layer here would start every context alike)."""
+
+    features: PosInt
+    hidden: tuple[PosInt, ...] = (64,)
+
+    def param_count(self, context_dim: int) -> int:
+        sizes = [context_dim, *self.hidden, self.features]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
 # --------------------------------------------------------------------------- layers
 class _LayerModel(_Model):
     """A layer of the spec. Each layer type is one such model (plus its definition in
@@ -310,14 +328,19 @@ class FlowSpec(_Model):
     ``context_dim`` (default 0: unconditional) makes the flow conditional, ``q(x | c)``
     for a context vector ``c`` of that size: every coupling's conditioner reads the
     concatenation ``[x_a | c]`` (its first kernel's rows in that order); scaling layers
-    and permutations do not read it. An unconditional spec's canonical JSON (and so its
-    hash) leaves ``context_dim`` out, so specs written before it existed keep their hash.
+    and permutations do not read it. ``context_embedding`` (optional, needs
+    ``context_dim > 0``) maps the context once, before the couplings, to ``features``
+    entries, and the couplings read those instead (:class:`ContextEmbedding`). The
+    canonical JSON (and so the hash) leaves out ``context_dim`` when it is 0 and
+    ``context_embedding`` when it is absent, so specs written before either existed keep
+    their hash.
     """
 
     format_version: Literal[1] = FORMAT_VERSION
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_. -]{0,64}$")] = "flow"
     event_shape: tuple[PosInt, ...]
     context_dim: NonNegInt = 0
+    context_embedding: ContextEmbedding | None = None
     layers: tuple[Layer, ...]
 
     def __init__(self, /, **data: Any):
@@ -331,6 +354,13 @@ class FlowSpec(_Model):
         return self.event_shape[0]
 
     @property
+    def context_features(self) -> int:
+        """The size of the context the couplings read: the embedding's ``features``, or
+        ``context_dim`` without an embedding (0: unconditional)."""
+        embedding = self.context_embedding
+        return embedding.features if embedding is not None else self.context_dim
+
+    @property
     def hash(self) -> str:
         """SHA-256 of the canonical JSON (sorted keys, defaults filled in)."""
         canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -338,10 +368,13 @@ class FlowSpec(_Model):
 
     # ------------------------------------------------------------------------- I/O
     def to_dict(self) -> dict:
-        """Plain JSON data, defaults filled in (``context_dim`` only when nonzero)."""
+        """Plain JSON data, defaults filled in (``context_dim`` only when nonzero,
+        ``context_embedding`` only when present)."""
         data = self.model_dump(mode="json")
         if not data["context_dim"]:
             del data["context_dim"]
+        if data["context_embedding"] is None:
+            del data["context_embedding"]
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -431,6 +464,8 @@ def json_schema() -> dict:
         ("FlowSpec", "event_shape"): ceilings.event_size,
         ("FlowSpec", "context_dim"): ceilings.event_size,
         ("Conditioner", "hidden"): ceilings.width,
+        ("ContextEmbedding", "hidden"): ceilings.width,
+        ("ContextEmbedding", "features"): ceilings.event_size,
         ("SplitMask", "size"): ceilings.event_size - 1,
         ("Permutation", "indices"): ceilings.event_size - 1,
     }
@@ -440,6 +475,7 @@ def json_schema() -> dict:
             if node.get("type") == "integer":
                 node["maximum"] = maximum
     defs["Conditioner"]["properties"]["hidden"]["maxItems"] = ceilings.depth
+    defs["ContextEmbedding"]["properties"]["hidden"]["maxItems"] = ceilings.depth
     schema["properties"]["layers"]["maxItems"] = ceilings.layers
     schema["properties"]["event_shape"]["minItems"] = 1
     schema["properties"]["event_shape"]["maxItems"] = 1  # vector events, for now
@@ -450,7 +486,8 @@ def json_schema() -> dict:
         "A normalizing flow. Checked on load beyond this schema: a split mask's size is "
         "below D; an explicit mask has D booleans and passes and transforms at least one "
         "entry; explicit permutation indices are a permutation of 0..D-1; a random "
-        "permutation has a seed and others none; a clamp has low < high; the flow has at "
+        "permutation has a seed and others none; a clamp has low < high; a context "
+        "embedding needs context_dim > 0; the flow has at "
         f"most {ceilings.params} parameters (ceilings are raised with flowbridge.limits)."
     )
     return schema
@@ -501,6 +538,10 @@ def _check_against_event(spec: FlowSpec) -> None:
         raise _from_errors(errors)
     if not spec.layers:
         raise _from_errors([("layers", "expected at least one layer, got []")])
+    if spec.context_embedding is not None and not spec.context_dim:
+        errors.append(("context_embedding", "expected context_dim > 0 (an embedding maps "
+                       "the context), got context_dim 0"))  # fmt: skip
+        raise _from_errors(errors)
     _check_ceilings(spec)
     for i, layer in enumerate(spec.layers):
         errors.extend(layer.check(spec.dim, f"layers[{i}]"))
@@ -523,7 +564,9 @@ def _mask_sizes(mask: Any, dim: int) -> tuple[int, int]:
 
 def param_count(spec: FlowSpec) -> int:
     """The number of weights in ``spec``'s flow, by arithmetic (nothing is allocated)."""
-    return sum(layer.param_count(spec.dim, spec.context_dim) for layer in spec.layers)
+    embedding = spec.context_embedding
+    own = embedding.param_count(spec.context_dim) if embedding is not None else 0
+    return own + sum(layer.param_count(spec.dim, spec.context_features) for layer in spec.layers)
 
 
 def _check_ceilings(spec: FlowSpec) -> None:
@@ -540,17 +583,22 @@ def _check_ceilings(spec: FlowSpec) -> None:
     if len(spec.layers) > ceil.layers:
         errors.append(("layers", f"expected at most {ceil.layers} layers, got "
                        f"{len(spec.layers)}; {hint.format('layers')}"))  # fmt: skip
-    for i, layer in enumerate(spec.layers):
-        cond = getattr(layer, "conditioner", None)
+    embedding = spec.context_embedding
+    if embedding is not None and embedding.features > ceil.event_size:
+        errors.append(("context_embedding.features", f"expected at most {ceil.event_size}, "
+                       f"got {embedding.features}; {hint.format('event_size')}"))  # fmt: skip
+    nets = [(f"layers[{i}].conditioner", getattr(layer, "conditioner", None))
+            for i, layer in enumerate(spec.layers)]  # fmt: skip
+    for at, cond in [("context_embedding", embedding), *nets]:
         if cond is None:
             continue
         if len(cond.hidden) > ceil.depth:
-            errors.append((f"layers[{i}].conditioner.hidden", f"expected at most {ceil.depth} "
-                           f"hidden layers, got {len(cond.hidden)}; {hint.format('depth')}"))  # fmt: skip
+            errors.append((f"{at}.hidden", f"expected at most {ceil.depth} hidden layers, "
+                           f"got {len(cond.hidden)}; {hint.format('depth')}"))  # fmt: skip
         for j, width in enumerate(cond.hidden):
             if width > ceil.width:
-                errors.append((f"layers[{i}].conditioner.hidden[{j}]", f"expected at most "
-                               f"{ceil.width} units, got {width}; {hint.format('width')}"))  # fmt: skip
+                errors.append((f"{at}.hidden[{j}]", f"expected at most {ceil.width} units, "
+                               f"got {width}; {hint.format('width')}"))  # fmt: skip
     if errors:
         raise _from_errors(errors)
     count = param_count(spec)
@@ -652,6 +700,7 @@ def nice(
     activation: str = "relu",
     scaling: bool = True,
     context_dim: int = 0,
+    context_embedding: Any = None,
     name: str = "nice",
 ) -> FlowSpec:
     """NICE (Dinh et al. 2015, arXiv:1410.8516): additive couplings whose masks
@@ -659,9 +708,11 @@ def nice(
 
     The paper's MNIST model used 4 couplings of 5 hidden layers with 1000 units; pass
     ``hidden=(1000,) * 5`` for that size. The default is smaller for vector problems.
-    ``context_dim > 0`` makes it conditional (see :class:`FlowSpec`). Every argument is
-    validated like the spec field it fills, and an error names the argument
-    (``hidden: expected a list of positive integers, got 64``).
+    ``context_dim > 0`` makes it conditional (see :class:`FlowSpec`), and
+    ``context_embedding`` (a :class:`ContextEmbedding` or its dict, ``{"features": 8}``)
+    maps the context first. Every argument is validated like the spec field it fills,
+    and an error names the argument (``hidden: expected a list of positive integers,
+    got 64``).
     """
     dim, cond = _count(dim, "dim"), _conditioner(hidden, activation)
     context_dim = _non_negative(context_dim, "context_dim")
@@ -672,7 +723,8 @@ def nice(
     ]
     if scaling:
         layers.append(Scaling())
-    return FlowSpec(name=name, event_shape=(dim,), context_dim=context_dim, layers=layers)
+    return FlowSpec(name=name, event_shape=(dim,), context_dim=context_dim,
+                    context_embedding=_embedding(context_embedding), layers=layers)  # fmt: skip
 
 
 def realnvp(
@@ -686,6 +738,7 @@ def realnvp(
     permutation: Literal["reverse", "random"] | None = None,
     seed: int = 0,
     context_dim: int = 0,
+    context_embedding: Any = None,
     name: str = "realnvp",
 ) -> FlowSpec:
     """RealNVP (Dinh et al. 2017, arXiv:1605.08803) for vector events: affine couplings
@@ -696,8 +749,9 @@ def realnvp(
     ``scale`` is a scale map or its dict (default ``{"kind": "exp"}``, the paper's
     ``exp(s)``); ``permutation`` optionally puts a ``reverse`` or seeded ``random``
     permutation between couplings (seeds ``seed``, ``seed + 1``, ...); ``context_dim > 0``
-    makes it conditional (see :class:`FlowSpec`). Every argument is validated like the
-    spec field it fills, and an error names the argument.
+    makes it conditional (see :class:`FlowSpec`) and ``context_embedding`` (a
+    :class:`ContextEmbedding` or its dict) maps the context first. Every argument is
+    validated like the spec field it fills, and an error names the argument.
     """
     dim, count = _count(dim, "dim"), _count(num_couplings, "num_couplings")
     cond = _conditioner(hidden, activation)
@@ -719,7 +773,8 @@ def realnvp(
         if permutation and i < count - 1:
             kind_seed = {"seed": seed + i} if permutation == "random" else {}
             layers.append(Permutation(kind=permutation, **kind_seed))
-    return FlowSpec(name=name, event_shape=(dim,), context_dim=context_dim, layers=layers)
+    return FlowSpec(name=name, event_shape=(dim,), context_dim=context_dim,
+                    context_embedding=_embedding(context_embedding), layers=layers)  # fmt: skip
 
 
 def _is_int(value: Any) -> bool:
@@ -756,18 +811,33 @@ def _scale_map(scale: Any) -> Any:
         return scale
     if not isinstance(scale, dict):
         raise SpecError(f"scale: expected a scale map or its dict, got {_show(scale)}")
+    return _part(ScaleMap, scale, "scale")
+
+
+def _embedding(value: Any) -> ContextEmbedding | None:
+    if value is None or isinstance(value, ContextEmbedding):
+        return value
+    if not isinstance(value, dict):
+        raise SpecError(f"context_embedding: expected a ContextEmbedding, its dict or None, "
+                        f"got {_show(value)}")  # fmt: skip
+    return _part(ContextEmbedding, value, "context_embedding")
+
+
+def _part(kind: Any, data: dict, field: str) -> Any:
+    """``data`` validated as ``kind``; errors name ``field`` and the path under it."""
     try:
-        return TypeAdapter(ScaleMap).validate_python(document.plain(scale))
+        return TypeAdapter(kind).validate_python(document.plain(data))
     except ValidationError as exc:
         err = _spec_error(exc)
         errors = []
         for path, message in err.errors:
             head, _, rest = path.partition(".")
             path = rest if head in _TAGS and rest else path
-            errors.append(("scale" + ("" if path == "spec" else "." + path), message))
+            errors.append((field + ("" if path == "spec" else "." + path), message))
         raise _from_errors(errors) from None
     except SpecError as exc:
-        raise SpecError(f"scale: {exc}", exc.errors) from None
+        errors = [(f"{field}.{path}", message) for path, message in exc.errors]
+        raise _from_errors(errors) if errors else SpecError(f"{field}: {exc}") from None
 
 
 __all__ = [
@@ -775,6 +845,7 @@ __all__ = [
     "AffineCoupling",
     "ClampScale",
     "Conditioner",
+    "ContextEmbedding",
     "ExpScale",
     "ExplicitMask",
     "FlowSpec",

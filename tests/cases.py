@@ -46,6 +46,10 @@ CASES = {
     "realnvp_conditional_d5_c3": lambda: fb.realnvp(5, hidden=(16,), context_dim=3,
                                                     permutation="random"),  # fmt: skip
     "nice_conditional_d4_c2": lambda: fb.nice(4, hidden=(8,), activation="tanh", context_dim=2),
+    # a context embedding (3 -> 6 -> 5, tanh) before the couplings, which read 5 features
+    "realnvp_conditional_embedded_d4_c3": lambda: fb.realnvp(
+        4, hidden=(8,), context_dim=3, permutation="reverse",
+        context_embedding={"features": 5, "hidden": [6], "activation": "tanh"}),  # fmt: skip
     # presets
     "nice_preset_d5": lambda: fb.nice(5, hidden=(16, 16)),
     "realnvp_preset_d4_perm": lambda: fb.realnvp(4, hidden=(16,), permutation="random"),

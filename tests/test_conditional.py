@@ -306,3 +306,137 @@ def test_tfp_log_det_memo_is_keyed_on_the_context_too(tfp):
     same, moved = log_dets(tf.constant(x), tf.constant(c), tf.constant(other))
     np.testing.assert_allclose(same.numpy(), ref.forward_with_log_det(x, c)[1], rtol=1e-12)
     np.testing.assert_allclose(moved.numpy(), ref.forward_with_log_det(x, other)[1], rtol=1e-12)
+
+
+# ------------------------------------------------------------------ context embedding
+EMBEDDED = "realnvp_conditional_embedded_d4_c3"
+
+
+def _embedding_by_hand(params, c):
+    """The embedding 3 -> 6 -> 5 (tanh, linear output) written out in NumPy here."""
+    h = np.tanh(c @ params["context_embedding.0.kernel"] + params["context_embedding.0.bias"])
+    return h @ params["context_embedding.1.kernel"] + params["context_embedding.1.bias"]
+
+
+def test_context_embedding_is_part_of_the_spec():
+    spec = CASES[EMBEDDED]()
+    plain = fb.realnvp(4, hidden=(8,), context_dim=3, permutation="reverse")
+    assert "context_embedding" not in plain.to_dict()  # absent: the hash is unchanged
+    assert spec.to_dict()["context_embedding"]["features"] == 5 and spec.hash != plain.hash
+    assert fb.FlowSpec.from_yaml(spec.to_yaml()) == spec
+    shapes = fb.param_shapes(spec)
+    assert list(shapes)[:4] == ["context_embedding.0.kernel", "context_embedding.0.bias",
+                                "context_embedding.1.kernel", "context_embedding.1.bias"]  # fmt: skip
+    assert shapes["context_embedding.1.kernel"] == (6, 5)
+    assert shapes["layers.0.conditioner.0.kernel"] == (2 + 5, 8)  # rows: [x_a | features]
+    assert fb.param_count(spec) == sum(int(np.prod(s)) for s in shapes.values())
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: fb.realnvp(4, context_embedding={"features": 2}),
+         "context_embedding: expected context_dim > 0"),
+        (lambda: fb.realnvp(4, context_dim=2, context_embedding={"features": 0}),
+         "context_embedding.features: expected a positive integer"),
+        (lambda: fb.nice(4, context_dim=2, context_embedding={"hidden": [4]}),
+         "context_embedding.features: required field is missing"),
+        (lambda: fb.nice(4, context_dim=2, context_embedding=8),
+         "context_embedding: expected a ContextEmbedding, its dict or None"),
+        (lambda: fb.FlowSpec.from_dict({"event_shape": [4], "context_dim": 2,
+                                        "context_embedding": {"features": 3, "hidden": [2**17]},
+                                        "layers": [{"type": "scaling"}]}),
+         r"context_embedding.hidden\[0\]: expected at most 65536 units"),
+        (lambda: fb.FlowSpec.from_dict({"event_shape": [4], "context_dim": 2,
+                                        "context_embedding": {"features": 3, "activation": "x"},
+                                        "layers": [{"type": "scaling"}]}),
+         "context_embedding.activation: expected one of"),
+    ],
+)  # fmt: skip
+def test_bad_context_embeddings_are_refused_by_name(make, message):
+    with pytest.raises(fb.SpecError, match=message):
+        make()
+
+
+def test_the_embedding_is_applied_once_before_the_couplings():
+    """The embedded flow equals the flow without an embedding whose context is the
+    features computed by hand: the couplings read [x_a | e(c)], e as the spec says."""
+    spec, params, ref, x, c = _setup(EMBEDDED)
+    plain = fb.realnvp(4, hidden=(8,), context_dim=5, permutation="reverse")
+    layer_params = {k: v for k, v in params.items() if k.startswith("layers.")}
+    features = _embedding_by_hand(params, c)
+    want = fb.to_numpy(plain, layer_params).forward_with_log_det(x, features)
+    got = ref.forward_with_log_det(x, c)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-13)
+    one = ref.forward(x, c[0])  # one context for the batch broadcasts after the embedding
+    np.testing.assert_allclose(one, ref.forward(x, np.broadcast_to(c[0], c.shape)), rtol=1e-14)
+    with pytest.raises(ValueError, match=r"expected shape \(\*batch, 3\)"):
+        ref.forward(x, features)  # the features are not a context
+
+
+def test_pyro_embedded_flow(torch):
+    import pyro
+    import pyro.distributions as dist
+    import torch._dynamo as dynamo
+
+    spec, params, ref, x, c = _setup(EMBEDDED)
+    flow = fb.to_pyro(spec, params, dtype=torch.float64)
+    assert isinstance(flow, dist.conditional.ConditionalTransformModule)
+    assert {k.split(".")[0] for k in flow.state_dict()} == {"embedding", "layers"}
+    pyro.clear_param_store()
+    pyro.module("flow", flow)
+    assert any("embedding.kernels" in name for name in pyro.get_param_store())
+    context = torch.tensor(c, requires_grad=True)
+    base = dist.Normal(torch.zeros(spec.dim, dtype=torch.float64), 1.0).to_event(1)
+    log_prob = dist.ConditionalTransformedDistribution(base, [flow]).condition(context).log_prob(
+        torch.tensor(x))  # fmt: skip
+    np.testing.assert_allclose(log_prob.detach().numpy(), _ref_log_prob(ref, x, c), rtol=1e-12)
+    log_prob.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in flow.embedding.parameters())
+    assert context.grad is not None and context.grad.abs().sum() > 0
+    assert fb.params_from_pyro(flow).keys() == params.keys()
+    with pytest.raises(ValueError, match=r"ContextEmbedding: context: expected shape \(\*batch, 3\)"):
+        flow.condition(torch.zeros(6, 5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="expected dtype torch.float64"):
+        flow.condition(torch.zeros(6, 3))
+
+    flow32 = fb.to_pyro(spec, params)
+
+    def forward(x, c):
+        at = flow32.condition(c)
+        y = at(x)
+        return y, at.log_abs_det_jacobian(x, y)
+
+    xt, ct = torch.tensor(x, dtype=torch.float32), torch.tensor(c, dtype=torch.float32)
+    explained = dynamo.explain(forward)(xt, ct)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
+@pytest.mark.parametrize("mode", ["eager", "tf_function", "xla"])
+def test_tfp_embedded_flow(tfp, mode):
+    import tensorflow as tf
+
+    spec, params, ref, x, c = _setup(EMBEDDED)
+    bijector = fb.to_tfp(spec, params, dtype="float64")
+    assert len(bijector.trainable_variables) == len(params)
+    assert fb.params_from_tfp(bijector).keys() == params.keys()
+    base = tfp.distributions.MultivariateNormalDiag(tf.zeros(spec.dim, tf.float64))
+    td = tfp.distributions.TransformedDistribution(base, bijector)
+    embedded = []  # embeddings traced or run, one per call of the embedding
+    inner = bijector.embedding._embed
+    bijector.embedding._embed = lambda v: embedded.append(1) or inner(v)
+
+    def log_prob(x, c):
+        return td.log_prob(x, bijector_kwargs={"conditional_input": c})
+
+    if mode != "eager":
+        log_prob = tf.function(log_prob, jit_compile=mode == "xla")
+    got = log_prob(tf.constant(x), tf.constant(c)).numpy()
+    np.testing.assert_allclose(got, _ref_log_prob(ref, x, c), rtol=1e-12)
+    if mode != "eager":  # traced once: the inverse and its log-det share the features
+        assert len(embedded) == 1
+    one = bijector.forward(x, conditional_input=c[0])  # one context (3,) for the batch
+    np.testing.assert_allclose(one.numpy(), ref.forward(x, c[0]), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"expected shape \(\*batch, 3\)"):
+        bijector.forward(x, conditional_input=np.zeros((6, 5)))

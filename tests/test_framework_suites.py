@@ -121,12 +121,14 @@ def _features(spec) -> set:
 #: every case.
 REGIMES = ["eager", "tf_function", "graph"]
 TRACED_NAMES = [n for n in NAMES if len(CASES[n]().layers) == 1] + ["example_mixed_d7_explicit"]
-#: TFP's checks take unconditional bijectors; the conditional cases' TFP path (routing
-#: conditional_input, TransformedDistribution's bijector_kwargs, tf.function and XLA) is
-#: checked in tests/test_conditional.py, and their numbers in test_conformance.
-TFP_NAMES = [n for n in NAMES if not CASES[n]().context_dim]
+#: TFP's checks run on every case; a conditional case is checked at :func:`_context`,
+#: passed as ``conditional_input=`` to every call and in ``bijector_kwargs`` to its
+#: TransformedDistribution (as Pyro's checks run on ``flow.condition(context)``). One
+#: conditional flow (with a context embedding) also runs in the traced regimes.
+TFP_NAMES = NAMES
+TFP_TRACED = [*TRACED_NAMES, "realnvp_conditional_embedded_d4_c3"]
 TFP_MATRIX = [(n, "eager") for n in TFP_NAMES] + [
-    (n, r) for r in REGIMES[1:] for n in TRACED_NAMES]  # fmt: skip
+    (n, r) for r in REGIMES[1:] for n in TFP_TRACED]  # fmt: skip
 
 
 def test_traced_cases_cover_every_feature():
@@ -356,6 +358,15 @@ def _tf_copy(t):
     return copy
 
 
+def _given(name: str, dtype: str) -> dict:
+    """``{"conditional_input": the case's context}`` for a conditional case, else {}
+    (a tensor made where it is called: inside the regime's graph)."""
+    import tensorflow as tf
+
+    spec = _case(name)[0]
+    return {"conditional_input": tf.constant(_context(spec), dtype)} if spec.context_dim else {}
+
+
 def _jacobians(f, points):
     """Autodiff Jacobians (rows, D, D) of the row-wise map ``f`` at the rows of ``points``,
     from one forward and one backward pass: row r is repeated D times and the copy i
@@ -388,36 +399,36 @@ def _tfp_results(name: str, dtype: str, regime: str) -> dict:
 
     def compute(objs):
         _, bij, _ = objs
-        x, y0 = tf.constant(x_np), tf.constant(y0_np)
+        x, y0, kw = tf.constant(x_np), tf.constant(y0_np), _given(name, dtype)
         out = {}
         # bijective and finite, both directions, every inverse of a fresh copy
-        out["y"] = y = bij.forward(x)
-        out["x_back"] = x_back = bij.inverse(_tf_copy(y))
-        out["fldj"] = bij.forward_log_det_jacobian(_tf_copy(x), event_ndims=1)
-        out["ildj"] = bij.inverse_log_det_jacobian(_tf_copy(y), event_ndims=1)
-        out["x0"] = x0 = bij.inverse(y0)
-        out["y0_back"] = y0_back = bij.forward(_tf_copy(x0))
-        out["ildj0"] = bij.inverse_log_det_jacobian(_tf_copy(y0), event_ndims=1)
-        out["fldj0"] = bij.forward_log_det_jacobian(_tf_copy(x0), event_ndims=1)
+        out["y"] = y = bij.forward(x, **kw)
+        out["x_back"] = x_back = bij.inverse(_tf_copy(y), **kw)
+        out["fldj"] = bij.forward_log_det_jacobian(_tf_copy(x), event_ndims=1, **kw)
+        out["ildj"] = bij.inverse_log_det_jacobian(_tf_copy(y), event_ndims=1, **kw)
+        out["x0"] = x0 = bij.inverse(y0, **kw)
+        out["y0_back"] = y0_back = bij.forward(_tf_copy(x0), **kw)
+        out["ildj0"] = bij.inverse_log_det_jacobian(_tf_copy(y0), event_ndims=1, **kw)
+        out["fldj0"] = bij.forward_log_det_jacobian(_tf_copy(x0), event_ndims=1, **kw)
         assert x_back is not x and y0_back is not y0  # computed, not a cache hit
         # theoretical log-dets: Jacobians of forward at x[:JAC_ROWS], of inverse at y0[:JAC_ROWS]
-        out["jac_f"] = _jacobians(bij.forward, x[:JAC_ROWS])
-        out["jac_i"] = _jacobians(bij.inverse, y0[:JAC_ROWS])
+        out["jac_f"] = _jacobians(lambda v: bij.forward(v, **kw), x[:JAC_ROWS])
+        out["jac_i"] = _jacobians(lambda v: bij.inverse(v, **kw), y0[:JAC_ROWS])
         # a single event, no batch axis
         x1 = tf.constant(x_np[1])
-        out["y1"] = y1 = bij.forward(x1)
-        out["fldj1"] = bij.forward_log_det_jacobian(x1, event_ndims=1)
-        out["x1_back"] = bij.inverse(_tf_copy(y1))
-        out["ildj1"] = bij.inverse_log_det_jacobian(_tf_copy(y1), event_ndims=1)
+        out["y1"] = y1 = bij.forward(x1, **kw)
+        out["fldj1"] = bij.forward_log_det_jacobian(x1, event_ndims=1, **kw)
+        out["x1_back"] = bij.inverse(_tf_copy(y1), **kw)
+        out["ildj1"] = bij.inverse_log_det_jacobian(_tf_copy(y1), event_ndims=1, **kw)
         # TransformedDistribution: sample, then log_prob three ways
         base = tfd.MultivariateNormalDiag(loc=tf.zeros(d, dtype))
         q = tfd.TransformedDistribution(base, bij)
-        out["s"] = s = q.sample(4, seed=SAMPLE_SEED)
-        out["lp"] = q.log_prob(s)  # the cache answers the inverse of the very sample
+        out["s"] = s = q.sample(4, seed=SAMPLE_SEED, bijector_kwargs=kw)
+        out["lp"] = q.log_prob(s, bijector_kwargs=kw)  # the cache answers the very sample's
         s_copy = _tf_copy(s)
-        out["lp_by_hand"] = (base.log_prob(bij.inverse(s_copy))
-                             + bij.inverse_log_det_jacobian(s_copy, event_ndims=1))  # fmt: skip
-        out["lp_fresh"] = q.log_prob(_tf_copy(s))
+        out["lp_by_hand"] = (base.log_prob(bij.inverse(s_copy, **kw))
+                             + bij.inverse_log_det_jacobian(s_copy, event_ndims=1, **kw))  # fmt: skip
+        out["lp_fresh"] = q.log_prob(_tf_copy(s), bijector_kwargs=kw)
         out["z_base"] = base.sample(4, seed=SAMPLE_SEED)
         return out
 
@@ -517,13 +528,13 @@ def test_tfp_equality_and_cache_isolation(name, regime, tfp):
     x_np = _normal(BATCH, spec.dim, 16)
 
     def compute(_):
-        x = tf.constant(x_np)
-        ya = a.forward(x)
-        yb = b.forward(x)  # the same tensor object a just transformed
-        xa = a.inverse(ya)  # cache hit allowed: a's own pair
-        xb = b.inverse(ya)  # a's output through b's inverse: must be computed by b
-        return (ya, yb, xa, xb, a.forward_log_det_jacobian(x, 1),
-                b.forward_log_det_jacobian(x, 1))  # fmt: skip
+        x, kw = tf.constant(x_np), _given(name, "float64")
+        ya = a.forward(x, **kw)
+        yb = b.forward(x, **kw)  # the same tensor object a just transformed
+        xa = a.inverse(ya, **kw)  # cache hit allowed: a's own pair
+        xb = b.inverse(ya, **kw)  # a's output through b's inverse: must be computed by b
+        return (ya, yb, xa, xb, a.forward_log_det_jacobian(x, 1, **kw),
+                b.forward_log_det_jacobian(x, 1, **kw))  # fmt: skip
 
     ya, yb, xa, xb, lda, ldb = run(regime, lambda: None, compute)
     ref_a, ref_b = _case(name, 0)[2], _case(name, 1)[2]
@@ -550,10 +561,10 @@ def test_tfp_variables_and_gradients(name, tfp):
     if not variables:
         assert all(layer.type == "permutation" for layer in spec.layers)
         return
-    x = tf.constant(_normal(BATCH, spec.dim, 17))
+    x, kw = tf.constant(_normal(BATCH, spec.dim, 17)), _given(name, "float64")
     with tf.GradientTape(persistent=True) as tape:
-        fldj = tf.reduce_sum(tf.broadcast_to(bij.forward_log_det_jacobian(x, 1), [BATCH]))
-        loss = fldj + tf.reduce_sum(bij.forward(_tf_copy(x)) ** 2)
+        fldj = tf.reduce_sum(tf.broadcast_to(bij.forward_log_det_jacobian(x, 1, **kw), [BATCH]))
+        loss = fldj + tf.reduce_sum(bij.forward(_tf_copy(x), **kw) ** 2)
     grads = tape.gradient(loss, variables)
     assert all(g is not None for g in grads)
     assert all(float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)

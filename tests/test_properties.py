@@ -114,7 +114,12 @@ def valid_specs(draw):
     doc = {"format_version": 1, "name": draw(st.from_regex(r"[A-Za-z0-9_. -]{0,20}", fullmatch=True)),
            "event_shape": [dim], "layers": draw(st.lists(layers(dim), min_size=1, max_size=4))}  # fmt: skip
     context = draw(st.sampled_from([None, None, 0, 1, 3]))  # absent, explicit 0, conditional
-    return doc if context is None else {**doc, "context_dim": context}
+    if context is None:
+        return doc
+    doc = {**doc, "context_dim": context}
+    if context and draw(st.booleans()):  # a context embedding, as small as the conditioners
+        doc["context_embedding"] = {**draw(conditioners()), "features": draw(st.integers(1, 4))}
+    return doc
 
 
 junk = st.recursive(
@@ -202,6 +207,8 @@ def test_valid_specs_load_generate_clean_code_and_round_trip(doc):
     x2, ild = flow.inverse_with_log_det(y.copy(), *given)
     assert y.shape == x.shape and ld.shape == (3,)
     h, worst = x, 0.0  # each layer's own log-det: scales can cancel in the total
+    if given and getattr(flow, "embedding", None) is not None:
+        given = (flow.embedding(given[0]),)  # the layers read the embedded context
     for layer in flow.layers:
         h, layer_ld = layer.forward_with_log_det(h, *given[: bool(getattr(layer, "context_dim", 0))])
         worst = max(worst, float(np.max(np.abs(layer_ld))))
@@ -241,7 +248,7 @@ def _json_only(value) -> bool:
 
 _CROSS = ("expected fewer than the", "booleans (one per event entry)", "a mask that passes",
           "a permutation of", "for kind", "expected a value > low", "expected no",
-          "parameters in all")  # fmt: skip
+          "parameters in all", "expected context_dim > 0")  # fmt: skip
 
 
 def _cross_field(message: str) -> bool:

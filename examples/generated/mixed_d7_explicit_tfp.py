@@ -87,14 +87,14 @@ def _initial(weights, init, name, shape, dtype):
     return tf.random.uniform(shape, -init[name], init[name], dtype=dtype)
 
 
-def _dense(sizes, init, dtype, weights=None):
+def _dense(sizes, init, dtype, weights=None, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
-    by its bound in ``init`` (the layer's entries of PARAM_INIT) unless ``weights``
-    (neutral local names -> arrays) gives its initial value."""
+    by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)
+    unless ``weights`` (neutral local names -> arrays) gives its initial value."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        kernel = _initial(weights, init, f"conditioner.{j}.kernel", [n_in, n_out], dtype)
-        bias = _initial(weights, init, f"conditioner.{j}.bias", [n_out], dtype)
+        kernel = _initial(weights, init, f"{prefix}{j}.kernel", [n_in, n_out], dtype)
+        bias = _initial(weights, init, f"{prefix}{j}.bias", [n_out], dtype)
         kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
         biases.append(tf.Variable(bias, name=f"bias_{j}"))
     return kernels, biases

@@ -103,13 +103,13 @@ def _initial(bound, shape):
     return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
 
-def _dense(sizes, init):
+def _dense(sizes, init, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
-    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
+    by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out)))
-        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,)))
+        kernels.append(_initial(init[f"{prefix}{j}.kernel"], (n_in, n_out)))
+        biases.append(_initial(init[f"{prefix}{j}.bias"], (n_out,)))
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 

@@ -102,13 +102,13 @@ def _initial(bound, shape, rng):
     return rng.uniform(-bound, bound, size=shape)
 
 
-def _dense(sizes, init, rng):
+def _dense(sizes, init, rng, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
-    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
+    by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out), rng))
-        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,), rng))
+        kernels.append(_initial(init[f"{prefix}{j}.kernel"], (n_in, n_out), rng))
+        biases.append(_initial(init[f"{prefix}{j}.bias"], (n_out,), rng))
     return kernels, biases
 
 

@@ -6,6 +6,8 @@ from ...codegen import (
     CONTEXT_METHODS,
     block,
     call,
+    embed_methods,
+    neutral_params_function,
     neutral_params_method,
     signature,
     traced_methods,
@@ -56,13 +58,13 @@ HELPERS = '''def _initial(bound, shape, rng):
     return rng.uniform(-bound, bound, size=shape)
 
 
-def _dense(sizes, init, rng):
+def _dense(sizes, init, rng, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
-    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
+    by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out), rng))
-        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,), rng))
+        kernels.append(_initial(init[f"{prefix}{j}.kernel"], (n_in, n_out), rng))
+        biases.append(_initial(init[f"{prefix}{j}.bias"], (n_out,), rng))
     return kernels, biases
 
 
@@ -162,6 +164,20 @@ class _ConditionalLayer(_Layer):
     def inverse_log_det_jacobian(self, y, context):
         return self.inverse_with_log_det(y, context)[1]'''
 
+EMBEDDING_HELPERS = '''def _checked_embedding_input(embedding, context):
+    """``context`` as float64 if it holds real numbers of shape (*batch, context_dim);
+    else a TypeError or ValueError naming both sizes."""
+    where = f"{type(embedding).__name__}: context"
+    array = np.asarray(context)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
+    if array.ndim < 1 or array.shape[-1] != embedding.context_dim:
+        raise ValueError(
+            f"{where}: expected shape (*batch, {embedding.context_dim}) (the flow's "
+            f"context_dim), got {array.shape}"
+        )
+    return array.astype(np.float64, copy=False)'''
+
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, rng)",
     "vector": 'self.{name} = _initial(init["{name}"], event_shape, rng)',
@@ -189,6 +205,38 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
         neutral_params_method(plan),
     ])  # fmt: skip
 
+
+def embedding_class(plan, body: list[str]) -> str:
+    return "\n".join([
+        "class ContextEmbedding:",
+        f'    """{plan.doc}\n    """',
+        "",
+        "    def __init__(self, *, sizes, init, rng=None):",
+        "        rng = rng if rng is not None else np.random.default_rng(0)",
+        "        self.context_dim = sizes[0]",
+        '        self.kernels, self.biases = _dense(sizes, init, rng, prefix="")',
+        "",
+        "    def __call__(self, context):",
+        '        """The features (*batch, features) of a context (*batch, context_dim)."""',
+        "        return self._embed(_checked_embedding_input(self, context))",
+        "",
+        embed_methods(plan, body),
+    ])  # fmt: skip
+
+
+_EMBEDDED_FLOW = '''class EmbeddedFlow(Flow):
+    """The flow behind its context embedding: each call embeds the context once
+    (``self.embedding``) and the layers read the features."""
+
+    def __init__(self, layers, embedding):
+        super().__init__(layers)
+        self.embedding = embedding
+
+    def _forward_with_log_det(self, x, context):
+        return super()._forward_with_log_det(x, self.embedding(context))
+
+    def _inverse_with_log_det(self, y, context):
+        return super()._inverse_with_log_det(y, self.embedding(context))'''
 
 _FLOW = '''class Flow(_Layer):
     """The layers applied first to last; log-dets add up."""
@@ -236,13 +284,20 @@ _CONDITIONAL_FLOW = '''class Flow(_ConditionalLayer):
         return y, total'''
 
 
-def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
+def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
     layers = "\n".join(
         "        " + call(name, args, {"init": f"init[{i}]", "rng": "rng"}, 8) + ","
         for i, (name, args) in enumerate(calls)
     )
     n = len(spec.event_shape)  # the event rank, the same at both ends of the flow
     flow_class = _CONDITIONAL_FLOW if spec.context_dim else _FLOW
+    make, own = "Flow(layers)", ""
+    if embedding is not None:
+        flow_class += "\n\n\n" + _EMBEDDED_FLOW
+        make = "EmbeddedFlow(layers, embedding)"
+        own = "\n    " + call(
+            "embedding = ContextEmbedding", embedding.args,
+            {"init": '_under(PARAM_INIT, "context_embedding.")', "rng": "rng"}, 4)  # fmt: skip
     return flow_class.format(n=n) + f'''
 
 
@@ -256,20 +311,14 @@ def build_flow(params=None, seed=0):
     layers = [
 {layers}
     ]
-    # fmt: on
-    flow = Flow(layers)
+    # fmt: on{own}
+    flow = {make}
     if params is not None:
         load_neutral_params(flow, params)
     return flow
 
 
-def neutral_params(flow):
-    """{{neutral name: array}} of a flow made by build_flow (the live arrays)."""
-    return {{
-        f"layers.{{i}}.{{name}}": value
-        for i, layer in enumerate(flow.layers)
-        for name, value in layer.neutral_params().items()
-    }}
+{neutral_params_function("flow.layers", embedding is not None, "array", " (the live arrays)")}
 
 
 def load_neutral_params(flow, params):

@@ -6,6 +6,8 @@ from ...codegen import (
     CONTEXT_METHODS,
     block,
     call,
+    embed_methods,
+    neutral_params_function,
     neutral_params_method,
     signature,
     traced_methods,
@@ -60,13 +62,13 @@ HELPERS = '''def _initial(bound, shape):
     return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
 
-def _dense(sizes, init):
+def _dense(sizes, init, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
-    by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
+    by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        kernels.append(_initial(init[f"conditioner.{j}.kernel"], (n_in, n_out)))
-        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,)))
+        kernels.append(_initial(init[f"{prefix}{j}.kernel"], (n_in, n_out)))
+        biases.append(_initial(init[f"{prefix}{j}.bias"], (n_out,)))
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
@@ -210,6 +212,60 @@ class _Conditioned(Transform):
     def inverse_with_log_det(self, y):
         return self.layer.inverse_with_log_det(y, self.context)'''
 
+EMBEDDING_HELPERS = '''def _checked_embedding_input(embedding, context):
+    """``context`` if it is a real floating tensor of shape (*batch, context_dim) in the
+    embedding's dtype and device; else a TypeError or ValueError naming both sizes."""
+    where = f"{type(embedding).__name__}: context"
+    if not isinstance(context, torch.Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor, got {type(context).__name__}")
+    if not context.dtype.is_floating_point:
+        raise TypeError(f"{where}: expected a real floating-point tensor, got {context.dtype}")
+    if context.dim() < 1 or context.shape[-1] != embedding.context_dim:
+        raise ValueError(
+            f"{where}: expected shape (*batch, {embedding.context_dim}) (the flow's "
+            f"context_dim), got {tuple(context.shape)}"
+        )
+    weight = embedding.kernels[0]
+    if context.dtype != weight.dtype or context.device != weight.device:
+        raise TypeError(
+            f"{where}: expected dtype {weight.dtype} on {weight.device} (the embedding's), "
+            f"got {context.dtype} on {context.device}"
+        )
+    return context
+
+
+class EmbeddedFlow(ConditionalTransformModule):
+    """The flow behind its context embedding: ``condition(c)`` embeds ``c`` once
+    (``self.embedding``) and conditions the layers (``self.layers``, a
+    ConditionalComposeTransformModule) on the features."""
+
+    def __init__(self, layers, embedding):
+        super().__init__()
+        self.embedding = embedding
+        self.layers = ConditionalComposeTransformModule(layers)
+
+    def condition(self, context):
+        return self.layers.condition(self.embedding(context))'''
+
+
+def embedding_class(plan, body: list[str]) -> str:
+    return "\n".join([
+        "class ContextEmbedding(torch.nn.Module):",
+        f'    """{plan.doc}\n    """',
+        "",
+        "    def __init__(self, *, sizes, init):",
+        "        super().__init__()",
+        "        self.context_dim = sizes[0]",
+        '        self.kernels, self.biases = _dense(sizes, init, prefix="")',
+        "",
+        "    def forward(self, context):",
+        '        """The features (*batch, features) of a context (*batch, context_dim)."""',
+        "        return self._embed(_checked_embedding_input(self, context))",
+        "",
+        embed_methods(plan, body),
+    ])  # fmt: skip
+
+
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init)",
     "vector": 'self.{name} = _initial(init["{name}"], event_shape)',
@@ -245,15 +301,21 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
     ])  # fmt: skip
 
 
-def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
+def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
     layers = "\n".join(
         "        " + call(name, args, {"init": f"init[{i}]"}, 8) + ","
         for i, (name, args) in enumerate(calls)
     )
     compose = "ConditionalComposeTransformModule" if spec.context_dim else "ComposeTransformModule"
     parts = "flow" if spec.context_dim else "flow.parts"
+    make, own, what = f"{compose}(layers)", "", f"a {compose}"
+    if embedding is not None:
+        parts, make = "flow.layers", "EmbeddedFlow(layers, embedding)"
+        what = "an EmbeddedFlow"
+        init = {"init": '_under(PARAM_INIT, "context_embedding.")'}
+        own = "\n    " + call("embedding = ContextEmbedding", embedding.args, init, 4)
     return f'''def build_flow(params=None):
-    """The flow as a {compose}; ``params`` (optional) maps the neutral
+    """The flow as {what}; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
     init = _per_layer(PARAM_INIT, {len(calls)})
     # Long index lists stay compact:
@@ -261,20 +323,14 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
     layers = [
 {layers}
     ]
-    # fmt: on
-    flow = {compose}(layers)
+    # fmt: on{own}
+    flow = {make}
     if params is not None:
         load_neutral_params(flow, params)
     return flow
 
 
-def neutral_params(flow):
-    """{{neutral name: parameter}} of a flow made by build_flow (live tensors)."""
-    return {{
-        f"layers.{{i}}.{{name}}": value
-        for i, layer in enumerate({parts})
-        for name, value in layer.neutral_params().items()
-    }}
+{neutral_params_function(parts, embedding is not None, "parameter", " (live tensors)")}
 
 
 def load_neutral_params(flow, params):

@@ -18,6 +18,8 @@ def layers_of(flow) -> list:
     """The layers of a flow in application order (a list of layers, or one layer)."""
     if hasattr(flow, "parts"):
         return list(flow.parts)
+    if hasattr(flow, "embedding") and hasattr(flow, "layers"):  # behind a context embedding
+        return list(flow.layers)
     if hasattr(flow, "condition") and hasattr(flow, "transforms"):  # a conditional flow
         return list(flow)
     return list(flow) if isinstance(flow, (list, tuple)) else [flow]

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from ...codegen import block, call, neutral_params_method, signature, traced_methods
+from ...codegen import (
+    block,
+    call,
+    embed_methods,
+    neutral_params_function,
+    neutral_params_method,
+    signature,
+    traced_methods,
+)
 from ...layers import Plan
 
 TITLE = "TensorFlow Probability bijectors"
@@ -67,14 +75,14 @@ HELPERS = '''def _initial(weights, init, name, shape, dtype):
     return tf.random.uniform(shape, -init[name], init[name], dtype=dtype)
 
 
-def _dense(sizes, init, dtype, weights=None):
+def _dense(sizes, init, dtype, weights=None, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
-    by its bound in ``init`` (the layer's entries of PARAM_INIT) unless ``weights``
-    (neutral local names -> arrays) gives its initial value."""
+    by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)
+    unless ``weights`` (neutral local names -> arrays) gives its initial value."""
     kernels, biases = [], []
     for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        kernel = _initial(weights, init, f"conditioner.{j}.kernel", [n_in, n_out], dtype)
-        bias = _initial(weights, init, f"conditioner.{j}.bias", [n_out], dtype)
+        kernel = _initial(weights, init, f"{prefix}{j}.kernel", [n_in, n_out], dtype)
+        bias = _initial(weights, init, f"{prefix}{j}.bias", [n_out], dtype)
         kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
         biases.append(tf.Variable(bias, name=f"bias_{j}"))
     return kernels, biases
@@ -364,6 +372,82 @@ class ConditionalFlowChain(FlowChain):
             y, event_ndims=event_ndims, name=name, **self._routed(kwargs)
         )'''
 
+EMBEDDING_HELPERS = '''def _checked_embedding_input(embedding, context):
+    """``context`` as a tensor in the embedding's dtype if it is real floating of shape
+    (*batch, context_dim); else a TypeError or ValueError naming both sizes."""
+    where = f"{type(embedding).__name__}: conditional_input"
+    if context is None:
+        raise TypeError(f"{where}: this flow reads a context; pass conditional_input=")
+    dtype = tf.as_dtype(context.dtype) if hasattr(context, "dtype") else None
+    if dtype is not None and not dtype.is_floating:
+        raise TypeError(f"{where}: expected a real floating-point tensor, got {dtype.name}")
+    context = tf.convert_to_tensor(context, dtype_hint=embedding.dtype)
+    if context.dtype != embedding.dtype:
+        raise TypeError(
+            f"{where}: expected dtype {embedding.dtype.name} (the flow's), "
+            f"got {context.dtype.name}"
+        )
+    shape, size = context.shape, embedding.context_dim
+    if shape.rank == 0 or (shape.rank is not None and shape[-1] not in (None, size)):
+        raise ValueError(
+            f"{where}: expected shape (*batch, {embedding.context_dim}) (the flow's "
+            f"context_dim), got {tuple(shape)}"
+        )
+    return context
+
+
+class EmbeddedFlowChain(ConditionalFlowChain):
+    """The conditional flow behind its context embedding: ``conditional_input=`` goes
+    through ``self.embedding`` once per call and its features to every layer that reads
+    a context. Inside tf.function the features traced for one context tensor are reused
+    for the next call at that very tensor (as TransformedDistribution.log_prob asks for
+    the inverse and then its log-det), so the layers' log-det memo still applies."""
+
+    def __init__(self, bijectors, embedding, name=None):
+        parameters = dict(locals())
+        super().__init__(bijectors, parameters=parameters, name=name)
+        self.embedding = embedding
+
+    def _routed(self, kwargs):
+        context = kwargs.get("conditional_input")
+        if context is not None:
+            last = self.__dict__.get("_fb_embedded")
+            if last is not None and last[0] is context:
+                kwargs["conditional_input"] = last[1]
+            else:
+                kwargs["conditional_input"] = features = self.embedding(context)
+                traced = not tf.executing_eagerly()
+                object.__setattr__(self, "_fb_embedded", (context, features) if traced else None)
+        return super()._routed(kwargs)'''
+
+
+def embedding_class(plan, body: list[str]) -> str:
+    return "\n".join([
+        "class ContextEmbedding(tf.Module):",
+        f'    """{plan.doc}\n    """',
+        "",
+        signature("__init__", ["self", "*", "sizes", "init", "dtype=tf.float32", "weights=None",
+                               'name="context_embedding"'], 1),  # fmt: skip
+        "        super().__init__(name=name)",
+        "        self.context_dim, self.dtype = sizes[0], dtype",
+        "        with self.name_scope:",
+        '            self.kernels, self.biases = _dense(sizes, init, dtype, weights, prefix="")',
+        "",
+        "    def __call__(self, context):",
+        '        """The features (*batch, features) of a context (*batch, context_dim); one',
+        '        context (context_dim,) or one of unknown rank is embedded as a batch of one."""',
+        "        context = _checked_embedding_input(self, context)",
+        "        rank = context.shape.rank",
+        "        if rank is not None and rank > 1:",
+        "            return self._embed(context)",
+        "        features = self._embed(tf.reshape(context, [-1, self.context_dim]))",
+        "        shape = tf.concat([tf.shape(context)[:-1], tf.shape(features)[-1:]], 0)",
+        "        return tf.reshape(features, shape)",
+        "",
+        embed_methods(plan, body),
+    ])  # fmt: skip
+
+
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, dtype, weights)",
     "vector": (
@@ -412,13 +496,20 @@ def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
-def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
+def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
     layers = "\n".join(
         "        " + call(name, args, {"init": f"init[{i}]", "dtype": "dtype",
                                    "weights": f"weights[{i}]", "name": f'"layer_{i}"'}, 8) + ","  # fmt: skip
         for i, (name, args) in enumerate(calls)
     )
     chain = "ConditionalFlowChain" if spec.context_dim else "FlowChain"
+    make, own = f'{chain}(list(reversed(layers)), name="flow")', ""
+    if embedding is not None:
+        make = 'EmbeddedFlowChain(list(reversed(layers)), embedding, name="flow")'
+        own = "\n    " + call("embedding = ContextEmbedding", embedding.args, {
+            "init": '_under(PARAM_INIT, "context_embedding.")', "dtype": "dtype",
+            "weights": '_under(params if params is not None else {}, "context_embedding.")',
+        }, 4)  # fmt: skip
     return f'''def build_flow(params=None, dtype=tf.float32):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
@@ -430,8 +521,8 @@ def flow_code(spec, calls: list[tuple[str, dict]]) -> str:
     layers = [
 {layers}
     ]
-    # fmt: on
-    flow = {chain}(list(reversed(layers)), name="flow")
+    # fmt: on{own}
+    flow = {make}
     if params is not None:
         load_neutral_params(flow, params)
     return flow
@@ -442,13 +533,7 @@ def layers_of(flow):
     return list(reversed(flow.bijectors))
 
 
-def neutral_params(flow):
-    """{{neutral name: tf.Variable}} of a flow made by build_flow."""
-    return {{
-        f"layers.{{i}}.{{name}}": value
-        for i, layer in enumerate(layers_of(flow))
-        for name, value in layer.neutral_params().items()
-    }}
+{neutral_params_function("layers_of(flow)", embedding is not None, "tf.Variable", "")}
 
 
 def load_neutral_params(flow, params):
