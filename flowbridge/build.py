@@ -59,16 +59,32 @@ def to_pyro(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = None, dev
     return module.load_neutral_params(flow, checked) if checked is not None else flow
 
 
-def to_tfp(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = "float32"):
-    """The flow as a TFP ``Chain`` of generated ``Bijector``s (``dtype`` float32/float64)."""
+def to_tfp(
+    spec: FlowSpec | dict,
+    params: Any = None,
+    *,
+    dtype: Any = "float32",
+    data_format: str = "channels_last",
+):
+    """The flow as a TFP ``Chain`` of generated ``Bijector``s (``dtype`` float32/float64).
+
+    An image flow takes ``(*batch, H, W, C)`` (``data_format="channels_last"``, TF's
+    own layout, the default) or ``(*batch, C, H, W)`` (``"channels_first"``); its layers
+    compute channels first (the neutral layout), behind a ``tfb.Transpose`` at each end
+    of the chain for channels-last data. ``data_format`` means nothing for vector flows.
+    """
     spec = _spec(spec)
     if str(dtype) not in ("float32", "float64", "<dtype: 'float32'>", "<dtype: 'float64'>"):
         raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(f"data_format: expected 'channels_last' or 'channels_first', got "
+                         f"{data_format!r}")  # fmt: skip
     checked = check_params(spec, params) if params is not None else None
     module = module_for(spec, "tfp")
     import tensorflow as tf
 
-    return module.build_flow(checked, dtype=tf.as_dtype(dtype))
+    layout = {"data_format": data_format} if len(spec.event_shape) == 3 else {}
+    return module.build_flow(checked, dtype=tf.as_dtype(dtype), **layout)
 
 
 def to_numpy(spec: FlowSpec | dict, params: Any = None):

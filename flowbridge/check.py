@@ -224,8 +224,9 @@ def write_bundle(path, spec: FlowSpec, params: dict, ref: dict, outputs: dict) -
     write_atomic(path, save(tensors, meta))
 
 
-#: What a bundle's arrays must be, with ``n`` inputs of event size ``d``.
-_OUTPUT_SHAPES = {"x": "nd", "y": "nd", "fldj": "n", "ildj": "n", "round_trip": "nd",
+#: What a bundle's arrays must be: ``n`` inputs (``nx``: of the flow's event shape, ``ny``:
+#: of its output shape).
+_OUTPUT_SHAPES = {"x": "nx", "y": "ny", "fldj": "n", "ildj": "n", "round_trip": "nx",
                   "jacobian": "j"}  # fmt: skip
 #: The reference's arrays: the outputs', and a conditional flow's contexts.
 _REFERENCE_SHAPES = {**_OUTPUT_SHAPES, "context": "nc"}
@@ -252,8 +253,9 @@ def load_bundle(path) -> tuple[FlowSpec, dict, dict, list[Row]]:
         raise ParamError(f"{where}: reference/{missing[0]}: missing")
     if spec.context_dim and "context" not in ref:
         raise ParamError(f"{where}: reference/context: missing (the spec is conditional)")
-    n, d = len(ref["x"]), spec.dim
-    sizes = {"n": (n,), "nd": (n, d), "nc": (n, spec.context_dim)}
+    n = len(ref["x"])
+    sizes = {"n": (n,), "nx": (n, *spec.event_shape), "ny": (n, *spec.output_shape),
+             "nc": (n, spec.context_dim)}  # fmt: skip
     for name, value in ref.items():
         kind = _REFERENCE_SHAPES.get(name)
         if kind not in sizes or value.shape != sizes[kind] or (kind == "nc" and not spec.context_dim):

@@ -151,7 +151,7 @@ def trace(plan: Plan, direction: str) -> tuple[list[tuple[ir.Value, str]], set[s
     inputs = [ir.source(arg, shape_in, batched=True)]
     if plan.context:
         inputs.append(ir.source("context", (plan.context,), batched=True))
-    result, log_det = fn(View(plan.params, plan.args), *inputs)
+    result, log_det = fn(View(plan.params, plan.args, buffers=plan.buffers), *inputs)
     for value, want, what in ((result, shape_out, out), (log_det, (), "log_det")):
         if not value.batched or value.shape != want:
             expected = ", ".join(["*batch", *map(str, want)])
@@ -236,9 +236,15 @@ def generate(spec: FlowSpec, backend: str) -> str:
     shapes = {name: param.shape for name, param in params.items()}
     bounds = {name: param.init.bound for name, param in params.items()}
     calls = [(name, {**plan.args, "event_shape": plan.event_shape,
+                     **({"output_shape": plan.output_shape}
+                        if plan.output_shape != plan.event_shape else {}),
                      **({"context_dim": plan.context} if plan.context else {})})
              for name, plan in zip(names, plans, strict=True)]  # fmt: skip
     helpers = [em.OP_HELPERS[op] for op in sorted(used_ops) if op in em.OP_HELPERS]
+    kinds = sorted({f.kind for plan in plans for f in plan.fields})
+    helpers += [em.FIELD_HELPERS[kind] for kind in kinds if kind in em.FIELD_HELPERS]
+    if any(plan.output_shape != plan.event_shape for plan in plans):
+        helpers += [getattr(em, "SHAPE_HELPERS", "")]
     stdlib = sorted({em.OP_IMPORTS[op] for op in used_ops if op in em.OP_IMPORTS})
     imports = em.CONDITIONAL_IMPORTS if spec.context_dim else em.IMPORTS
     imports = "\n".join(stdlib) + "\n\n" + imports if stdlib else imports
@@ -247,6 +253,8 @@ def generate(spec: FlowSpec, backend: str) -> str:
             f"SPEC_HASH = {py_str(spec.hash)}",
             f"SPEC_JSON = {_wrapped_string(spec_json)}",
             f"EVENT_SHAPE = {literal(tuple(spec.event_shape))}",
+            *([f"OUTPUT_SHAPE = {literal(plans[-1].output_shape)}"]
+              if plans[-1].output_shape != tuple(spec.event_shape) else []),
             *([f"CONTEXT_DIM = {spec.context_dim}"] if spec.context_dim else []),
             f"PARAM_SHAPES = {literal(shapes, 0, 15)}",
             _INIT_COMMENT,
@@ -287,12 +295,12 @@ EMBEDDING_HELPERS = '''def _under(table, prefix):
 #: TFP wraps them for its single-event reshape).
 CONTEXT_METHODS = '''    def forward_with_log_det(self, x, context):
         """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
-        x = _checked(self, x, "x")
+        x = _checked(self, x, "x", self.event_shape)
         return self._forward_with_log_det(x, _checked_context(self, context, x))
 
     def inverse_with_log_det(self, y, context):
         """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
-        y = _checked(self, y, "y")
+        y = _checked(self, y, "y", self.output_shape)
         return self._inverse_with_log_det(y, _checked_context(self, context, y))'''
 
 
@@ -342,9 +350,11 @@ def _header(spec: FlowSpec, backend: str, em) -> str:
         f"# Spec sha256:{spec.hash}\n"
         f"# Regenerate with: flowbridge generate SPEC --backend {backend}\n"
         f'"""{title}\n\n{usage}\n'
-        'Shapes: inputs are (*batch, D); log-dets are (*batch,).\n"""'
+        f'{em.IMAGE_SHAPES if len(spec.event_shape) == 3 else VECTOR_SHAPES}\n"""'
     )
 
+
+VECTOR_SHAPES = "Shapes: inputs are (*batch, D); log-dets are (*batch,)."
 
 _LOAD_LOCK = threading.Lock()
 
@@ -378,9 +388,11 @@ def block(lines: list[str], level: int) -> str:
     return "\n".join(pad + line if line else "" for line in lines)
 
 
-def neutral_params_method(plan: Plan | EmbeddingPlan) -> str:
+def neutral_params_method(plan: Plan | EmbeddingPlan, conv_kernel: str = "kernel") -> str:
     """The ``neutral_params`` method: the same text in every backend (a layer's dense
-    weights are ``conditioner.{j}.*``, the context embedding's ``{j}.*``)."""
+    weights are ``conditioner.{j}.*``, the context embedding's ``{j}.*``), but for
+    ``conv_kernel``, the expression that gives a convolution kernel in the neutral
+    ``(k, k, in, out)`` layout (a view, so loading into it writes the stored weight)."""
     lines = ["def neutral_params(self):", '    """This layer\'s weights under their neutral names."""']
     if isinstance(plan, EmbeddingPlan):
         return block(lines + [
@@ -391,18 +403,26 @@ def neutral_params_method(plan: Plan | EmbeddingPlan) -> str:
             "    return params",
         ], 1)  # fmt: skip
     kinds = {f.kind: f for f in plan.fields}
-    if "dense" not in kinds and "vector" not in kinds:
+    if not {"dense", "conv", "vector"} & kinds.keys():
         return block(lines + ["    return {}"], 1)
     lines.append("    params = {}")
-    if "dense" in kinds:
+    if "dense" in kinds or "conv" in kinds:
+        kernel = conv_kernel if "conv" in kinds else "kernel"
         lines += [
             "    for j, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):",
-            '        params[f"conditioner.{j}.kernel"] = kernel',
+            f'        params[f"conditioner.{{j}}.kernel"] = {kernel}',
             '        params[f"conditioner.{j}.bias"] = bias',
         ]
     if "vector" in kinds:
         lines.append(f'    params["{kinds["vector"].name}"] = self.{kinds["vector"].name}')
     return block(lines + ["    return params"], 1)
+
+
+def changes_shape(spec: FlowSpec, calls: list[tuple[str, dict]]) -> bool:
+    """Whether the flow's output event shape (its last layer's) differs from its input's;
+    the module then has an ``OUTPUT_SHAPE`` constant."""
+    last = calls[-1][1]
+    return tuple(last.get("output_shape", last["event_shape"])) != tuple(spec.event_shape)
 
 
 def neutral_params_function(layers: str, embedded: bool, kind: str, live: str) -> str:

@@ -48,6 +48,12 @@ OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "erf": (1, ()),  # the error function (GELU is built from it in flowbridge.layers)
     # dense layer: x @ kernel + bias, kernel (in, out)
     "linear": (3, ()),
+    # images (*batch, C, H, W), channels first: a stride-1 "same" convolution with kernel
+    # (k, k, C_in, C_out) and bias (C_out,) (cross-correlation, as torch's and TF's), and
+    # 2x2 space-to-depth and back: y[..., 4c + 2i + j, h, w] = x[..., c, 2h + i, 2w + j]
+    "conv2d": (3, ()),
+    "squeeze2x2": (1, ()),
+    "unsqueeze2x2": (1, ()),
     # structure along one axis (negative: counted from the last)
     "slice": (1, ("axis", "start", "stop")),
     "take": (2, ("axis",)),  # gather along an axis with an index buffer
@@ -202,6 +208,25 @@ def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
                 or not first.shape or first.shape[-1] != kernel.shape[0]):  # fmt: skip
             raise _fail(node, "expected x (..., n_in), kernel (n_in, n_out), bias (n_out,)")
         return first.shape[:-1] + kernel.shape[1:], first.batched
+    if op == "conv2d":
+        kernel, bias = args[1].node, args[2].node
+        if (len(first.shape) < 3 or len(kernel.shape) != 4 or kernel.batched
+                or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 != 1
+                or kernel.shape[2] != first.shape[-3] or bias.shape != kernel.shape[3:]):  # fmt: skip
+            raise _fail(node, "expected x (..., C_in, H, W), kernel (k, k, C_in, C_out) with k "
+                        "odd, bias (C_out,)")  # fmt: skip
+        return (*first.shape[:-3], kernel.shape[3], *first.shape[-2:]), first.batched
+    if op in ("squeeze2x2", "unsqueeze2x2"):
+        if len(first.shape) < 3:
+            raise _fail(node, "expected an image (..., C, H, W)")
+        c, h, w = first.shape[-3:]
+        if op == "squeeze2x2":
+            if h % 2 or w % 2:
+                raise _fail(node, "expected an even height and width")
+            return (*first.shape[:-3], 4 * c, h // 2, w // 2), first.batched
+        if c % 4:
+            raise _fail(node, "expected a multiple of 4 channels")
+        return (*first.shape[:-3], c // 4, 2 * h, 2 * w), first.batched
     if op == "slice":
         axis = _axis(node, first.shape)
         start, stop = _bound(node, "start"), _bound(node, "stop")

@@ -79,9 +79,13 @@ class Field:
 
     ``kind``: ``"dense"`` (a stack of dense layers from the constructor's ``sizes``:
     ``self.kernels[j]`` of shape ``(sizes[j], sizes[j+1])`` and ``self.biases[j]``,
-    neutral names ``conditioner.{j}.kernel`` and ``.bias``), ``"vector"`` (a learned
-    tensor of the layer's event shape, ``self.{name}``), ``"index"`` (an integer buffer)
-    or ``"int"`` (a plain Python int).
+    neutral names ``conditioner.{j}.kernel`` and ``.bias``), ``"conv"`` (a stack of
+    convolutions from ``sizes`` and ``kernel_size``: neutral kernels ``(k, k, in, out)``,
+    each backend storing them in its own layout), ``"vector"`` (a learned tensor of the
+    layer's event shape, ``self.{name}``), ``"checkerboard"`` (a ``(1, H, W)`` buffer of
+    ones where ``(h + w) % 2 == parity``, zeros elsewhere, from ``event_shape`` and the
+    constructor's ``parity``), ``"index"`` (an integer buffer) or ``"int"`` (a plain
+    Python int).
     """
 
     kind: str
@@ -113,6 +117,7 @@ class Plan:
     forward: Callable = field(compare=False)  # (p, x[, context]) -> (y, log_det)
     inverse: Callable = field(compare=False)  # (p, y[, context]) -> (x, log_det)
     context: int = 0  # the size of the context vector the layer reads (0: none)
+    buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)  # constant tensors' shapes
 
 
 class View:
@@ -120,14 +125,23 @@ class View:
     static shape: parameters from ``params``, index buffers and ints from ``args``. A
     name the plan does not declare is an AttributeError at trace time."""
 
-    def __init__(self, params: dict[str, Param], args: dict[str, Any], dense: str = "conditioner."):
+    def __init__(
+        self,
+        params: dict[str, Param],
+        args: dict[str, Any],
+        dense: str = "conditioner.",
+        buffers: dict[str, tuple[int, ...]] | None = None,
+    ):
         self._params, self._args, self._dense = params, args, dense
+        self._buffers = buffers or {}
 
     def __getattr__(self, name: str) -> Value:
         if name.startswith("_"):
             raise AttributeError(name)
         if name in self._params:
             return source(f"self.{name}", self._params[name].shape)
+        if name in self._buffers:
+            return source(f"self.{name}", self._buffers[name])
         if isinstance(self._args.get(name), (int, list)):
             return source(f"self.{name}", value=self._args[name])
         raise AttributeError(f"the layer declares no parameter or argument {name!r}")
@@ -147,14 +161,23 @@ class View:
 # --------------------------------------------------------------- coupling parts
 class Partition:
     """Which event entries a coupling passes through (``x_a``) and which it transforms
-    (``x_b``): a contiguous split of the last axis when the mask allows one (no
-    gather), else index buffers. Vector events: the entries of the last axis."""
+    (``x_b``). Vector events: a contiguous split of the last axis when the mask allows
+    one (no gather), else index buffers. Images: a channel mask splits the channel axis;
+    a checkerboard is *masked*: ``x_a = b * x`` (the transformed entries zeroed, ``b``
+    the mask), ``x_b = x``, and the map's shift and log-scale are multiplied by
+    ``1 - b`` (:meth:`restrict`), so the passed entries come out unchanged (RealNVP's
+    own formulation)."""
 
     legend = "x_a: the entries the mask passes through; x_b: the others"
+    masked = False
+    axis = -1  # the axis the split runs along, and the conditioner's parameters stack on
 
     def __init__(self, mask: Any, event_shape: tuple[int, ...]):
+        if len(event_shape) == 3:
+            self._image(mask, event_shape)
+            return
         if len(event_shape) != 1:
-            raise ValueError(f"mask partitions take vector events (D,), got {event_shape}")
+            raise ValueError(f"mask partitions take (D,) or (C, H, W) events, got {event_shape}")
         (dim,) = event_shape
         passed, trans = S.mask_indices(mask, dim)
         self.n_pass, self.n_trans = len(passed), len(trans)
@@ -176,25 +199,65 @@ class Partition:
             self.words, self.text = (word, word), (
                 f"the {self.mode} entries pass through (a split, no gather)")
 
+    def _image(self, mask: Any, event_shape: tuple[int, ...]) -> None:
+        c, h, w = event_shape
+        self.axis = -3  # channels
+        if mask.kind == "checkerboard":
+            self.masked, self.mode = True, "masked"
+            self.n_pass = self.n_trans = c  # the conditioner reads and writes every channel
+            self.args = {"parity": 0 if mask.parity == "even" else 1}
+            self.fields = (Field("checkerboard", "mask"),)
+            self.buffers = {"mask": (1, h, w)}
+            # the parity is a constructor argument: both parities share one class
+            self.words = ("Checkerboard", "Checkerboard")
+            self.text = ("checkerboard mask: entries with (h + w) % 2 == parity (0 even, "
+                         "1 odd, a constructor argument) pass through")  # fmt: skip
+            self.legend = ("x_a = b * x: the entries the checkerboard b passes, the others "
+                           "zeroed; x_b = x; shift and log_scale are zero where b is 1")  # fmt: skip
+            return
+        self.n_pass = c // 2
+        self.n_trans = c - self.n_pass
+        self.mode = "first" if mask.part == "first" else "last"
+        self.args = {"split": self.n_pass if self.mode == "first" else self.n_trans}
+        self.fields = (Field("int", "split"),)
+        word = f"Channel{mask.part.capitalize()}"
+        self.words, self.text = (word, word), (
+            f"channel mask: the {mask.part} {self.n_pass} of {c} channels pass through")
+        self.legend = "x_a: the channels the mask passes through; x_b: the others"
+
+    buffers: dict[str, tuple[int, ...]] = {}
+
     def split(self, p: View, x: Value, var: str) -> tuple[Value, Value]:
         """``(passed, transformed)`` parts of ``x``, named ``{var}_a`` and ``{var}_b``."""
+        axis = self.axis
+        if self.masked:
+            return ops.name(x * p.mask, f"{var}_a"), x
         if self.mode == "first":
-            a = ops.slice(x, axis=-1, start=None, stop=p.split)
-            b = ops.slice(x, axis=-1, start=p.split, stop=None)
+            a = ops.slice(x, axis=axis, start=None, stop=p.split)
+            b = ops.slice(x, axis=axis, start=p.split, stop=None)
         elif self.mode == "last":
-            b = ops.slice(x, axis=-1, start=None, stop=p.split)
-            a = ops.slice(x, axis=-1, start=p.split, stop=None)
+            b = ops.slice(x, axis=axis, start=None, stop=p.split)
+            a = ops.slice(x, axis=axis, start=p.split, stop=None)
         else:
-            a, b = ops.take(x, p.pass_idx, axis=-1), ops.take(x, p.trans_idx, axis=-1)
+            a, b = ops.take(x, p.pass_idx, axis=axis), ops.take(x, p.trans_idx, axis=axis)
         return ops.name(a, f"{var}_a"), ops.name(b, f"{var}_b")
 
     def merge(self, p: View, a: Value, b: Value) -> Value:
         """Inverse of :meth:`split`."""
+        if self.masked:
+            return b  # the passed entries of b are unchanged (see restrict)
         if self.mode == "first":
-            return ops.concat(a, b, axis=-1)
+            return ops.concat(a, b, axis=self.axis)
         if self.mode == "last":
-            return ops.concat(b, a, axis=-1)
-        return ops.take(ops.concat(a, b, axis=-1), p.merge_idx, axis=-1)
+            return ops.concat(b, a, axis=self.axis)
+        return ops.take(ops.concat(a, b, axis=self.axis), p.merge_idx, axis=self.axis)
+
+    def restrict(self, p: View, value: Value, name: str) -> Value:
+        """``value`` (a shift or log-scale over x_b) zeroed at the passed entries of a
+        masked partition, named ``name``; the value itself for a split."""
+        if not self.masked:
+            return value
+        return ops.name(value * ops.name(1.0 - p.mask, "trans_mask"), name)
 
 
 class MLP:
@@ -250,6 +313,51 @@ class MLP:
         return h
 
 
+class ResNet:
+    """RealNVP's convolutional residual conditioner for image couplings (see
+    :class:`flowbridge.spec.ResNetConditioner`): convolutions ``conditioner.{j}``,
+    kernels ``(k, k, in, out)`` started as torch's ``nn.Conv2d`` does (uniform in
+    ``+-1/sqrt(in * k * k)``), biases at zero, the last convolution at zero."""
+
+    legend = "m: the residual conditioner network"
+
+    def __init__(self, cond: S.ResNetConditioner, n_in: int, n_out: int, context: int = 0):
+        self.cond = cond
+        self.sizes = cond.sizes(n_in, n_out)
+        k = cond.kernel_size
+        self.fields = (Field("conv", "sizes"),)
+        self.args = {"sizes": self.sizes, "kernel_size": k}
+        self.params: dict[str, Param] = {}
+        last = len(self.sizes) - 2
+        for j, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
+            kernel = Init.fan_in_uniform(a * k * k)
+            self.params[f"conditioner.{j}.kernel"] = Param((k, k, a, b), ZEROS if j == last else kernel,
+                                                           kernel)  # fmt: skip
+            self.params[f"conditioner.{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
+        act = "".join(w.capitalize() for w in cond.activation.split("_"))
+        leaky = cond.activation == "leaky_relu"
+        self.words = [(f"Blocks{cond.blocks}", f"Blocks{cond.blocks}"),
+                      (f"Channels{cond.channels}", f"Channels{cond.channels}K{k}"),
+                      (act, act + (_word(cond.negative_slope) if leaky else ""))]  # fmt: skip
+        slope = f" (negative slope {cond.negative_slope!r})" if leaky else ""
+        self.text = (f"resnet conditioner: {cond.blocks} residual block"
+                     f"{'s' * (cond.blocks != 1)} of {cond.channels} channels, {k}x{k} "
+                     f"convolutions, {cond.activation}{slope}")  # fmt: skip
+
+    def __call__(self, p: View, h: Value, context: Value | None = None) -> Value:
+        """``conv_out(act(blocks(conv_in(h))))``, each block ``r + conv(act(conv(act(r))))``."""
+        n = len(self.sizes) - 1
+        h = ops.name(ops.conv2d(h, p.kernel(0), p.bias(0)), "h")
+        for block in range(self.cond.blocks):
+            r = h
+            for j in (2 * block + 1, 2 * block + 2):
+                r = ops.name(ops.conv2d(ops.name(_activate(r, self.cond), "r"), p.kernel(j),
+                                        p.bias(j)), "r")  # fmt: skip
+            h = ops.name(h + r, "h")
+        return ops.name(ops.conv2d(ops.name(_activate(h, self.cond), "h"), p.kernel(n - 1),
+                                   p.bias(n - 1)), "out")  # fmt: skip
+
+
 def _activate(h: Value, cond: S.Conditioner) -> Value:
     if cond.activation == "leaky_relu":
         return ops.leaky_relu(h, negative_slope=cond.negative_slope)
@@ -275,12 +383,15 @@ class Shift:
 
     args: dict[str, Any] = {}
 
+    def __init__(self, part: Partition):
+        self.part = part
+
     def forward(self, p: View, out: Value, x_b: Value, x: Value):
-        y_b = ops.name(x_b + ops.name(out, "shift"), "y_b")
+        y_b = ops.name(x_b + self.part.restrict(p, ops.name(out, "shift"), "shift"), "y_b")
         return y_b, ops.batch_zeros(x, event_ndims=len(x.shape))
 
     def inverse(self, p: View, out: Value, y_b: Value, y: Value):
-        x_b = ops.name(y_b - ops.name(out, "shift"), "x_b")
+        x_b = ops.name(y_b - self.part.restrict(p, ops.name(out, "shift"), "shift"), "x_b")
         return x_b, ops.batch_zeros(y, event_ndims=len(y.shape))
 
 
@@ -306,9 +417,9 @@ class Affine:
     inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
               log|det J^-1| = -sum(log_scale)"""
 
-    def __init__(self, n_trans: int, scale: Any):
-        self.scale = scale
-        self.args = {"n_trans": n_trans}
+    def __init__(self, part: Partition, scale: Any):
+        self.scale, self.part = scale, part
+        self.args = {"n_trans": part.n_trans}
         self.doc = Affine.doc.format(formula=_SCALE_FORMULA[scale.kind])
         word = "".join(w.capitalize() for w in scale.kind.split("_"))
         if scale.kind == "clamp":
@@ -325,10 +436,18 @@ class Affine:
         self.words = ((word, detail),)
 
     def _unpack(self, p: View, out: Value) -> tuple[Value, Value, Value]:
-        """``(shift, log_scale, scale)`` from the conditioner's output."""
-        shift = ops.name(ops.slice(out, axis=-1, start=None, stop=p.n_trans), "shift")
-        raw = ops.name(ops.slice(out, axis=-1, start=p.n_trans, stop=None), "s")
-        return (shift, *self._log_scale(raw))
+        """``(shift, log_scale, scale)`` from the conditioner's output (stacked along the
+        partition's axis: the last for vectors, channels for images); a masked
+        partition's are zero at the passed entries, so its scale is 1 there."""
+        axis, part = self.part.axis, self.part
+        shift = ops.name(ops.slice(out, axis=axis, start=None, stop=p.n_trans), "shift")
+        raw = ops.name(ops.slice(out, axis=axis, start=p.n_trans, stop=None), "s")
+        log_scale, scale = self._log_scale(raw)
+        if not part.masked:
+            return shift, log_scale, scale
+        shift = part.restrict(p, ops.name(shift, "shift_all"), "shift")
+        log_scale = part.restrict(p, ops.name(log_scale, "log_scale_all"), "log_scale")
+        return shift, log_scale, ops.name(ops.exp(log_scale), "scale")
 
     def _log_scale(self, raw: Value) -> tuple[Value, Value]:
         """``(log_scale, scale)`` of the raw output under the scale map."""
@@ -384,8 +503,9 @@ def plan_coupling(
     also reads the context when the flow has one) and the elementwise map
     (:class:`Shift` for NICE, :class:`Affine` for RealNVP)."""
     part = Partition(layer.mask, shape)
-    emap = Affine(part.n_trans, layer.scale) if layer.type == "affine_coupling" else Shift()
-    cond = MLP(layer.conditioner, part.n_pass, emap.per_entry * part.n_trans, context)
+    emap = Affine(part, layer.scale) if layer.type == "affine_coupling" else Shift(part)
+    net = ResNet if isinstance(layer.conditioner, S.ResNetConditioner) else MLP
+    cond = net(layer.conditioner, part.n_pass, emap.per_entry * part.n_trans, context)
 
     def forward(p: View, x: Value, c: Value | None = None):
         x_a, x_b = part.split(p, x, "x")
@@ -412,6 +532,7 @@ def plan_coupling(
         forward=forward,
         inverse=inverse,
         context=context,
+        buffers=part.buffers,
     )
 
 
@@ -530,6 +651,40 @@ def plan_embedding(spec: S.FlowSpec) -> EmbeddingPlan | None:
     )
 
 
+_SQUEEZE_DOC = """RealNVP's squeeze: 2x2 space-to-depth (Dinh et al. 2017, sec. 3.6).
+
+    forward:  (C, H, W) -> (4C, H/2, W/2),  y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j],
+              log|det J| = 0
+    inverse:  the same entries moved back,  log|det J^-1| = 0
+    Configuration: none besides the event shape."""
+
+
+def plan_squeeze(layer: S.Squeeze, shape: tuple[int, ...], context: int = 0) -> Plan:
+    """A squeeze: the plan whose output shape differs from its input shape."""
+    c, h, w = shape
+
+    def forward(p: View, x: Value):
+        return ops.squeeze2x2(x), ops.batch_zeros(x, event_ndims=3)
+
+    def inverse(p: View, y: Value):
+        return ops.unsqueeze2x2(y), ops.batch_zeros(y, event_ndims=3)
+
+    return Plan(
+        class_name="Squeeze",
+        variant=(),
+        config="none",
+        doc=_SQUEEZE_DOC,
+        fields=(),
+        args={},
+        params={},
+        constant_jacobian=True,
+        event_shape=shape,
+        output_shape=(4 * c, h // 2, w // 2),
+        forward=forward,
+        inverse=inverse,
+    )
+
+
 #: Layer type (the spec's ``type`` field) -> its neutral definition, a function of the
 #: spec layer, its input event shape and the flow's context size (0: none; a layer that
 #: reads no context ignores it).
@@ -538,6 +693,7 @@ REGISTRY: dict[str, Callable[[Any, tuple[int, ...], int], Plan]] = {
     "affine_coupling": plan_coupling,
     "scaling": plan_scaling,
     "permutation": plan_permutation,
+    "squeeze": plan_squeeze,
 }
 
 

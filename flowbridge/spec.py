@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,9 +29,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     StrictBool,
     StrictInt,
+    Tag,
     TypeAdapter,
     ValidationError,
 )
@@ -128,9 +131,30 @@ class ExplicitMask(_Model):
     values: tuple[StrictBool, ...]
 
 
+class CheckerboardMask(_Model):
+    """Image events ``(C, H, W)``: pass the entries at ``(c, h, w)`` with ``(h + w) % 2``
+    equal to 0 (``even``) or 1 (``odd``), in every channel alike (RealNVP's spatial
+    checkerboard). The conditioner reads the whole image with the transformed entries
+    zeroed, and its outputs at the passed entries are ignored."""
+
+    kind: Literal["checkerboard"] = "checkerboard"
+    parity: Literal["even", "odd"] = "even"
+
+
+class ChannelMask(_Model):
+    """Image events ``(C, H, W)``: pass the first or last ``floor(C / 2)`` channels
+    (RealNVP's channel-wise mask); the other channels are transformed."""
+
+    kind: Literal["channel"] = "channel"
+    part: Literal["first", "last"] = "first"
+
+
 Mask = Annotated[
-    HalfMask | SplitMask | ParityMask | ExplicitMask, Field(discriminator="kind")
+    HalfMask | SplitMask | ParityMask | ExplicitMask | CheckerboardMask | ChannelMask,
+    Field(discriminator="kind"),
 ]
+#: The mask kinds for image events; the others take vector events.
+IMAGE_MASKS = ("checkerboard", "channel")
 
 
 # ------------------------------------------------------------------------ scale maps
@@ -186,6 +210,48 @@ class Conditioner(_Model):
     negative_slope: Annotated[Finite, Field(ge=0, le=1)] = 0.01  # leaky_relu only
 
 
+def _odd(value: int) -> int:
+    if value % 2 != 1:
+        raise PydanticCustomError("constant", "expected an odd kernel size (same padding), "
+                                  "got {got}", {"got": value})  # fmt: skip
+    return value
+
+
+class ResNetConditioner(_Model):
+    """RealNVP's convolutional residual conditioner, for image events: a
+    ``kernel_size`` convolution to ``channels`` feature maps, ``blocks`` residual blocks
+    (activation, convolution, activation, convolution, added to the block's input), the
+    activation, and a ``kernel_size`` convolution to the coupling's parameters, ordered
+    ``[shift | raw log-scale]`` along channels. Convolutions are stride 1 with "same"
+    zero padding; the last one starts at zero (the coupling starts as the identity).
+    RealNVP also normalises inside its blocks; flowbridge's blocks hold no state."""
+
+    kind: Literal["resnet"] = "resnet"
+    blocks: NonNegInt = 2
+    channels: PosInt = 64
+    kernel_size: Annotated[PosInt, AfterValidator(_odd)] = 3
+    activation: Activation = "relu"
+    negative_slope: Annotated[Finite, Field(ge=0, le=1)] = 0.01  # leaky_relu only
+
+    def sizes(self, n_in: int, n_out: int) -> list[int]:
+        """Channels in and out of each convolution, in order."""
+        return [n_in, *[self.channels] * (2 * self.blocks + 1), n_out]
+
+
+def _conditioner_kind(value: Any) -> str:
+    """An MLP conditioner has no ``kind`` field (so specs written before the resnet
+    existed keep their hash); a resnet says ``kind: resnet``."""
+    if isinstance(value, dict):
+        return "resnet" if value.get("kind") == "resnet" else "mlp"
+    return "resnet" if isinstance(value, ResNetConditioner) else "mlp"
+
+
+AnyConditioner = Annotated[
+    Annotated[Conditioner, Tag("mlp")] | Annotated[ResNetConditioner, Tag("resnet")],
+    Discriminator(_conditioner_kind),
+]
+
+
 class ContextEmbedding(Conditioner):
     """An MLP applied once to the context before the couplings (as sbi's embedding nets):
     ``features = e(c)``, dense layers ``context_dim -> *hidden -> features`` with the
@@ -212,12 +278,20 @@ class _LayerModel(_Model):
 
     type: str  # each layer type narrows it to its tag; declared here so it comes first
 
-    def check(self, dim: int, at: str) -> list[tuple[str, str]]:
-        """``(path, message)`` for each rule the layer breaks on events of size ``dim``."""
+    #: the event ranks the layer takes: 1 (vectors ``(D,)``), 3 (images ``(C, H, W)``)
+    ranks: typing.ClassVar[tuple[int, ...]] = (1, 3)
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        """``(path, message)`` for each rule the layer breaks on events of ``shape``
+        (whose rank is one of :attr:`ranks`: :func:`_check_against_event` sees to it)."""
         return []
 
-    def param_count(self, dim: int, context_dim: int = 0) -> int:
-        """The number of weights on events of size ``dim`` (with a context of
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The event shape the layer gives for events of ``shape``."""
+        return shape
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        """The number of weights on events of ``shape`` (with a context of
         ``context_dim``), by arithmetic (nothing is allocated: the ceilings are checked
         with it before anything is built)."""
         return 0
@@ -225,10 +299,27 @@ class _LayerModel(_Model):
 
 class _Coupling(_LayerModel):
     mask: Mask = Field(default_factory=HalfMask)
-    conditioner: Conditioner = Field(default_factory=Conditioner)
+    conditioner: AnyConditioner = Field(default_factory=Conditioner)
     _per_entry = 1  # conditioner outputs per transformed entry
 
-    def check(self, dim: int, at: str) -> list[tuple[str, str]]:
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        image = len(shape) == 3
+        if image != (self.mask.kind in IMAGE_MASKS):
+            kinds = "checkerboard or channel" if image else "half, split, parity or explicit"
+            return [(f"{at}.mask.kind", f"expected a {kinds} mask for events of shape "
+                     f"{shape}, got {self.mask.kind!r}")]  # fmt: skip
+        if image != isinstance(self.conditioner, ResNetConditioner):
+            want = "a resnet conditioner ({kind: resnet})" if image else "an MLP conditioner"
+            got = "a resnet" if not image else "an MLP"
+            return [(f"{at}.conditioner", f"expected {want} for events of shape {shape}, "
+                     f"got {got}")]  # fmt: skip
+        if image:
+            passed = _image_mask_channels(self.mask, shape)[0]
+            if not passed:
+                return [(f"{at}.mask", f"expected at least 2 channels for a channel mask, "
+                         f"got {shape[0]}")]  # fmt: skip
+            return []
+        (dim,) = shape
         mask = self.mask
         if mask.kind == "split" and mask.size >= dim:
             return [(f"{at}.mask.size", f"expected fewer than the {dim} event entries, got "
@@ -242,9 +333,14 @@ class _Coupling(_LayerModel):
                      f"at least one of the {dim} entries, got {passed} passed")]  # fmt: skip
         return []
 
-    def param_count(self, dim: int, context_dim: int = 0) -> int:
-        passed, trans = _mask_sizes(self.mask, dim)
-        sizes = [passed + context_dim, *self.conditioner.hidden, trans * self._per_entry]
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        cond = self.conditioner
+        if isinstance(cond, ResNetConditioner):
+            n_in, n_out = _image_mask_channels(self.mask, shape)
+            sizes, taps = cond.sizes(n_in, n_out * self._per_entry), cond.kernel_size**2
+            return sum(a * b * taps + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        passed, trans = _mask_sizes(self.mask, shape[0])
+        sizes = [passed + context_dim, *cond.hidden, trans * self._per_entry]
         return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
@@ -262,8 +358,8 @@ class AffineCoupling(_Coupling):
     scale: ScaleMap = Field(default_factory=ExpScale)
     _per_entry = 2  # [shift | raw log-scale]
 
-    def check(self, dim: int, at: str) -> list[tuple[str, str]]:
-        errors = super().check(dim, at)
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        errors = super().check(shape, at)
         if errors and errors[0][0] != f"{at}.mask":  # a mask that does not fit the event
             return errors
         if self.scale.kind == "clamp" and not self.scale.low < self.scale.high:
@@ -277,8 +373,8 @@ class Scaling(_LayerModel):
 
     type: Literal["scaling"] = "scaling"
 
-    def param_count(self, dim: int, context_dim: int = 0) -> int:
-        return dim
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        return math.prod(shape)
 
 
 class Permutation(_LayerModel):
@@ -289,8 +385,10 @@ class Permutation(_LayerModel):
     kind: Literal["reverse", "random", "explicit"] = "reverse"
     seed: NonNegInt | None = None
     indices: tuple[NonNegInt, ...] | None = None
+    ranks: typing.ClassVar[tuple[int, ...]] = (1,)
 
-    def check(self, dim: int, at: str) -> list[tuple[str, str]]:
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        (dim,) = shape
         if self.kind == "random" and self.seed is None:
             return [(f"{at}.seed", "expected a non-negative integer for kind 'random', got None")]
         if self.kind != "random" and self.seed is not None:
@@ -307,8 +405,29 @@ class Permutation(_LayerModel):
         return []
 
 
+class Squeeze(_LayerModel):
+    """RealNVP's squeeze, 2x2 space-to-depth on image events: ``(C, H, W)`` to
+    ``(4C, H/2, W/2)`` with ``y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]`` (each
+    channel's 2x2 blocks become four consecutive channels, row-major within the block;
+    torch's ``pixel_unshuffle`` order), log-det 0."""
+
+    type: Literal["squeeze"] = "squeeze"
+    ranks: typing.ClassVar[tuple[int, ...]] = (3,)
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        if shape[1] % 2 or shape[2] % 2:
+            return [(at, f"expected an even height and width to squeeze, got events of "
+                     f"shape {shape}")]  # fmt: skip
+        return []
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = shape
+        return (4 * c, h // 2, w // 2)
+
+
 Layer = Annotated[
-    AdditiveCoupling | AffineCoupling | Scaling | Permutation, Field(discriminator="type")
+    AdditiveCoupling | AffineCoupling | Scaling | Permutation | Squeeze,
+    Field(discriminator="type"),
 ]
 
 
@@ -319,7 +438,7 @@ def _tags(union: Any, discriminator: str) -> set[str]:
 
 
 #: Branch names that pydantic puts in error locations (``layers.0.affine_coupling.mask``).
-_TAGS = _tags(Layer, "type") | _tags(Mask, "kind") | _tags(ScaleMap, "kind")
+_TAGS = _tags(Layer, "type") | _tags(Mask, "kind") | _tags(ScaleMap, "kind") | {"mlp", "resnet"}
 
 
 class FlowSpec(_Model):
@@ -350,8 +469,17 @@ class FlowSpec(_Model):
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:
-        """Event size ``D`` of a vector flow."""
-        return self.event_shape[0]
+        """The number of entries in one event: ``D`` of a vector flow, ``C * H * W`` of
+        an image flow."""
+        return math.prod(self.event_shape)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The event shape the flow gives (a squeeze changes it)."""
+        shape = tuple(self.event_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
 
     @property
     def context_features(self) -> int:
@@ -464,6 +592,8 @@ def json_schema() -> dict:
         ("FlowSpec", "event_shape"): ceilings.event_size,
         ("FlowSpec", "context_dim"): ceilings.event_size,
         ("Conditioner", "hidden"): ceilings.width,
+        ("ResNetConditioner", "channels"): ceilings.width,
+        ("ResNetConditioner", "blocks"): ceilings.depth,
         ("ContextEmbedding", "hidden"): ceilings.width,
         ("ContextEmbedding", "features"): ceilings.event_size,
         ("SplitMask", "size"): ceilings.event_size - 1,
@@ -476,14 +606,18 @@ def json_schema() -> dict:
                 node["maximum"] = maximum
     defs["Conditioner"]["properties"]["hidden"]["maxItems"] = ceilings.depth
     defs["ContextEmbedding"]["properties"]["hidden"]["maxItems"] = ceilings.depth
+    defs["ResNetConditioner"]["required"] = ["kind"]  # no kind: an MLP conditioner
     schema["properties"]["layers"]["maxItems"] = ceilings.layers
     schema["properties"]["event_shape"]["minItems"] = 1
-    schema["properties"]["event_shape"]["maxItems"] = 1  # vector events, for now
+    schema["properties"]["event_shape"]["maxItems"] = 3  # (D,) or (C, H, W)
     schema["properties"]["layers"]["minItems"] = 1
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"flowbridge FlowSpec, format {FORMAT_VERSION}"
     schema["description"] = (
-        "A normalizing flow. Checked on load beyond this schema: a split mask's size is "
+        "A normalizing flow. Checked on load beyond this schema: the event shape is (D,) "
+        "or (C, H, W), and each layer takes its events (checkerboard and channel masks, "
+        "resnet conditioners and squeezes images, permutations and the other masks and "
+        "MLP conditioners vectors; a squeeze needs an even height and width); a split mask's size is "
         "below D; an explicit mask has D booleans and passes and transforms at least one "
         "entry; explicit permutation indices are a permutation of 0..D-1; a random "
         "permutation has a seed and others none; a clamp has low < high; a context "
@@ -530,10 +664,10 @@ def permutation_indices(layer: Permutation, dim: int) -> list[int]:
 
 def _check_against_event(spec: FlowSpec) -> None:
     errors: list[tuple[str, str]] = []
-    if len(spec.event_shape) != 1:
+    if len(spec.event_shape) not in (1, 3):
         errors.append(
-            ("event_shape", "expected a vector event shape (D,); image event shapes "
-             f"(C, H, W) are not supported yet, got {_show(list(spec.event_shape))}")
+            ("event_shape", "expected a vector event shape (D,) or an image event shape "
+             f"(C, H, W), got {_show(list(spec.event_shape))}")
         )  # fmt: skip
         raise _from_errors(errors)
     if not spec.layers:
@@ -542,11 +676,45 @@ def _check_against_event(spec: FlowSpec) -> None:
         errors.append(("context_embedding", "expected context_dim > 0 (an embedding maps "
                        "the context), got context_dim 0"))  # fmt: skip
         raise _from_errors(errors)
+    if spec.context_dim and len(spec.event_shape) != 1:
+        raise _from_errors([("context_dim", "expected 0 for image events (conditional image "
+                             f"flows are not built yet), got {spec.context_dim}")])  # fmt: skip
     _check_ceilings(spec)
+    shape = tuple(spec.event_shape)
     for i, layer in enumerate(spec.layers):
-        errors.extend(layer.check(spec.dim, f"layers[{i}]"))
+        at = f"layers[{i}]"
+        if len(shape) not in layer.ranks:
+            want = " or ".join({1: "vector (D,)", 3: "image (C, H, W)"}[r] for r in layer.ranks)
+            errors.append((at, f"expected {want} events for a {layer.type} layer, got "
+                           f"events of shape {shape}"))  # fmt: skip
+            break
+        found = layer.check(shape, at)
+        errors.extend(found)
+        if found:
+            break  # the shapes after a layer that does not fit mean nothing
+        shape = layer.output_shape(shape)
     if errors:
         raise _from_errors(errors)
+    _check_param_count(spec)
+
+
+def layer_shapes(spec: FlowSpec) -> list[tuple[int, ...]]:
+    """The input event shape of each layer, in order (a squeeze changes it)."""
+    shapes, shape = [], tuple(spec.event_shape)
+    for layer in spec.layers:
+        shapes.append(shape)
+        shape = layer.output_shape(shape)
+    return shapes
+
+
+def _image_mask_channels(mask: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(channels in, channels out per parameter)`` of an image coupling's conditioner:
+    a checkerboard's reads and writes every channel, a channel mask's reads the passed
+    half and writes the transformed half."""
+    c = shape[0]
+    if mask.kind == "checkerboard":
+        return c, c
+    return c // 2, c - c // 2
 
 
 def _mask_sizes(mask: Any, dim: int) -> tuple[int, int]:
@@ -566,7 +734,8 @@ def param_count(spec: FlowSpec) -> int:
     """The number of weights in ``spec``'s flow, by arithmetic (nothing is allocated)."""
     embedding = spec.context_embedding
     own = embedding.param_count(spec.context_dim) if embedding is not None else 0
-    return own + sum(layer.param_count(spec.dim, spec.context_features) for layer in spec.layers)
+    return own + sum(layer.param_count(shape, spec.context_features)
+                     for layer, shape in zip(spec.layers, layer_shapes(spec), strict=True))  # fmt: skip
 
 
 def _check_ceilings(spec: FlowSpec) -> None:
@@ -575,7 +744,8 @@ def _check_ceilings(spec: FlowSpec) -> None:
     hint = "raise it with flowbridge.limits({}=...) if this is meant"
     errors = []
     if spec.dim > ceil.event_size:
-        errors.append(("event_shape[0]", f"expected at most {ceil.event_size} entries, got "
+        at = "event_shape[0]" if len(spec.event_shape) == 1 else "event_shape"
+        errors.append((at, f"expected at most {ceil.event_size} entries, got "
                        f"{spec.dim}; {hint.format('event_size')}"))  # fmt: skip
     if spec.context_dim > ceil.event_size:
         errors.append(("context_dim", f"expected at most {ceil.event_size}, got "
@@ -590,6 +760,14 @@ def _check_ceilings(spec: FlowSpec) -> None:
     nets = [(f"layers[{i}].conditioner", getattr(layer, "conditioner", None))
             for i, layer in enumerate(spec.layers)]  # fmt: skip
     for at, cond in [("context_embedding", embedding), *nets]:
+        if isinstance(cond, ResNetConditioner):
+            if cond.blocks > ceil.depth:
+                errors.append((f"{at}.blocks", f"expected at most {ceil.depth} blocks, got "
+                               f"{cond.blocks}; {hint.format('depth')}"))  # fmt: skip
+            if cond.channels > ceil.width:
+                errors.append((f"{at}.channels", f"expected at most {ceil.width} channels, "
+                               f"got {cond.channels}; {hint.format('width')}"))  # fmt: skip
+            continue
         if cond is None:
             continue
         if len(cond.hidden) > ceil.depth:
@@ -601,6 +779,11 @@ def _check_ceilings(spec: FlowSpec) -> None:
                                f"got {width}; {hint.format('width')}"))  # fmt: skip
     if errors:
         raise _from_errors(errors)
+
+
+def _check_param_count(spec: FlowSpec) -> None:
+    """The parameter ceiling, once every layer fits its event (so the count is defined)."""
+    ceil, hint = current(), "raise it with flowbridge.limits({}=...) if this is meant"
     count = param_count(spec)
     if count > ceil.params:
         raise _from_errors([("layers", f"expected at most {ceil.params} parameters in all, got "
@@ -617,7 +800,7 @@ def _path(loc: tuple) -> str:
             out += f"[{item}]"
             prev_index = True
             continue
-        if item in _TAGS and (prev_index or out.endswith(("mask", "scale"))):
+        if item in _TAGS and (prev_index or out.endswith(("mask", "scale", "conditioner"))):
             prev_index = False  # the discriminator's branch name, not a field
             continue
         out += f".{item}" if out else str(item)

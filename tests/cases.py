@@ -54,5 +54,46 @@ CASES = {
     "nice_preset_d5": lambda: fb.nice(5, hidden=(16, 16)),
     "realnvp_preset_d4_perm": lambda: fb.realnvp(4, hidden=(16,), permutation="random"),
     # shipped example specs
-    **{f"example_{p.stem}": (lambda p=p: fb.load_spec(p)) for p in sorted(EXAMPLES.iterdir())},
+    **{f"example_{p.stem}": (lambda p=p: fb.load_spec(p)) for p in sorted(EXAMPLES.iterdir())
+       if len(fb.load_spec(p).event_shape) == 1},
 }
+
+
+def _image(shape, *layers, name="image"):
+    return lambda: fb.FlowSpec(name=name, event_shape=shape, layers=list(layers))
+
+
+def _resnet(**kw):
+    return S.ResNetConditioner(**{"blocks": 1, "channels": 8, **kw})
+
+
+#: Image flows, events (C, H, W): one case per image layer, mask, parity and conditioner
+#: setting, plus RealNVP's scale block (3 checkerboard couplings, squeeze, 3 channel ones).
+IMAGE_CASES = {
+    "image_checkerboard_affine_c2_4x4": _image(
+        (2, 4, 4), S.AffineCoupling(mask=S.CheckerboardMask(), conditioner=_resnet())),
+    "image_checkerboard_odd_additive_c1_4x6_k1_tanh": _image(
+        (1, 4, 6), S.AdditiveCoupling(mask=S.CheckerboardMask(parity="odd"),
+                                      conditioner=_resnet(blocks=0, channels=4, kernel_size=1,
+                                                          activation="tanh"))),
+    "image_channel_last_sigmoid_c4_2x2_leaky": _image(
+        (4, 2, 2), S.AffineCoupling(mask=S.ChannelMask(part="last"), scale=S.SigmoidScale(),
+                                    conditioner=_resnet(blocks=2, channels=4,
+                                                        activation="leaky_relu"))),
+    "image_channel_first_soft_clamp_c3_4x4_k5": _image(
+        (3, 4, 4), S.AffineCoupling(mask=S.ChannelMask(), scale=S.SoftClampScale(bound=1.0),
+                                    conditioner=_resnet(kernel_size=5, activation="elu"))),
+    "image_squeeze_c1_4x6": _image((1, 4, 6), S.Squeeze()),
+    "image_scaling_c2_2x4": _image((2, 2, 4), S.Scaling()),
+    "image_scale_block_c1_4x4": _image(
+        (1, 4, 4),
+        *[S.AffineCoupling(mask=S.CheckerboardMask(parity=p), conditioner=_resnet(channels=6))
+          for p in ("even", "odd", "even")],
+        S.Squeeze(),
+        *[S.AffineCoupling(mask=S.ChannelMask(part=p), conditioner=_resnet(channels=6))
+          for p in ("first", "last", "first")],
+        S.Scaling()),
+    # shipped example specs with image events
+    **{f"example_{p.stem}": (lambda p=p: fb.load_spec(p)) for p in sorted(EXAMPLES.iterdir())
+       if len(fb.load_spec(p).event_shape) == 3},
+}  # fmt: skip

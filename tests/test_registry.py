@@ -11,9 +11,9 @@ from flowbridge import spec as S
 from flowbridge.backends import BACKENDS
 from flowbridge.layers import REGISTRY
 
-from .cases import CASES
+from .cases import CASES, IMAGE_CASES
 
-SPECS = [factory() for factory in CASES.values()]
+SPECS = [factory() for factory in [*CASES.values(), *IMAGE_CASES.values()]]
 LAYERS = [layer for spec in SPECS for layer in spec.layers]
 
 
@@ -38,10 +38,16 @@ def test_every_option_has_a_case():
     assert {la.mask.kind for la in couplings} == _literals_of_union(S.Mask)
     scales = {la.scale.kind for la in couplings if la.type == "affine_coupling"}
     assert scales == _literals_of_union(S.ScaleMap)
-    assert {la.conditioner.activation for la in couplings} == _literals(S.Conditioner, "activation")
+    mlps = [la for la in couplings if isinstance(la.conditioner, S.Conditioner)]
+    resnets = [la for la in couplings if isinstance(la.conditioner, S.ResNetConditioner)]
+    assert {la.conditioner.activation for la in mlps} == _literals(S.Conditioner, "activation")
+    assert len({la.conditioner.activation for la in resnets}) >= 4
+    assert {la.conditioner.blocks for la in resnets} >= {0, 1, 2}
+    assert {la.conditioner.kernel_size for la in resnets} >= {1, 3, 5}
     perms = {la.kind for la in LAYERS if la.type == "permutation"}
     assert perms == _literals(S.Permutation, "kind")
     assert {2, 3, 7, 64} <= {spec.dim for spec in SPECS}
+    assert {1, 2, 3, 4} <= {spec.event_shape[0] for spec in SPECS if len(spec.event_shape) == 3}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -76,10 +76,12 @@ BAD = [
      "passes at least one and transforms at least one of the 4 entries, got 4 passed"),
     (_layer(mask={"kind": "explicit", "values": [1, 0, 1, 0]}),
      "layers[0].mask.values[0]: expected true or false, got 1"),
-    (_layer(mask={"kind": "checkerboard"}), "layers[0].mask.kind: expected one of"),
+    (_layer(mask={"kind": "checkerboard"}), "layers[0].mask.kind: expected a half, split, "
+     "parity or explicit mask for events of shape (4,), got 'checkerboard'"),
+    (_layer(mask={"kind": "stripes"}), "layers[0].mask.kind: expected one of"),
     (_layer(extra=1), "layers[0].extra: unknown field, got 1"),
     ({"event_shape": [4], "layers": [{"type": "glow"}]}, "layers[0].type: expected one of "
-     "'additive_coupling', 'affine_coupling', 'scaling', 'permutation', got 'glow'"),
+     "'additive_coupling', 'affine_coupling', 'scaling', 'permutation', 'squeeze', got 'glow'"),
     ({"event_shape": [4], "layers": [{"mask": {}}]}, "layers[0]: expected a 'type' field"),
     ({"event_shape": [4], "layers": []}, "layers: expected at least one layer, got []"),
     ({"event_shape": [4]}, "layers: required field is missing"),
@@ -87,9 +89,9 @@ BAD = [
      "event_shape[0]: expected an integer, got '4'"),
     ({"event_shape": [0], "layers": [{"type": "scaling"}]},
      "event_shape[0]: expected a positive integer, got 0"),
-    ({"event_shape": [3, 8, 8], "layers": [{"type": "scaling"}]},
-     "event_shape: expected a vector event shape (D,); image event shapes (C, H, W) are not "
-     "supported yet, got [3, 8, 8]"),
+    ({"event_shape": [3, 8], "layers": [{"type": "scaling"}]},
+     "event_shape: expected a vector event shape (D,) or an image event shape (C, H, W), "
+     "got [3, 8]"),
     ({"event_shape": [1], "layers": [{"type": "additive_coupling"}]},
      "layers[0].mask: expected a mask that passes at least one"),
     ({"event_shape": [4], "layers": [{"type": "permutation", "kind": "random"}]},

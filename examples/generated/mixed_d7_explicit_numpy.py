@@ -97,15 +97,14 @@ def _float64(x):
     return np.asarray(x, dtype=np.float64)
 
 
-def _checked(layer, value, name):
-    """``value`` as float64 if it holds real numbers of shape (*batch, *event_shape); else
-    a TypeError or ValueError naming the expected shape (complex values are refused,
-    never cast)."""
+def _checked(layer, value, name, event):
+    """``value`` as float64 if it holds real numbers of shape (*batch, *event); else a
+    TypeError or ValueError naming the expected shape (complex values are refused, never
+    cast)."""
     where = f"{type(layer).__name__}: {name}"
     array = np.asarray(value)
     if array.dtype.kind not in "iuf":
         raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
-    event = layer.event_shape
     if array.ndim < len(event) or array.shape[array.ndim - len(event) :] != event:
         want = ", ".join(["*batch", *map(str, event)])
         raise ValueError(f"{where}: expected shape ({want}), got {array.shape}")
@@ -115,16 +114,17 @@ def _checked(layer, value, name):
 class _Layer:
     """The reference API shared by every layer: checked inputs, float64 throughout."""
 
-    def __init__(self, event_shape):
+    def __init__(self, event_shape, output_shape=None):
         self.event_shape = tuple(event_shape)
+        self.output_shape = tuple(output_shape or event_shape)
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        return self._forward_with_log_det(_checked(self, x, "x"))
+        return self._forward_with_log_det(_checked(self, x, "x", self.event_shape))
 
     def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
-        return self._inverse_with_log_det(_checked(self, y, "y"))
+        """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y", self.output_shape))
 
     def forward(self, x):
         return self.forward_with_log_det(x)[0]

@@ -109,9 +109,9 @@ class _Memo:
         self.forward = self.inverse = None
 
 
-def _checked(layer, value, name):
-    """``value`` as a tensor if it is real floating of shape (*batch, *event_shape) in
-    the layer's dtype; else a TypeError or ValueError naming the expected shape."""
+def _checked(layer, value, name, event):
+    """``value`` as a tensor if it is real floating of shape (*batch, *event) in the
+    layer's dtype; else a TypeError or ValueError naming the expected shape."""
     where = f"{type(layer).__name__}: {name}"
     if isinstance(value, tf.Tensor) or hasattr(value, "dtype") and hasattr(value, "shape"):
         dtype = tf.as_dtype(value.dtype)
@@ -124,7 +124,7 @@ def _checked(layer, value, name):
         raise TypeError(
             f"{where}: expected dtype {layer.dtype.name} (the layer's), got {value.dtype.name}"
         )
-    event, shape = layer.event_shape, value.shape
+    shape = value.shape
     want = ", ".join(["*batch", *map(str, event)])
     if shape.rank is not None:
         tail = tuple(shape[shape.rank - len(event) :]) if shape.rank >= len(event) else None
@@ -147,7 +147,7 @@ def _batched(fn, value, event_shape):
         return fn(value)
     out, log_det = fn(tf.reshape(value, [-1, *event_shape]))
     batch = tf.shape(value)[: tf.rank(value) - len(event_shape)]
-    out = tf.reshape(out, tf.shape(value))
+    out = tf.reshape(out, tf.concat([batch, tf.shape(out)[1:]], 0))
     return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
 
 
@@ -163,6 +163,17 @@ def _refuse_non_real(owner, value, name):
         raise TypeError(
             f"{type(owner).__name__}: {name}: expected real numbers, got dtype {dtype.name}"
         )
+    door = getattr(owner, "_fb_door", None)  # an image flow's event shapes, in its layout
+    shape = getattr(value, "shape", None)
+    if door is not None and shape is not None and tf.TensorShape(shape).rank is not None:
+        (shapes, layout), shape = door, tuple(tf.TensorShape(shape))
+        event = shapes[0] if name == "x" else shapes[1]
+        tail = shape[-3:]
+        wrong = [n is not None and n != e for n, e in zip(tail, event, strict=False)]
+        if len(tail) < 3 or any(wrong):
+            want = ", ".join(["*batch", *map(str, event)])
+            where = f"{type(owner).__name__}: {name}"
+            raise ValueError(f"{where}: expected shape ({want}) ({layout}), got {shape}")
 
 
 class _RealInputs:
@@ -211,13 +222,13 @@ class _Layer(_RealInputs, tfb.Bijector):
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        x = _checked(self, x, "x")
+        x = _checked(self, x, "x", self.event_shape)
         return _batched(self._forward_with_log_det, x, self.event_shape)
 
     def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
-        y = _checked(self, y, "y")
-        return _batched(self._inverse_with_log_det, y, self.event_shape)
+        """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
+        y = _checked(self, y, "y", self.output_shape)
+        return _batched(self._inverse_with_log_det, y, self.output_shape)
 
     def _memo(self):
         if "_fb_memo" not in self.__dict__:
@@ -278,7 +289,7 @@ class AdditiveCoupling(_Layer):
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "additive_coupling") as name:
-            self.event_shape = tuple(event_shape)
+            self.event_shape = self.output_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
             self.trans_idx = tf.constant(trans_idx, dtype=tf.int32)
@@ -369,7 +380,7 @@ class Permutation(_Layer):
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "permutation") as name:
-            self.event_shape = tuple(event_shape)
+            self.event_shape = self.output_shape = tuple(event_shape)
             self.indices = tf.constant(indices, dtype=tf.int32)
             self.inverse_indices = tf.constant(inverse_indices, dtype=tf.int32)
             super().__init__(
@@ -427,7 +438,7 @@ class AffineCouplingDepth1GeluExp(_Layer):
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
-            self.event_shape = tuple(event_shape)
+            self.event_shape = self.output_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.n_trans = n_trans
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
@@ -524,7 +535,7 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "affine_coupling") as name:
-            self.event_shape = tuple(event_shape)
+            self.event_shape = self.output_shape = tuple(event_shape)
             self.kernels, self.biases = _dense(sizes, init, dtype, weights)
             self.n_trans = n_trans
             self.pass_idx = tf.constant(pass_idx, dtype=tf.int32)
@@ -605,7 +616,7 @@ class Scaling(_Layer):
     ):
         parameters = dict(locals())
         with tf.name_scope(name or "scaling") as name:
-            self.event_shape = tuple(event_shape)
+            self.event_shape = self.output_shape = tuple(event_shape)
             start = _initial(weights, init, "log_scale", event_shape, dtype)
             self.log_scale = tf.Variable(start, name="log_scale")
             super().__init__(

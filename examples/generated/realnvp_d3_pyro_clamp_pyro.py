@@ -119,15 +119,14 @@ def _dense(sizes, init, prefix="conditioner."):
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
-def _checked(layer, value, name):
-    """``value`` if it is a real floating tensor of shape (*batch, *event_shape) in the
-    layer's dtype and device; else a TypeError or ValueError naming the expected shape."""
+def _checked(layer, value, name, event):
+    """``value`` if it is a real floating tensor of shape (*batch, *event) in the layer's
+    dtype and device; else a TypeError or ValueError naming the expected shape."""
     where = f"{type(layer).__name__}: {name}"
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor, got {type(value).__name__}")
     if not value.dtype.is_floating_point:
         raise TypeError(f"{where}: expected a real floating-point tensor, got dtype {value.dtype}")
-    event = layer.event_shape
     if value.dim() < len(event) or tuple(value.shape[value.dim() - len(event) :]) != event:
         want = ", ".join(["*batch", *map(str, event)])
         raise ValueError(f"{where}: expected shape ({want}), got {tuple(value.shape)}")
@@ -149,18 +148,25 @@ class _Layer(TransformModule):
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, event_shape):
+    def __init__(self, event_shape, output_shape=None):
         super().__init__(cache_size=1)
         self.event_shape = tuple(event_shape)
+        self.output_shape = tuple(output_shape or event_shape)
         self._cached_log_det = None
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        return self._forward_with_log_det(_checked(self, x, "x"))
+        return self._forward_with_log_det(_checked(self, x, "x", self.event_shape))
 
     def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
-        return self._inverse_with_log_det(_checked(self, y, "y"))
+        """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y", self.output_shape))
+
+    def forward_shape(self, shape):
+        return tuple(shape[: len(shape) - len(self.event_shape)]) + self.output_shape
+
+    def inverse_shape(self, shape):
+        return tuple(shape[: len(shape) - len(self.output_shape)]) + self.event_shape
 
     def _call(self, x):
         y, log_det = self.forward_with_log_det(x)

@@ -6,6 +6,7 @@ from ...codegen import (
     CONTEXT_METHODS,
     block,
     call,
+    changes_shape,
     embed_methods,
     neutral_params_function,
     neutral_params_method,
@@ -20,6 +21,7 @@ flow.forward_log_det_jacobian(x); flow.inverse_log_det_jacobian(y).
 Every input is converted to float64; the flow has no state besides its weights."""
 
 IMPORTS = "import numpy as np"
+IMAGE_SHAPES = "Shapes: images are (*batch, C, H, W), channels first; log-dets are (*batch,)."
 
 #: IR op -> NumPy expression; ``{0}``, ``{1}`` are arguments, ``{name}`` attributes.
 OPS = {
@@ -37,6 +39,9 @@ OPS = {
     "elu": "np.where({0} > 0, {0}, np.expm1(np.minimum({0}, 0.0)))",
     "erf": "_erf({0})",
     "linear": "np.matmul({0}, {1}) + {2}",
+    "conv2d": "_conv2d({0}, {1}, {2})",
+    "squeeze2x2": "_squeeze2x2({0})",
+    "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
     "take": "np.take({0}, {1}, axis={axis})",
     "concat": "np.concatenate([{0}, {1}], axis={axis})",
@@ -49,6 +54,46 @@ OPS = {
 OP_IMPORTS = {"erf": "import math"}
 OP_HELPERS = {
     "erf": '''_erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64''',
+    "conv2d": '''def _conv(sizes, kernel_size, init, rng):
+    """Convolutions sizes[0] -> ... -> sizes[-1] channels, kernels (k, k, in, out), each
+    weight started by its bound in ``init`` (the layer's entries of PARAM_INIT)."""
+    kernels, biases = [], []
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        shape = (kernel_size, kernel_size, n_in, n_out)
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], shape, rng))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,), rng))
+    return kernels, biases
+
+
+def _conv2d(x, kernel, bias):
+    """Stride-1 "same" cross-correlation: x (*batch, C_in, H, W), kernel (k, k, C_in,
+    C_out), bias (C_out,) -> (*batch, C_out, H, W), summed tap by tap in float64."""
+    k, height, width = kernel.shape[0], x.shape[-2], x.shape[-1]
+    pad = [(0, 0)] * (x.ndim - 2) + [(k // 2, k // 2)] * 2
+    padded = np.pad(x, pad)
+    out = np.zeros(x.shape[:-3] + (kernel.shape[3], height, width))
+    for i in range(k):
+        for j in range(k):
+            window = padded[..., i : i + height, j : j + width]
+            out += np.einsum("...chw,co->...ohw", window, kernel[i, j])
+    return out + bias[:, None, None]''',
+    "squeeze2x2": '''def _squeeze2x2(x):
+    """(*batch, C, H, W) -> (*batch, 4C, H/2, W/2): y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]."""
+    c, height, width = x.shape[-3:]
+    y = x.reshape(-1, c, height // 2, 2, width // 2, 2).transpose(0, 1, 3, 5, 2, 4)
+    return y.reshape(x.shape[:-3] + (4 * c, height // 2, width // 2))''',
+    "unsqueeze2x2": '''def _unsqueeze2x2(y):
+    """The inverse of a 2x2 squeeze: (*batch, 4C, H/2, W/2) -> (*batch, C, H, W)."""
+    c4, height, width = y.shape[-3:]
+    x = y.reshape(-1, c4 // 4, 2, 2, height, width).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(y.shape[:-3] + (c4 // 4, 2 * height, 2 * width))''',
+}
+FIELD_HELPERS = {
+    "checkerboard": '''def _checkerboard(event_shape, parity):
+    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
+    _, height, width = event_shape
+    h, w = np.arange(height)[:, None], np.arange(width)[None, :]
+    return ((h + w) % 2 == parity).astype(np.float64)[None]''',
 }
 
 HELPERS = '''def _initial(bound, shape, rng):
@@ -72,15 +117,14 @@ def _float64(x):
     return np.asarray(x, dtype=np.float64)
 
 
-def _checked(layer, value, name):
-    """``value`` as float64 if it holds real numbers of shape (*batch, *event_shape); else
-    a TypeError or ValueError naming the expected shape (complex values are refused,
-    never cast)."""
+def _checked(layer, value, name, event):
+    """``value`` as float64 if it holds real numbers of shape (*batch, *event); else a
+    TypeError or ValueError naming the expected shape (complex values are refused, never
+    cast)."""
     where = f"{type(layer).__name__}: {name}"
     array = np.asarray(value)
     if array.dtype.kind not in "iuf":
         raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
-    event = layer.event_shape
     if array.ndim < len(event) or array.shape[array.ndim - len(event) :] != event:
         want = ", ".join(["*batch", *map(str, event)])
         raise ValueError(f"{where}: expected shape ({want}), got {array.shape}")
@@ -90,16 +134,17 @@ def _checked(layer, value, name):
 class _Layer:
     """The reference API shared by every layer: checked inputs, float64 throughout."""
 
-    def __init__(self, event_shape):
+    def __init__(self, event_shape, output_shape=None):
         self.event_shape = tuple(event_shape)
+        self.output_shape = tuple(output_shape or event_shape)
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        return self._forward_with_log_det(_checked(self, x, "x"))
+        return self._forward_with_log_det(_checked(self, x, "x", self.event_shape))
 
     def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
-        return self._inverse_with_log_det(_checked(self, y, "y"))
+        """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y", self.output_shape))
 
     def forward(self, x):
         return self.forward_with_log_det(x)[0]
@@ -180,6 +225,8 @@ EMBEDDING_HELPERS = '''def _checked_embedding_input(embedding, context):
 
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, rng)",
+    "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init, rng)",
+    "checkerboard": "self.{name} = _checkerboard(event_shape, parity)",
     "vector": 'self.{name} = _initial(init["{name}"], event_shape, rng)',
     "index": "self.{name} = np.asarray({name}, dtype=np.intp)",
     "int": "self.{name} = {name}",
@@ -188,15 +235,16 @@ _FIELD_INIT = {
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
-    uses_rng = any(f.kind in ("dense", "vector") for f in plan.fields)
+    uses_rng = any(f.kind in ("dense", "conv", "vector") for f in plan.fields)
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
+    out = ["output_shape"] if plan.output_shape != plan.event_shape else []
     return "\n".join([
         f"class {name}({base}):",
         f'    """{plan.doc}\n    """',
         "",
-        signature("__init__", ["self", "*", *plan.args, "event_shape", *ctx, "init", "rng=None"],
-                  1),
-        block([f"super().__init__({', '.join(['event_shape', *ctx])})"]
+        signature("__init__", ["self", "*", *plan.args, "event_shape", *out, *ctx, "init",
+                               "rng=None"], 1),  # fmt: skip
+        block([f"super().__init__({', '.join(['event_shape', *out, *ctx])})"]
               + ["rng = rng if rng is not None else np.random.default_rng(0)"] * uses_rng
               + init, 2),  # fmt: skip
         "",
@@ -242,7 +290,7 @@ _FLOW = '''class Flow(_Layer):
     """The layers applied first to last; log-dets add up."""
 
     def __init__(self, layers):
-        super().__init__(EVENT_SHAPE)
+        super().__init__({shapes})
         self.layers = list(layers)
 
     def _forward_with_log_det(self, x):
@@ -298,7 +346,8 @@ def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
         own = "\n    " + call(
             "embedding = ContextEmbedding", embedding.args,
             {"init": '_under(PARAM_INIT, "context_embedding.")', "rng": "rng"}, 4)  # fmt: skip
-    return flow_class.format(n=n) + f'''
+    shapes = "EVENT_SHAPE, OUTPUT_SHAPE" if changes_shape(spec, calls) else "EVENT_SHAPE"
+    return flow_class.format(n=n, shapes=shapes) + f'''
 
 
 def build_flow(params=None, seed=0):

@@ -55,12 +55,13 @@ def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.nda
 
 
 def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
-    n, d = x.shape
-    eye = np.eye(d) * STEP
-    # (n, d, d): rows perturbed one coordinate at a time; jac[k, :, i] = dy/dx_i; each row
-    # keeps its own context
+    n, event = len(x), x.shape[1:]
+    d = x[0].size
+    eye = (np.eye(d) * STEP).reshape(d, *event)
+    # (n, d, *event): rows perturbed one coordinate at a time; jac[k, :, i] = dy/dx_i;
+    # each row keeps its own context
     given = () if context is None else (np.array(context, dtype=np.float64)[:, None, :],)
-    plus = flow.forward(x[:, None, :] + eye, *given)
-    minus = flow.forward(x[:, None, :] - eye, *given)
+    plus = flow.forward(x[:, None] + eye, *given).reshape(n, d, -1)
+    minus = flow.forward(x[:, None] - eye, *given).reshape(n, d, -1)
     jac = np.swapaxes((plus - minus) / (2 * STEP), 1, 2)
     return np.linalg.slogdet(jac)[1]

@@ -15,6 +15,7 @@ from ...codegen import (
 from ...layers import Plan
 
 TITLE = "Pyro TransformModules"
+IMAGE_SHAPES = "Shapes: images are (*batch, C, H, W), channels first; log-dets are (*batch,)."
 USAGE = """Use: flow = build_flow(params); flow(x); flow.inv(y); flow.log_abs_det_jacobian(x, y).
 The flow is a pyro ComposeTransformModule: pass it to dist.TransformedDistribution or
 AutoNormalizingFlow, register it with pyro.module, move it with .to(device, dtype)."""
@@ -39,6 +40,9 @@ OPS = {
     "elu": "torch.nn.functional.elu({0})",
     "erf": "torch.erf({0})",
     "linear": "torch.nn.functional.linear({0}, {1}.T, {2})",  # fused addmm, as nn.Linear
+    "conv2d": "_conv2d({0}, {1}, {2})",
+    "squeeze2x2": "_squeeze2x2({0})",
+    "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
     "take": "{0}.index_select({axis}, {1})",
     "concat": "torch.cat([{0}, {1}], dim={axis})",
@@ -50,9 +54,44 @@ OPS = {
 }
 OP_IMPORTS: dict[str, str] = {}
 OP_HELPERS = {
+    "conv2d": '''def _conv(sizes, kernel_size, init):
+    """Convolutions sizes[0] -> ... -> sizes[-1] channels, each weight started by its
+    bound in ``init`` (the layer's entries of PARAM_INIT). Kernels are stored in torch's
+    (out, in, k, k) layout; neutral_params gives them as (k, k, in, out) views."""
+    kernels, biases = [], []
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        shape = (n_out, n_in, kernel_size, kernel_size)
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], shape))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,)))
+    return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
+
+
+def _conv2d(x, kernel, bias):
+    """Stride-1 "same" convolution of x (*batch, C_in, H, W) with a (C_out, C_in, k, k)
+    kernel: (*batch, C_out, H, W)."""
+    out = torch.nn.functional.conv2d(x.reshape(-1, *x.shape[-3:]), kernel, bias, padding="same")
+    return out.reshape(*x.shape[:-3], *out.shape[-3:])''',
+    "squeeze2x2": '''def _squeeze2x2(x):
+    """(*batch, C, H, W) -> (*batch, 4C, H/2, W/2): y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]."""
+    c, height, width = x.shape[-3:]
+    y = x.reshape(-1, c, height // 2, 2, width // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return y.reshape(*x.shape[:-3], 4 * c, height // 2, width // 2)''',
+    "unsqueeze2x2": '''def _unsqueeze2x2(y):
+    """The inverse of a 2x2 squeeze: (*batch, 4C, H/2, W/2) -> (*batch, C, H, W)."""
+    c4, height, width = y.shape[-3:]
+    x = y.reshape(-1, c4 // 4, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(*y.shape[:-3], c4 // 4, 2 * height, 2 * width)''',
     "clamp_st": '''def _clamp_straight_through(x, low, high):
     """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
     return x.detach().clamp(low, high) + (x - x.detach())''',
+}
+
+FIELD_HELPERS = {
+    "checkerboard": '''def _checkerboard(event_shape, parity):
+    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
+    _, height, width = event_shape
+    h, w = torch.arange(height)[:, None], torch.arange(width)[None, :]
+    return ((h + w) % 2 == parity).to(torch.get_default_dtype())[None]''',
 }
 
 HELPERS = '''def _initial(bound, shape):
@@ -72,15 +111,14 @@ def _dense(sizes, init, prefix="conditioner."):
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
-def _checked(layer, value, name):
-    """``value`` if it is a real floating tensor of shape (*batch, *event_shape) in the
-    layer's dtype and device; else a TypeError or ValueError naming the expected shape."""
+def _checked(layer, value, name, event):
+    """``value`` if it is a real floating tensor of shape (*batch, *event) in the layer's
+    dtype and device; else a TypeError or ValueError naming the expected shape."""
     where = f"{type(layer).__name__}: {name}"
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor, got {type(value).__name__}")
     if not value.dtype.is_floating_point:
         raise TypeError(f"{where}: expected a real floating-point tensor, got dtype {value.dtype}")
-    event = layer.event_shape
     if value.dim() < len(event) or tuple(value.shape[value.dim() - len(event) :]) != event:
         want = ", ".join(["*batch", *map(str, event)])
         raise ValueError(f"{where}: expected shape ({want}), got {tuple(value.shape)}")
@@ -102,18 +140,25 @@ class _Layer(TransformModule):
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, event_shape):
+    def __init__(self, event_shape, output_shape=None):
         super().__init__(cache_size=1)
         self.event_shape = tuple(event_shape)
+        self.output_shape = tuple(output_shape or event_shape)
         self._cached_log_det = None
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        return self._forward_with_log_det(_checked(self, x, "x"))
+        return self._forward_with_log_det(_checked(self, x, "x", self.event_shape))
 
     def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
-        return self._inverse_with_log_det(_checked(self, y, "y"))
+        """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y", self.output_shape))
+
+    def forward_shape(self, shape):
+        return tuple(shape[: len(shape) - len(self.event_shape)]) + self.output_shape
+
+    def inverse_shape(self, shape):
+        return tuple(shape[: len(shape) - len(self.output_shape)]) + self.event_shape
 
     def _call(self, x):
         y, log_det = self.forward_with_log_det(x)
@@ -182,7 +227,7 @@ class _ConditionalLayer(ConditionalTransformModule):
 
     def __init__(self, event_shape, context_dim):
         super().__init__()
-        self.event_shape = tuple(event_shape)
+        self.event_shape = self.output_shape = tuple(event_shape)
         self.context_dim = context_dim
 
 ''' + CONTEXT_METHODS + '''
@@ -268,6 +313,8 @@ def embedding_class(plan, body: list[str]) -> str:
 
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init)",
+    "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init)",
+    "checkerboard": 'self.register_buffer("{name}", _checkerboard(event_shape, parity))',
     "vector": 'self.{name} = _initial(init["{name}"], event_shape)',
     "index": 'self.register_buffer("{name}", torch.tensor({name}, dtype=torch.long))',
     "int": "self.{name} = {name}",
@@ -283,6 +330,7 @@ def _real(shape: tuple[int, ...]) -> str:
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
+    out = ["output_shape"] if plan.output_shape != plan.event_shape else []
     domains = []  # _Layer's are real vectors; other event ranks say their own
     if (len(plan.event_shape), len(plan.output_shape)) != (1, 1):
         domains = [f"    domain = {_real(plan.event_shape)}",
@@ -292,12 +340,12 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
         f'    """{plan.doc}\n    """',
         "",
         *domains,
-        signature("__init__", ["self", "*", *plan.args, "event_shape", *ctx, "init"], 1),
-        block([f"super().__init__({', '.join(['event_shape', *ctx])})", *init], 2),
+        signature("__init__", ["self", "*", *plan.args, "event_shape", *out, *ctx, "init"], 1),
+        block([f"super().__init__({', '.join(['event_shape', *out, *ctx])})", *init], 2),
         "",
         traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context)),
         "",
-        neutral_params_method(plan),
+        neutral_params_method(plan, "kernel.permute(2, 3, 1, 0)"),
     ])  # fmt: skip
 
 

@@ -102,7 +102,7 @@ def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.nda
 
 
 def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
-    """log|det| of the autodiff Jacobian of ``flow`` at each row of ``x`` (n, D) (at
+    """log|det| of the autodiff Jacobian of ``flow`` at each row of ``x`` (n, *event) (at
     that row's context)."""
     import torch
 
@@ -110,5 +110,6 @@ def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> 
     for k, row in enumerate(x):
         at = _at(flow, None if context is None else context[k])
         jac = torch.autograd.functional.jacobian(lambda v, at=at: at(v), _tensor(flow, row))
-        out.append(torch.linalg.slogdet(jac.double().cpu())[1].item())
+        square = jac.reshape(jac.numel() // row.size, row.size)  # (*out, *in) -> (D, D)
+        out.append(torch.linalg.slogdet(square.double().cpu())[1].item())
     return np.array(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...codegen import (
     block,
     call,
+    changes_shape,
     embed_methods,
     neutral_params_function,
     neutral_params_method,
@@ -14,6 +15,10 @@ from ...codegen import (
 from ...layers import Plan
 
 TITLE = "TensorFlow Probability bijectors"
+IMAGE_SHAPES = """Shapes: images are (*batch, H, W, C) (build_flow's default data_format="channels_last")
+or (*batch, C, H, W) (data_format="channels_first"); log-dets are (*batch,). Each layer
+computes channels first (the neutral layout) and takes (*batch, C, H, W): the flow puts a
+tfb.Transpose at each end for channels-last data."""
 USAGE = """Use: flow = build_flow(params, dtype=tf.float32); flow.forward(x); flow.inverse(y);
 flow.forward_log_det_jacobian(x, event_ndims={event_ndims}). The flow is a tfb.Chain whose layers
 apply in PARAM_SHAPES order (the Chain lists them reversed); every weight is a
@@ -44,6 +49,9 @@ OPS = {
     "elu": "tf.nn.elu({0})",
     "erf": "tf.math.erf({0})",
     "linear": "tf.linalg.matmul({0}, {1}) + {2}",
+    "conv2d": "_conv2d({0}, {1}, {2})",
+    "squeeze2x2": "_squeeze2x2({0})",
+    "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
     "take": "tf.gather({0}, {1}, axis={axis})",
     "concat": "tf.concat([{0}, {1}], axis={axis})",
@@ -55,6 +63,41 @@ OPS = {
 }
 OP_IMPORTS: dict[str, str] = {}
 OP_HELPERS = {
+    "conv2d": '''def _conv(sizes, kernel_size, init, dtype, weights=None):
+    """Convolutions sizes[0] -> ... -> sizes[-1] channels, kernels (k, k, in, out) (TF's
+    layout, the neutral one), each weight started by its bound in ``init`` unless
+    ``weights`` (neutral local names -> arrays) gives its initial value."""
+    kernels, biases = [], []
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        shape = [kernel_size, kernel_size, n_in, n_out]
+        kernel = _initial(weights, init, f"conditioner.{j}.kernel", shape, dtype)
+        bias = _initial(weights, init, f"conditioner.{j}.bias", [n_out], dtype)
+        kernels.append(tf.Variable(kernel, name=f"kernel_{j}"))
+        biases.append(tf.Variable(bias, name=f"bias_{j}"))
+    return kernels, biases
+
+
+def _conv2d(x, kernel, bias):
+    """Stride-1 "same" convolution of x (*batch, C_in, H, W) with a (k, k, C_in, C_out)
+    kernel: (*batch, C_out, H, W). tf.nn.conv2d runs channels last on the CPU, so x is
+    transposed in and out."""
+    shape = tf.shape(x)
+    flat = tf.reshape(x, tf.concat([[-1], shape[-3:]], 0))
+    out = tf.nn.conv2d(tf.transpose(flat, [0, 2, 3, 1]), kernel, 1, "SAME") + bias
+    out = tf.transpose(out, [0, 3, 1, 2])
+    return tf.reshape(out, tf.concat([shape[:-3], tf.shape(out)[1:]], 0))''',
+    "squeeze2x2": '''def _squeeze2x2(x):
+    """(*batch, C, H, W) -> (*batch, 4C, H/2, W/2): y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]."""
+    c, height, width = x.shape[-3:]
+    y = tf.reshape(x, [-1, c, height // 2, 2, width // 2, 2])
+    y = tf.transpose(y, [0, 1, 3, 5, 2, 4])
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-3], [4 * c, height // 2, width // 2]], 0))''',
+    "unsqueeze2x2": '''def _unsqueeze2x2(y):
+    """The inverse of a 2x2 squeeze: (*batch, 4C, H/2, W/2) -> (*batch, C, H, W)."""
+    c4, height, width = y.shape[-3:]
+    x = tf.reshape(y, [-1, c4 // 4, 2, 2, height, width])
+    x = tf.transpose(x, [0, 1, 4, 2, 5, 3])
+    return tf.reshape(x, tf.concat([tf.shape(y)[:-3], [c4 // 4, 2 * height, 2 * width]], 0))''',
     "broadcast_batch": '''def _broadcast_batch(context, like, event_ndims):
     """``context`` (*b, C) broadcast to the batch shape of ``like``: (*batch, C)."""
     batch = tf.shape(like)[: tf.rank(like) - event_ndims]
@@ -63,6 +106,38 @@ OP_HELPERS = {
     """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))''',
 }
+
+FIELD_HELPERS = {
+    "checkerboard": '''def _checkerboard(event_shape, parity, dtype):
+    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
+    _, height, width = event_shape
+    h, w = tf.range(height)[:, None], tf.range(width)[None, :]
+    return tf.cast((h + w) % 2 == parity, dtype)[None]''',
+}
+
+#: Helpers of a module with a layer whose output event shape differs from its input's.
+SHAPE_HELPERS = '''def _moved_shape(shape, old, new):
+    """A TensorShape whose trailing ``old`` event shape is replaced by ``new``."""
+    if shape.rank is None:
+        return tf.TensorShape(None)
+    return shape[: shape.rank - len(old)].concatenate(new)
+
+
+def _moved_shape_tensor(shape, old, new):
+    """The same for a shape tensor."""
+    return tf.concat([shape[: tf.size(shape) - len(old)], tf.constant(new, shape.dtype)], 0)'''
+
+_SHAPE_METHODS = '''    def _forward_event_shape(self, input_shape):
+        return _moved_shape(input_shape, self.event_shape, self.output_shape)
+
+    def _forward_event_shape_tensor(self, input_shape):
+        return _moved_shape_tensor(input_shape, self.event_shape, self.output_shape)
+
+    def _inverse_event_shape(self, output_shape):
+        return _moved_shape(output_shape, self.output_shape, self.event_shape)
+
+    def _inverse_event_shape_tensor(self, output_shape):
+        return _moved_shape_tensor(output_shape, self.output_shape, self.event_shape)'''
 
 HELPERS = '''def _initial(weights, init, name, shape, dtype):
     """A weight's initial value: ``weights[name]`` when given (so the values hold in TF1
@@ -97,9 +172,9 @@ class _Memo:
         self.forward = self.inverse = None
 
 
-def _checked(layer, value, name):
-    """``value`` as a tensor if it is real floating of shape (*batch, *event_shape) in
-    the layer's dtype; else a TypeError or ValueError naming the expected shape."""
+def _checked(layer, value, name, event):
+    """``value`` as a tensor if it is real floating of shape (*batch, *event) in the
+    layer's dtype; else a TypeError or ValueError naming the expected shape."""
     where = f"{type(layer).__name__}: {name}"
     if isinstance(value, tf.Tensor) or hasattr(value, "dtype") and hasattr(value, "shape"):
         dtype = tf.as_dtype(value.dtype)
@@ -112,7 +187,7 @@ def _checked(layer, value, name):
         raise TypeError(
             f"{where}: expected dtype {layer.dtype.name} (the layer's), got {value.dtype.name}"
         )
-    event, shape = layer.event_shape, value.shape
+    shape = value.shape
     want = ", ".join(["*batch", *map(str, event)])
     if shape.rank is not None:
         tail = tuple(shape[shape.rank - len(event) :]) if shape.rank >= len(event) else None
@@ -135,7 +210,7 @@ def _batched(fn, value, event_shape):
         return fn(value)
     out, log_det = fn(tf.reshape(value, [-1, *event_shape]))
     batch = tf.shape(value)[: tf.rank(value) - len(event_shape)]
-    out = tf.reshape(out, tf.shape(value))
+    out = tf.reshape(out, tf.concat([batch, tf.shape(out)[1:]], 0))
     return out, log_det if log_det.shape.rank == 0 else tf.reshape(log_det, batch)
 
 
@@ -151,6 +226,17 @@ def _refuse_non_real(owner, value, name):
         raise TypeError(
             f"{type(owner).__name__}: {name}: expected real numbers, got dtype {dtype.name}"
         )
+    door = getattr(owner, "_fb_door", None)  # an image flow's event shapes, in its layout
+    shape = getattr(value, "shape", None)
+    if door is not None and shape is not None and tf.TensorShape(shape).rank is not None:
+        (shapes, layout), shape = door, tuple(tf.TensorShape(shape))
+        event = shapes[0] if name == "x" else shapes[1]
+        tail = shape[-3:]
+        wrong = [n is not None and n != e for n, e in zip(tail, event, strict=False)]
+        if len(tail) < 3 or any(wrong):
+            want = ", ".join(["*batch", *map(str, event)])
+            where = f"{type(owner).__name__}: {name}"
+            raise ValueError(f"{where}: expected shape ({want}) ({layout}), got {shape}")
 
 
 class _RealInputs:
@@ -199,13 +285,13 @@ class _Layer(_RealInputs, tfb.Bijector):
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        x = _checked(self, x, "x")
+        x = _checked(self, x, "x", self.event_shape)
         return _batched(self._forward_with_log_det, x, self.event_shape)
 
     def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of shape (*batch, *event_shape)."""
-        y = _checked(self, y, "y")
-        return _batched(self._inverse_with_log_det, y, self.event_shape)
+        """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
+        y = _checked(self, y, "y", self.output_shape)
+        return _batched(self._inverse_with_log_det, y, self.output_shape)
 
     def _memo(self):
         if "_fb_memo" not in self.__dict__:
@@ -292,13 +378,13 @@ class _ConditionalLayer(_Layer):
 
     def forward_with_log_det(self, x, context):
         """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
-        x = _checked(self, x, "x")
+        x = _checked(self, x, "x", self.event_shape)
         context = self._rows(_checked_context(self, context, x), x)
         return _batched(lambda v: self._forward_with_log_det(v, context), x, self.event_shape)
 
     def inverse_with_log_det(self, y, context):
         """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
-        y = _checked(self, y, "y")
+        y = _checked(self, y, "y", self.output_shape)
         context = self._rows(_checked_context(self, context, y), y)
         return _batched(lambda v: self._inverse_with_log_det(v, context), y, self.event_shape)
 
@@ -450,6 +536,8 @@ def embedding_class(plan, body: list[str]) -> str:
 
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, dtype, weights)",
+    "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init, dtype, weights)",
+    "checkerboard": "self.{name} = _checkerboard(event_shape, parity, dtype)",
     "vector": (
         'start = _initial(weights, init, "{name}", event_shape, dtype)\n'
         'self.{name} = tf.Variable(start, name="{name}")'
@@ -463,8 +551,12 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
     init = [ln for f in plan.fields for ln in _FIELD_INIT[f.kind].format(name=f.name).split("\n")]
     const = plan.constant_jacobian
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
-    params = ["self", "*", *plan.args, "event_shape", *ctx, "init", "dtype=tf.float32",
+    moves = plan.output_shape != plan.event_shape
+    out = ["output_shape"] * moves
+    params = ["self", "*", *plan.args, "event_shape", *out, *ctx, "init", "dtype=tf.float32",
               "weights=None", "validate_args=False", "name=None"]  # fmt: skip
+    shapes = ("    self.event_shape, self.output_shape = tuple(event_shape), tuple(output_shape)"
+              if moves else "    self.event_shape = self.output_shape = tuple(event_shape)")
     return "\n".join([
         f"class {name}({base}):",
         f'    """{plan.doc}\n    """',
@@ -473,7 +565,7 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
         block([
             "parameters = dict(locals())",
             f'with tf.name_scope(name or "{_snake(plan.class_name)}") as name:',
-            "    self.event_shape = tuple(event_shape)",
+            shapes,
             *["    self.context_dim = context_dim"] * bool(plan.context),
             *("    " + ln for ln in init),
             "    super().__init__(",
@@ -486,10 +578,38 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
             "    )",
         ], 2),
         "",
+        *([_SHAPE_METHODS, ""] if moves else []),
         traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context)),
         "",
         neutral_params_method(plan),
     ])  # fmt: skip
+
+
+_LAYOUT_CHECK = '''
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            f"data_format: expected 'channels_last' or 'channels_first', got {data_format!r}"
+        )'''
+
+_LAYOUT_DOOR = '''
+    bijectors = list(reversed(layers))
+    if data_format == "channels_last":  # (*batch, H, W, C) in and out; the layers: (C, H, W)
+        bijectors = [tfb.Transpose(perm=[1, 2, 0]), *bijectors, tfb.Transpose(perm=[2, 0, 1])]'''
+
+_DOOR_SHAPES = '''
+    shapes = (EVENT_SHAPE, {output})
+    if data_format == "channels_last":
+        shapes = tuple((h, w, c) for c, h, w in shapes)
+    flow._fb_door = (shapes, data_format)  # the public calls check inputs against these'''
+
+_LAYERS_OF = '''def layers_of(flow):
+    """The layers of a flow made by build_flow, in application order."""
+    return list(reversed(flow.bijectors))'''
+
+_IMAGE_LAYERS_OF = '''def layers_of(flow):
+    """The layers of a flow made by build_flow, in application order (without the
+    layout's transposes)."""
+    return [b for b in reversed(flow.bijectors) if not isinstance(b, tfb.Transpose)]'''
 
 
 def _snake(name: str) -> str:
@@ -510,10 +630,19 @@ def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
             "init": '_under(PARAM_INIT, "context_embedding.")', "dtype": "dtype",
             "weights": '_under(params if params is not None else {}, "context_embedding.")',
         }, 4)  # fmt: skip
-    return f'''def build_flow(params=None, dtype=tf.float32):
+    image = len(spec.event_shape) == 3
+    signature, layout, door = "params=None, dtype=tf.float32", "", ""
+    if image:
+        signature += ', data_format="channels_last"'
+        layout = _LAYOUT_CHECK
+        make = make.replace("list(reversed(layers))", "bijectors")
+        own += _LAYOUT_DOOR
+        output = "OUTPUT_SHAPE" if changes_shape(spec, calls) else "EVENT_SHAPE"
+        door = _DOOR_SHAPES.format(output=output)
+    return f'''def build_flow({signature}):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
-    The weights are the variables' initial values, so they hold in TF1 graph mode too."""
+    The weights are the variables' initial values, so they hold in TF1 graph mode too."""{layout}
     init = _per_layer(PARAM_INIT, {len(calls)})
     weights = _per_layer(params if params is not None else {{}}, {len(calls)})
     # Long index lists stay compact:
@@ -522,15 +651,13 @@ def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
 {layers}
     ]
     # fmt: on{own}
-    flow = {make}
+    flow = {make}{door}
     if params is not None:
         load_neutral_params(flow, params)
     return flow
 
 
-def layers_of(flow):
-    """The layers of a flow made by build_flow, in application order."""
-    return list(reversed(flow.bijectors))
+{_IMAGE_LAYERS_OF if image else _LAYERS_OF}
 
 
 {neutral_params_function("layers_of(flow)", embedding is not None, "tf.Variable", "")}

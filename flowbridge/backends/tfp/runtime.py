@@ -19,9 +19,14 @@ def prepare() -> None:
 
 
 def layers_of(flow) -> list:
-    """The layers of a flow in application order (a Chain lists them reversed)."""
+    """The layers of a flow in application order (a Chain lists them reversed), without
+    an image flow's layout transposes."""
+    import tensorflow_probability as tfp
+
     bijectors = getattr(flow, "bijectors", None)
-    return list(reversed(bijectors)) if bijectors is not None else [flow]
+    if bijectors is None:
+        return [flow]
+    return [b for b in reversed(bijectors) if not isinstance(b, tfp.bijectors.Transpose)]
 
 
 def quiet_tensorflow() -> None:
@@ -84,6 +89,7 @@ def build(spec, params, dtype: str, device: str):
     flow._flowbridge_device = device
     flow._flowbridge_dtype = dtype
     flow._flowbridge_event_ndims = len(spec.event_shape)
+    flow._flowbridge_image = len(spec.event_shape) == 3  # built channels last: transpose
     return flow
 
 
@@ -91,19 +97,34 @@ def _run(flow):
     return _device(getattr(flow, "_flowbridge_device", "cpu"))
 
 
-def _tensor(flow, a: np.ndarray):
+def _tensor(flow, a: np.ndarray, event: bool = True):
+    """A fresh tensor of ``a``; an image event (n, C, H, W) in the flow's channels-last
+    layout."""
     import tensorflow as tf
 
-    return tf.constant(np.array(a), dtype=getattr(flow, "_flowbridge_dtype", "float32"))
+    a = np.array(a)
+    if event and getattr(flow, "_flowbridge_image", False):
+        a = np.moveaxis(a, -3, -1)
+    return tf.constant(a, dtype=getattr(flow, "_flowbridge_dtype", "float32"))
 
 
 def _numpy(t, batch: tuple) -> np.ndarray:
     return np.broadcast_to(np.asarray(t, dtype=np.float64), batch).copy()
 
 
+def _batch(flow, a: np.ndarray) -> tuple:
+    return a.shape[: a.ndim - flow._flowbridge_event_ndims]
+
+
+def _events(flow, t) -> np.ndarray:
+    """The flow's output events as float64, channels first (the neutral layout)."""
+    a = np.asarray(t, dtype=np.float64)
+    return np.moveaxis(a, -1, -3).copy() if getattr(flow, "_flowbridge_image", False) else a
+
+
 def _given(flow, context) -> dict:
     """``conditional_input=`` a fresh tensor, for a conditional flow."""
-    return {} if context is None else {"conditional_input": _tensor(flow, context)}
+    return {} if context is None else {"conditional_input": _tensor(flow, context, event=False)}
 
 
 def forward(flow, x: np.ndarray, context: np.ndarray | None = None):
@@ -111,7 +132,7 @@ def forward(flow, x: np.ndarray, context: np.ndarray | None = None):
         xt, given = _tensor(flow, x), _given(flow, context)
         y = flow.forward(xt, **given)
         ld = flow.forward_log_det_jacobian(xt, event_ndims=flow._flowbridge_event_ndims, **given)
-        return _numpy(y, x.shape), _numpy(ld, x.shape[:-1])
+        return _events(flow, y), _numpy(ld, _batch(flow, x))
 
 
 def inverse(flow, y: np.ndarray, context: np.ndarray | None = None):
@@ -119,7 +140,7 @@ def inverse(flow, y: np.ndarray, context: np.ndarray | None = None):
         yt, given = _tensor(flow, y), _given(flow, context)
         x = flow.inverse(yt, **given)
         ld = flow.inverse_log_det_jacobian(yt, event_ndims=flow._flowbridge_event_ndims, **given)
-        return _numpy(x, y.shape), _numpy(ld, y.shape[:-1])
+        return _events(flow, x), _numpy(ld, _batch(flow, y))
 
 
 def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
@@ -128,7 +149,7 @@ def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.nda
     with _run(flow):
         given = _given(flow, context)
         y = tf.identity(flow.forward(_tensor(flow, x), **given))  # a new tensor: no cache hit
-        return _numpy(flow.inverse(y, **given), x.shape)
+        return _events(flow, flow.inverse(y, **given))
 
 
 def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
@@ -140,4 +161,5 @@ def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> 
             tape.watch(xt)
             y = flow.forward(xt, **given)
         jac = tape.batch_jacobian(y, xt).numpy().astype(np.float64)
-    return np.linalg.slogdet(jac)[1]
+    n = len(x)  # (n, *out, *in) -> (n, D, D); log|det| does not see the layout's permutation
+    return np.linalg.slogdet(jac.reshape(n, jac[0].size // x[0].size, x[0].size))[1]

@@ -1,0 +1,234 @@
+"""Image flows, events (C, H, W): the spec's rules, each image layer's semantics against
+an independent statement of it, and each framework's API on image events (Pyro's
+channels-first TransformedDistribution, TFP's channels-last default and channels-first
+option). Conformance of every image case in every backend and dtype is in
+tests/test_conformance.py (the cases are tests/cases.py's IMAGE_CASES)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowbridge as fb
+from flowbridge import spec as S
+
+from .cases import IMAGE_CASES
+
+
+def _setup(case: str, n: int = 3, seed: int = 0):
+    spec = IMAGE_CASES[case]()
+    params = fb.init_params(spec, seed, init="random")
+    x = np.random.default_rng(seed + 1).standard_normal((n, *spec.event_shape))
+    return spec, params, fb.to_numpy(spec, params), x
+
+
+# ------------------------------------------------------------------ spec
+def _coupling(mask, conditioner=None, kind="affine_coupling"):
+    layer = {"type": kind, "mask": mask}
+    return layer if conditioner is None else {**layer, "conditioner": conditioner}
+
+
+RESNET = {"kind": "resnet", "blocks": 1, "channels": 4}
+
+
+@pytest.mark.parametrize(
+    "shape, layers, message",
+    [
+        ([2, 4], [{"type": "scaling"}], r"event_shape: expected a vector event shape \(D,\) or"),
+        ([2, 4, 4], [_coupling({"kind": "half"}, RESNET)],
+         r"layers\[0\].mask.kind: expected a checkerboard or channel mask"),
+        ([2, 4, 4], [_coupling({"kind": "checkerboard"})],
+         r"layers\[0\].conditioner: expected a resnet conditioner"),
+        ([4], [_coupling({"kind": "channel"}, RESNET)],
+         r"layers\[0\].mask.kind: expected a half, split, parity or explicit mask"),
+        ([4], [_coupling({"kind": "half"}, RESNET)],
+         r"layers\[0\].conditioner: expected an MLP conditioner"),
+        ([2, 4, 4], [{"type": "permutation"}], r"layers\[0\]: expected vector \(D,\) events"),
+        ([4], [{"type": "squeeze"}], r"layers\[0\]: expected image \(C, H, W\) events"),
+        ([2, 3, 4], [{"type": "squeeze"}], "expected an even height and width"),
+        ([1, 4, 4], [_coupling({"kind": "channel"}, RESNET)], "at least 2 channels"),
+        ([2, 4, 4], [_coupling({"kind": "checkerboard"}, {**RESNET, "kernel_size": 2})],
+         r"layers\[0\].conditioner.kernel_size: expected an odd kernel size"),
+        ([2, 4, 4], [_coupling({"kind": "checkerboard"}, {**RESNET, "channels": 2**17})],
+         r"layers\[0\].conditioner.channels: expected at most 65536 channels"),
+        ([2, 4, 4], [_coupling({"kind": "checkerboard"}, {**RESNET, "depth": 3})],
+         r"layers\[0\].conditioner.depth: unknown field"),
+        # a squeeze changes the shape the next layer is checked against: (8, 2, 2)
+        ([2, 4, 4], [{"type": "squeeze"}, _coupling({"kind": "half"}, RESNET)],
+         r"layers\[1\].mask.kind: .* for events of shape \(8, 2, 2\)"),
+        ([2, 4, 4], [{"type": "squeeze"}, {"type": "squeeze"}, {"type": "squeeze"}],
+         r"layers\[2\]: expected an even height and width .* \(32, 1, 1\)"),
+    ],
+)  # fmt: skip
+def test_image_specs_that_do_not_fit_are_refused_by_name(shape, layers, message):
+    with pytest.raises(fb.SpecError, match=message):
+        fb.FlowSpec.from_dict({"event_shape": shape, "layers": layers})
+
+
+def test_conditional_image_flows_are_refused_by_name():
+    with pytest.raises(fb.SpecError, match="context_dim: expected 0 for image events"):
+        fb.FlowSpec.from_dict({"event_shape": [1, 2, 2], "context_dim": 2,
+                               "layers": [{"type": "scaling"}]})  # fmt: skip
+
+
+def test_image_spec_round_trips_and_counts_its_weights():
+    spec = IMAGE_CASES["image_scale_block_c1_4x4"]()
+    assert fb.FlowSpec.from_yaml(spec.to_yaml()) == spec
+    assert fb.FlowSpec.from_json(spec.to_json()).hash == spec.hash
+    assert spec.output_shape == (4, 2, 2) and spec.dim == 16
+    assert S.layer_shapes(spec)[4] == (4, 2, 2)  # the first coupling after the squeeze
+    shapes = fb.param_shapes(spec)
+    assert shapes["layers.0.conditioner.0.kernel"] == (3, 3, 1, 6)  # (k, k, in, out)
+    assert shapes["layers.0.conditioner.3.kernel"] == (3, 3, 6, 2)  # [shift | s] x 1 channel
+    assert shapes["layers.4.conditioner.0.kernel"] == (3, 3, 2, 6)  # half of 4 channels
+    assert fb.param_count(spec) == sum(int(np.prod(s)) for s in shapes.values())
+    # an MLP conditioner is written without a kind, as before images existed
+    assert "kind" not in fb.realnvp(4).to_dict()["layers"][0]["conditioner"]
+
+
+# ------------------------------------------------------------------ semantics
+def test_squeeze_order_is_the_stated_one_and_torchs_pixel_unshuffle():
+    spec, _, ref, x = _setup("image_squeeze_c1_4x6")
+    y = ref.forward(x)
+    c, h, w = spec.event_shape
+    for i in range(2):
+        for j in range(2):
+            np.testing.assert_array_equal(y[:, 4 * 0 + 2 * i + j], x[:, 0, i::2, j::2])
+    assert y.shape == (3, 4, 2, 3)
+    np.testing.assert_array_equal(ref.inverse(y), x)
+    torch = pytest.importorskip("torch")
+    unshuffled = torch.nn.functional.pixel_unshuffle(torch.tensor(x), 2).numpy()
+    np.testing.assert_array_equal(y, unshuffled)
+
+
+def test_checkerboard_passes_its_squares_and_transforms_the_others():
+    spec, params, ref, x = _setup("image_checkerboard_affine_c2_4x4")
+    y = ref.forward(x)
+    h, w = np.indices(spec.event_shape[1:])
+    passed = (h + w) % 2 == 0  # parity even
+    np.testing.assert_array_equal(y[:, :, passed], x[:, :, passed])  # exactly unchanged
+    assert np.min(np.abs(y[:, :, ~passed] - x[:, :, ~passed])) > 0
+    # the transformed entries depend on the passed ones, never on each other
+    moved = x.copy()
+    moved[:, :, ~passed] += 1.0
+    shift_only = ref.forward(moved) - y  # = scale * 1 at transformed entries
+    assert np.all(shift_only[:, :, ~passed] > 0)
+    nudged = x.copy()
+    nudged[:, 0, 0, 0] += 0.5  # (0, 0) is a passed square
+    assert not np.allclose(ref.forward(nudged)[:, :, ~passed], y[:, :, ~passed])
+
+
+def test_channel_mask_passes_its_channels():
+    spec, _, ref, x = _setup("image_channel_last_sigmoid_c4_2x2_leaky")
+    y = ref.forward(x)
+    np.testing.assert_array_equal(y[:, 2:], x[:, 2:])  # part "last": the last 2 of 4 pass
+    assert np.min(np.abs(y[:, :2] - x[:, :2])) > 0
+
+
+def test_reference_convolution_against_torch():
+    torch = pytest.importorskip("torch")
+    spec = IMAGE_CASES["image_channel_first_soft_clamp_c3_4x4_k5"]()
+    module = fb.module_for(spec, "numpy")
+    rng = np.random.default_rng(2)
+    x, kernel = rng.standard_normal((2, 5, 3, 4, 4)), rng.standard_normal((5, 5, 3, 7))
+    bias = rng.standard_normal(7)
+    got = module._conv2d(x, kernel, bias)  # (*batch, C, H, W) with a 2-D batch
+    want = torch.nn.functional.conv2d(torch.tensor(x.reshape(10, 3, 4, 4)), torch.tensor(
+        kernel.transpose(3, 2, 0, 1)), torch.tensor(bias), padding="same")  # fmt: skip
+    assert got.shape == (2, 5, 7, 4, 4)
+    np.testing.assert_allclose(got.reshape(10, 7, 4, 4), want.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_CASES))
+def test_image_flows_start_as_the_identity(case):
+    """The generated modules' own initialisation (PARAM_INIT): each coupling's last
+    convolution at zero, so the flow is the identity up to its squeezes (but for Glow's
+    sigmoid scale map, which starts at sigmoid(offset))."""
+    spec = IMAGE_CASES[case]()
+    if any(getattr(getattr(la, "scale", None), "kind", "") == "sigmoid" for la in spec.layers):
+        pytest.skip("a sigmoid scale map does not start at 1")
+    flow = fb.module_for(spec, "numpy").build_flow()
+    x = np.random.default_rng(3).standard_normal((2, *spec.event_shape))
+    y, log_det = flow.forward_with_log_det(x)
+    squeezes = [la for la in spec.layers if la.type == "squeeze"]
+    want = x
+    for _ in squeezes:
+        want = fb.module_for(IMAGE_CASES["image_squeeze_c1_4x6"](), "numpy")._squeeze2x2(want)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(log_det, 0.0)
+
+
+# ------------------------------------------------------------------ Pyro
+def test_pyro_image_flow(torch_or_skip):
+    import pyro.distributions as dist
+
+    torch = torch_or_skip
+    spec, params, ref, x = _setup("image_scale_block_c1_4x4")
+    flow = fb.to_pyro(spec, params, dtype=torch.float64)
+    base = dist.Normal(torch.zeros(spec.event_shape, dtype=torch.float64), 1.0).to_event(3)
+    q = dist.TransformedDistribution(base, [flow])
+    assert q.event_shape == spec.output_shape and q.sample((5,)).shape == (5, *spec.output_shape)
+    y = ref.forward(x)
+    z, ildj = ref.inverse_with_log_det(y)
+    want = -0.5 * np.sum(z**2, axis=(1, 2, 3)) - 0.5 * z[0].size * np.log(2 * np.pi) + ildj
+    log_prob = q.log_prob(torch.tensor(y))
+    np.testing.assert_allclose(log_prob.detach().numpy(), want, rtol=1e-12)
+    log_prob.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in flow.parameters()
+               if p.dim() == 4)  # fmt: skip  (every convolution kernel)
+    # torch's own (out, in, k, k) kernels; the neutral export is (k, k, in, out)
+    assert flow.parts[0].kernels[0].shape == (6, 1, 3, 3)
+    exported = fb.params_from_pyro(flow)
+    assert all(np.array_equal(exported[k], params[k]) for k in params)
+
+
+@pytest.fixture
+def torch_or_skip():
+    pytest.importorskip("pyro")
+    return pytest.importorskip("torch")
+
+
+# ------------------------------------------------------------------ TFP
+@pytest.fixture
+def tf():
+    pytest.importorskip("tensorflow_probability")
+    return pytest.importorskip("tensorflow")
+
+
+@pytest.mark.parametrize("mode", ["eager", "tf_function", "xla"])
+def test_tfp_image_flow_channels_last_and_first(tf, mode):
+    import tensorflow_probability as tfp
+
+    spec, params, ref, x = _setup("image_scale_block_c1_4x4")
+    y_ref, ld_ref = ref.forward_with_log_det(x)
+    last = fb.to_tfp(spec, params, dtype="float64")
+    first = fb.to_tfp(spec, params, dtype="float64", data_format="channels_first")
+    to_last = (0, 2, 3, 1)
+
+    def run(v_last, v_first):  # the flows closed over, not arguments (see the README)
+        return (last.forward(v_last), last.forward_log_det_jacobian(v_last, event_ndims=3),
+                first.forward(v_first), first.forward_log_det_jacobian(v_first, event_ndims=3))
+
+    if mode != "eager":
+        run = tf.function(run, jit_compile=mode == "xla")
+    y_last, ld_last, y_first, ld_first = run(tf.constant(x.transpose(to_last)), tf.constant(x))
+    np.testing.assert_allclose(y_first.numpy(), y_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y_last.numpy(), y_ref.transpose(to_last), rtol=1e-12, atol=1e-12)
+    for ld in (ld_last, ld_first):
+        np.testing.assert_allclose(ld.numpy(), ld_ref, rtol=1e-12)
+    base = tfp.distributions.Sample(tfp.distributions.Normal(tf.constant(0.0, tf.float64), 1.0),
+                                    [4, 4, 1])  # fmt: skip
+    q = tfp.distributions.TransformedDistribution(base, last)
+    assert tuple(q.event_shape) == (2, 2, 4)
+    assert q.sample(2, seed=(1, 2)).shape == (2, 2, 2, 4)
+    assert fb.params_from_tfp(last).keys() == params.keys()
+    assert len(last.trainable_variables) == len(params)
+
+
+def test_tfp_refuses_a_layout_it_does_not_know(tf):
+    spec = IMAGE_CASES["image_squeeze_c1_4x6"]()
+    with pytest.raises(ValueError, match="data_format: expected 'channels_last' or"):
+        fb.to_tfp(spec, data_format="NCHW")
+    flow = fb.to_tfp(spec)
+    with pytest.raises(ValueError, match=r"expected shape \(\*batch, 4, 6, 1\)"):
+        flow.forward(np.zeros((2, 1, 4, 6), np.float32))  # channels first into channels last
