@@ -120,6 +120,9 @@ def emit_body(outputs: list[tuple[ir.Value, str]], reserved: set[str], table: di
         attrs = {k: render(v) for k, v in node.attrs.items()}
         attrs.update(_derived(node.op, node.attrs, attrs))
         lines.append(f"{name} = {table[node.op].format(*args, **attrs)}")
+    for value, name in outputs:  # an output that is an input as it is (an identity map)
+        if value.node.op == "source":
+            lines.append(f"{name} = {value.node.attrs['expr']}")
     return lines
 
 
@@ -243,8 +246,8 @@ def generate(spec: FlowSpec, backend: str) -> str:
     helpers = [em.OP_HELPERS[op] for op in sorted(used_ops) if op in em.OP_HELPERS]
     kinds = sorted({f.kind for plan in plans for f in plan.fields})
     helpers += [em.FIELD_HELPERS[kind] for kind in kinds if kind in em.FIELD_HELPERS]
-    if any(plan.output_shape != plan.event_shape for plan in plans):
-        helpers += [getattr(em, "SHAPE_HELPERS", "")]
+    if any(plan.output_shape != plan.event_shape for plan in plans) and hasattr(em, "SHAPE_HELPERS"):
+        helpers.append(em.SHAPE_HELPERS)
     stdlib = sorted({em.OP_IMPORTS[op] for op in used_ops if op in em.OP_IMPORTS})
     imports = em.CONDITIONAL_IMPORTS if spec.context_dim else em.IMPORTS
     imports = "\n".join(stdlib) + "\n\n" + imports if stdlib else imports

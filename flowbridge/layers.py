@@ -22,6 +22,7 @@ spec model); no backend changes.
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,7 +86,8 @@ class Field:
     layer's event shape, ``self.{name}``), ``"checkerboard"`` (a ``(1, H, W)`` buffer of
     ones where ``(h + w) % 2 == parity``, zeros elsewhere, from ``event_shape`` and the
     constructor's ``parity``), ``"index"`` (an integer buffer) or ``"int"`` (a plain
-    Python int).
+    Python int). A layer acting on the active channels of an image (after a factor-out)
+    has an ``active_shape`` argument, the shape of its ``"vector"`` fields.
     """
 
     kind: str
@@ -661,7 +663,6 @@ _SQUEEZE_DOC = """RealNVP's squeeze: 2x2 space-to-depth (Dinh et al. 2017, sec. 
 
 def plan_squeeze(layer: S.Squeeze, shape: tuple[int, ...], context: int = 0) -> Plan:
     """A squeeze: the plan whose output shape differs from its input shape."""
-    c, h, w = shape
 
     def forward(p: View, x: Value):
         return ops.squeeze2x2(x), ops.batch_zeros(x, event_ndims=3)
@@ -679,9 +680,73 @@ def plan_squeeze(layer: S.Squeeze, shape: tuple[int, ...], context: int = 0) -> 
         params={},
         constant_jacobian=True,
         event_shape=shape,
-        output_shape=(4 * c, h // 2, w // 2),
+        output_shape=layer.output_shape(shape),  # (4C, H/2, W/2), as the spec says
         forward=forward,
         inverse=inverse,
+    )
+
+
+_FACTOR_OUT_DOC = """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6).
+
+    forward:  y = x,  log|det J| = 0;  inverse:  x = y,  log|det J^-1| = 0
+    Of the channels still active, the first `kept` stay active and the other `factored`
+    leave the flow: every later layer but a squeeze acts on the first `kept` channels and
+    passes the others to the output unchanged.
+    Configuration: kept and factored, constructor arguments."""
+
+
+def plan_factor_out(layer: S.FactorOut, shape: tuple[int, ...], context: int = 0) -> Plan:
+    """The factor-out marks a scale's end; the layers after it are planned on the
+    channels it keeps (:func:`plan_flow`). ``shape`` is the active channels'."""
+    active = shape[0]
+
+    def forward(p: View, x: Value):
+        return x, ops.batch_zeros(x, event_ndims=3)
+
+    def inverse(p: View, y: Value):
+        return y, ops.batch_zeros(y, event_ndims=3)
+
+    return Plan(
+        class_name="FactorOut",
+        variant=(),
+        config="none",
+        doc=_FACTOR_OUT_DOC,
+        fields=(Field("int", "kept"), Field("int", "factored")),
+        args={"kept": active // 2, "factored": active - active // 2},
+        params={},
+        constant_jacobian=True,
+        event_shape=shape,
+        output_shape=shape,
+        forward=forward,
+        inverse=inverse,
+    )
+
+
+def _on_active_channels(plan: Plan, shape: tuple[int, ...]) -> Plan:
+    """``plan`` (planned on the first ``A`` channels) on events of ``shape`` (``C > A``
+    channels): the channels factored out before it pass through unchanged."""
+    active, channels = plan.event_shape[0], shape[0]
+
+    def wrap(fn: Callable, var: str) -> Callable:
+        def on_active(p: View, v: Value, *context: Value):
+            head = ops.name(ops.slice(v, axis=-3, start=None, stop=active), f"{var}_active")
+            rest = ops.name(ops.slice(v, axis=-3, start=active, stop=None), f"{var}_factored")
+            out, log_det = fn(p, head, *context)
+            return ops.concat(out, rest, axis=-3), log_det
+
+        return on_active
+
+    note = (f"Acts on the first {active} of the {channels} channels; the other {channels - active} "
+            "were factored out before it and pass through unchanged.")  # fmt: skip
+    return dataclasses.replace(
+        plan,
+        args={**plan.args, "active_shape": plan.event_shape},  # a "vector" field's shape
+        variant=(*plan.variant, (f"Active{active}", f"Active{active}")),
+        doc=f"{plan.doc}\n    {_wrap(note)}",
+        event_shape=shape,
+        output_shape=shape,
+        forward=wrap(plan.forward, "x"),
+        inverse=wrap(plan.inverse, "y"),
     )
 
 
@@ -694,16 +759,24 @@ REGISTRY: dict[str, Callable[[Any, tuple[int, ...], int], Plan]] = {
     "scaling": plan_scaling,
     "permutation": plan_permutation,
     "squeeze": plan_squeeze,
+    "factor_out": plan_factor_out,
 }
 
 
 def plan_flow(spec: S.FlowSpec) -> list[Plan]:
     """One :class:`Plan` per spec layer, in application order, each planned against the
     event shape the layers before it give (as zuko's transforms carry ``forward_shape``)."""
-    plans, shape = [], tuple(spec.event_shape)
-    for layer in spec.layers:
-        plans.append(REGISTRY[layer.type](layer, shape, spec.context_features))
-        shape = plans[-1].output_shape
+    plans = []
+    image = len(spec.event_shape) == 3
+    for layer, (shape, acted) in zip(spec.layers, S.layer_scopes(spec), strict=True):
+        plan = REGISTRY[layer.type](layer, acted, spec.context_features)
+        if layer.type == "factor_out":  # an identity: on the whole tensor, no slicing
+            plan = dataclasses.replace(plan, event_shape=shape, output_shape=shape)
+        elif acted != shape:
+            plan = _on_active_channels(plan, shape)
+        elif image and not layer.whole:  # the same aspects as the layers acting on fewer
+            plan = dataclasses.replace(plan, variant=(*plan.variant, ("", "")))
+        plans.append(plan)
     return plans
 
 

@@ -280,6 +280,13 @@ class _LayerModel(_Model):
 
     #: the event ranks the layer takes: 1 (vectors ``(D,)``), 3 (images ``(C, H, W)``)
     ranks: typing.ClassVar[tuple[int, ...]] = (1, 3)
+    #: on images: whether the layer moves the whole tensor (a squeeze) rather than the
+    #: channels still active (those not factored out; see :class:`FactorOut`)
+    whole: typing.ClassVar[bool] = False
+
+    def active_after(self, active: int) -> int:
+        """The number of active channels after the layer, given those before it."""
+        return active
 
     def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
         """``(path, message)`` for each rule the layer breaks on events of ``shape``
@@ -413,6 +420,10 @@ class Squeeze(_LayerModel):
 
     type: Literal["squeeze"] = "squeeze"
     ranks: typing.ClassVar[tuple[int, ...]] = (3,)
+    whole: typing.ClassVar[bool] = True
+
+    def active_after(self, active: int) -> int:
+        return 4 * active  # channel c's four children are 4c .. 4c + 3: still the first
 
     def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
         if shape[1] % 2 or shape[2] % 2:
@@ -425,8 +436,35 @@ class Squeeze(_LayerModel):
         return (4 * c, h // 2, w // 2)
 
 
+class FactorOut(_LayerModel):
+    """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6): of the ``A``
+    channels still active, the last ``A - floor(A / 2)`` leave the flow and pass to the
+    output unchanged; every later layer but a squeeze acts on the first ``floor(A / 2)``.
+    An identity map, log-det 0: what it changes is what the layers after it see.
+
+    Output layout: the flow keeps one tensor. Factored channels stay where they are,
+    after the active ones; a later squeeze moves every channel alike (channel ``c``'s four
+    children are ``4c .. 4c + 3``), so the active channels stay first and each factored
+    block is squeezed with the rest, a fixed permutation of latent coordinates (log-det
+    0) that RealNVP's separate outputs do not make; with an i.i.d. base density the
+    density of every image is the same. The flow's output holds the last scale's latent
+    in its first channels, then the factored blocks, latest first."""
+
+    type: Literal["factor_out"] = "factor_out"
+    ranks: typing.ClassVar[tuple[int, ...]] = (3,)
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        if shape[0] < 2:
+            return [(at, f"expected at least 2 active channels to factor half out, got "
+                     f"{shape[0]}")]  # fmt: skip
+        return []
+
+    def active_after(self, active: int) -> int:
+        return active // 2
+
+
 Layer = Annotated[
-    AdditiveCoupling | AffineCoupling | Scaling | Permutation | Squeeze,
+    AdditiveCoupling | AffineCoupling | Scaling | Permutation | Squeeze | FactorOut,
     Field(discriminator="type"),
 ]
 
@@ -478,7 +516,7 @@ class FlowSpec(_Model):
         """The event shape the flow gives (a squeeze changes it)."""
         shape = tuple(self.event_shape)
         for layer in self.layers:
-            shape = layer.output_shape(shape)
+            shape = layer.output_shape(shape) if len(shape) == 1 or layer.whole else shape
         return shape
 
     @property
@@ -680,31 +718,47 @@ def _check_against_event(spec: FlowSpec) -> None:
         raise _from_errors([("context_dim", "expected 0 for image events (conditional image "
                              f"flows are not built yet), got {spec.context_dim}")])  # fmt: skip
     _check_ceilings(spec)
-    shape = tuple(spec.event_shape)
-    for i, layer in enumerate(spec.layers):
+    for i, (layer, (_, acted)) in enumerate(zip(spec.layers, _scopes(spec), strict=False)):
         at = f"layers[{i}]"
-        if len(shape) not in layer.ranks:
+        if len(acted) not in layer.ranks:
             want = " or ".join({1: "vector (D,)", 3: "image (C, H, W)"}[r] for r in layer.ranks)
             errors.append((at, f"expected {want} events for a {layer.type} layer, got "
-                           f"events of shape {shape}"))  # fmt: skip
+                           f"events of shape {acted}"))  # fmt: skip
             break
-        found = layer.check(shape, at)
-        errors.extend(found)
-        if found:
+        errors.extend(layer.check(acted, at))
+        if errors:
             break  # the shapes after a layer that does not fit mean nothing
-        shape = layer.output_shape(shape)
     if errors:
         raise _from_errors(errors)
     _check_param_count(spec)
 
 
-def layer_shapes(spec: FlowSpec) -> list[tuple[int, ...]]:
-    """The input event shape of each layer, in order (a squeeze changes it)."""
-    shapes, shape = [], tuple(spec.event_shape)
+def _scopes(spec: FlowSpec):
+    """``(input event shape, shape the layer acts on)`` of each layer in turn. They differ
+    after a factor-out: a layer then acts on the active channels ``(A, H, W)`` of its
+    ``(C, H, W)`` input, but for a squeeze, which moves the whole tensor."""
+    shape = tuple(spec.event_shape)
+    active = shape[0]  # images: the channels still active (all, before any factor-out)
     for layer in spec.layers:
-        shapes.append(shape)
-        shape = layer.output_shape(shape)
-    return shapes
+        if len(shape) != 3:
+            yield shape, shape
+            shape = layer.output_shape(shape)
+            continue
+        yield shape, shape if layer.whole else (active, *shape[1:])
+        if layer.whole:
+            shape = layer.output_shape(shape)
+        active = layer.active_after(active)
+
+
+def layer_scopes(spec: FlowSpec) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(input event shape, shape the layer acts on)`` per layer (see :func:`_scopes`)."""
+    return list(_scopes(spec))
+
+
+def layer_shapes(spec: FlowSpec) -> list[tuple[int, ...]]:
+    """The event shape each layer acts on, in order (a squeeze changes it; after a
+    factor-out, the active channels')."""
+    return [acted for _, acted in _scopes(spec)]
 
 
 def _image_mask_channels(mask: Any, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -960,6 +1014,51 @@ def realnvp(
                     context_embedding=_embedding(context_embedding), layers=layers)  # fmt: skip
 
 
+def realnvp_image(
+    event_shape: Any,
+    *,
+    num_scales: int = 2,
+    blocks: int = 2,
+    channels: int = 64,
+    kernel_size: int = 3,
+    activation: str = "relu",
+    scale: Any = None,
+    name: str = "realnvp_image",
+) -> FlowSpec:
+    """RealNVP's multi-scale architecture for images ``(C, H, W)`` (Dinh et al. 2017,
+    sec. 3.6): each of the first ``num_scales - 1`` scales is 3 affine couplings with
+    checkerboard masks (parities even, odd, even), a squeeze, 3 with channel masks
+    (first, last, first) and a factor-out of half the channels; the last scale is 4
+    checkerboard couplings. Every coupling's conditioner is a ResNet of ``blocks``
+    residual blocks of ``channels`` feature maps with ``kernel_size`` convolutions (the
+    paper used 8 blocks of 64 for CIFAR-10; the default is smaller). ``scale`` is the
+    scale map or its dict (default ``exp``). ``H`` and ``W`` must halve ``num_scales - 1``
+    times. Every argument is validated like the spec field it fills.
+    """
+    if not isinstance(event_shape, (list, tuple)) or len(event_shape) != 3:
+        raise SpecError(f"event_shape: expected (C, H, W), got {_show(event_shape)}")
+    shape = tuple(_count(n, f"event_shape[{i}]") for i, n in enumerate(event_shape))
+    scales = _count(num_scales, "num_scales")
+    _choice(activation, "activation", ("relu", "tanh", "leaky_relu", "elu", "gelu"))
+    net = ResNetConditioner(blocks=_non_negative(blocks, "blocks"),
+                            channels=_count(channels, "channels"),
+                            kernel_size=_count(kernel_size, "kernel_size"),
+                            activation=activation)  # fmt: skip
+    scale_map = ExpScale() if scale is None else _scale_map(scale)
+
+    def coupling(mask: Any) -> AffineCoupling:
+        return AffineCoupling(mask=mask, conditioner=net, scale=scale_map)
+
+    layers: list[Any] = []
+    for _ in range(scales - 1):
+        layers += [coupling(CheckerboardMask(parity=p)) for p in ("even", "odd", "even")]
+        layers.append(Squeeze())
+        layers += [coupling(ChannelMask(part=p)) for p in ("first", "last", "first")]
+        layers.append(FactorOut())
+    layers += [coupling(CheckerboardMask(parity=p)) for p in ("even", "odd", "even", "odd")]
+    return FlowSpec(name=name, event_shape=shape, layers=layers)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -1026,19 +1125,24 @@ def _part(kind: Any, data: dict, field: str) -> Any:
 __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
+    "ChannelMask",
+    "CheckerboardMask",
     "ClampScale",
     "Conditioner",
     "ContextEmbedding",
     "ExpScale",
     "ExplicitMask",
+    "FactorOut",
     "FlowSpec",
     "HalfMask",
     "ParityMask",
     "SplitMask",
     "Permutation",
+    "ResNetConditioner",
     "Scaling",
     "SigmoidScale",
     "SoftClampScale",
+    "Squeeze",
     "json_schema",
     "load_spec",
     "param_count",
@@ -1046,4 +1150,5 @@ __all__ = [
     "nice",
     "permutation_indices",
     "realnvp",
+    "realnvp_image",
 ]

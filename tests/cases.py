@@ -93,6 +93,19 @@ IMAGE_CASES = {
         *[S.AffineCoupling(mask=S.ChannelMask(part=p), conditioner=_resnet(channels=6))
           for p in ("first", "last", "first")],
         S.Scaling()),
+    # multi-scale: a factor-out, then layers on the active channels only (squeezes move all)
+    "image_multiscale_c1_8x8": _image(
+        (1, 8, 8),
+        S.AffineCoupling(mask=S.CheckerboardMask(), conditioner=_resnet(channels=4)),
+        S.Squeeze(),
+        S.AdditiveCoupling(mask=S.ChannelMask(), conditioner=_resnet(channels=4)),
+        S.FactorOut(),
+        S.AffineCoupling(mask=S.CheckerboardMask(parity="odd"), conditioner=_resnet(channels=4)),
+        S.Squeeze(),
+        S.AffineCoupling(mask=S.ChannelMask(part="last"), conditioner=_resnet(channels=4)),
+        S.FactorOut(),
+        S.Scaling()),
+    "image_preset_c1_8x8": lambda: fb.realnvp_image((1, 8, 8), blocks=1, channels=4),
     # shipped example specs with image events
     **{f"example_{p.stem}": (lambda p=p: fb.load_spec(p)) for p in sorted(EXAMPLES.iterdir())
        if len(fb.load_spec(p).event_shape) == 3},

@@ -232,3 +232,80 @@ def test_tfp_refuses_a_layout_it_does_not_know(tf):
     flow = fb.to_tfp(spec)
     with pytest.raises(ValueError, match=r"expected shape \(\*batch, 4, 6, 1\)"):
         flow.forward(np.zeros((2, 1, 4, 6), np.float32))  # channels first into channels last
+
+
+# ------------------------------------------------------------------ multi-scale
+def test_factored_channels_pass_to_the_output_unchanged():
+    """After a factor-out, the later layers act on the active channels only: the factored
+    ones come out bit-exactly as they went in (moved by later squeezes alone)."""
+    spec, _, ref, x = _setup("image_multiscale_c1_8x8")
+    scopes = S.layer_scopes(spec)
+    # from the first factor-out: it splits 4 active channels; the coupling after it acts on
+    # 2; a squeeze moves all 4 (to 16, of which 8 active); the factor-out leaves 4 active
+    assert [acted for _, acted in scopes][3:] == [(4, 4, 4), (2, 4, 4), (4, 4, 4), (8, 2, 2),
+                                                  (8, 2, 2), (4, 2, 2)]  # fmt: skip
+    squeeze = fb.module_for(spec, "numpy")._squeeze2x2
+    head = fb.to_numpy(fb.FlowSpec(name="h", event_shape=(1, 8, 8), layers=spec.layers[:4]),
+                       {k: v for k, v in fb.init_params(spec, 0, init="random").items()
+                        if int(k.split(".")[1]) < 4})  # fmt: skip
+    at_factor_out = head.forward(x)  # (4, 4, 4): channels 2, 3 leave here
+    y = ref.forward(x)  # (16, 2, 2): those two, squeezed once more, are channels 8 .. 15
+    np.testing.assert_array_equal(y[:, 8:], squeeze(at_factor_out)[:, 8:])
+    assert not np.allclose(y[:, :8], squeeze(at_factor_out)[:, :8])
+
+
+def test_factor_out_needs_two_active_channels():
+    layers = [{"type": "factor_out"}]
+    with pytest.raises(fb.SpecError, match=r"layers\[0\]: expected at least 2 active channels"):
+        fb.FlowSpec.from_dict({"event_shape": [1, 4, 4], "layers": layers})
+    with pytest.raises(fb.SpecError, match=r"layers\[1\]: expected at least 2 active channels "
+                       "to factor half out, got 1"):  # fmt: skip
+        fb.FlowSpec.from_dict({"event_shape": [2, 4, 4], "layers": layers * 2})
+
+
+def test_realnvp_image_preset_has_the_papers_structure():
+    spec = fb.realnvp_image((3, 32, 32), num_scales=3, blocks=1, channels=8)
+    kinds = [la.mask.kind[:5] if la.type.endswith("coupling") else la.type for la in spec.layers]
+    scale = ["check"] * 3 + ["squeeze"] + ["chann"] * 3 + ["factor_out"]
+    assert kinds == scale * 2 + ["check"] * 4
+    assert [la.mask.parity for la in spec.layers[-4:]] == ["even", "odd", "even", "odd"]
+    assert spec.output_shape == (48, 8, 8) and S.layer_shapes(spec)[-1] == (12, 8, 8)
+    with pytest.raises(fb.SpecError, match="expected an even height and width"):
+        fb.realnvp_image((3, 30, 30), num_scales=3)
+    with pytest.raises(fb.SpecError, match=r"event_shape: expected \(C, H, W\)"):
+        fb.realnvp_image((4,))
+    with pytest.raises(fb.SpecError, match="channels: expected a positive integer"):
+        fb.realnvp_image((3, 8, 8), channels=0)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "tfp"])
+def test_cifar10_sized_preset_passes_conformance_at_a_small_batch(backend, dtype):
+    """fb.realnvp_image((3, 32, 32)) with its defaults (1.57M weights), two images, every
+    figure but the Jacobian (3072 x 3072; the small image cases check it) within the
+    tolerances of the vector flows."""
+    from flowbridge.backends import BACKENDS
+    from flowbridge.check import TOLERANCES, reference, runtime
+
+    if not BACKENDS[backend].available():
+        pytest.skip(f"{backend} is not installed")
+    spec = fb.realnvp_image((3, 32, 32))
+    params = fb.init_params(spec, 0, init="random")
+    ref = _cifar_reference(spec, params, reference)
+    rt = runtime(backend)
+    flow = rt.build(spec, params, dtype, "cpu")
+    (y, fldj), (x, ildj) = rt.forward(flow, ref["x"]), rt.inverse(flow, ref["y"])
+    rel = [np.max(np.abs(a - b)) / np.max(np.abs(b)) for a, b in
+           ((y, ref["y"]), (x, ref["x"]), (rt.round_trip(flow, ref["x"]), ref["x"]))]  # fmt: skip
+    lds = [np.max(np.abs(a - b) / (1 + np.abs(b))) for a, b in
+           ((fldj, ref["fldj"]), (ildj, ref["ildj"]))]  # fmt: skip
+    assert max(rel + lds) <= TOLERANCES[dtype], (rel, lds)
+
+
+_CIFAR = {}
+
+
+def _cifar_reference(spec, params, reference):
+    if "ref" not in _CIFAR:  # one float64 reference for every backend and dtype
+        x = np.random.default_rng(1).standard_normal((2, 3, 32, 32))
+        _CIFAR["ref"] = reference(spec, params, x)
+    return _CIFAR["ref"]

@@ -76,6 +76,8 @@ def test_every_class_docstring_states_its_configuration():
 
 # ------------------------------------------------------------------ shapes
 def test_plan_flow_threads_each_layers_output_shape_to_the_next(monkeypatch):
+    """The spec's layer models say each layer's output shape (a squeeze's, say); planning
+    hands it to the next layer."""
     seen = []
 
     def widening(layer, shape, context=0):  # a stand-in for a squeeze: the output shape differs
@@ -83,6 +85,7 @@ def test_plan_flow_threads_each_layers_output_shape_to_the_next(monkeypatch):
         return dataclasses.replace(layers.plan_scaling(layer, shape), output_shape=(5,))
 
     monkeypatch.setitem(layers.REGISTRY, "scaling", widening)
+    monkeypatch.setattr(S.Scaling, "output_shape", lambda self, shape: (5,))
     spec = fb.FlowSpec(name="w", event_shape=(3,), layers=[S.Scaling(), S.Scaling()])
     plans = layers.plan_flow(spec)
     assert seen == [(3,), (5,)]

@@ -340,9 +340,6 @@ def _checkerboard(event_shape, parity):
     return ((h + w) % 2 == parity).astype(np.float64)[None]
 
 
-
-
-
 def _per_layer(table, count):
     """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
     out = [{} for _ in range(count)]

@@ -336,9 +336,6 @@ def _checkerboard(event_shape, parity):
     return ((h + w) % 2 == parity).to(torch.get_default_dtype())[None]
 
 
-
-
-
 def _per_layer(table, count):
     """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
     out = [{} for _ in range(count)]

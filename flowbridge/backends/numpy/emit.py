@@ -227,14 +227,14 @@ _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, rng)",
     "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init, rng)",
     "checkerboard": "self.{name} = _checkerboard(event_shape, parity)",
-    "vector": 'self.{name} = _initial(init["{name}"], event_shape, rng)',
+    "vector": 'self.{name} = _initial(init["{name}"], {shape}, rng)',
     "index": "self.{name} = np.asarray({name}, dtype=np.intp)",
     "int": "self.{name} = {name}",
 }
 
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
-    init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
+    init = [_FIELD_INIT[f.kind].format(name=f.name, shape=_shape_arg(plan)) for f in plan.fields]
     uses_rng = any(f.kind in ("dense", "conv", "vector") for f in plan.fields)
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     out = ["output_shape"] if plan.output_shape != plan.event_shape else []
@@ -383,3 +383,8 @@ def load_neutral_params(flow, params):
             raise ValueError(f"{{name}}: expected shape {{target.shape}}, got {{value.shape}}")
         target[...] = value
     return flow'''
+
+
+def _shape_arg(plan: Plan) -> str:
+    """The constructor argument that gives a "vector" field its shape."""
+    return "active_shape" if "active_shape" in plan.args else "event_shape"

@@ -315,7 +315,7 @@ _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init)",
     "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init)",
     "checkerboard": 'self.register_buffer("{name}", _checkerboard(event_shape, parity))',
-    "vector": 'self.{name} = _initial(init["{name}"], event_shape)',
+    "vector": 'self.{name} = _initial(init["{name}"], {shape})',
     "index": 'self.register_buffer("{name}", torch.tensor({name}, dtype=torch.long))',
     "int": "self.{name} = {name}",
 }
@@ -328,7 +328,7 @@ def _real(shape: tuple[int, ...]) -> str:
 
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
-    init = [_FIELD_INIT[f.kind].format(name=f.name) for f in plan.fields]
+    init = [_FIELD_INIT[f.kind].format(name=f.name, shape=_shape_arg(plan)) for f in plan.fields]
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     out = ["output_shape"] if plan.output_shape != plan.event_shape else []
     domains = []  # _Layer's are real vectors; other event ranks say their own
@@ -395,3 +395,8 @@ def load_neutral_params(flow, params):
                 raise ValueError(f"{{name}}: expected shape {{want}}, got {{got}}")
             target.copy_(value)
     return flow'''
+
+
+def _shape_arg(plan: Plan) -> str:
+    """The constructor argument that gives a "vector" field its shape."""
+    return "active_shape" if "active_shape" in plan.args else "event_shape"

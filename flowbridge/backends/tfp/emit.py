@@ -539,7 +539,7 @@ _FIELD_INIT = {
     "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init, dtype, weights)",
     "checkerboard": "self.{name} = _checkerboard(event_shape, parity, dtype)",
     "vector": (
-        'start = _initial(weights, init, "{name}", event_shape, dtype)\n'
+        'start = _initial(weights, init, "{name}", {shape}, dtype)\n'
         'self.{name} = tf.Variable(start, name="{name}")'
     ),
     "index": "self.{name} = tf.constant({name}, dtype=tf.int32)",
@@ -548,7 +548,7 @@ _FIELD_INIT = {
 
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
-    init = [ln for f in plan.fields for ln in _FIELD_INIT[f.kind].format(name=f.name).split("\n")]
+    init = [ln for f in plan.fields for ln in _FIELD_INIT[f.kind].format(name=f.name, shape=_shape_arg(plan)).split("\n")]
     const = plan.constant_jacobian
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     moves = plan.output_shape != plan.event_shape
@@ -676,3 +676,8 @@ def load_neutral_params(flow, params):
             raise ValueError(f"{{name}}: expected shape {{want}}, got {{got}}")
         target.assign(value)
     return flow'''
+
+
+def _shape_arg(plan: Plan) -> str:
+    """The constructor argument that gives a "vector" field its shape."""
+    return "active_shape" if "active_shape" in plan.args else "event_shape"
