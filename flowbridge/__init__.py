@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from .build import generate, module_for, to_numpy, to_pyro, to_tfp
 from .check import TOLERANCES, Report, check
+from .data import bits_per_dim, dequantize
 from .errors import BackendUnavailable, ParamError, SpecError
 from .layers import param_shapes
 from .limits import Limits, limits
 from .native import NativeError, from_pyro_native, from_tfp_native
 from .params import (
+    actnorm_init,
     check_params,
     init_params,
     load_params,
@@ -21,6 +23,7 @@ from .params import (
     save_params,
 )
 from .spec import (
+    ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     ChannelMask,
@@ -33,6 +36,7 @@ from .spec import (
     FactorOut,
     FlowSpec,
     HalfMask,
+    Logit,
     ParityMask,
     Permutation,
     ResNetConditioner,
@@ -52,6 +56,7 @@ from .spec import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
     "BackendUnavailable",
@@ -66,6 +71,7 @@ __all__ = [
     "FlowSpec",
     "HalfMask",
     "Limits",
+    "Logit",
     "NativeError",
     "ParamError",
     "ParityMask",
@@ -79,8 +85,11 @@ __all__ = [
     "SplitMask",
     "Squeeze",
     "TOLERANCES",
+    "actnorm_init",
+    "bits_per_dim",
     "check",
     "check_params",
+    "dequantize",
     "from_pyro_native",
     "from_tfp_native",
     "generate",

@@ -406,7 +406,7 @@ def neutral_params_method(plan: Plan | EmbeddingPlan, conv_kernel: str = "kernel
             "    return params",
         ], 1)  # fmt: skip
     kinds = {f.kind: f for f in plan.fields}
-    if not {"dense", "conv", "vector"} & kinds.keys():
+    if not {"dense", "conv", "vector", "channel"} & kinds.keys():
         return block(lines + ["    return {}"], 1)
     lines.append("    params = {}")
     if "dense" in kinds or "conv" in kinds:
@@ -416,8 +416,9 @@ def neutral_params_method(plan: Plan | EmbeddingPlan, conv_kernel: str = "kernel
             f'        params[f"conditioner.{{j}}.kernel"] = {kernel}',
             '        params[f"conditioner.{j}.bias"] = bias',
         ]
-    if "vector" in kinds:
-        lines.append(f'    params["{kinds["vector"].name}"] = self.{kinds["vector"].name}')
+    for f in plan.fields:
+        if f.kind in ("vector", "channel"):
+            lines.append(f'    params["{f.name}"] = self.{f.name}')
     return block(lines + ["    return params"], 1)
 
 

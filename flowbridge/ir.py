@@ -37,6 +37,7 @@ OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "neg": (1, ()),
     # elementwise functions
     "exp": (1, ()),
+    "log": (1, ()),
     "tanh": (1, ()),
     "sigmoid": (1, ()),
     "log_sigmoid": (1, ()),
@@ -52,6 +53,7 @@ OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     # (k, k, C_in, C_out) and bias (C_out,) (cross-correlation, as torch's and TF's), and
     # 2x2 space-to-depth and back: y[..., 4c + 2i + j, h, w] = x[..., c, 2h + i, 2w + j]
     "conv2d": (3, ()),
+    "per_channel": (1, ()),  # a parameter (C,) as (C, 1, 1), to scale an image per channel
     "squeeze2x2": (1, ()),
     "unsqueeze2x2": (1, ()),
     # structure along one axis (negative: counted from the last)
@@ -216,6 +218,10 @@ def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
             raise _fail(node, "expected x (..., C_in, H, W), kernel (k, k, C_in, C_out) with k "
                         "odd, bias (C_out,)")  # fmt: skip
         return (*first.shape[:-3], kernel.shape[3], *first.shape[-2:]), first.batched
+    if op == "per_channel":
+        if first.batched or len(first.shape) != 1:
+            raise _fail(node, "expected an unbatched vector (C,)")
+        return (first.shape[0], 1, 1), False
     if op in ("squeeze2x2", "unsqueeze2x2"):
         if len(first.shape) < 3:
             raise _fail(node, "expected an image (..., C, H, W)")

@@ -83,7 +83,8 @@ class Field:
     neutral names ``conditioner.{j}.kernel`` and ``.bias``), ``"conv"`` (a stack of
     convolutions from ``sizes`` and ``kernel_size``: neutral kernels ``(k, k, in, out)``,
     each backend storing them in its own layout), ``"vector"`` (a learned tensor of the
-    layer's event shape, ``self.{name}``), ``"checkerboard"`` (a ``(1, H, W)`` buffer of
+    layer's event shape, ``self.{name}``), ``"channel"`` (a learned tensor of the
+    layer's first event dimension: one entry per channel of an image), ``"checkerboard"`` (a ``(1, H, W)`` buffer of
     ones where ``(h + w) % 2 == parity``, zeros elsewhere, from ``event_shape`` and the
     constructor's ``parity``), ``"index"`` (an integer buffer) or ``"int"`` (a plain
     Python int). A layer acting on the active channels of an image (after a factor-out)
@@ -120,6 +121,7 @@ class Plan:
     inverse: Callable = field(compare=False)  # (p, y[, context]) -> (x, log_det)
     context: int = 0  # the size of the context vector the layer reads (0: none)
     buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)  # constant tensors' shapes
+    domain: str = "real"  # the values it takes: "real", or "unit_interval" (data in (0, 1))
 
 
 class View:
@@ -686,6 +688,105 @@ def plan_squeeze(layer: S.Squeeze, shape: tuple[int, ...], context: int = 0) -> 
     )
 
 
+_ACTNORM_DOC = """Glow's activation normalization (Kingma & Dhariwal 2018, arXiv:1807.03039).
+
+    forward:  y = x * exp(log_scale) + shift,      log|det J| = {count} * sum(log_scale)
+    inverse:  x = (y - shift) * exp(-log_scale),   log|det J^-1| = -{count} * sum(log_scale)
+    log_scale, shift: one entry per {unit}.
+    Both start at zero (the identity); flowbridge.actnorm_init sets them from data
+    (Glow's data-dependent initialisation).
+    Configuration: none besides the event shape."""
+
+
+def plan_actnorm(layer: S.ActNorm, shape: tuple[int, ...], context: int = 0) -> Plan:
+    """Per channel of an image (the parameters broadcast over H and W), per entry of a
+    vector; the test draw of both parameters is uniform in +-0.3."""
+    n, image = len(shape), len(shape) == 3
+    count = shape[1] * shape[2] if image else 1  # entries each parameter scales
+
+    def spread(v: Value) -> Value:
+        return ops.per_channel(v) if image else v
+
+    def forward(p: View, x: Value):
+        scale = ops.name(spread(ops.exp(p.log_scale)), "scale")
+        total = ops.name(ops.sum_all(p.log_scale) * float(count), "log_det_one")
+        y = ops.name(x * scale, "x_scaled") + ops.name(spread(p.shift), "shift")
+        return y, ops.batch_fill(total, x, event_ndims=n)
+
+    def inverse(p: View, y: Value):
+        inv_scale = ops.name(spread(ops.exp(-p.log_scale)), "inv_scale")
+        total = ops.name(ops.sum_all(p.log_scale) * float(-count), "log_det_one")
+        x = ops.name(y - ops.name(spread(p.shift), "shift"), "y_unshifted") * inv_scale
+        return x, ops.batch_fill(total, y, event_ndims=n)
+
+    c = shape[0]
+    unit = "channel, broadcast over H and W" if image else "entry"
+    return Plan(
+        class_name="ActNorm",
+        variant=(),
+        config="none",
+        doc=_ACTNORM_DOC.format(count="H * W" if image else "1", unit=unit),
+        fields=(Field("channel", "log_scale"), Field("channel", "shift")),
+        args={},
+        params={"log_scale": Param((c,), ZEROS, Init.uniform(0.3)),
+                "shift": Param((c,), ZEROS, Init.uniform(0.3))},  # fmt: skip
+        constant_jacobian=True,
+        event_shape=shape,
+        output_shape=shape,
+        forward=forward,
+        inverse=inverse,
+    )
+
+
+_LOGIT_DOC = """RealNVP's logit preprocessing (Dinh et al. 2017, arXiv:1605.08803, sec. 4.1).
+
+    forward:  p = alpha + (1 - 2 alpha) x,  y = log(p) - log(1 - p),
+              log|det J| = sum(log(1 - 2 alpha) - log(p) - log(1 - p))
+    inverse:  x = (sigmoid(y) - alpha) / (1 - 2 alpha),
+              log|det J^-1| = sum(log_sigmoid(y) + log_sigmoid(-y) - log(1 - 2 alpha))
+    Its input is data in (0, 1): dequantized pixels (flowbridge.dequantize).
+    {config}"""
+
+
+def plan_logit(layer: S.Logit, shape: tuple[int, ...], context: int = 0) -> Plan:
+    """The constants (``alpha``, ``1 - 2 alpha`` and its log and reciprocal) are
+    computed here once, in float64, and written into the code as literals."""
+    n, alpha = len(shape), float(layer.alpha)
+    width = 1.0 - 2.0 * alpha
+    log_width = float(np.log(width))
+
+    def forward(p: View, x: Value):
+        prob = ops.name(alpha + ops.name(width * x, "x_scaled"), "p")
+        log_p = ops.name(ops.log(prob), "log_p")
+        log_q = ops.name(ops.log(ops.name(1.0 - prob, "q")), "log_q")
+        log_dydx = ops.name(log_width - log_p - log_q, "log_dydx")
+        return log_p - log_q, ops.sum_event(log_dydx, event_ndims=n)
+
+    def inverse(p: View, y: Value):
+        log_p = ops.name(ops.log_sigmoid(y), "log_p")
+        log_q = ops.name(ops.log_sigmoid(ops.name(-y, "neg_y")), "log_q")
+        x = ops.name(ops.sigmoid(y) - alpha, "p_shifted") * (1.0 / width)
+        log_dxdy = ops.name(log_p + log_q - log_width, "log_dxdy")
+        return x, ops.sum_event(log_dxdy, event_ndims=n)
+
+    config = _configuration(f"alpha {alpha!r}")
+    return Plan(
+        class_name="Logit",
+        variant=(("", f"Alpha{_word(alpha)}"),),
+        config=f"alpha {alpha!r}",
+        doc=_LOGIT_DOC.format(config=config),
+        fields=(),
+        args={},
+        params={},
+        constant_jacobian=False,
+        event_shape=shape,
+        output_shape=shape,
+        forward=forward,
+        inverse=inverse,
+        domain="unit_interval",
+    )
+
+
 _FACTOR_OUT_DOC = """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6).
 
     forward:  y = x,  log|det J| = 0;  inverse:  x = y,  log|det J^-1| = 0
@@ -760,6 +861,8 @@ REGISTRY: dict[str, Callable[[Any, tuple[int, ...], int], Plan]] = {
     "permutation": plan_permutation,
     "squeeze": plan_squeeze,
     "factor_out": plan_factor_out,
+    "actnorm": plan_actnorm,
+    "logit": plan_logit,
 }
 
 

@@ -283,6 +283,9 @@ class _LayerModel(_Model):
     #: on images: whether the layer moves the whole tensor (a squeeze) rather than the
     #: channels still active (those not factored out; see :class:`FactorOut`)
     whole: typing.ClassVar[bool] = False
+    #: the values the layer takes: "real", or "unit_interval" for a layer that reads
+    #: data in (0, 1) and so must come first (:class:`Logit`)
+    domain: typing.ClassVar[str] = "real"
 
     def active_after(self, active: int) -> int:
         """The number of active channels after the layer, given those before it."""
@@ -436,6 +439,33 @@ class Squeeze(_LayerModel):
         return (4 * c, h // 2, w // 2)
 
 
+class ActNorm(_LayerModel):
+    """Glow's activation normalization (Kingma & Dhariwal 2018): ``y = x * exp(log_scale)
+    + shift`` per channel of an image (``log_scale``, ``shift`` of shape ``(C,)``) or per
+    entry of a vector; log-det ``H * W * sum(log_scale)`` (``sum(log_scale)`` for
+    vectors). Both start at zero (the identity); Glow's data-dependent initialisation is
+    an explicit step, :func:`flowbridge.actnorm_init`, which sets them so that the
+    layer's output over a batch has zero mean and unit variance per channel."""
+
+    type: Literal["actnorm"] = "actnorm"
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        return 2 * shape[0]
+
+
+class Logit(_LayerModel):
+    """RealNVP's logit preprocessing (Dinh et al. 2017, sec. 4.1), the first layer of a
+    flow on data in (0, 1) (dequantized pixels, :func:`flowbridge.dequantize`):
+    ``y = logit(p)``, ``p = alpha + (1 - 2 alpha) x``, log-det
+    ``sum(log(1 - 2 alpha) - log(p) - log(1 - p))``; inverse
+    ``x = (sigmoid(y) - alpha) / (1 - 2 alpha)``. ``alpha`` (the paper's 0.05) keeps
+    ``p`` away from 0 and 1."""
+
+    type: Literal["logit"] = "logit"
+    alpha: _constant(F32_TINY, 0.49, positive=True) = 0.05
+    domain: typing.ClassVar[str] = "unit_interval"  # its input: data in (0, 1)
+
+
 class FactorOut(_LayerModel):
     """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6): of the ``A``
     channels still active, the last ``A - floor(A / 2)`` leave the flow and pass to the
@@ -464,7 +494,8 @@ class FactorOut(_LayerModel):
 
 
 Layer = Annotated[
-    AdditiveCoupling | AffineCoupling | Scaling | Permutation | Squeeze | FactorOut,
+    AdditiveCoupling | AffineCoupling | Scaling | Permutation | Squeeze | FactorOut | ActNorm
+    | Logit,
     Field(discriminator="type"),
 ]
 
@@ -725,6 +756,9 @@ def _check_against_event(spec: FlowSpec) -> None:
             errors.append((at, f"expected {want} events for a {layer.type} layer, got "
                            f"events of shape {acted}"))  # fmt: skip
             break
+        if layer.domain != "real" and i:
+            errors.append((at, f"expected a {layer.type} layer first (it reads data in (0, 1)), "
+                           f"got it at position {i}"))  # fmt: skip
         errors.extend(layer.check(acted, at))
         if errors:
             break  # the shapes after a layer that does not fit mean nothing
@@ -1123,6 +1157,7 @@ def _part(kind: Any, data: dict, field: str) -> Any:
 
 
 __all__ = [
+    "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
     "ChannelMask",
@@ -1135,6 +1170,7 @@ __all__ = [
     "FactorOut",
     "FlowSpec",
     "HalfMask",
+    "Logit",
     "ParityMask",
     "SplitMask",
     "Permutation",

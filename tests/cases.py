@@ -42,6 +42,7 @@ CASES = {
     "permutation_reverse_d4": _one(S.Permutation(kind="reverse"), 4, "g"),
     "permutation_random_d6": _one(S.Permutation(kind="random", seed=3), 6, "h"),
     "permutation_explicit_d3": _one(S.Permutation(kind="explicit", indices=(2, 0, 1)), 3, "i"),
+    "actnorm_d4": _one(S.ActNorm(), 4, "j"),
     # conditional flows: every coupling reads [x_a | context]; scaling and permutations not
     "realnvp_conditional_d5_c3": lambda: fb.realnvp(5, hidden=(16,), context_dim=3,
                                                     permutation="random"),  # fmt: skip
@@ -106,6 +107,12 @@ IMAGE_CASES = {
         S.FactorOut(),
         S.Scaling()),
     "image_preset_c1_8x8": lambda: fb.realnvp_image((1, 8, 8), blocks=1, channels=4),
+    # the data side: logit preprocessing of (0, 1) data, ActNorm per channel (also after a
+    # factor-out, on the active channels)
+    "image_logit_actnorm_c2_4x4": _image(
+        (2, 4, 4), S.Logit(alpha=0.1), S.ActNorm(),
+        S.AffineCoupling(mask=S.CheckerboardMask(), conditioner=_resnet(channels=4)),
+        S.Squeeze(), S.FactorOut(), S.ActNorm()),
     # shipped example specs with image events
     **{f"example_{p.stem}": (lambda p=p: fb.load_spec(p)) for p in sorted(EXAMPLES.iterdir())
        if len(fb.load_spec(p).event_shape) == 3},

@@ -9,7 +9,7 @@ import pytest
 import flowbridge as fb
 from flowbridge import backends as B
 from flowbridge.build import available
-from flowbridge.check import TOLERANCES, measure, reference, runtime
+from flowbridge.check import TOLERANCES, inputs, measure, reference, runtime
 
 from .cases import CASES, IMAGE_CASES
 
@@ -24,7 +24,7 @@ def _setup(case: str, seed: int = 0):
     spec = ALL[case]()
     params = fb.init_params(spec, seed, init="random")
     rng = np.random.default_rng(seed + 1)
-    x = rng.standard_normal((32, *spec.event_shape))
+    x = inputs(spec, 32, rng)  # in (0, 1) for a flow that starts with a logit layer
     context = rng.standard_normal((32, spec.context_dim)) if spec.context_dim else None
     return spec, params, reference(spec, params, x, context)
 

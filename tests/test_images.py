@@ -147,6 +147,8 @@ def test_image_flows_start_as_the_identity(case):
     spec = IMAGE_CASES[case]()
     if any(getattr(getattr(la, "scale", None), "kind", "") == "sigmoid" for la in spec.layers):
         pytest.skip("a sigmoid scale map does not start at 1")
+    if spec.layers[0].type == "logit":
+        pytest.skip("the logit preprocessing is no identity")
     flow = fb.module_for(spec, "numpy").build_flow()
     x = np.random.default_rng(3).standard_normal((2, *spec.event_shape))
     y, log_det = flow.forward_with_log_det(x)
@@ -309,3 +311,55 @@ def _cifar_reference(spec, params, reference):
         x = np.random.default_rng(1).standard_normal((2, 3, 32, 32))
         _CIFAR["ref"] = reference(spec, params, x)
     return _CIFAR["ref"]
+
+
+# ------------------------------------------------------------------ the data side
+def test_actnorm_init_normalises_each_channel_from_data():
+    spec = IMAGE_CASES["image_logit_actnorm_c2_4x4"]()
+    params = fb.init_params(spec, 0, init="random")
+    x = np.random.default_rng(4).uniform(0.02, 0.98, (40, *spec.event_shape))
+    started = fb.actnorm_init(spec, params, x)
+    flow = fb.to_numpy(spec, started)
+    h = x
+    for i, layer in enumerate(flow.layers):
+        h = layer.forward(h)
+        if spec.layers[i].type == "actnorm":
+            active = h[:, : S.layer_shapes(spec)[i][0]]  # the last one: 4 of 8 channels
+            np.testing.assert_allclose(active.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
+            np.testing.assert_allclose(active.std(axis=(0, 2, 3)), 1.0, atol=1e-5)
+    assert {k for k in started if not np.array_equal(started[k], params[k])} == {
+        "layers.1.log_scale", "layers.1.shift", "layers.5.log_scale", "layers.5.shift"}
+    with pytest.raises(fb.ParamError, match=r"x: expected at least 2 examples of shape"):
+        fb.actnorm_init(spec, params, x[:, :1])
+
+
+def test_logit_layer_maps_unit_interval_data_and_back():
+    spec = IMAGE_CASES["image_logit_actnorm_c2_4x4"]()
+    logit = fb.to_numpy(fb.FlowSpec(name="l", event_shape=(2, 4, 4), layers=[spec.layers[0]]))
+    x = np.random.default_rng(5).uniform(0.0, 1.0, (3, 2, 4, 4))
+    y, log_det = logit.forward_with_log_det(x)
+    p = 0.1 + 0.8 * x
+    np.testing.assert_allclose(y, np.log(p / (1 - p)), rtol=1e-13)
+    np.testing.assert_allclose(log_det, np.sum(np.log(0.8 / (p * (1 - p))), axis=(1, 2, 3)),
+                               rtol=1e-13)  # fmt: skip
+    back = logit.inverse(y * 50.0)  # far out in the tails: still strictly inside (0.1/0.8 ...)
+    assert np.all(back >= -0.125) and np.all(back <= 1.125) and np.all(np.isfinite(back))
+    with pytest.raises(fb.SpecError, match=r"layers\[1\]: expected a logit layer first"):
+        fb.FlowSpec(name="l", event_shape=(4,), layers=[fb.ActNorm(), fb.Logit()])
+    with pytest.raises(fb.SpecError, match=r"layers\[0\].alpha: expected a number in"):
+        fb.FlowSpec.from_dict({"event_shape": [4], "layers": [{"type": "logit", "alpha": 0.5}]})
+
+
+def test_dequantize_and_bits_per_dim():
+    rng = np.random.default_rng(6)
+    k = rng.integers(0, 17, (1000, 64))
+    x = fb.dequantize(k, 17, rng)
+    assert np.all(np.floor(x * 17) == k) and x.min() >= 0 and x.max() < 1
+    # the uniform density on [0, 1)^D: p = 1, log p = 0, so log2(17) bits per entry
+    np.testing.assert_allclose(fb.bits_per_dim(np.zeros(3), 64, 17), np.log2(17))
+    # a density twice as high everywhere it lives is one bit less in all, 1/64 per entry
+    np.testing.assert_allclose(fb.bits_per_dim([np.log(2.0)], 64, 17), np.log2(17) - 1 / 64)
+    with pytest.raises(ValueError, match=r"values: expected integers in \[0, 17\)"):
+        fb.dequantize([0, 17], 17, rng)
+    with pytest.raises(ValueError, match="levels: expected an integer >= 2"):
+        fb.dequantize([0], 1, rng)

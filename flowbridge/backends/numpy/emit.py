@@ -30,6 +30,7 @@ OPS = {
     "mul": "{0} * {1}",
     "neg": "-{0}",
     "exp": "np.exp({0})",
+    "log": "np.log({0})",
     "tanh": "np.tanh({0})",
     "sigmoid": "np.exp(-np.logaddexp(0.0, -{0}))",
     "log_sigmoid": "-np.logaddexp(0.0, -{0})",
@@ -40,6 +41,7 @@ OPS = {
     "erf": "_erf({0})",
     "linear": "np.matmul({0}, {1}) + {2}",
     "conv2d": "_conv2d({0}, {1}, {2})",
+    "per_channel": "{0}[:, None, None]",
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
@@ -228,6 +230,7 @@ _FIELD_INIT = {
     "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init, rng)",
     "checkerboard": "self.{name} = _checkerboard(event_shape, parity)",
     "vector": 'self.{name} = _initial(init["{name}"], {shape}, rng)',
+    "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng)',
     "index": "self.{name} = np.asarray({name}, dtype=np.intp)",
     "int": "self.{name} = {name}",
 }
@@ -235,7 +238,7 @@ _FIELD_INIT = {
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name, shape=_shape_arg(plan)) for f in plan.fields]
-    uses_rng = any(f.kind in ("dense", "conv", "vector") for f in plan.fields)
+    uses_rng = any(f.kind in ("dense", "conv", "vector", "channel") for f in plan.fields)
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     out = ["output_shape"] if plan.output_shape != plan.event_shape else []
     return "\n".join([

@@ -31,6 +31,7 @@ OPS = {
     "mul": "{0} * {1}",
     "neg": "-{0}",
     "exp": "torch.exp({0})",
+    "log": "torch.log({0})",
     "tanh": "torch.tanh({0})",
     "sigmoid": "torch.sigmoid({0})",
     "log_sigmoid": "torch.nn.functional.logsigmoid({0})",
@@ -41,6 +42,7 @@ OPS = {
     "erf": "torch.erf({0})",
     "linear": "torch.nn.functional.linear({0}, {1}.T, {2})",  # fused addmm, as nn.Linear
     "conv2d": "_conv2d({0}, {1}, {2})",
+    "per_channel": "{0}[:, None, None]",
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
@@ -316,15 +318,18 @@ _FIELD_INIT = {
     "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init)",
     "checkerboard": 'self.register_buffer("{name}", _checkerboard(event_shape, parity))',
     "vector": 'self.{name} = _initial(init["{name}"], {shape})',
+    "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1])',
     "index": 'self.register_buffer("{name}", torch.tensor({name}, dtype=torch.long))',
     "int": "self.{name} = {name}",
 }
 
 
-def _real(shape: tuple[int, ...]) -> str:
-    """Pyro's constraint for real events of ``shape``."""
+def _real(shape: tuple[int, ...], domain: str = "real") -> str:
+    """Pyro's constraint for events of ``shape`` with values in ``domain``."""
     n = len(shape)
-    return "constraints.real_vector" if n == 1 else f"constraints.independent(constraints.real, {n})"
+    if domain == "real" and n == 1:
+        return "constraints.real_vector"
+    return f"constraints.independent(constraints.{domain}, {n})"
 
 
 def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
@@ -332,8 +337,8 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     out = ["output_shape"] if plan.output_shape != plan.event_shape else []
     domains = []  # _Layer's are real vectors; other event ranks say their own
-    if (len(plan.event_shape), len(plan.output_shape)) != (1, 1):
-        domains = [f"    domain = {_real(plan.event_shape)}",
+    if (len(plan.event_shape), len(plan.output_shape), plan.domain) != (1, 1, "real"):
+        domains = [f"    domain = {_real(plan.event_shape, plan.domain)}",
                    f"    codomain = {_real(plan.output_shape)}", ""]  # fmt: skip
     return "\n".join([
         f"class {name}({base}):",

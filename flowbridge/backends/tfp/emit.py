@@ -39,6 +39,7 @@ OPS = {
     "mul": "{0} * {1}",
     "neg": "-{0}",
     "exp": "tf.exp({0})",
+    "log": "tf.math.log({0})",
     "tanh": "tf.tanh({0})",
     "sigmoid": "tf.sigmoid({0})",
     "log_sigmoid": "tf.math.log_sigmoid({0})",
@@ -50,6 +51,7 @@ OPS = {
     "erf": "tf.math.erf({0})",
     "linear": "tf.linalg.matmul({0}, {1}) + {2}",
     "conv2d": "_conv2d({0}, {1}, {2})",
+    "per_channel": "{0}[:, None, None]",
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
@@ -540,6 +542,10 @@ _FIELD_INIT = {
     "checkerboard": "self.{name} = _checkerboard(event_shape, parity, dtype)",
     "vector": (
         'start = _initial(weights, init, "{name}", {shape}, dtype)\n'
+        'self.{name} = tf.Variable(start, name="{name}")'
+    ),
+    "channel": (
+        'start = _initial(weights, init, "{name}", {shape}[:1], dtype)\n'
         'self.{name} = tf.Variable(start, name="{name}")'
     ),
     "index": "self.{name} = tf.constant({name}, dtype=tf.int32)",
