@@ -1057,6 +1057,8 @@ def realnvp_image(
     kernel_size: int = 3,
     activation: str = "relu",
     scale: Any = None,
+    logit: float | None = None,
+    actnorm: bool = False,
     name: str = "realnvp_image",
 ) -> FlowSpec:
     """RealNVP's multi-scale architecture for images ``(C, H, W)`` (Dinh et al. 2017,
@@ -1066,8 +1068,11 @@ def realnvp_image(
     checkerboard couplings. Every coupling's conditioner is a ResNet of ``blocks``
     residual blocks of ``channels`` feature maps with ``kernel_size`` convolutions (the
     paper used 8 blocks of 64 for CIFAR-10; the default is smaller). ``scale`` is the
-    scale map or its dict (default ``exp``). ``H`` and ``W`` must halve ``num_scales - 1``
-    times. Every argument is validated like the spec field it fills.
+    scale map or its dict (default ``exp``). ``logit`` (an ``alpha``, say the paper's
+    0.05) puts the logit preprocessing first, for dequantized data in (0, 1);
+    ``actnorm=True`` puts an ActNorm before every coupling (Glow's; initialise it from
+    data with :func:`flowbridge.actnorm_init`). ``H`` and ``W`` must halve
+    ``num_scales - 1`` times. Every argument is validated like the spec field it fills.
     """
     if not isinstance(event_shape, (list, tuple)) or len(event_shape) != 3:
         raise SpecError(f"event_shape: expected (C, H, W), got {_show(event_shape)}")
@@ -1080,16 +1085,23 @@ def realnvp_image(
                             activation=activation)  # fmt: skip
     scale_map = ExpScale() if scale is None else _scale_map(scale)
 
-    def coupling(mask: Any) -> AffineCoupling:
-        return AffineCoupling(mask=mask, conditioner=net, scale=scale_map)
+    _choice(actnorm, "actnorm", (True, False))
+    first = [] if logit is None else [_part(Logit, {"alpha": logit}, "logit")]
 
-    layers: list[Any] = []
+    def couplings(masks: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for mask in masks:
+            out += [ActNorm()] * actnorm + [AffineCoupling(mask=mask, conditioner=net,
+                                                           scale=scale_map)]  # fmt: skip
+        return out
+
+    layers: list[Any] = first
     for _ in range(scales - 1):
-        layers += [coupling(CheckerboardMask(parity=p)) for p in ("even", "odd", "even")]
+        layers += couplings([CheckerboardMask(parity=p) for p in ("even", "odd", "even")])
         layers.append(Squeeze())
-        layers += [coupling(ChannelMask(part=p)) for p in ("first", "last", "first")]
+        layers += couplings([ChannelMask(part=p) for p in ("first", "last", "first")])
         layers.append(FactorOut())
-    layers += [coupling(CheckerboardMask(parity=p)) for p in ("even", "odd", "even", "odd")]
+    layers += couplings([CheckerboardMask(parity=p) for p in ("even", "odd", "even", "odd")])
     return FlowSpec(name=name, event_shape=shape, layers=layers)
 
 

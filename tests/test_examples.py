@@ -27,6 +27,9 @@ CASES = {
     "amortized_guide_pyro.py": ["amortized flow (flowbridge)", "mean-field (AutoNormal)",
                                 "NUTS (reference)", "amortized_guide_pyro.png"],  # fmt: skip
     "npe_two_moons.py": ["flowbridge Pyro", "flowbridge TFP", "in box", "npe_two_moons.png"],
+    "digits_density.py": ["flowbridge RealNVP, Pyro", "flowbridge RealNVP, TFP",
+                          "diagonal Gaussian (logit space)", "vector RealNVP (flattened, Pyro)",
+                          "Pyro - TFP gap", "digits_density.png"],  # fmt: skip
 }
 
 
