@@ -84,8 +84,14 @@ def _flat(value: Any) -> str:
 
 
 # ---------------------------------------------------------------- trace -> source
-def emit_body(outputs: list[tuple[ir.Value, str]], reserved: set[str], table: dict) -> list[str]:
-    """Lines computing ``outputs`` (value, final name) with one assignment per node."""
+def emit_body(
+    outputs: list[tuple[ir.Value, str]],
+    reserved: set[str],
+    table: dict,
+    effects: list[ir.Value] = (),
+) -> list[str]:
+    """Lines computing ``outputs`` (value, final name) with one assignment per node, and
+    each of ``effects`` (state updates, :data:`flowbridge.ir.EFFECTS`) as a statement."""
     for value, name in outputs:
         value.node.hint = name
     names: dict[int, str] = {}
@@ -102,8 +108,12 @@ def emit_body(outputs: list[tuple[ir.Value, str]], reserved: set[str], table: di
         return number(arg) if isinstance(arg, float) else _flat(arg)
 
     final = {id(v.node): n for v, n in outputs}
-    for node in ir.topo_order([v for v, _ in outputs]):
+    for node in ir.topo_order([v for v, _ in outputs] + list(effects)):
         if node.op == "source":
+            continue
+        if node.op in ir.EFFECTS:
+            args = [render(a) for a in node.args]
+            lines.append(table[node.op].format(*args))
             continue
         if id(node) in final:
             name = final[id(node)]
@@ -141,27 +151,32 @@ def _derived(op: str, raw: dict[str, Any], text: dict[str, str]) -> dict[str, st
     return out
 
 
-def trace(plan: Plan, direction: str) -> tuple[list[tuple[ir.Value, str]], set[str]]:
-    """Trace ``plan``'s forward (``direction="forward"``) or inverse: the outputs with
-    their variable names, ``(result, "y" or "x")`` and ``(log_det, "log_det")``, and the
-    IR ops the trace uses. The ops check shapes as they are traced; the outputs are
-    checked against the plan's shapes here: a definition that gets them wrong fails now,
-    naming the layer, before anything is emitted."""
-    forward = direction == "forward"
+def trace(
+    plan: Plan, direction: str
+) -> tuple[list[tuple[ir.Value, str]], set[str], list[ir.Value]]:
+    """Trace ``plan``'s forward (``direction="forward"``), its training-mode forward
+    (``"training"``) or its inverse: the outputs with their variable names,
+    ``(result, "y" or "x")`` and ``(log_det, "log_det")``, the IR ops the trace uses,
+    and its effects (state updates). The ops check shapes as they are traced; the
+    outputs are checked against the plan's shapes here: a definition that gets them
+    wrong fails now, naming the layer, before anything is emitted."""
+    forward = direction != "inverse"
     arg, out = ("x", "y") if forward else ("y", "x")
     shape_in, shape_out = (plan.event_shape, plan.output_shape)[:: 1 if forward else -1]
-    fn = plan.forward if forward else plan.inverse
+    fn = {"forward": plan.forward, "training": plan.training_forward,
+          "inverse": plan.inverse}[direction]  # fmt: skip
     inputs = [ir.source(arg, shape_in, batched=True)]
     if plan.context:
         inputs.append(ir.source("context", (plan.context,), batched=True))
-    result, log_det = fn(View(plan.params, plan.args, buffers=plan.buffers), *inputs)
+    result, log_det, *rest = fn(View(plan.params, plan.args, buffers=plan.buffers), *inputs)
+    effects = list(rest[0]) if rest else []
     for value, want, what in ((result, shape_out, out), (log_det, (), "log_det")):
         if not value.batched or value.shape != want:
             expected = ", ".join(["*batch", *map(str, want)])
             raise ir.ShapeError(f"{plan.class_name} {direction}: {what} has shape "
                                 f"{value.node.describe()}, expected ({expected})")  # fmt: skip
-    used_ops = {n.op for n in ir.topo_order([result, log_det])}
-    return [(result, out), (log_det, "log_det")], used_ops
+    used_ops = {n.op for n in ir.topo_order([result, log_det, *effects])}
+    return [(result, out), (log_det, "log_det")], used_ops, effects
 
 
 def trace_embedding(plan: EmbeddingPlan) -> tuple[list[tuple[ir.Value, str]], set[str]]:
@@ -219,11 +234,14 @@ def generate(spec: FlowSpec, backend: str) -> str:
     texts, used_ops, cache = [], set(), {}
     for plan in plans:
         bodies = {}
-        for direction in ("forward", "inverse"):
-            outputs, ops_here = trace(plan, direction)
+        directions = ("forward", "inverse") + ("training",) * (plan.training_forward is not None)
+        for direction in directions:
+            outputs, ops_here, effects = trace(plan, direction)
             used_ops |= ops_here
-            bodies[direction] = emit_body(outputs, {"self", "x", "y", "context"}, em.OPS)
-        text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"])
+            bodies[direction] = emit_body(outputs, {"self", "x", "y", "context"}, em.OPS,
+                                          effects)  # fmt: skip
+        text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],
+                              bodies.get("training"))  # fmt: skip
         texts.append(cache.setdefault(text, text))
     names = class_names(plans, texts)
     classes = list(dict.fromkeys(t.replace(_PLACEHOLDER, n) for t, n in zip(texts, names, strict=True)))
@@ -406,7 +424,7 @@ def neutral_params_method(plan: Plan | EmbeddingPlan, conv_kernel: str = "kernel
             "    return params",
         ], 1)  # fmt: skip
     kinds = {f.kind: f for f in plan.fields}
-    if not {"dense", "conv", "vector", "channel"} & kinds.keys():
+    if not {"dense", "conv", "vector", "channel", "state"} & kinds.keys():
         return block(lines + ["    return {}"], 1)
     lines.append("    params = {}")
     if "dense" in kinds or "conv" in kinds:
@@ -417,7 +435,7 @@ def neutral_params_method(plan: Plan | EmbeddingPlan, conv_kernel: str = "kernel
             '        params[f"conditioner.{j}.bias"] = bias',
         ]
     for f in plan.fields:
-        if f.kind in ("vector", "channel"):
+        if f.kind in ("vector", "channel", "state"):
             lines.append(f'    params["{f.name}"] = self.{f.name}')
     return block(lines + ["    return params"], 1)
 
@@ -477,14 +495,40 @@ def signature(name: str, params: list[str], level: int) -> str:
     return f"{indent}def {name}(\n" + "".join(f"{pad}{p},\n" for p in params) + indent + "):"
 
 
-def traced_methods(forward: list[str], inverse: list[str], note: str, context: bool = False) -> str:
+def traced_methods(
+    forward: list[str],
+    inverse: list[str],
+    note: str,
+    context: bool = False,
+    training: list[str] | None = None,
+) -> str:
     """``_forward_with_log_det`` and ``_inverse_with_log_det`` with traced bodies (taking
     the context too when the layer reads one); the template's public
-    ``forward_with_log_det``/``inverse_with_log_det`` check the inputs and call them."""
+    ``forward_with_log_det``/``inverse_with_log_det`` check the inputs and call them. A
+    layer with a training mode (``training``: that mode's body) has the forward of each
+    mode, and ``_forward_with_log_det`` picks one by ``self.training``."""
     extra, given = (", context", " and context") if context else ("", "")
+    modes = []
+    if training is not None:
+        modes = [
+            "def _forward_with_log_det(self, x):",
+            '    """The training-mode forward in training mode, else the evaluation one."""',
+            "    if self.training:",
+            "        return self._forward_training(x)",
+            "    return self._forward_evaluation(x)",
+            "",
+            "def _forward_training(self, x):",
+            '    """(y, log|det dy/dx|) from the batch\'s statistics, which move the running',
+            f'    averages. {note}"""',
+            *("    " + ln for ln in training),
+            "    return y, log_det",
+            "",
+        ]
+    name = "_forward_evaluation" if training is not None else "_forward_with_log_det"
     return block(
         [
-            f"def _forward_with_log_det(self, x{extra}):",
+            *modes,
+            f"def {name}(self, x{extra}):",
             f'    """(y, log|det dy/dx|) for a checked x{given}. {note}"""',
             *("    " + ln for ln in forward),
             "    return y, log_det",

@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+#: Ops whose node is an effect (a statement), not a value the outputs use.
+EFFECTS = ("assign",)
+
 #: Every op the IR knows, with its arity (number of tensor arguments) and the names of
 #: its static attributes. Emitters must cover exactly this table (a test asserts it).
 OPS: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -61,6 +64,11 @@ OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "take": (2, ("axis",)),  # gather along an axis with an index buffer
     "concat": (2, ("axis",)),
     "broadcast_batch": (2, ("event_ndims",)),  # (c (*b, C), like (*batch, *event)) -> (*batch, C)
+    # batch statistics and state: the per-channel (per-entry) mean over every batch
+    # dimension (and H, W of an image): (*batch, C[, H, W]) -> (C,); and an update of a
+    # layer's state (a running average) to a value, emitted as a statement (an effect)
+    "batch_mean": (1, ("event_ndims",)),
+    "assign": (2, ()),
     # reductions and batch-shaped constants
     "sum_event": (1, ("event_ndims",)),  # (*batch, *event) -> (*batch,)
     "sum_all": (1, ()),  # an unbatched tensor (a parameter) -> scalar
@@ -218,6 +226,16 @@ def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
             raise _fail(node, "expected x (..., C_in, H, W), kernel (k, k, C_in, C_out) with k "
                         "odd, bias (C_out,)")  # fmt: skip
         return (*first.shape[:-3], kernel.shape[3], *first.shape[-2:]), first.batched
+    if op == "batch_mean":
+        n = node.attrs["event_ndims"]
+        if not first.batched or n not in (1, 3) or len(first.shape) != n:
+            raise _fail(node, "expected a batched vector (D,) or image (C, H, W)")
+        return first.shape[:1], False
+    if op == "assign":
+        state, value = first, args[1].node
+        if state.op != "source" or state.batched or value.batched or state.shape != value.shape:
+            raise _fail(node, "expected a layer's state and an unbatched value of its shape")
+        return value.shape, False
     if op == "per_channel":
         if first.batched or len(first.shape) != 1:
             raise _fail(node, "expected an unbatched vector (C,)")

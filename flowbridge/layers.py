@@ -84,11 +84,14 @@ class Field:
     convolutions from ``sizes`` and ``kernel_size``: neutral kernels ``(k, k, in, out)``,
     each backend storing them in its own layout), ``"vector"`` (a learned tensor of the
     layer's event shape, ``self.{name}``), ``"channel"`` (a learned tensor of the
-    layer's first event dimension: one entry per channel of an image), ``"checkerboard"`` (a ``(1, H, W)`` buffer of
-    ones where ``(h + w) % 2 == parity``, zeros elsewhere, from ``event_shape`` and the
-    constructor's ``parity``), ``"index"`` (an integer buffer) or ``"int"`` (a plain
-    Python int). A layer acting on the active channels of an image (after a factor-out)
-    has an ``active_shape`` argument, the shape of its ``"vector"`` fields.
+    layer's first event dimension: one entry per channel of an image),
+    ``"checkerboard"`` (a ``(1, H, W)`` buffer of ones where ``(h + w) % 2 == parity``,
+    zeros elsewhere, from ``event_shape`` and the constructor's ``parity``), ``"index"``
+    (an integer buffer) or ``"int"`` (a plain Python int). A layer acting on the active
+    channels of an image (after a factor-out) has an ``active_shape`` argument, which
+    gives its ``"vector"`` and ``"channel"`` fields their shapes. ``"state"`` is a
+    ``"channel"`` tensor the layer updates itself (a running average), not trained: a
+    buffer in Pyro, a non-trainable variable in TFP.
     """
 
     kind: str
@@ -122,6 +125,9 @@ class Plan:
     context: int = 0  # the size of the context vector the layer reads (0: none)
     buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)  # constant tensors' shapes
     domain: str = "real"  # the values it takes: "real", or "unit_interval" (data in (0, 1))
+    # a layer with a training mode (batch normalization): its forward in that mode,
+    # (p, x) -> (y, log_det, effects), the effects being state updates (ops.assign)
+    training_forward: Callable | None = field(default=None, compare=False)
 
 
 class View:
@@ -175,6 +181,7 @@ class Partition:
     legend = "x_a: the entries the mask passes through; x_b: the others"
     masked = False
     axis = -1  # the axis the split runs along, and the conditioner's parameters stack on
+    buffers: dict[str, tuple[int, ...]] = {}  # a masked partition's mask
 
     def __init__(self, mask: Any, event_shape: tuple[int, ...]):
         if len(event_shape) == 3:
@@ -228,8 +235,6 @@ class Partition:
         self.words, self.text = (word, word), (
             f"channel mask: the {mask.part} {self.n_pass} of {c} channels pass through")
         self.legend = "x_a: the channels the mask passes through; x_b: the others"
-
-    buffers: dict[str, tuple[int, ...]] = {}
 
     def split(self, p: View, x: Value, var: str) -> tuple[Value, Value]:
         """``(passed, transformed)`` parts of ``x``, named ``{var}_a`` and ``{var}_b``."""
@@ -362,7 +367,7 @@ class ResNet:
                                    p.bias(n - 1)), "out")  # fmt: skip
 
 
-def _activate(h: Value, cond: S.Conditioner) -> Value:
+def _activate(h: Value, cond: S.Conditioner | S.ResNetConditioner) -> Value:
     if cond.activation == "leaky_relu":
         return ops.leaky_relu(h, negative_slope=cond.negative_slope)
     if cond.activation == "gelu":  # exact GELU, x * Phi(x) (torch's default, TF's approximate=False)
@@ -738,6 +743,87 @@ def plan_actnorm(layer: S.ActNorm, shape: tuple[int, ...], context: int = 0) -> 
     )
 
 
+_BATCH_NORM_DOC = """Batch normalization as a flow layer (Dinh et al. 2017, arXiv:1605.08803, sec. 3.7).
+
+    forward:  y = (x - mean) * exp(log_gamma - log(var + eps) / 2) + beta,
+              log|det J| = {count} * sum(log_gamma - log(var + eps) / 2)
+    inverse:  x = (y - beta) * exp(log(var + eps) / 2 - log_gamma) + mean (running averages)
+    Training mode (self.training): mean and var (biased) of the batch per {unit},
+    and running_mean, running_log_var <- (1 - momentum) * running + momentum * batch
+    (the variance averaged, its log stored). Evaluation mode and the inverse: the running
+    averages, mean = running_mean and var = exp(running_log_var).
+    {config}"""
+
+
+def plan_batch_norm(layer: S.BatchNorm, shape: tuple[int, ...], context: int = 0) -> Plan:
+    """The evaluation-mode forward and the inverse use the running averages; the
+    training-mode forward measures the batch and updates them (two ``assign`` effects).
+    ``log_gamma``, ``beta`` and both running averages start at zero; their test draws
+    are uniform in +-0.3."""
+    n, image = len(shape), len(shape) == 3
+    count = shape[1] * shape[2] if image else 1
+    eps, momentum = float(layer.eps), float(layer.momentum)
+
+    def spread(v: Value) -> Value:
+        return ops.per_channel(v) if image else v
+
+    def normalise(p: View, x: Value, centred: Value, var: Value):
+        log_std = ops.name(0.5 * ops.log(ops.name(var + eps, "var_eps")), "log_std")
+        log_scale = ops.name(p.log_gamma - log_std, "log_scale")
+        y = ops.name(centred * ops.name(spread(ops.exp(log_scale)), "scale"), "scaled")
+        total = ops.name(ops.sum_all(log_scale) * float(count), "log_det_one")
+        return y + ops.name(spread(p.beta), "beta_b"), ops.batch_fill(total, x, event_ndims=n)
+
+    def forward(p: View, x: Value):
+        centred = ops.name(x - ops.name(spread(p.running_mean), "mean_b"), "centred")
+        return normalise(p, x, centred, ops.name(ops.exp(p.running_log_var), "var"))
+
+    def training_forward(p: View, x: Value):
+        mean = ops.name(ops.batch_mean(x, event_ndims=n), "mean")
+        centred = ops.name(x - ops.name(spread(mean), "mean_b"), "centred")
+        var = ops.name(ops.batch_mean(ops.name(centred * centred, "sq"), event_ndims=n), "var")
+        y, log_det = normalise(p, x, centred, var)
+        keep = 1.0 - momentum
+        new_mean = ops.name(keep * p.running_mean + momentum * mean, "new_mean")
+        running_var = ops.name(ops.exp(p.running_log_var), "running_var")
+        new_var = ops.name(keep * running_var + momentum * var, "new_var")
+        effects = [ops.assign(p.running_mean, new_mean),
+                   ops.assign(p.running_log_var, ops.name(ops.log(new_var), "new_log_var"))]  # fmt: skip
+        return y, log_det, effects
+
+    def inverse(p: View, y: Value):
+        var = ops.name(ops.exp(p.running_log_var), "var")
+        log_std = ops.name(0.5 * ops.log(ops.name(var + eps, "var_eps")), "log_std")
+        log_scale = ops.name(p.log_gamma - log_std, "log_scale")
+        unshifted = ops.name(y - ops.name(spread(p.beta), "beta_b"), "unshifted")
+        inv_scale = ops.name(spread(ops.exp(ops.name(-log_scale, "neg_log_scale"))), "inv_scale")
+        x = ops.name(unshifted * inv_scale, "x_centred") + spread(p.running_mean)
+        total = ops.name(ops.sum_all(log_scale) * float(-count), "log_det_one")
+        return x, ops.batch_fill(total, y, event_ndims=n)
+
+    c = shape[0]
+    config = f"momentum {momentum!r}, eps {eps!r}"
+    unit = "channel" if image else "entry"
+    return Plan(
+        class_name="BatchNorm",
+        variant=(("", f"M{_word(momentum)}Eps{_word(eps)}"),),
+        config=config,
+        doc=_BATCH_NORM_DOC.format(count="H * W" if image else "1", unit=unit,
+                                   config=_configuration(config)),  # fmt: skip
+        fields=(Field("channel", "log_gamma"), Field("channel", "beta"),
+                Field("state", "running_mean"), Field("state", "running_log_var")),  # fmt: skip
+        args={},
+        params={name: Param((c,), ZEROS, Init.uniform(0.3))
+                for name in ("log_gamma", "beta", "running_mean", "running_log_var")},  # fmt: skip
+        constant_jacobian=False,
+        event_shape=shape,
+        output_shape=shape,
+        forward=forward,
+        inverse=inverse,
+        training_forward=training_forward,
+    )
+
+
 _LOGIT_DOC = """RealNVP's logit preprocessing (Dinh et al. 2017, arXiv:1605.08803, sec. 4.1).
 
     forward:  p = alpha + (1 - 2 alpha) x,  y = log(p) - log(1 - p),
@@ -828,12 +914,15 @@ def _on_active_channels(plan: Plan, shape: tuple[int, ...]) -> Plan:
     channels): the channels factored out before it pass through unchanged."""
     active, channels = plan.event_shape[0], shape[0]
 
-    def wrap(fn: Callable, var: str) -> Callable:
+    def wrap(fn: Callable | None, var: str) -> Callable | None:
+        if fn is None:
+            return None
+
         def on_active(p: View, v: Value, *context: Value):
             head = ops.name(ops.slice(v, axis=-3, start=None, stop=active), f"{var}_active")
             rest = ops.name(ops.slice(v, axis=-3, start=active, stop=None), f"{var}_factored")
-            out, log_det = fn(p, head, *context)
-            return ops.concat(out, rest, axis=-3), log_det
+            out, log_det, *effects = fn(p, head, *context)
+            return ops.concat(out, rest, axis=-3), log_det, *effects
 
         return on_active
 
@@ -848,6 +937,7 @@ def _on_active_channels(plan: Plan, shape: tuple[int, ...]) -> Plan:
         output_shape=shape,
         forward=wrap(plan.forward, "x"),
         inverse=wrap(plan.inverse, "y"),
+        training_forward=wrap(plan.training_forward, "x"),
     )
 
 
@@ -862,6 +952,7 @@ REGISTRY: dict[str, Callable[[Any, tuple[int, ...], int], Plan]] = {
     "squeeze": plan_squeeze,
     "factor_out": plan_factor_out,
     "actnorm": plan_actnorm,
+    "batch_norm": plan_batch_norm,
     "logit": plan_logit,
 }
 

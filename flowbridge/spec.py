@@ -453,6 +453,32 @@ class ActNorm(_LayerModel):
         return 2 * shape[0]
 
 
+class BatchNorm(_LayerModel):
+    """Batch normalization as a flow layer (Dinh et al. 2017, sec. 3.7; TFP's
+    ``BatchNormalization`` bijector), per channel of an image (per entry of a vector),
+    in the data-to-latent direction: ``y = (x - mean) / sqrt(var + eps) *
+    exp(log_gamma) + beta``, log-det ``H * W * sum(log_gamma - log(var + eps) / 2)``.
+
+    Training mode (Pyro's ``module.train()``; TFP's and NumPy's ``layer.training = True``,
+    the default in all three, as a torch module's) takes ``mean`` and the biased ``var``
+    of the batch, over every batch dimension and H and W, and moves the running averages:
+    ``running = (1 - momentum) * running + momentum * batch`` (torch's convention; a
+    Keras momentum ``m`` is ``1 - m`` here). Evaluation mode uses the running averages.
+    The inverse always uses the running averages (it has no batch of ``x`` to measure),
+    so it inverts the evaluation-mode forward exactly. The per-example log-det holds the
+    batch statistics constant, as RealNVP and TFP do. State: ``running_mean`` and
+    ``running_log_var`` (the log of the running variance, so both start at zero: mean 0,
+    variance 1) are neutral parameters too, so they move between backends; they are
+    buffers in Pyro and non-trainable variables in TFP."""
+
+    type: Literal["batch_norm"] = "batch_norm"
+    momentum: _constant(F32_TINY, 1.0, positive=True) = 0.1
+    eps: _constant(F32_TINY, 1.0, positive=True) = 1e-5
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        return 4 * shape[0]  # log_gamma, beta and the two running averages
+
+
 class Logit(_LayerModel):
     """RealNVP's logit preprocessing (Dinh et al. 2017, sec. 4.1), the first layer of a
     flow on data in (0, 1) (dequantized pixels, :func:`flowbridge.dequantize`):
@@ -495,7 +521,7 @@ class FactorOut(_LayerModel):
 
 Layer = Annotated[
     AdditiveCoupling | AffineCoupling | Scaling | Permutation | Squeeze | FactorOut | ActNorm
-    | Logit,
+    | BatchNorm | Logit,
     Field(discriminator="type"),
 ]
 
@@ -1172,6 +1198,7 @@ __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "BatchNorm",
     "ChannelMask",
     "CheckerboardMask",
     "ClampScale",

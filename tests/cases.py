@@ -113,6 +113,12 @@ IMAGE_CASES = {
         (2, 4, 4), S.Logit(alpha=0.1), S.ActNorm(),
         S.AffineCoupling(mask=S.CheckerboardMask(), conditioner=_resnet(channels=4)),
         S.Squeeze(), S.FactorOut(), S.ActNorm()),
+    # batch normalization (evaluation mode here; tests/test_images.py checks training)
+    "image_batch_norm_c3_4x4": _image((3, 4, 4), S.BatchNorm(momentum=0.2, eps=1e-3)),
+    "image_batch_norm_coupling_c2_4x4": _image(
+        (2, 4, 4), S.BatchNorm(),
+        S.AffineCoupling(mask=S.CheckerboardMask(), conditioner=_resnet(channels=4)),
+        S.Squeeze(), S.FactorOut(), S.BatchNorm(momentum=0.5)),
     # shipped example specs with image events
     **{f"example_{p.stem}": (lambda p=p: fb.load_spec(p)) for p in sorted(EXAMPLES.iterdir())
        if len(fb.load_spec(p).event_shape) == 3},

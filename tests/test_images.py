@@ -149,6 +149,8 @@ def test_image_flows_start_as_the_identity(case):
         pytest.skip("a sigmoid scale map does not start at 1")
     if spec.layers[0].type == "logit":
         pytest.skip("the logit preprocessing is no identity")
+    if any(la.type == "batch_norm" for la in spec.layers):
+        pytest.skip("a batch norm divides by sqrt(var + eps) (and trains on batch statistics)")
     flow = fb.module_for(spec, "numpy").build_flow()
     x = np.random.default_rng(3).standard_normal((2, *spec.event_shape))
     y, log_det = flow.forward_with_log_det(x)
@@ -363,3 +365,82 @@ def test_dequantize_and_bits_per_dim():
         fb.dequantize([0, 17], 17, rng)
     with pytest.raises(ValueError, match="levels: expected an integer >= 2"):
         fb.dequantize([0], 1, rng)
+
+
+# ------------------------------------------------------------------ batch normalization
+BN = "image_batch_norm_coupling_c2_4x4"
+
+
+def _bn_reference_step(spec, params, x):
+    """The reference in training mode, one forward: (y, log_det, state after it)."""
+    flow = fb.to_numpy(spec, params)  # layers start in training mode
+    y, log_det = flow.forward_with_log_det(x)
+    state = {k: v.copy() for k, v in fb.module_for(spec, "numpy").neutral_params(flow).items()
+             if "running" in k}  # fmt: skip
+    return y, log_det, state
+
+
+def test_batch_norm_training_mode_by_hand():
+    """The reference's training mode against batch norm written out here: batch mean and
+    biased variance per channel, the running averages moved by momentum."""
+    spec = IMAGE_CASES["image_batch_norm_c3_4x4"]()  # momentum 0.2, eps 1e-3
+    params = fb.init_params(spec, 0, init="random")
+    x = np.random.default_rng(7).standard_normal((5, 3, 4, 4)) * 2.0 + 1.0
+    y, log_det, state = _bn_reference_step(spec, params, x)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    log_scale = params["layers.0.log_gamma"] - 0.5 * np.log(var + 1e-3)
+    want = (x - mean[:, None, None]) * np.exp(log_scale)[:, None, None] \
+        + params["layers.0.beta"][:, None, None]  # fmt: skip
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(log_det, 16 * log_scale.sum(), rtol=1e-12)
+    running_var = 0.8 * np.exp(params["layers.0.running_log_var"]) + 0.2 * var
+    np.testing.assert_allclose(state["layers.0.running_mean"],
+                               0.8 * params["layers.0.running_mean"] + 0.2 * mean, rtol=1e-12)
+    np.testing.assert_allclose(state["layers.0.running_log_var"], np.log(running_var),
+                               rtol=1e-12)  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["pyro", "tfp"])
+def test_batch_norm_training_mode_matches_the_reference(backend, dtype):
+    """Training mode in each framework (Pyro's default module.train(), TFP's
+    layer.training): the outputs and log-dets of one forward, and the running averages
+    it leaves, against the reference; one TransformedDistribution.log_prob moves the
+    averages once, as one forward does."""
+    from flowbridge.backends import BACKENDS
+    from flowbridge.check import TOLERANCES
+
+    if not BACKENDS[backend].available():
+        pytest.skip(f"{backend} is not installed")
+    spec = IMAGE_CASES[BN]()
+    params = fb.init_params(spec, 0, init="random")
+    x = np.random.default_rng(8).standard_normal((6, 2, 4, 4))
+    y_ref, ld_ref, state_ref = _bn_reference_step(spec, params, x)
+    tol = TOLERANCES[dtype]
+    if backend == "pyro":
+        import torch
+
+        flow = fb.to_pyro(spec, params, dtype=getattr(torch, dtype))
+        assert flow.training
+        xt = torch.tensor(x, dtype=getattr(torch, dtype))
+        y = flow(xt)
+        log_det = flow.log_abs_det_jacobian(xt, y)  # Pyro's cache: no second forward
+        y, log_det, state = y.detach().numpy(), log_det.detach().numpy(), fb.params_from_pyro(flow)
+    else:
+        import tensorflow as tf
+        import tensorflow_probability as tfp
+
+        flow = fb.to_tfp(spec, params, dtype=dtype, data_format="channels_first")
+        base = tfp.distributions.Sample(tfp.distributions.Normal(tf.constant(0.0, dtype), 1.0),
+                                        list(spec.output_shape))  # fmt: skip
+        q = tfp.distributions.TransformedDistribution(base, tfp.bijectors.Invert(flow))
+        q.log_prob(tf.constant(x, dtype))  # forward and its log-det: one training step
+        state = fb.params_from_tfp(flow)
+        fresh = fb.to_tfp(spec, params, dtype=dtype, data_format="channels_first")
+        xt = tf.constant(x, dtype)
+        y = fresh.forward(xt).numpy()
+        log_det = fresh.forward_log_det_jacobian(xt, event_ndims=3).numpy()
+    np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(log_det, ld_ref, rtol=tol, atol=tol)
+    for name, want in state_ref.items():
+        np.testing.assert_allclose(state[name], want, rtol=tol, atol=tol, err_msg=name)
+    assert not np.allclose(state_ref["layers.0.running_mean"], params["layers.0.running_mean"])

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowbridge as fb
+from flowbridge.check import inputs, runtime
 
 pytestmark = pytest.mark.fuzz
 
@@ -109,7 +110,43 @@ def layers(draw, dim):
 
 
 @st.composite
+def image_specs(draw):
+    """A valid image spec: shapes and active channels tracked as the layers go."""
+    c, h, w = draw(st.integers(1, 3)), draw(st.sampled_from([2, 4])), draw(st.sampled_from([2, 4]))
+    start, active = [c, h, w], c
+    layers = [{"type": "logit", "alpha": draw(st.floats(0.01, 0.2))}] * draw(st.booleans())
+    for _ in range(draw(st.integers(1, 4))):
+        kinds = ["checkerboard", "actnorm", "batch_norm", "scaling"]
+        kinds += ["channel", "factor_out"] * (active >= 2) + ["squeeze"] * (h % 2 == w % 2 == 0)
+        kind = draw(st.sampled_from(kinds))
+        if kind in ("checkerboard", "channel"):
+            mask = {"kind": kind, **({"parity": draw(st.sampled_from(["even", "odd"]))}
+                                     if kind == "checkerboard" else {})}  # fmt: skip
+            net = {"kind": "resnet", "blocks": draw(st.integers(0, 1)),
+                   "channels": draw(st.integers(1, 4)),
+                   "kernel_size": draw(st.sampled_from([1, 3])),
+                   "activation": draw(st.sampled_from(ACTIVATIONS))}  # fmt: skip
+            layer = {"type": draw(st.sampled_from(["additive_coupling", "affine_coupling"])),
+                     "mask": mask, "conditioner": net}  # fmt: skip
+            if layer["type"] == "affine_coupling":
+                layer["scale"] = draw(scales())
+        elif kind == "batch_norm":
+            layer = {"type": "batch_norm", "momentum": draw(st.floats(0.01, 1.0)),
+                     "eps": draw(st.floats(1e-6, 1e-2))}  # fmt: skip
+        else:
+            layer = {"type": kind}
+        if kind == "squeeze":
+            c, h, w, active = 4 * c, h // 2, w // 2, 4 * active
+        elif kind == "factor_out":
+            active //= 2
+        layers.append(layer)
+    return {"format_version": 1, "name": "image", "event_shape": start, "layers": layers}
+
+
+@st.composite
 def valid_specs(draw):
+    if draw(st.integers(0, 3)) == 0:  # a quarter of them image flows
+        return draw(image_specs())
     dim = draw(st.integers(2, 7))
     doc = {"format_version": 1, "name": draw(st.from_regex(r"[A-Za-z0-9_. -]{0,20}", fullmatch=True)),
            "event_shape": [dim], "layers": draw(st.lists(layers(dim), min_size=1, max_size=4))}  # fmt: skip
@@ -199,13 +236,13 @@ def test_valid_specs_load_generate_clean_code_and_round_trip(doc):
                 run = subprocess.run([_RUFF, *cmd, tmp], capture_output=True, text=True)
                 assert run.returncode == 0, run.stdout + run.stderr
     params = fb.init_params(spec, 0, init="random")
-    flow = fb.to_numpy(spec, params)
+    flow = runtime("numpy").build(spec, params, "float64", "cpu")  # batch norms: evaluation
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, spec.dim))
+    x = inputs(spec, 3, rng)
     given = (rng.standard_normal((3, spec.context_dim)),) if spec.context_dim else ()
     y, ld = flow.forward_with_log_det(x, *given)
     x2, ild = flow.inverse_with_log_det(y.copy(), *given)
-    assert y.shape == x.shape and ld.shape == (3,)
+    assert y.shape == (3, *spec.output_shape) and ld.shape == (3,)
     h, worst = x, 0.0  # each layer's own log-det: scales can cancel in the total
     if given and getattr(flow, "embedding", None) is not None:
         given = (flow.embedding(given[0]),)  # the layers read the embedded context
@@ -248,7 +285,8 @@ def _json_only(value) -> bool:
 
 _CROSS = ("expected fewer than the", "booleans (one per event entry)", "a mask that passes",
           "a permutation of", "for kind", "expected a value > low", "expected no",
-          "parameters in all", "expected context_dim > 0")  # fmt: skip
+          "parameters in all", "expected context_dim > 0", "for events of shape",
+          "events for a", "even height", "at least 2", "layer first", "for image events")  # fmt: skip
 
 
 def _cross_field(message: str) -> bool:

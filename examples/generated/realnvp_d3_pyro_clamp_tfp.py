@@ -266,7 +266,9 @@ class _Layer(_RealInputs, tfb.Bijector):
 
     def _forward(self, x):
         y, log_det = self.forward_with_log_det(x)
-        self._memo().forward = None if tf.executing_eagerly() else (x, y, log_det)
+        # kept eagerly too in training mode: a second forward would move its averages again
+        kept = not tf.executing_eagerly() or getattr(self, "training", False)
+        self._memo().forward = (x, y, log_det) if kept else None
         return y
 
     def _inverse(self, y):

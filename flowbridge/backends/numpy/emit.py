@@ -42,6 +42,8 @@ OPS = {
     "linear": "np.matmul({0}, {1}) + {2}",
     "conv2d": "_conv2d({0}, {1}, {2})",
     "per_channel": "{0}[:, None, None]",
+    "batch_mean": "_batch_mean({0}, {event_ndims})",
+    "assign": "{0}[...] = {1}",
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
@@ -55,6 +57,11 @@ OPS = {
 }
 OP_IMPORTS = {"erf": "import math"}
 OP_HELPERS = {
+    "batch_mean": '''def _batch_mean(x, event_ndims):
+    """The mean per channel of an image (C, H, W) or per entry of a vector, over every
+    batch dimension (and H, W): (C,)."""
+    flat = x.reshape((-1,) + x.shape[x.ndim - event_ndims :])
+    return flat.mean(axis=(0, 2, 3) if event_ndims == 3 else 0)''',
     "erf": '''_erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64''',
     "conv2d": '''def _conv(sizes, kernel_size, init, rng):
     """Convolutions sizes[0] -> ... -> sizes[-1] channels, kernels (k, k, in, out), each
@@ -231,14 +238,18 @@ _FIELD_INIT = {
     "checkerboard": "self.{name} = _checkerboard(event_shape, parity)",
     "vector": 'self.{name} = _initial(init["{name}"], {shape}, rng)',
     "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng)',
+    "state": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng)',
     "index": "self.{name} = np.asarray({name}, dtype=np.intp)",
     "int": "self.{name} = {name}",
 }
 
 
-def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
+def layer_class(
+    name: str, plan: Plan, forward: list[str], inverse: list[str], training: list[str] | None = None
+) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name, shape=_shape_arg(plan)) for f in plan.fields]
-    uses_rng = any(f.kind in ("dense", "conv", "vector", "channel") for f in plan.fields)
+    uses_rng = any(f.kind in ("dense", "conv", "vector", "channel", "state") for f in plan.fields)
+    init += ["self.training = True  # a training mode: batch statistics"] * (training is not None)
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     out = ["output_shape"] if plan.output_shape != plan.event_shape else []
     return "\n".join([
@@ -251,7 +262,8 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
               + ["rng = rng if rng is not None else np.random.default_rng(0)"] * uses_rng
               + init, 2),  # fmt: skip
         "",
-        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context)),
+        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context),
+                       training),
         "",
         neutral_params_method(plan),
     ])  # fmt: skip

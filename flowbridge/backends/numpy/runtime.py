@@ -35,7 +35,12 @@ def precise() -> None:
 
 
 def build(spec, params, dtype: str, device: str):
-    return to_numpy(spec, params)
+    """The reference in evaluation mode (a batch norm uses its running averages)."""
+    flow = to_numpy(spec, params)
+    for layer in layers_of(flow):
+        if hasattr(layer, "training"):
+            layer.training = False
+    return flow
 
 
 def _given(context) -> tuple:

@@ -43,6 +43,8 @@ OPS = {
     "linear": "torch.nn.functional.linear({0}, {1}.T, {2})",  # fused addmm, as nn.Linear
     "conv2d": "_conv2d({0}, {1}, {2})",
     "per_channel": "{0}[:, None, None]",
+    "batch_mean": "_batch_mean({0}, {event_ndims})",
+    "assign": "_assign({0}, {1})",
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
@@ -56,6 +58,15 @@ OPS = {
 }
 OP_IMPORTS: dict[str, str] = {}
 OP_HELPERS = {
+    "batch_mean": '''def _batch_mean(x, event_ndims):
+    """The mean per channel of an image (C, H, W) or per entry of a vector, over every
+    batch dimension (and H, W): (C,)."""
+    flat = x.reshape(-1, *x.shape[x.dim() - event_ndims :])
+    return flat.mean(dim=(0, 2, 3) if event_ndims == 3 else 0)''',
+    "assign": '''def _assign(state, value):
+    """A running average (a buffer) set to ``value``, outside autograd."""
+    with torch.no_grad():
+        state.copy_(value)''',
     "conv2d": '''def _conv(sizes, kernel_size, init):
     """Convolutions sizes[0] -> ... -> sizes[-1] channels, each weight started by its
     bound in ``init`` (the layer's entries of PARAM_INIT). Kernels are stored in torch's
@@ -89,6 +100,9 @@ def _conv2d(x, kernel, bias):
 }
 
 FIELD_HELPERS = {
+    "state": '''def _state(bound, shape):
+    """A running average's start, as PARAM_INIT says: a buffer, not a parameter."""
+    return _initial(bound, shape).detach()''',
     "checkerboard": '''def _checkerboard(event_shape, parity):
     """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
     _, height, width = event_shape
@@ -319,6 +333,7 @@ _FIELD_INIT = {
     "checkerboard": 'self.register_buffer("{name}", _checkerboard(event_shape, parity))',
     "vector": 'self.{name} = _initial(init["{name}"], {shape})',
     "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1])',
+    "state": 'self.register_buffer("{name}", _state(init["{name}"], {shape}[:1]))',
     "index": 'self.register_buffer("{name}", torch.tensor({name}, dtype=torch.long))',
     "int": "self.{name} = {name}",
 }
@@ -332,7 +347,9 @@ def _real(shape: tuple[int, ...], domain: str = "real") -> str:
     return f"constraints.independent(constraints.{domain}, {n})"
 
 
-def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
+def layer_class(
+    name: str, plan: Plan, forward: list[str], inverse: list[str], training: list[str] | None = None
+) -> str:
     init = [_FIELD_INIT[f.kind].format(name=f.name, shape=_shape_arg(plan)) for f in plan.fields]
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
     out = ["output_shape"] if plan.output_shape != plan.event_shape else []
@@ -348,7 +365,8 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
         signature("__init__", ["self", "*", *plan.args, "event_shape", *out, *ctx, "init"], 1),
         block([f"super().__init__({', '.join(['event_shape', *out, *ctx])})", *init], 2),
         "",
-        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context)),
+        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context),
+                       training),
         "",
         neutral_params_method(plan, "kernel.permute(2, 3, 1, 0)"),
     ])  # fmt: skip

@@ -50,7 +50,7 @@ def build(spec, params, dtype: str, device: str):
     import torch
 
     precise()
-    flow = to_pyro(spec, params, dtype=dtype, device=device)
+    flow = to_pyro(spec, params, dtype=dtype, device=device).eval()  # batch norm: evaluation
     flow._flowbridge_tensor = {"dtype": getattr(torch, dtype), "device": device}
     return flow
 

@@ -31,8 +31,9 @@ import tensorflow_probability as tfp
 tfb = tfp.bijectors"""
 
 #: IR op -> TensorFlow expression; ``{0}``, ``{1}`` are arguments, ``{name}`` attributes.
-#: ``batch_fill``/``batch_zeros`` return scalars: they occur only in constant-Jacobian
-#: layers, whose log-det TFP caches once and broadcasts over any batch.
+#: ``batch_fill``/``batch_zeros`` return scalars: they occur only where the log-det is
+#: the same for every example of a call (constant-Jacobian layers, whose log-det TFP
+#: caches once, and a batch norm), and TFP broadcasts a scalar over any batch.
 OPS = {
     "add": "{0} + {1}",
     "sub": "{0} - {1}",
@@ -52,6 +53,8 @@ OPS = {
     "linear": "tf.linalg.matmul({0}, {1}) + {2}",
     "conv2d": "_conv2d({0}, {1}, {2})",
     "per_channel": "{0}[:, None, None]",
+    "batch_mean": "_batch_mean({0}, {event_ndims})",
+    "assign": "{0}.assign({1})",
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
     "slice": "{0}[{index}]",
@@ -65,6 +68,11 @@ OPS = {
 }
 OP_IMPORTS: dict[str, str] = {}
 OP_HELPERS = {
+    "batch_mean": '''def _batch_mean(x, event_ndims):
+    """The mean per channel of an image (C, H, W) or per entry of a vector, over every
+    batch dimension (and H, W): (C,)."""
+    flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[tf.rank(x) - event_ndims :]], 0))
+    return tf.reduce_mean(flat, axis=[0, 2, 3] if event_ndims == 3 else 0)''',
     "conv2d": '''def _conv(sizes, kernel_size, init, dtype, weights=None):
     """Convolutions sizes[0] -> ... -> sizes[-1] channels, kernels (k, k, in, out) (TF's
     layout, the neutral one), each weight started by its bound in ``init`` unless
@@ -302,7 +310,9 @@ class _Layer(_RealInputs, tfb.Bijector):
 
     def _forward(self, x):
         y, log_det = self.forward_with_log_det(x)
-        self._memo().forward = None if tf.executing_eagerly() else (x, y, log_det)
+        # kept eagerly too in training mode: a second forward would move its averages again
+        kept = not tf.executing_eagerly() or getattr(self, "training", False)
+        self._memo().forward = (x, y, log_det) if kept else None
         return y
 
     def _inverse(self, y):
@@ -548,12 +558,18 @@ _FIELD_INIT = {
         'start = _initial(weights, init, "{name}", {shape}[:1], dtype)\n'
         'self.{name} = tf.Variable(start, name="{name}")'
     ),
+    "state": (
+        'start = _initial(weights, init, "{name}", {shape}[:1], dtype)\n'
+        'self.{name} = tf.Variable(start, name="{name}", trainable=False)'
+    ),
     "index": "self.{name} = tf.constant({name}, dtype=tf.int32)",
     "int": "self.{name} = {name}",
 }
 
 
-def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -> str:
+def layer_class(
+    name: str, plan: Plan, forward: list[str], inverse: list[str], training: list[str] | None = None
+) -> str:
     init = [ln for f in plan.fields for ln in _FIELD_INIT[f.kind].format(name=f.name, shape=_shape_arg(plan)).split("\n")]
     const = plan.constant_jacobian
     base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
@@ -573,6 +589,7 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
             f'with tf.name_scope(name or "{_snake(plan.class_name)}") as name:',
             shapes,
             *["    self.context_dim = context_dim"] * bool(plan.context),
+            *["    self.training = True  # a training mode: batch statistics"] * (training is not None),
             *("    " + ln for ln in init),
             "    super().__init__(",
             f"        forward_min_event_ndims={len(plan.event_shape)},",
@@ -585,7 +602,8 @@ def layer_class(name: str, plan: Plan, forward: list[str], inverse: list[str]) -
         ], 2),
         "",
         *([_SHAPE_METHODS, ""] if moves else []),
-        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context)),
+        traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context),
+                       training),
         "",
         neutral_params_method(plan),
     ])  # fmt: skip

@@ -86,6 +86,9 @@ def build(spec, params, dtype: str, device: str):
     precise()
     with _device(device):
         flow = to_tfp(spec, params, dtype=dtype)
+    for layer in layers_of(flow):  # evaluation mode: a batch norm uses its running averages
+        if hasattr(layer, "training"):
+            layer.training = False
     flow._flowbridge_device = device
     flow._flowbridge_dtype = dtype
     flow._flowbridge_event_ndims = len(spec.event_shape)
