@@ -44,9 +44,14 @@ TF_IMPLS = ("flowbridge-tfp", "flowbridge-tfp-xla", "native-tfp", "floor-tf")
 def configs(preset: str) -> list[dict]:
     """``quick``: the target size only; ``axes``: the target and every one-axis change
     (12 sizes); ``grid``: the full product of the axes (180 sizes, hours on 2 cores);
-    ``conditional``: the target size with a context (:data:`CONDITIONAL`)."""
+    ``conditional``: the target size with a context (:data:`CONDITIONAL`); ``image``: the
+    RealNVP image flow against hand-written ones (:mod:`flowbridge.bench_image`)."""
     if preset == "quick":
         return [dict(TARGET)]
+    if preset == "image":
+        from .bench_image import IMAGE
+
+        return [dict(IMAGE)]
     if preset == "conditional":
         return [dict(CONDITIONAL)]
     if preset == "axes":
@@ -56,7 +61,7 @@ def configs(preset: str) -> list[dict]:
         return out
     if preset == "grid":
         return [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*AXES.values())]
-    raise ValueError(f"preset: expected quick, axes, grid or conditional, got {preset!r}")
+    raise ValueError(f"preset: expected quick, axes, grid, conditional or image, got {preset!r}")
 
 
 def _timeit_many(fns: dict, repeats: int, min_time: float) -> list[dict]:
@@ -428,8 +433,14 @@ def _tf_ops(tf, tf_keras, flow, d, b, xla, route):
 # ------------------------------------------------------------------------ the parent
 def _worker_main(argv: list[str]) -> None:
     group, cfg, threads, repeats, min_time, compile_ = argv[0], json.loads(argv[1]), *map(float, argv[2:6])
-    worker = _torch_worker if group.startswith("torch") else _tf_worker
-    rows, info = worker(cfg, int(threads), int(repeats), min_time, bool(compile_))
+    if "image" in cfg:
+        from . import bench_image
+
+        worker = bench_image.torch_worker if group.startswith("torch") else bench_image.tf_worker
+        rows, info = worker(cfg, int(threads), int(repeats), min_time)
+    else:
+        worker = _torch_worker if group.startswith("torch") else _tf_worker
+        rows, info = worker(cfg, int(threads), int(repeats), min_time, bool(compile_))
     print("BENCH " + json.dumps({"rows": rows, "info": info}))
 
 
@@ -470,7 +481,7 @@ def run(preset: str = "quick", *, threads: int = 2, repeats: int = 7, min_time: 
     jobs = []
     for cfg in sizes:
         jobs += [(cfg, "torch"), (cfg, "tf")]
-        if cfg.get("context"):  # conditional flows are timed eagerly and in tf.function
+        if cfg.get("context") or "image" in cfg:  # eager and tf.function (image: and XLA)
             continue
         if compile_at == "all" or (compile_at == "target" and cfg == TARGET):
             jobs += [(cfg, "torch-compile"), (cfg, "tf-xla")]  # each in a process of its own
@@ -517,6 +528,10 @@ def targets(results: dict) -> list[dict]:
 
 
 def markdown(results: dict) -> str:
+    if results["preset"] == "image":
+        from .bench_image import markdown as image_markdown
+
+        return image_markdown(results)
     m = results["machine"]
     lines = [f"# flowbridge benchmarks ({results['preset']})", "",
              f"Machine: {m.get('cpu', m['processor'])}, {m['cpus']} CPUs, {m['platform']}; "
@@ -599,6 +614,8 @@ def write(results: dict, out: Path) -> None:
     name = results["preset"]
     (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / f"{name}.md").write_text(markdown(results))
+    if name == "image":
+        return
     try:
         plots(results, out / f"{name}.png")
     except ImportError:

@@ -9,7 +9,11 @@ parameters and fed fresh inputs, so neither framework's cache answers. Figures:
 - ``jacobian``: the same log-det error of the row's own forward log-det against
   ``log|det J|`` of its autodiff Jacobian (finite differences for NumPy).
 
-A figure passes when it is at most :data:`TOLERANCES` for its dtype.
+A figure passes when it is at most :data:`TOLERANCES` for its dtype. Flows are checked
+in evaluation mode; a flow with a batch norm also gets a training-mode row per backend,
+dtype and device: its forward and log-det (from the batch's statistics) against the
+reference's in training mode (the other figures do not apply: the inverse uses the
+running averages, and the per-example log-det holds the batch statistics constant).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Row:
     device: str
     errors: dict[str, float]
     source: str = "here"  # "here" or "bundle" (recorded on another machine)
+    mode: str = "evaluation"  # or "training" (a batch norm's; forward and fldj only)
 
     @property
     def tolerance(self) -> float:
@@ -74,9 +79,10 @@ class Report:
     def table(self) -> str:
         head = ["backend", "dtype", "device", *METRICS, "tol", "ok"]
         body = [
-            [r.backend + (" (bundle)" if r.source == "bundle" else ""), r.dtype, r.device,
-             *(f"{r.errors[m]:.1e}" for m in METRICS), f"{r.tolerance:.0e}",
-             "yes" if r.ok else "NO"]
+            [r.backend + (" (bundle)" if r.source == "bundle" else "")
+             + (" (training)" if r.mode == "training" else ""), r.dtype, r.device,
+             *(f"{r.errors[m]:.1e}" if m in r.errors else "-" for m in METRICS),
+             f"{r.tolerance:.0e}", "yes" if r.ok else "NO"]
             for r in self.rows
         ]  # fmt: skip
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
@@ -154,6 +160,18 @@ def measure(backend: str, dtype: str, device: str, spec, params, ref, jac_rows: 
     return Row(backend, dtype, device, errors(out, ref)), out
 
 
+def measure_training(backend: str, dtype: str, device: str, spec, params, ref) -> Row:
+    """The training-mode row of a flow with a batch norm: forward and log-det of the
+    batch ``ref["x"]`` against the reference's, both in training mode."""
+    want_rt, rt = runtime(B.REFERENCE), runtime(backend)
+    want = want_rt.training(want_rt.build(spec, params, "float64", "cpu"))
+    y_ref, ld_ref = want_rt.forward(want, ref["x"], ref.get("context"))
+    flow = rt.training(rt.build(spec, params, dtype, device))
+    y, ld = rt.forward(flow, ref["x"], ref.get("context"))
+    return Row(backend, dtype, device, {"forward": _rel(y, y_ref), "fldj": _ld(ld, ld_ref)},
+               mode="training")  # fmt: skip
+
+
 def check(
     spec: FlowSpec,
     *,
@@ -204,6 +222,10 @@ def check(
                 row, out = measure(backend, dtype, device, spec, params, ref, jacobian_rows)
                 report.rows.append(row)
                 outputs[(backend, dtype, device)] = out
+                if not B.get(backend).reference and any(
+                        layer.type == "batch_norm" for layer in spec.layers):  # fmt: skip
+                    report.rows.append(measure_training(backend, dtype, device, spec, params,
+                                                        ref))  # fmt: skip
     for row in recorded:
         report.rows.append(row)
     if save_bundle is not None:
@@ -302,7 +324,7 @@ def summary_json(reports: list[Report]) -> str:
                 "ok": r.ok,
                 "rows": [
                     {"backend": row.backend, "dtype": row.dtype, "device": row.device,
-                     "source": row.source, "ok": row.ok, **row.errors}
+                     "source": row.source, "mode": row.mode, "ok": row.ok, **row.errors}
                     for row in r.rows
                 ],  # fmt: skip
             }

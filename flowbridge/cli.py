@@ -249,10 +249,11 @@ def init_params(spec, output, seed, random_):
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["quick", "axes", "grid", "conditional"]),
+@click.option("--preset", type=click.Choice(["quick", "axes", "grid", "conditional", "image"]),
               default="quick", show_default=True, help="quick: the target size; axes: one "
               "axis at a time; grid: every combination (hours); conditional: the target size "
-              "with a context of 16.")  # fmt: skip
+              "with a context of 16; image: the RealNVP image flow against hand-written "
+              "Pyro and TF ones.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
               show_default=True, help="Where the JSON, Markdown and PNG go.")  # fmt: skip
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024),

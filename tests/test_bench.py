@@ -60,3 +60,24 @@ def test_conditional_workers_time_identical_conditional_flows():
         assert {row["impl"] for row in got["rows"]} == impls
         assert all(row["seconds"] > 0 for row in got["rows"])
     assert bench.configs("conditional") == [bench.CONDITIONAL]
+
+
+@pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
+def test_image_workers_time_flows_equal_to_the_handwritten_ones(tmp_path):
+    """The image preset: each worker asserts before timing that flowbridge's flow and the
+    hand-written one (plain torch NCHW; plain TF channels last) give the same latents and
+    log-densities; every implementation and operation is timed; the report names them."""
+    from flowbridge import bench_image
+
+    assert bench.configs("image") == [bench_image.IMAGE]
+    cfg = {**bench_image.IMAGE, "image": [2, 8, 8], "blocks": 1, "channels": 4, "batch": 4}
+    runs = []
+    for group, impls in (("torch", bench_image.TORCH_IMPLS), ("tf", bench_image.TF_IMPLS)):
+        got = bench._run_worker(group, cfg, 1, 1, 0.001, False)
+        assert {(r["impl"], r["op"]) for r in got["rows"]} == {
+            (i, op) for i in impls for op in bench_image.OPS}
+        runs.append({"config": cfg, "group": group, **got})
+    results = {"preset": "image", "machine": bench.machine(), "threads": 1, "repeats": 1,
+               "runs": runs}  # fmt: skip
+    text = bench.markdown(results)
+    assert "| flowbridge-tfp-xla |" in text and "| handwritten-torch |" in text

@@ -444,3 +444,19 @@ def test_batch_norm_training_mode_matches_the_reference(backend, dtype):
     for name, want in state_ref.items():
         np.testing.assert_allclose(state[name], want, rtol=tol, atol=tol, err_msg=name)
     assert not np.allclose(state_ref["layers.0.running_mean"], params["layers.0.running_mean"])
+
+
+def test_check_reports_batch_norm_in_both_modes():
+    """`flowbridge check` on a flow with a batch norm: the evaluation rows and, per
+    framework backend and dtype, a training-mode row (forward and log-det only)."""
+    from flowbridge.backends import BACKENDS
+
+    spec = IMAGE_CASES[BN]()
+    backends = tuple(b for b in ("pyro", "tfp") if BACKENDS[b].available())
+    report = fb.check(spec, backends=("numpy", *backends), devices=("cpu",), batch=8,
+                      jacobian_rows=2)  # fmt: skip
+    training = [r for r in report.rows if r.mode == "training"]
+    assert {(r.backend, r.dtype) for r in training} == {(b, d) for b in backends
+                                                        for d in ("float32", "float64")}
+    assert all(set(r.errors) == {"forward", "fldj"} for r in training)
+    assert report.ok and "(training)" in report.table()

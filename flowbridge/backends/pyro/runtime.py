@@ -55,6 +55,11 @@ def build(spec, params, dtype: str, device: str):
     return flow
 
 
+def training(flow):
+    """``flow`` in training mode (a batch norm's batch statistics)."""
+    return flow.train()
+
+
 def _tensor(flow, a: np.ndarray):
     import torch
 

@@ -96,6 +96,14 @@ def build(spec, params, dtype: str, device: str):
     return flow
 
 
+def training(flow):
+    """``flow`` with its batch norms in training mode (batch statistics)."""
+    for layer in layers_of(flow):
+        if hasattr(layer, "training"):
+            layer.training = True
+    return flow
+
+
 def _run(flow):
     return _device(getattr(flow, "_flowbridge_device", "cpu"))
 
