@@ -27,10 +27,19 @@ CASES = {
     "amortized_guide_pyro.py": ["amortized flow (flowbridge)", "mean-field (AutoNormal)",
                                 "NUTS (reference)", "amortized_guide_pyro.png"],  # fmt: skip
     "npe_two_moons.py": ["flowbridge Pyro", "flowbridge TFP", "in box", "npe_two_moons.png"],
+    "distributed_pyro.py": ["2 processes (gloo, CPU)", "replicas identical after training: True",
+                            "max |replica - single-process|"],  # fmt: skip
+    "distributed_tfp.py": ["MirroredStrategy over 2 logical CPU devices",
+                           "replicas identical after training: True",
+                           "max |replica - single-device|"],  # fmt: skip
     "digits_density.py": ["flowbridge RealNVP, Pyro", "flowbridge RealNVP, TFP",
                           "diagonal Gaussian (logit space)", "vector RealNVP (flattened, Pyro)",
                           "Pyro - TFP gap", "digits_density.png"],  # fmt: skip
 }
+
+
+#: Scripts that print their figures and save no files.
+NO_OUT = {"port_native.py", "distributed_pyro.py", "distributed_tfp.py"}
 
 
 @pytest.mark.parametrize("script", sorted(CASES))
@@ -39,7 +48,7 @@ def test_example_fast_mode(script, tmp_path):
     pytest.importorskip("tqdm")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
     args = [sys.executable, str(EXAMPLES / script), "--fast"]
-    if script != "port_native.py":
+    if script not in NO_OUT:
         args += ["--out", str(tmp_path)]
     run = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
