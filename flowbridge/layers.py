@@ -85,9 +85,8 @@ class Field:
     each backend storing them in its own layout), ``"vector"`` (a learned tensor of the
     layer's event shape, ``self.{name}``), ``"channel"`` (a learned tensor of the
     layer's first event dimension: one entry per channel of an image),
-    ``"checkerboard"`` (a ``(1, H, W)`` buffer of ones where ``(h + w) % 2 == parity``,
-    zeros elsewhere, from ``event_shape`` and the constructor's ``parity``), ``"index"``
-    (an integer buffer) or ``"int"`` (a plain Python int). A layer acting on the active
+    ``"constant"`` (a float buffer from a constructor list, nested for more than one
+    dimension: a checkerboard's row and column parities), ``"index"`` (an integer buffer) or ``"int"`` (a plain Python int). A layer acting on the active
     channels of an image (after a factor-out) has an ``active_shape`` argument, which
     gives its ``"vector"`` and ``"channel"`` fields their shapes. ``"state"`` is a
     ``"channel"`` tensor the layer updates itself (a running average), not trained: a
@@ -216,13 +215,17 @@ class Partition:
         if mask.kind == "checkerboard":
             self.masked, self.mode = True, "masked"
             self.n_pass = self.n_trans = c  # the conditioner reads and writes every channel
-            self.args = {"parity": 0 if mask.parity == "even" else 1}
-            self.fields = (Field("checkerboard", "mask"),)
-            self.buffers = {"mask": (1, h, w)}
-            # the parity is a constructor argument: both parities share one class
+            # the mask b is traced from two constant vectors, row and column parities:
+            # b[h, w] = 1 where (h + parity) % 2 == w % 2, that is (h + w) % 2 == parity;
+            # both are constructor arguments, so both parities share one class
+            parity = 0 if mask.parity == "even" else 1
+            self.args = {"rows": [[float((i + parity) % 2)] for i in range(h)],
+                         "cols": [float(j % 2) for j in range(w)]}  # fmt: skip
+            self.fields = (Field("constant", "rows"), Field("constant", "cols"))
+            self.buffers = {"rows": (h, 1), "cols": (w,)}
             self.words = ("Checkerboard", "Checkerboard")
-            self.text = ("checkerboard mask: entries with (h + w) % 2 == parity (0 even, "
-                         "1 odd, a constructor argument) pass through")  # fmt: skip
+            self.text = ("checkerboard mask: entries with (h + w) % 2 == parity pass through "
+                         "(rows and cols, constructor arguments, hold the parities)")  # fmt: skip
             self.legend = ("x_a = b * x: the entries the checkerboard b passes, the others "
                            "zeroed; x_b = x; shift and log_scale are zero where b is 1")  # fmt: skip
             return
@@ -240,7 +243,7 @@ class Partition:
         """``(passed, transformed)`` parts of ``x``, named ``{var}_a`` and ``{var}_b``."""
         axis = self.axis
         if self.masked:
-            return ops.name(x * p.mask, f"{var}_a"), x
+            return ops.name(x * self._masks(p)[0], f"{var}_a"), x
         if self.mode == "first":
             a = ops.slice(x, axis=axis, start=None, stop=p.split)
             b = ops.slice(x, axis=axis, start=p.split, stop=None)
@@ -266,7 +269,16 @@ class Partition:
         masked partition, named ``name``; the value itself for a split."""
         if not self.masked:
             return value
-        return ops.name(value * ops.name(1.0 - p.mask, "trans_mask"), name)
+        return ops.name(value * self._masks(p)[1], name)
+
+    def _masks(self, p: View) -> tuple[Value, Value]:
+        """A masked partition's ``(b, 1 - b)``, each ``(H, W)``: traced once per body
+        (kept on that body's view) from the row and column parities."""
+        if "_masks" not in p.__dict__:
+            diff = ops.name(p.rows - p.cols, "parity_diff")  # 0 where the parities agree
+            trans = ops.name(diff * diff, "trans_mask")
+            p.__dict__["_masks"] = (ops.name(1.0 - trans, "mask"), trans)
+        return p.__dict__["_masks"]
 
 
 class MLP:

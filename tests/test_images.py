@@ -116,6 +116,13 @@ def test_checkerboard_passes_its_squares_and_transforms_the_others():
     nudged = x.copy()
     nudged[:, 0, 0, 0] += 0.5  # (0, 0) is a passed square
     assert not np.allclose(ref.forward(nudged)[:, :, ~passed], y[:, :, ~passed])
+    # parity odd: the other squares pass (a 4 x 6 image, so rows and columns both count)
+    spec, _, ref, x = _setup("image_checkerboard_odd_additive_c1_4x6_k1_tanh")
+    y = ref.forward(x)
+    h, w = np.indices(spec.event_shape[1:])
+    odd = (h + w) % 2 == 1
+    np.testing.assert_array_equal(y[:, :, odd], x[:, :, odd])
+    assert np.min(np.abs(y[:, :, ~odd] - x[:, :, ~odd])) > 0
 
 
 def test_channel_mask_passes_its_channels():

@@ -333,13 +333,6 @@ def _unsqueeze2x2(y):
     return x.reshape(y.shape[:-3] + (c4 // 4, 2 * height, 2 * width))
 
 
-def _checkerboard(event_shape, parity):
-    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
-    _, height, width = event_shape
-    h, w = np.arange(height)[:, None], np.arange(width)[None, :]
-    return ((h + w) % 2 == parity).astype(np.float64)[None]
-
-
 def _per_layer(table, count):
     """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
     out = [{} for _ in range(count)]
@@ -422,21 +415,25 @@ class AffineCouplingCheckerboard(_Layer):
               log|det J^-1| = -sum(log_scale)
     x_a = b * x: the entries the checkerboard b passes, the others zeroed; x_b = x; shift and
     log_scale are zero where b is 1; m: the residual conditioner network.
-    Configuration: checkerboard mask: entries with (h + w) % 2 == parity (0 even, 1 odd, a
-    constructor argument) pass through; resnet conditioner: 2 residual blocks of 16 channels,
-    3x3 convolutions, relu; scale map exp.
+    Configuration: checkerboard mask: entries with (h + w) % 2 == parity pass through (rows and
+    cols, constructor arguments, hold the parities); resnet conditioner: 2 residual blocks of
+    16 channels, 3x3 convolutions, relu; scale map exp.
     """
 
-    def __init__(self, *, sizes, kernel_size, n_trans, parity, event_shape, init, rng=None):
+    def __init__(self, *, sizes, kernel_size, n_trans, rows, cols, event_shape, init, rng=None):
         super().__init__(event_shape)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.kernels, self.biases = _conv(sizes, kernel_size, init, rng)
         self.n_trans = n_trans
-        self.mask = _checkerboard(event_shape, parity)
+        self.rows = np.asarray(rows, dtype=np.float64)
+        self.cols = np.asarray(cols, dtype=np.float64)
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x * self.mask
+        parity_diff = self.rows - self.cols
+        trans_mask = parity_diff * parity_diff
+        mask = 1.0 - trans_mask
+        x_a = x * mask
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = np.maximum(h, 0.0)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -451,20 +448,21 @@ class AffineCouplingCheckerboard(_Layer):
         h_3 = np.maximum(h_2, 0.0)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
         log_scale_all = out[..., self.n_trans :, :, :]
-        trans_mask = 1.0 - self.mask
         log_scale = log_scale_all * trans_mask
         scale = np.exp(log_scale)
         x_b_scaled = x * scale
         shift_all = out[..., : self.n_trans, :, :]
-        trans_mask_1 = 1.0 - self.mask
-        shift = shift_all * trans_mask_1
+        shift = shift_all * trans_mask
         y = x_b_scaled + shift
         log_det = np.sum(log_scale, axis=(-3, -2, -1))
         return y, log_det
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_a = y * self.mask
+        parity_diff = self.rows - self.cols
+        trans_mask = parity_diff * parity_diff
+        mask = 1.0 - trans_mask
+        y_a = y * mask
         h = _conv2d(y_a, self.kernels[0], self.biases[0])
         r = np.maximum(h, 0.0)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -479,12 +477,10 @@ class AffineCouplingCheckerboard(_Layer):
         h_3 = np.maximum(h_2, 0.0)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
         shift_all = out[..., : self.n_trans, :, :]
-        trans_mask = 1.0 - self.mask
         shift = shift_all * trans_mask
         y_b_unshifted = y - shift
         log_scale_all = out[..., self.n_trans :, :, :]
-        trans_mask_1 = 1.0 - self.mask
-        log_scale = log_scale_all * trans_mask_1
+        log_scale = log_scale_all * trans_mask
         neg_log_scale = -log_scale
         inv_scale = np.exp(neg_log_scale)
         x = y_b_unshifted * inv_scale
@@ -730,7 +726,8 @@ def build_flow(params=None, seed=0):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[0],
             rng=rng,
@@ -739,7 +736,8 @@ def build_flow(params=None, seed=0):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[1],
             rng=rng,
@@ -748,7 +746,8 @@ def build_flow(params=None, seed=0):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[2],
             rng=rng,
@@ -785,7 +784,8 @@ def build_flow(params=None, seed=0):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[7],
             rng=rng,
@@ -794,7 +794,8 @@ def build_flow(params=None, seed=0):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[8],
             rng=rng,
@@ -803,7 +804,8 @@ def build_flow(params=None, seed=0):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[9],
             rng=rng,
@@ -812,7 +814,8 @@ def build_flow(params=None, seed=0):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[10],
             rng=rng,

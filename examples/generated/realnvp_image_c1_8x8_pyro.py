@@ -329,13 +329,6 @@ def _unsqueeze2x2(y):
     return x.reshape(*y.shape[:-3], c4 // 4, 2 * height, 2 * width)
 
 
-def _checkerboard(event_shape, parity):
-    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
-    _, height, width = event_shape
-    h, w = torch.arange(height)[:, None], torch.arange(width)[None, :]
-    return ((h + w) % 2 == parity).to(torch.get_default_dtype())[None]
-
-
 def _per_layer(table, count):
     """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
     out = [{} for _ in range(count)]
@@ -438,23 +431,27 @@ class AffineCouplingCheckerboard(_Layer):
               log|det J^-1| = -sum(log_scale)
     x_a = b * x: the entries the checkerboard b passes, the others zeroed; x_b = x; shift and
     log_scale are zero where b is 1; m: the residual conditioner network.
-    Configuration: checkerboard mask: entries with (h + w) % 2 == parity (0 even, 1 odd, a
-    constructor argument) pass through; resnet conditioner: 2 residual blocks of 16 channels,
-    3x3 convolutions, relu; scale map exp.
+    Configuration: checkerboard mask: entries with (h + w) % 2 == parity pass through (rows and
+    cols, constructor arguments, hold the parities); resnet conditioner: 2 residual blocks of
+    16 channels, 3x3 convolutions, relu; scale map exp.
     """
 
     domain = constraints.independent(constraints.real, 3)
     codomain = constraints.independent(constraints.real, 3)
 
-    def __init__(self, *, sizes, kernel_size, n_trans, parity, event_shape, init):
+    def __init__(self, *, sizes, kernel_size, n_trans, rows, cols, event_shape, init):
         super().__init__(event_shape)
         self.kernels, self.biases = _conv(sizes, kernel_size, init)
         self.n_trans = n_trans
-        self.register_buffer("mask", _checkerboard(event_shape, parity))
+        self.register_buffer("rows", torch.tensor(rows))
+        self.register_buffer("cols", torch.tensor(cols))
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x * self.mask
+        parity_diff = self.rows - self.cols
+        trans_mask = parity_diff * parity_diff
+        mask = 1.0 - trans_mask
+        x_a = x * mask
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -469,20 +466,21 @@ class AffineCouplingCheckerboard(_Layer):
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
         log_scale_all = out[..., self.n_trans :, :, :]
-        trans_mask = 1.0 - self.mask
         log_scale = log_scale_all * trans_mask
         scale = torch.exp(log_scale)
         x_b_scaled = x * scale
         shift_all = out[..., : self.n_trans, :, :]
-        trans_mask_1 = 1.0 - self.mask
-        shift = shift_all * trans_mask_1
+        shift = shift_all * trans_mask
         y = x_b_scaled + shift
         log_det = log_scale.sum((-3, -2, -1))
         return y, log_det
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_a = y * self.mask
+        parity_diff = self.rows - self.cols
+        trans_mask = parity_diff * parity_diff
+        mask = 1.0 - trans_mask
+        y_a = y * mask
         h = _conv2d(y_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -497,12 +495,10 @@ class AffineCouplingCheckerboard(_Layer):
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
         shift_all = out[..., : self.n_trans, :, :]
-        trans_mask = 1.0 - self.mask
         shift = shift_all * trans_mask
         y_b_unshifted = y - shift
         log_scale_all = out[..., self.n_trans :, :, :]
-        trans_mask_1 = 1.0 - self.mask
-        log_scale = log_scale_all * trans_mask_1
+        log_scale = log_scale_all * trans_mask
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
         x = y_b_unshifted * inv_scale
@@ -732,7 +728,8 @@ def build_flow(params=None):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[0],
         ),
@@ -740,7 +737,8 @@ def build_flow(params=None):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[1],
         ),
@@ -748,7 +746,8 @@ def build_flow(params=None):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[2],
         ),
@@ -781,7 +780,8 @@ def build_flow(params=None):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[7],
         ),
@@ -789,7 +789,8 @@ def build_flow(params=None):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[8],
         ),
@@ -797,7 +798,8 @@ def build_flow(params=None):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[9],
         ),
@@ -805,7 +807,8 @@ def build_flow(params=None):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[10],
         ),

@@ -343,13 +343,6 @@ def _unsqueeze2x2(y):
     return tf.reshape(x, tf.concat([tf.shape(y)[:-3], [c4 // 4, 2 * height, 2 * width]], 0))
 
 
-def _checkerboard(event_shape, parity, dtype):
-    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
-    _, height, width = event_shape
-    h, w = tf.range(height)[:, None], tf.range(width)[None, :]
-    return tf.cast((h + w) % 2 == parity, dtype)[None]
-
-
 def _moved_shape(shape, old, new):
     """A TensorShape whose trailing ``old`` event shape is replaced by ``new``."""
     if shape.rank is None:
@@ -569,9 +562,9 @@ class AffineCouplingCheckerboard(_Layer):
               log|det J^-1| = -sum(log_scale)
     x_a = b * x: the entries the checkerboard b passes, the others zeroed; x_b = x; shift and
     log_scale are zero where b is 1; m: the residual conditioner network.
-    Configuration: checkerboard mask: entries with (h + w) % 2 == parity (0 even, 1 odd, a
-    constructor argument) pass through; resnet conditioner: 2 residual blocks of 16 channels,
-    3x3 convolutions, relu; scale map exp.
+    Configuration: checkerboard mask: entries with (h + w) % 2 == parity pass through (rows and
+    cols, constructor arguments, hold the parities); resnet conditioner: 2 residual blocks of
+    16 channels, 3x3 convolutions, relu; scale map exp.
     """
 
     def __init__(
@@ -580,7 +573,8 @@ class AffineCouplingCheckerboard(_Layer):
         sizes,
         kernel_size,
         n_trans,
-        parity,
+        rows,
+        cols,
         event_shape,
         init,
         dtype=tf.float32,
@@ -593,7 +587,8 @@ class AffineCouplingCheckerboard(_Layer):
             self.event_shape = self.output_shape = tuple(event_shape)
             self.kernels, self.biases = _conv(sizes, kernel_size, init, dtype, weights)
             self.n_trans = n_trans
-            self.mask = _checkerboard(event_shape, parity, dtype)
+            self.rows = tf.constant(rows, dtype=dtype)
+            self.cols = tf.constant(cols, dtype=dtype)
             super().__init__(
                 forward_min_event_ndims=3,
                 is_constant_jacobian=False,
@@ -605,7 +600,10 @@ class AffineCouplingCheckerboard(_Layer):
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x * self.mask
+        parity_diff = self.rows - self.cols
+        trans_mask = parity_diff * parity_diff
+        mask = 1.0 - trans_mask
+        x_a = x * mask
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = tf.nn.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -620,20 +618,21 @@ class AffineCouplingCheckerboard(_Layer):
         h_3 = tf.nn.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
         log_scale_all = out[..., self.n_trans :, :, :]
-        trans_mask = 1.0 - self.mask
         log_scale = log_scale_all * trans_mask
         scale = tf.exp(log_scale)
         x_b_scaled = x * scale
         shift_all = out[..., : self.n_trans, :, :]
-        trans_mask_1 = 1.0 - self.mask
-        shift = shift_all * trans_mask_1
+        shift = shift_all * trans_mask
         y = x_b_scaled + shift
         log_det = tf.reduce_sum(log_scale, axis=(-3, -2, -1))
         return y, log_det
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_a = y * self.mask
+        parity_diff = self.rows - self.cols
+        trans_mask = parity_diff * parity_diff
+        mask = 1.0 - trans_mask
+        y_a = y * mask
         h = _conv2d(y_a, self.kernels[0], self.biases[0])
         r = tf.nn.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -648,12 +647,10 @@ class AffineCouplingCheckerboard(_Layer):
         h_3 = tf.nn.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
         shift_all = out[..., : self.n_trans, :, :]
-        trans_mask = 1.0 - self.mask
         shift = shift_all * trans_mask
         y_b_unshifted = y - shift
         log_scale_all = out[..., self.n_trans :, :, :]
-        trans_mask_1 = 1.0 - self.mask
-        log_scale = log_scale_all * trans_mask_1
+        log_scale = log_scale_all * trans_mask
         neg_log_scale = -log_scale
         inv_scale = tf.exp(neg_log_scale)
         x = y_b_unshifted * inv_scale
@@ -958,7 +955,8 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[0],
             dtype=dtype,
@@ -969,7 +967,8 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[1],
             dtype=dtype,
@@ -980,7 +979,8 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             event_shape=(1, 8, 8),
             init=init[2],
             dtype=dtype,
@@ -1032,7 +1032,8 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[7],
             dtype=dtype,
@@ -1043,7 +1044,8 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[8],
             dtype=dtype,
@@ -1054,7 +1056,8 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=0,
+            rows=[[0.0], [1.0], [0.0], [1.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[9],
             dtype=dtype,
@@ -1065,7 +1068,8 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
-            parity=1,
+            rows=[[1.0], [0.0], [1.0], [0.0]],
+            cols=[0.0, 1.0, 0.0, 1.0],
             event_shape=(4, 4, 4),
             init=init[10],
             dtype=dtype,

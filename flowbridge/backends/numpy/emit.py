@@ -97,13 +97,7 @@ def _conv2d(x, kernel, bias):
     x = y.reshape(-1, c4 // 4, 2, 2, height, width).transpose(0, 1, 4, 2, 5, 3)
     return x.reshape(y.shape[:-3] + (c4 // 4, 2 * height, 2 * width))''',
 }
-FIELD_HELPERS = {
-    "checkerboard": '''def _checkerboard(event_shape, parity):
-    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
-    _, height, width = event_shape
-    h, w = np.arange(height)[:, None], np.arange(width)[None, :]
-    return ((h + w) % 2 == parity).astype(np.float64)[None]''',
-}
+FIELD_HELPERS: dict[str, str] = {}
 
 HELPERS = '''def _initial(bound, shape, rng):
     """An array uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT)."""
@@ -235,7 +229,7 @@ EMBEDDING_HELPERS = '''def _checked_embedding_input(embedding, context):
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, rng)",
     "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init, rng)",
-    "checkerboard": "self.{name} = _checkerboard(event_shape, parity)",
+    "constant": "self.{name} = np.asarray({name}, dtype=np.float64)",
     "vector": 'self.{name} = _initial(init["{name}"], {shape}, rng)',
     "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng)',
     "state": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng)',

@@ -103,11 +103,6 @@ FIELD_HELPERS = {
     "state": '''def _state(bound, shape):
     """A running average's start, as PARAM_INIT says: a buffer, not a parameter."""
     return _initial(bound, shape).detach()''',
-    "checkerboard": '''def _checkerboard(event_shape, parity):
-    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
-    _, height, width = event_shape
-    h, w = torch.arange(height)[:, None], torch.arange(width)[None, :]
-    return ((h + w) % 2 == parity).to(torch.get_default_dtype())[None]''',
 }
 
 HELPERS = '''def _initial(bound, shape):
@@ -330,7 +325,7 @@ def embedding_class(plan, body: list[str]) -> str:
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init)",
     "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init)",
-    "checkerboard": 'self.register_buffer("{name}", _checkerboard(event_shape, parity))',
+    "constant": 'self.register_buffer("{name}", torch.tensor({name}))',
     "vector": 'self.{name} = _initial(init["{name}"], {shape})',
     "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1])',
     "state": 'self.register_buffer("{name}", _state(init["{name}"], {shape}[:1]))',

@@ -117,13 +117,7 @@ def _conv2d(x, kernel, bias):
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))''',
 }
 
-FIELD_HELPERS = {
-    "checkerboard": '''def _checkerboard(event_shape, parity, dtype):
-    """(1, H, W): 1.0 where (h + w) % 2 == parity (the entries the mask passes), else 0.0."""
-    _, height, width = event_shape
-    h, w = tf.range(height)[:, None], tf.range(width)[None, :]
-    return tf.cast((h + w) % 2 == parity, dtype)[None]''',
-}
+FIELD_HELPERS: dict[str, str] = {}
 
 #: Helpers of a module with a layer whose output event shape differs from its input's.
 SHAPE_HELPERS = '''def _moved_shape(shape, old, new):
@@ -549,7 +543,7 @@ def embedding_class(plan, body: list[str]) -> str:
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, dtype, weights)",
     "conv": "self.kernels, self.biases = _conv(sizes, kernel_size, init, dtype, weights)",
-    "checkerboard": "self.{name} = _checkerboard(event_shape, parity, dtype)",
+    "constant": "self.{name} = tf.constant({name}, dtype=dtype)",
     "vector": (
         'start = _initial(weights, init, "{name}", {shape}, dtype)\n'
         'self.{name} = tf.Variable(start, name="{name}")'
