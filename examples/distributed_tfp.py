@@ -23,20 +23,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from distributed_pyro import BATCH, LR, WORLD, data  # noqa: E402  (the same task and data)
 
 import flowbridge as fb  # noqa: E402
 
 SPEC = fb.realnvp(6, num_couplings=4, hidden=(32, 32), permutation="random",
                   name="distributed")  # fmt: skip
-WORLD, BATCH, LR = 2, 64, 1e-3
-
-
-def data(steps: int) -> np.ndarray:
-    """The whole batches, (steps, BATCH, 6) float32: a correlated Gaussian mixture."""
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((3, 6)) * 2.0
-    pick = rng.integers(0, 3, (steps, BATCH))
-    return (centres[pick] + 0.5 * rng.standard_normal((steps, BATCH, 6))).astype(np.float32)
 
 
 def build(tf, tfp, tf_keras):

@@ -289,7 +289,7 @@ def generate(spec: FlowSpec, backend: str) -> str:
         *classes,
         em.flow_code(spec, calls, embedding),
     ]
-    return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+    return "\n\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
 
 
 _INIT_COMMENT = """\

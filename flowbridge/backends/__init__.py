@@ -64,6 +64,14 @@ class Backend:
         return module
 
 
+def set_training(layers, training: bool) -> None:
+    """Every layer with a training mode (a batch norm's ``training`` attribute, in the
+    generated NumPy and TFP modules) switched to ``training`` or evaluation mode."""
+    for layer in layers:
+        if hasattr(layer, "training"):
+            layer.training = training
+
+
 #: name -> backend, the reference first (the order of the check's rows).
 BACKENDS: dict[str, Backend] = {
     b.name: b

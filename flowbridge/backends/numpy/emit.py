@@ -167,9 +167,10 @@ CONDITIONAL_USAGE = """Use: flow = build_flow(params); with a context c of shape
 flow.forward_log_det_jacobian(x, c); flow.inverse_log_det_jacobian(y, c).
 Every input is converted to float64; the flow has no state besides its weights."""
 
-CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
+CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x=None):
     """``context`` as float64 if it holds real numbers of shape (*batch, context_dim) whose
-    batch broadcasts to x's; else a TypeError or ValueError naming both sizes."""
+    batch broadcasts to x's (when x is given: a context embedding's input has none yet);
+    else a TypeError or ValueError naming both sizes."""
     where = f"{type(layer).__name__}: context"
     array = np.asarray(context)
     if array.dtype.kind not in "iuf":
@@ -179,6 +180,8 @@ CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
             f"{where}: expected shape (*batch, {layer.context_dim}) (the flow's context_dim), "
             f"got {array.shape}"
         )
+    if x is None:
+        return array.astype(np.float64, copy=False)
     batch = x.shape[: x.ndim - len(layer.event_shape)]
     try:
         fits = np.broadcast_shapes(array.shape[:-1], batch) == batch
@@ -212,19 +215,7 @@ class _ConditionalLayer(_Layer):
     def inverse_log_det_jacobian(self, y, context):
         return self.inverse_with_log_det(y, context)[1]'''
 
-EMBEDDING_HELPERS = '''def _checked_embedding_input(embedding, context):
-    """``context`` as float64 if it holds real numbers of shape (*batch, context_dim);
-    else a TypeError or ValueError naming both sizes."""
-    where = f"{type(embedding).__name__}: context"
-    array = np.asarray(context)
-    if array.dtype.kind not in "iuf":
-        raise TypeError(f"{where}: expected real numbers, got dtype {array.dtype}")
-    if array.ndim < 1 or array.shape[-1] != embedding.context_dim:
-        raise ValueError(
-            f"{where}: expected shape (*batch, {embedding.context_dim}) (the flow's "
-            f"context_dim), got {array.shape}"
-        )
-    return array.astype(np.float64, copy=False)'''
+EMBEDDING_HELPERS = ""  # the context embedding checks its input with _checked_context
 
 _FIELD_INIT = {
     "dense": "self.kernels, self.biases = _dense(sizes, init, rng)",
@@ -275,7 +266,7 @@ def embedding_class(plan, body: list[str]) -> str:
         "",
         "    def __call__(self, context):",
         '        """The features (*batch, features) of a context (*batch, context_dim)."""',
-        "        return self._embed(_checked_embedding_input(self, context))",
+        "        return self._embed(_checked_context(self, context))",
         "",
         embed_methods(plan, body),
     ])  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...build import to_numpy
+from .. import set_training
 
 STEP = 1e-6
 
@@ -37,17 +38,13 @@ def precise() -> None:
 def build(spec, params, dtype: str, device: str):
     """The reference in evaluation mode (a batch norm uses its running averages)."""
     flow = to_numpy(spec, params)
-    for layer in layers_of(flow):
-        if hasattr(layer, "training"):
-            layer.training = False
+    set_training(layers_of(flow), False)
     return flow
 
 
 def training(flow):
     """``flow`` with its batch norms in training mode (batch statistics)."""
-    for layer in layers_of(flow):
-        if hasattr(layer, "training"):
-            layer.training = True
+    set_training(layers_of(flow), True)
     return flow
 
 

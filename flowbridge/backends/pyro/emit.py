@@ -201,9 +201,10 @@ at.log_abs_det_jacobian(x, y). The flow is a pyro
 ConditionalComposeTransformModule: pass it to dist.ConditionalTransformedDistribution,
 register it with pyro.module, move it with .to(device, dtype)."""
 
-CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
+CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x=None):
     """``context`` if it is a real floating tensor of shape (*batch, context_dim) in x's
-    dtype and device whose batch broadcasts to x's; else a TypeError or ValueError."""
+    dtype and device whose batch broadcasts to x's (without x, a context embedding's
+    input: in the embedding's dtype and device); else a TypeError or ValueError."""
     where = f"{type(layer).__name__}: context"
     if not isinstance(context, torch.Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor, got {type(context).__name__}")
@@ -214,11 +215,14 @@ CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
             f"{where}: expected shape (*batch, {layer.context_dim}) (the flow's context_dim), "
             f"got {tuple(context.shape)}"
         )
-    if context.dtype != x.dtype or context.device != x.device:
+    like, whose = (x, "the input's") if x is not None else (layer.kernels[0], "the layer's")
+    if context.dtype != like.dtype or context.device != like.device:
         raise TypeError(
-            f"{where}: expected dtype {x.dtype} on {x.device} (the input's), "
+            f"{where}: expected dtype {like.dtype} on {like.device} ({whose}), "
             f"got {context.dtype} on {context.device}"
         )
+    if x is None:
+        return context
     batch = tuple(x.shape[: x.dim() - len(layer.event_shape)])
     try:
         fits = tuple(torch.broadcast_shapes(context.shape[:-1], batch)) == batch
@@ -268,29 +272,7 @@ class _Conditioned(Transform):
     def inverse_with_log_det(self, y):
         return self.layer.inverse_with_log_det(y, self.context)'''
 
-EMBEDDING_HELPERS = '''def _checked_embedding_input(embedding, context):
-    """``context`` if it is a real floating tensor of shape (*batch, context_dim) in the
-    embedding's dtype and device; else a TypeError or ValueError naming both sizes."""
-    where = f"{type(embedding).__name__}: context"
-    if not isinstance(context, torch.Tensor):
-        raise TypeError(f"{where}: expected a torch.Tensor, got {type(context).__name__}")
-    if not context.dtype.is_floating_point:
-        raise TypeError(f"{where}: expected a real floating-point tensor, got {context.dtype}")
-    if context.dim() < 1 or context.shape[-1] != embedding.context_dim:
-        raise ValueError(
-            f"{where}: expected shape (*batch, {embedding.context_dim}) (the flow's "
-            f"context_dim), got {tuple(context.shape)}"
-        )
-    weight = embedding.kernels[0]
-    if context.dtype != weight.dtype or context.device != weight.device:
-        raise TypeError(
-            f"{where}: expected dtype {weight.dtype} on {weight.device} (the embedding's), "
-            f"got {context.dtype} on {context.device}"
-        )
-    return context
-
-
-class EmbeddedFlow(ConditionalTransformModule):
+EMBEDDING_HELPERS = '''class EmbeddedFlow(ConditionalTransformModule):
     """The flow behind its context embedding: ``condition(c)`` embeds ``c`` once
     (``self.embedding``) and conditions the layers (``self.layers``, a
     ConditionalComposeTransformModule) on the features."""
@@ -316,7 +298,7 @@ def embedding_class(plan, body: list[str]) -> str:
         "",
         "    def forward(self, context):",
         '        """The features (*batch, features) of a context (*batch, context_dim)."""',
-        "        return self._embed(_checked_embedding_input(self, context))",
+        "        return self._embed(_checked_context(self, context))",
         "",
         embed_methods(plan, body),
     ])  # fmt: skip

@@ -340,10 +340,11 @@ sample(n, bijector_kwargs=...). The flow is a tfb.Chain whose layers apply in PA
 order and which gives conditional_input to every layer that reads it; every weight is a
 tf.Variable in flow.trainable_variables."""
 
-CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
+CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x=None):
     """``context`` as a tensor in the layer's dtype if it is real floating of shape
-    (*batch, context_dim) whose batch broadcasts to x's (where shapes are known); else a
-    TypeError or ValueError naming both sizes."""
+    (*batch, context_dim) whose batch broadcasts to x's (where shapes are known; without
+    x, a context embedding's input, no batch to match yet); else a TypeError or
+    ValueError naming both sizes."""
     where = f"{type(layer).__name__}: conditional_input"
     if context is None:
         raise TypeError(f"{where}: this layer reads a context; pass conditional_input=")
@@ -358,7 +359,7 @@ CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x):
     shape, want = context.shape, f"(*batch, {layer.context_dim}) (the flow's context_dim)"
     if shape.rank == 0 or (shape.rank is not None and shape[-1] not in (None, layer.context_dim)):
         raise ValueError(f"{where}: expected shape {want}, got {tuple(shape)}")
-    rank = x.shape.rank
+    rank = None if x is None else x.shape.rank
     if shape.rank is not None and rank is not None:
         batch = x.shape[: rank - len(layer.event_shape)]
         try:
@@ -464,31 +465,7 @@ class ConditionalFlowChain(FlowChain):
             y, event_ndims=event_ndims, name=name, **self._routed(kwargs)
         )'''
 
-EMBEDDING_HELPERS = '''def _checked_embedding_input(embedding, context):
-    """``context`` as a tensor in the embedding's dtype if it is real floating of shape
-    (*batch, context_dim); else a TypeError or ValueError naming both sizes."""
-    where = f"{type(embedding).__name__}: conditional_input"
-    if context is None:
-        raise TypeError(f"{where}: this flow reads a context; pass conditional_input=")
-    dtype = tf.as_dtype(context.dtype) if hasattr(context, "dtype") else None
-    if dtype is not None and not dtype.is_floating:
-        raise TypeError(f"{where}: expected a real floating-point tensor, got {dtype.name}")
-    context = tf.convert_to_tensor(context, dtype_hint=embedding.dtype)
-    if context.dtype != embedding.dtype:
-        raise TypeError(
-            f"{where}: expected dtype {embedding.dtype.name} (the flow's), "
-            f"got {context.dtype.name}"
-        )
-    shape, size = context.shape, embedding.context_dim
-    if shape.rank == 0 or (shape.rank is not None and shape[-1] not in (None, size)):
-        raise ValueError(
-            f"{where}: expected shape (*batch, {embedding.context_dim}) (the flow's "
-            f"context_dim), got {tuple(shape)}"
-        )
-    return context
-
-
-class EmbeddedFlowChain(ConditionalFlowChain):
+EMBEDDING_HELPERS = '''class EmbeddedFlowChain(ConditionalFlowChain):
     """The conditional flow behind its context embedding: ``conditional_input=`` goes
     through ``self.embedding`` once per call and its features to every layer that reads
     a context. Inside tf.function the features traced for one context tensor are reused
@@ -528,7 +505,7 @@ def embedding_class(plan, body: list[str]) -> str:
         "    def __call__(self, context):",
         '        """The features (*batch, features) of a context (*batch, context_dim); one',
         '        context (context_dim,) or one of unknown rank is embedded as a batch of one."""',
-        "        context = _checked_embedding_input(self, context)",
+        "        context = _checked_context(self, context)",
         "        rank = context.shape.rank",
         "        if rank is not None and rank > 1:",
         "            return self._embed(context)",

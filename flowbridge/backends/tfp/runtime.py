@@ -11,6 +11,7 @@ import sys
 import numpy as np
 
 from ...build import to_tfp
+from .. import set_training
 
 
 def prepare() -> None:
@@ -86,9 +87,7 @@ def build(spec, params, dtype: str, device: str):
     precise()
     with _device(device):
         flow = to_tfp(spec, params, dtype=dtype)
-    for layer in layers_of(flow):  # evaluation mode: a batch norm uses its running averages
-        if hasattr(layer, "training"):
-            layer.training = False
+    set_training(layers_of(flow), False)  # evaluation: a batch norm's running averages
     flow._flowbridge_device = device
     flow._flowbridge_dtype = dtype
     flow._flowbridge_event_ndims = len(spec.event_shape)
@@ -98,9 +97,7 @@ def build(spec, params, dtype: str, device: str):
 
 def training(flow):
     """``flow`` with its batch norms in training mode (batch statistics)."""
-    for layer in layers_of(flow):
-        if hasattr(layer, "training"):
-            layer.training = True
+    set_training(layers_of(flow), True)
     return flow
 
 
