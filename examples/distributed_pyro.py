@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +79,7 @@ def replica(rank: int, steps: int, out: str, port: int) -> None:
     half = BATCH // WORLD
     train(flow, [x[rank * half : (rank + 1) * half] for x in data(steps)], model)
     np.savez(Path(out) / f"rank{rank}.npz", **fb.params_from_pyro(flow))
+    tdist.barrier()  # both ranks done before the group goes (gloo aborts a rank torn down early)
     tdist.destroy_process_group()
 
 
@@ -90,7 +92,9 @@ def main() -> None:
 
     t0 = time.time()
     steps = 20 if args.fast else 300
-    port = 29500 + os.getpid() % 1000
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(replica, args=(steps, out, port), nprocs=WORLD, join=True)
         ranks = [dict(np.load(Path(out) / f"rank{r}.npz")) for r in range(WORLD)]
