@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import bench_peers
+
 TARGET = {"dim": 64, "couplings": 8, "hidden": 256, "batch": 1024}
 #: The conditional benchmark: the target size, every coupling also reading a context of 16
 #: (Pyro's ConditionalAffineCoupling + ConditionalDenseNN; TFP's RealNVP with a
@@ -45,8 +47,10 @@ def configs(preset: str) -> list[dict]:
     """``quick``: the target size only; ``axes``: the target and every one-axis change
     (12 sizes); ``grid``: the full product of the axes (180 sizes, hours on 2 cores);
     ``conditional``: the target size with a context (:data:`CONDITIONAL`); ``image``: the
-    RealNVP image flow against hand-written ones (:mod:`flowbridge.bench_image`)."""
-    if preset == "quick":
+    RealNVP image flow against hand-written ones (:mod:`flowbridge.bench_image`);
+    ``peers``: the target size against zuko, nflows and normflows only
+    (:mod:`flowbridge.bench_peers`; ``quick`` runs them too where they are installed)."""
+    if preset in ("quick", "peers"):
         return [dict(TARGET)]
     if preset == "image":
         from .bench_image import IMAGE
@@ -61,7 +65,9 @@ def configs(preset: str) -> list[dict]:
         return out
     if preset == "grid":
         return [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*AXES.values())]
-    raise ValueError(f"preset: expected quick, axes, grid, conditional or image, got {preset!r}")
+    raise ValueError(
+        f"preset: expected quick, axes, grid, conditional, image or peers, got {preset!r}"
+    )
 
 
 def _timeit_many(fns: dict, repeats: int, min_time: float) -> list[dict]:
@@ -99,8 +105,10 @@ def flow_and_params(cfg: dict, scale: str):
     Couplings pass the first ``D // 2`` entries (Pyro's ``split_dim``, TFP's
     ``num_masked``), conditioners are ``D//2 -> hidden -> hidden -> 2 (D - D//2)`` with
     ReLU, seeded random permutations sit between couplings. ``scale`` is ``clamp`` (Pyro's
-    [-5, 3]) or ``exp`` (TFP's). The last dense layer is drawn 10x smaller than the others
-    so that log-densities stay finite at every size (timing NaNs would time nothing).
+    [-5, 3]), ``exp`` (TFP's), ``sigmoid`` (offset 2, as nflows) or ``additive`` (NICE
+    couplings, conditioners ``D//2 -> hidden -> hidden -> D - D//2``). The last dense layer
+    is drawn 10x smaller than the others so that log-densities stay finite at every size
+    (timing NaNs would time nothing).
     """
     import numpy as np
 
@@ -109,11 +117,13 @@ def flow_and_params(cfg: dict, scale: str):
     dim, c, h, context = cfg["dim"], cfg["couplings"], cfg["hidden"], cfg.get("context", 0)
     layers = []
     for i in range(c):
-        layers.append(fb.AffineCoupling(
-            mask=fb.SplitMask(part="first", size=dim // 2),
-            conditioner=fb.Conditioner(hidden=(h, h), activation="relu"),
-            scale=fb.ClampScale() if scale == "clamp" else fb.ExpScale(),
-        ))  # fmt: skip
+        parts = {"mask": fb.SplitMask(part="first", size=dim // 2),
+                 "conditioner": fb.Conditioner(hidden=(h, h), activation="relu")}  # fmt: skip
+        if scale == "additive":
+            layers.append(fb.AdditiveCoupling(**parts))
+        else:
+            maps = {"clamp": fb.ClampScale, "exp": fb.ExpScale, "sigmoid": fb.SigmoidScale}
+            layers.append(fb.AffineCoupling(**parts, scale=maps[scale]()))
         if i < c - 1:
             perm = tuple(int(v) for v in np.random.default_rng(i).permutation(dim))
             layers.append(fb.Permutation(kind="explicit", indices=perm))
@@ -433,7 +443,11 @@ def _tf_ops(tf, tf_keras, flow, d, b, xla, route):
 # ------------------------------------------------------------------------ the parent
 def _worker_main(argv: list[str]) -> None:
     group, cfg, threads, repeats, min_time, compile_ = argv[0], json.loads(argv[1]), *map(float, argv[2:6])
-    if "image" in cfg:
+    if group == "torch-peers":
+        from .bench_peers import torch_worker
+
+        rows, info = torch_worker(cfg, int(threads), int(repeats), min_time)
+    elif "image" in cfg:
         from . import bench_image
 
         worker = bench_image.torch_worker if group.startswith("torch") else bench_image.tf_worker
@@ -479,7 +493,12 @@ def run(preset: str = "quick", *, threads: int = 2, repeats: int = 7, min_time: 
     results = {"preset": preset, "machine": machine(), "threads": threads, "repeats": repeats,
                "min_time": min_time, "dtype": "float32", "runs": []}  # fmt: skip
     jobs = []
+    peers = any(bench_peers.installed().values())
     for cfg in sizes:
+        if preset == "peers" or (preset == "quick" and peers):
+            jobs.append((cfg, "torch-peers"))
+        if preset == "peers":
+            continue
         jobs += [(cfg, "torch"), (cfg, "tf")]
         if cfg.get("context") or "image" in cfg:  # eager and tf.function (image: and XLA)
             continue
@@ -499,6 +518,8 @@ def _table(results: dict) -> dict:
     """{config key: {impl: {op: seconds}}}."""
     out: dict = {}
     for r in results["runs"]:
+        if r["group"] == "torch-peers":  # their own table (bench_peers)
+            continue
         key = tuple(r["config"][k] for k in ("dim", "couplings", "hidden", "batch"))
         key += (r["config"]["context"],) if r["config"].get("context") else ()
         for row in r["rows"]:
@@ -538,7 +559,7 @@ def markdown(results: dict) -> str:
              f"{results['threads']} threads per framework process; float32; median of "
              f"{results['repeats']} runs. Times in milliseconds per call; ratios are against "
              "the native layer of the same framework, from the same run.", ""]  # fmt: skip
-    infos = {r["group"]: r["info"] for r in results["runs"]}
+    infos = {r["group"]: r["info"] for r in results["runs"] if r["group"] != "torch-peers"}
     lines.append("Versions: " + "; ".join(f"{g}: {i}" for g, i in infos.items()))
     if targets(results):
         lines += ["", "## Targets (D=64, 8 couplings, hidden 256, batch 1024)", "",
@@ -564,6 +585,7 @@ def markdown(results: dict) -> str:
                 ratio = impls[impl][op] / native[op] if op in native else None
                 cells.append(f"{ms:.3g}" + (f" ({ratio:.2f}x)" if ratio and not impl.startswith("native") else ""))
             lines.append(f"| {impl} | " + " | ".join(cells) + " |")
+    lines += bench_peers.markdown(results)
     return "\n".join(lines) + "\n"
 
 
@@ -617,7 +639,9 @@ def write(results: dict, out: Path) -> None:
     if name == "image":
         return
     try:
-        plots(results, out / f"{name}.png")
+        if _table(results):
+            plots(results, out / f"{name}.png")
+        bench_peers.plot(results, out / f"{name}_peers.png")
     except ImportError:
         pass
 

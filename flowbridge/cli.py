@@ -249,11 +249,13 @@ def init_params(spec, output, seed, random_):
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["quick", "axes", "grid", "conditional", "image"]),
-              default="quick", show_default=True, help="quick: the target size; axes: one "
-              "axis at a time; grid: every combination (hours); conditional: the target size "
-              "with a context of 16; image: the RealNVP image flow against hand-written "
-              "Pyro and TF ones.")  # fmt: skip
+@click.option("--preset", type=click.Choice(["quick", "axes", "grid", "conditional", "image",
+                                            "peers"]),
+              default="quick", show_default=True, help="quick: the target size (and the "
+              "peers, where installed); axes: one axis at a time; grid: every combination "
+              "(hours); conditional: the target size with a context of 16; image: the RealNVP "
+              "image flow against hand-written Pyro and TF ones; peers: the target size "
+              "against zuko, nflows and normflows (pip install flowbridge[bench]).")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
               show_default=True, help="Where the JSON, Markdown and PNG go.")  # fmt: skip
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024),
@@ -266,7 +268,8 @@ def init_params(spec, output, seed, random_):
               default="target", show_default=True,
               help="Sizes that also time torch.compile and XLA (compiles are slow on CPU).")  # fmt: skip
 def bench(preset, out, threads, repeats, min_time, compile_at):
-    """Time flowbridge against native Pyro and TFP (each framework in its own process)."""
+    """Time flowbridge against native Pyro and TFP, and the PyTorch peers (each framework
+    in its own process)."""
     from .bench import markdown, run
 
     results = run(preset, threads=threads, repeats=repeats, min_time=min_time, out=Path(out),

@@ -89,11 +89,24 @@ def emit_body(
     reserved: set[str],
     table: dict,
     effects: list[ir.Value] = (),
+    in_place: dict | None = None,
 ) -> list[str]:
     """Lines computing ``outputs`` (value, final name) with one assignment per node, and
-    each of ``effects`` (state updates, :data:`flowbridge.ir.EFFECTS`) as a statement."""
+    each of ``effects`` (state updates, :data:`flowbridge.ir.EFFECTS`) as a statement.
+
+    ``in_place`` (a backend's ``IN_PLACE``: op -> (template, producer ops)) writes an op
+    with its in-place template where its argument is a temporary that one of the producer
+    ops made and nothing else reads (the activation after a dense layer, say): the same
+    operation, without a fresh buffer. The producers are ops whose gradient does not
+    need their own output, so autograd is unaffected."""
     for value, name in outputs:
         value.node.hint = name
+    order = ir.topo_order([v for v, _ in outputs] + list(effects))
+    reads: dict[int, int] = {id(v.node): 1 for v, _ in outputs}  # an output is read later
+    for node in order:
+        for arg in node.args:
+            if isinstance(arg, ir.Value):
+                reads[id(arg.node)] = reads.get(id(arg.node), 0) + 1
     names: dict[int, str] = {}
     used = set(reserved)
     counts: dict[str, int] = {}
@@ -108,7 +121,7 @@ def emit_body(
         return number(arg) if isinstance(arg, float) else _flat(arg)
 
     final = {id(v.node): n for v, n in outputs}
-    for node in ir.topo_order([v for v, _ in outputs] + list(effects)):
+    for node in order:
         if node.op == "source":
             continue
         if node.op in ir.EFFECTS:
@@ -129,7 +142,12 @@ def emit_body(
         args = [render(a) for a in node.args]
         attrs = {k: render(v) for k, v in node.attrs.items()}
         attrs.update(_derived(node.op, node.attrs, attrs))
-        lines.append(f"{name} = {table[node.op].format(*args, **attrs)}")
+        template = table[node.op]
+        if in_place and node.op in in_place:
+            arg = node.args[0].node if isinstance(node.args[0], ir.Value) else None
+            if arg is not None and arg.op in in_place[node.op][1] and reads[id(arg)] == 1:
+                template = in_place[node.op][0]
+        lines.append(f"{name} = {template.format(*args, **attrs)}")
     for value, name in outputs:  # an output that is an input as it is (an identity map)
         if value.node.op == "source":
             lines.append(f"{name} = {value.node.attrs['expr']}")
@@ -239,7 +257,7 @@ def generate(spec: FlowSpec, backend: str) -> str:
             outputs, ops_here, effects = trace(plan, direction)
             used_ops |= ops_here
             bodies[direction] = emit_body(outputs, {"self", "x", "y", "context"}, em.OPS,
-                                          effects)  # fmt: skip
+                                          effects, getattr(em, "IN_PLACE", None))  # fmt: skip
         text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],
                               bodies.get("training"))  # fmt: skip
         texts.append(cache.setdefault(text, text))
@@ -249,7 +267,7 @@ def generate(spec: FlowSpec, backend: str) -> str:
     if embedding is not None:
         outputs, ops_here = trace_embedding(embedding)
         used_ops |= ops_here
-        body = emit_body(outputs, {"self", "context"}, em.OPS)
+        body = emit_body(outputs, {"self", "context"}, em.OPS, (), getattr(em, "IN_PLACE", None))
         classes.insert(0, em.embedding_class(embedding, body))
 
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from flowbridge import bench
+from flowbridge import bench, bench_peers
 from flowbridge.build import available
 from flowbridge.cli import main
 
@@ -81,3 +81,58 @@ def test_image_workers_time_flows_equal_to_the_handwritten_ones(tmp_path):
                "runs": runs}  # fmt: skip
     text = bench.markdown(results)
     assert "| flowbridge-tfp-xla |" in text and "| handwritten-torch |" in text
+
+
+PEER_CFG = {**bench.TARGET, "dim": 8, "hidden": 16, "batch": 32, "couplings": 3}
+
+
+@pytest.mark.skipif(not all(bench_peers.installed().values()), reason="needs flowbridge[bench]")
+def test_peer_worker_times_every_peer_on_the_same_flow():
+    """The worker checks each peer's map, log-det and log_prob against flowbridge's before
+    timing, for affine and additive couplings, and reports the differences it found."""
+    got = bench._run_worker("torch-peers", PEER_CFG, 1, 1, 0.001, False)
+    keys = {(r["impl"], r["peer"], r["kind"], r["op"]) for r in got["rows"]}
+    want = {(impl, peer, kind, op) for peer in bench_peers.PEERS for kind in bench_peers.KINDS
+            for impl in ("flowbridge-pyro", peer) for op in bench_peers.OPS}  # fmt: skip
+    assert keys == want
+    assert all(r["seconds"] > 0 for r in got["rows"])
+    diffs = got["info"]["max_difference"]
+    assert set(diffs) == {f"{p}/{k}" for p in bench_peers.PEERS for k in bench_peers.KINDS}
+    assert all(d < 1e-4 for d in diffs.values())
+    results = {"runs": [{"group": "torch-peers", "config": PEER_CFG, **got}]}
+    text = "\n".join(bench_peers.markdown(results))
+    assert text.count("| affine |") == 3 and text.count("| additive |") == 3
+
+
+@pytest.mark.skipif(not all(bench_peers.installed().values()), reason="needs flowbridge[bench]")
+@pytest.mark.parametrize("peer", list(bench_peers.PEERS))
+@pytest.mark.parametrize("kind", bench_peers.KINDS)
+def test_peer_check_catches_a_different_flow(peer, kind):
+    """The equality check can fail: the peer built from weights with one kernel entry
+    changed, or with one permutation swapped, is refused."""
+    import numpy as np
+    import torch
+
+    import flowbridge as fb
+
+    spec, params = bench.flow_and_params(PEER_CFG, bench_peers.scale_of(peer, kind))
+    mine = fb.to_pyro(spec, params)
+    d = __import__("pyro").distributions
+    base = d.Normal(torch.zeros(spec.dim), 1.0).to_event(1)
+    normalizing = bench_peers.PEERS[peer][1] == "data->noise"
+    td = d.TransformedDistribution(base, [mine.inv if normalizing else mine])
+    ours = bench_peers._Peer(mine, lambda x: bench_peers._with_log_det(mine, x), td.log_prob, None)
+    x = torch.randn(16, spec.dim)
+    build = bench_peers.BUILDERS[peer]
+    assert bench_peers._check_equal(ours, build(spec, params, kind, 16), x) < 1e-4
+    changed = dict(params)
+    changed["layers.2.conditioner.0.kernel"] = params["layers.2.conditioner.0.kernel"] + np.float32(0.1)
+    with pytest.raises(AssertionError, match="differs"):
+        bench_peers._check_equal(ours, build(spec, changed, kind, 16), x)
+    swapped = list(spec.layers[1].indices)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    other = spec.model_copy(update={"layers": [spec.layers[0],
+                                               spec.layers[1].model_copy(update={"indices": tuple(swapped)}),
+                                               *spec.layers[2:]]})  # fmt: skip
+    with pytest.raises(AssertionError, match="differs"):
+        bench_peers._check_equal(ours, build(other, params, kind, 16), x)

@@ -5,14 +5,16 @@
 Permutation, AffineCoupling, Scaling) on events of shape (7,).
 
 Use: flow = build_flow(params); flow(x); flow.inv(y); flow.log_abs_det_jacobian(x, y).
-The flow is a pyro ComposeTransformModule: pass it to dist.TransformedDistribution or
-AutoNormalizingFlow, register it with pyro.module, move it with .to(device, dtype).
+The flow is a Flow, a pyro ComposeTransformModule that runs its layers in one call (flow[i] is
+layer i): pass it to dist.TransformedDistribution or AutoNormalizingFlow, register it with
+pyro.module, move it with .to(device, dtype).
 Shapes: inputs are (*batch, D); log-dets are (*batch,).
 """
 
 import torch
 from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
 from torch.distributions import constraints
+from torch.distributions.transforms import Transform
 
 SPEC_HASH = "a8425ba2e01c83367164f31a9909ebbdcdd811a98bdcdc94cb02e9cacd7965a0"
 SPEC_JSON = (
@@ -90,6 +92,16 @@ def _dense(sizes, init, prefix="conditioner."):
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
+def _a_weight(layer):
+    """One weight of a layer (of a Flow: of its first layer with weights), or None, found
+    without .parameters() (which torch.compile cannot trace)."""
+    if hasattr(layer, "weighted"):
+        layer = layer[layer.weighted]
+    if hasattr(layer, "kernels"):
+        return layer.kernels[0]
+    return getattr(layer, "log_scale", getattr(layer, "log_gamma", None))
+
+
 def _checked(layer, value, name, event):
     """``value`` if it is a real floating tensor of shape (*batch, *event) in the layer's
     dtype and device; else a TypeError or ValueError naming the expected shape."""
@@ -101,8 +113,7 @@ def _checked(layer, value, name, event):
     if value.dim() < len(event) or tuple(value.shape[value.dim() - len(event) :]) != event:
         want = ", ".join(["*batch", *map(str, event)])
         raise ValueError(f"{where}: expected shape ({want}), got {tuple(value.shape)}")
-    # a weight of the layer, found without .parameters() (which torch.compile cannot trace)
-    weight = layer.kernels[0] if hasattr(layer, "kernels") else getattr(layer, "log_scale", None)
+    weight = _a_weight(layer)
     if weight is not None and (value.dtype != weight.dtype or value.device != weight.device):
         raise TypeError(
             f"{where}: expected dtype {weight.dtype} on {weight.device} (the layer's), "
@@ -434,8 +445,53 @@ class Scaling(_Layer):
         return params
 
 
+class Flow(ComposeTransformModule):
+    """The layers as one transform. ``flow(x)``, ``flow.inv(y)`` and
+    ``flow.log_abs_det_jacobian(x, y)`` check their input once and run the layers' traced
+    bodies in one loop, summing the log-dets as they come, and cache the last
+    ``(x, y, log-det)`` as every layer does: ``log_prob`` after ``inv`` (or the log-det
+    after a call) costs nothing. The layers stay what they are: ``flow[i]`` is layer i, a
+    TransformModule with its own call, inverse and cache, and the state_dict keys are
+    theirs (``0.kernels.0``, ...)."""
+
+    __call__ = Transform.__call__  # ComposeTransform's would call the layers one by one
+    _call = _Layer._call
+    _inverse = _Layer._inverse
+    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+
+    def __init__(self, layers):
+        super().__init__(layers, cache_size=1)
+        self._cached_log_det = None
+        # the layer whose weights give the dtype and device inputs must have
+        weighted = [i for i, layer in enumerate(layers) if _a_weight(layer) is not None]
+        self.weighted = weighted[0] if weighted else 0
+
+    @property
+    def inv(self):
+        """The flow's inverse, one transform (not a chain of the layers' inverses)."""
+        return Transform.inv.fget(self)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
+        x = _checked(self, x, "x", self[0].event_shape)
+        log_det = 0.0
+        for layer in self:
+            x, layer_log_det = layer._forward_with_log_det(x)
+            log_det = log_det + layer_log_det
+        return x, log_det
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of the flow's output shape."""
+        y = _checked(self, y, "y", self[-1].output_shape)
+        log_det = 0.0
+        for layer in reversed(self):
+            y, layer_log_det = layer._inverse_with_log_det(y)
+            log_det = log_det + layer_log_det
+        return y, log_det
+
+
 def build_flow(params=None):
-    """The flow as a ComposeTransformModule; ``params`` (optional) maps the neutral
+    """The flow as a Flow; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
     init = _per_layer(PARAM_INIT, 5)
     # Long index lists stay compact:
@@ -476,7 +532,7 @@ def build_flow(params=None):
         Scaling(event_shape=(7,), init=init[4]),
     ]
     # fmt: on
-    flow = ComposeTransformModule(layers)
+    flow = Flow(layers)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

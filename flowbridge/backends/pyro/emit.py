@@ -17,12 +17,14 @@ from ...layers import Plan
 TITLE = "Pyro TransformModules"
 IMAGE_SHAPES = "Shapes: images are (*batch, C, H, W), channels first; log-dets are (*batch,)."
 USAGE = """Use: flow = build_flow(params); flow(x); flow.inv(y); flow.log_abs_det_jacobian(x, y).
-The flow is a pyro ComposeTransformModule: pass it to dist.TransformedDistribution or
-AutoNormalizingFlow, register it with pyro.module, move it with .to(device, dtype)."""
+The flow is a Flow, a pyro ComposeTransformModule that runs its layers in one call (flow[i] is
+layer i): pass it to dist.TransformedDistribution or AutoNormalizingFlow, register it with
+pyro.module, move it with .to(device, dtype)."""
 
 IMPORTS = """import torch
 from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
-from torch.distributions import constraints"""
+from torch.distributions import constraints
+from torch.distributions.transforms import Transform"""
 
 #: IR op -> torch expression; ``{0}``, ``{1}`` are arguments, ``{name}`` attributes.
 OPS = {
@@ -55,6 +57,14 @@ OPS = {
     "sum_all": "{0}.sum()",
     "batch_fill": "{0}.expand({1}.shape[:-{event_ndims}])",
     "batch_zeros": "{0}.new_zeros({0}.shape[:-{event_ndims}])",
+}
+#: Ops written in place where their argument is a temporary of one of the given ops that
+#: nothing else reads (:func:`flowbridge.codegen.emit_body`): an activation overwrites the
+#: dense layer's output (as ``nn.ReLU(inplace=True)``), one buffer less per hidden layer.
+#: Their gradients read their outputs, and linear's and conv's do not read theirs.
+IN_PLACE = {
+    "relu": ("torch.relu_({0})", ("linear", "conv2d")),
+    "tanh": ("torch.tanh_({0})", ("linear", "conv2d")),
 }
 OP_IMPORTS: dict[str, str] = {}
 OP_HELPERS = {
@@ -96,6 +106,8 @@ def _conv2d(x, kernel, bias):
     return x.reshape(*y.shape[:-3], c4 // 4, 2 * height, 2 * width)''',
     "clamp_st": '''def _clamp_straight_through(x, low, high):
     """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return x.clamp(low, high)  # no gradient to pass: the clamp alone
     return x.detach().clamp(low, high) + (x - x.detach())''',
 }
 
@@ -122,6 +134,16 @@ def _dense(sizes, init, prefix="conditioner."):
     return torch.nn.ParameterList(kernels), torch.nn.ParameterList(biases)
 
 
+def _a_weight(layer):
+    """One weight of a layer (of a Flow: of its first layer with weights), or None, found
+    without .parameters() (which torch.compile cannot trace)."""
+    if hasattr(layer, "weighted"):
+        layer = layer[layer.weighted]
+    if hasattr(layer, "kernels"):
+        return layer.kernels[0]
+    return getattr(layer, "log_scale", getattr(layer, "log_gamma", None))
+
+
 def _checked(layer, value, name, event):
     """``value`` if it is a real floating tensor of shape (*batch, *event) in the layer's
     dtype and device; else a TypeError or ValueError naming the expected shape."""
@@ -133,8 +155,7 @@ def _checked(layer, value, name, event):
     if value.dim() < len(event) or tuple(value.shape[value.dim() - len(event) :]) != event:
         want = ", ".join(["*batch", *map(str, event)])
         raise ValueError(f"{where}: expected shape ({want}), got {tuple(value.shape)}")
-    # a weight of the layer, found without .parameters() (which torch.compile cannot trace)
-    weight = layer.kernels[0] if hasattr(layer, "kernels") else getattr(layer, "log_scale", None)
+    weight = _a_weight(layer)
     if weight is not None and (value.dtype != weight.dtype or value.device != weight.device):
         raise TypeError(
             f"{where}: expected dtype {weight.dtype} on {weight.device} (the layer's), "
@@ -349,12 +370,57 @@ def layer_class(
     ])  # fmt: skip
 
 
+FLOW_CLASS = '''class Flow(ComposeTransformModule):
+    """The layers as one transform. ``flow(x)``, ``flow.inv(y)`` and
+    ``flow.log_abs_det_jacobian(x, y)`` check their input once and run the layers' traced
+    bodies in one loop, summing the log-dets as they come, and cache the last
+    ``(x, y, log-det)`` as every layer does: ``log_prob`` after ``inv`` (or the log-det
+    after a call) costs nothing. The layers stay what they are: ``flow[i]`` is layer i, a
+    TransformModule with its own call, inverse and cache, and the state_dict keys are
+    theirs (``0.kernels.0``, ...)."""
+
+    __call__ = Transform.__call__  # ComposeTransform's would call the layers one by one
+    _call = _Layer._call
+    _inverse = _Layer._inverse
+    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+
+    def __init__(self, layers):
+        super().__init__(layers, cache_size=1)
+        self._cached_log_det = None
+        # the layer whose weights give the dtype and device inputs must have
+        weighted = [i for i, layer in enumerate(layers) if _a_weight(layer) is not None]
+        self.weighted = weighted[0] if weighted else 0
+
+    @property
+    def inv(self):
+        """The flow's inverse, one transform (not a chain of the layers' inverses)."""
+        return Transform.inv.fget(self)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
+        x = _checked(self, x, "x", self[0].event_shape)
+        log_det = 0.0
+        for layer in self:
+            x, layer_log_det = layer._forward_with_log_det(x)
+            log_det = log_det + layer_log_det
+        return x, log_det
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of the flow's output shape."""
+        y = _checked(self, y, "y", self[-1].output_shape)
+        log_det = 0.0
+        for layer in reversed(self):
+            y, layer_log_det = layer._inverse_with_log_det(y)
+            log_det = log_det + layer_log_det
+        return y, log_det'''
+
+
 def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
     layers = "\n".join(
         "        " + call(name, args, {"init": f"init[{i}]"}, 8) + ","
         for i, (name, args) in enumerate(calls)
     )
-    compose = "ConditionalComposeTransformModule" if spec.context_dim else "ComposeTransformModule"
+    compose = "ConditionalComposeTransformModule" if spec.context_dim else "Flow"
     parts = "flow" if spec.context_dim else "flow.parts"
     make, own, what = f"{compose}(layers)", "", f"a {compose}"
     if embedding is not None:
@@ -362,7 +428,8 @@ def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
         what = "an EmbeddedFlow"
         init = {"init": '_under(PARAM_INIT, "context_embedding.")'}
         own = "\n    " + call("embedding = ContextEmbedding", embedding.args, init, 4)
-    return f'''def build_flow(params=None):
+    own_class = "" if spec.context_dim else FLOW_CLASS + "\n\n\n"
+    return own_class + f'''def build_flow(params=None):
     """The flow as {what}; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
     init = _per_layer(PARAM_INIT, {len(calls)})
