@@ -3,7 +3,8 @@
 For each size the parent process (no framework imported) starts one worker process per
 framework, with its thread count set: a torch worker times flowbridge-Pyro (eager and
 ``torch.compile``), native Pyro (``AffineCoupling`` + ``DenseNN`` + ``Permute``) and the
-floor (the conditioner MLPs alone); a TensorFlow worker times flowbridge-TFP
+floor (the conditioner MLPs alone, and for training their forward, backward with the
+inputs' gradients, and Adam step); a TensorFlow worker times flowbridge-TFP
 (``tf.function``, and ``jit_compile=True``), native TFP (``RealNVP`` with
 ``real_nvp_default_template`` + ``Permute`` in a ``Chain``, in ``tf.function``) and the
 floor. flowbridge's flows come from the native ones through ``from_pyro_native`` /
@@ -19,6 +20,7 @@ never answer.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -258,24 +260,34 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
         fns = {"forward": forward, "log_prob": log_prob, "sample": sample, "train": train}
         todo.update({(impl, op): fn for op, fn in fns.items()})
 
+    nets = [copy.deepcopy(net) for net in nets]  # the floor's own: its Adam moves them
+    floor_opt = torch.optim.Adam([p for net in nets for p in net.parameters()], lr=1e-5)
+
     def floor():
         k = step()
-        return _floor_torch(nets, xs[k], split, sync, cs[k] if context else None)
+        with torch.no_grad():
+            return sync(_floor_torch(nets, xs[k], split, cs[k] if context else None))
+
+    def floor_train():
+        floor_opt.zero_grad(set_to_none=True)
+        k = step()
+        x = xs[k].detach().requires_grad_()  # the couplings' inputs carry gradients too
+        outs = _floor_torch(nets, x, split, cs[k] if context else None)
+        torch.autograd.backward(outs, [torch.ones_like(out) for out in outs])
+        floor_opt.step()
+        return sync(None)
 
     todo[("floor-torch", "forward")] = floor
+    todo[("floor-torch", "train")] = floor_train
     return _timeit_many(todo, repeats, min_time), info
 
 
-def _floor_torch(nets, xi, split, sync, context=None):
-    import torch
-
-    with torch.no_grad():
-        for net in nets:
-            if context is None:
-                net(xi[..., :split])
-            else:
-                net(xi[..., :split], context)
-    return sync(None)
+def _floor_torch(nets, xi, split, context=None) -> list:
+    """Every conditioner once on the input's first ``split`` entries: their outputs."""
+    outs = []
+    for net in nets:
+        outs += net(xi[..., :split]) if context is None else net(xi[..., :split], context)
+    return outs
 
 
 def _torch_compiled(flow, d, x, sync, b, repeats, min_time):
@@ -533,9 +545,10 @@ def targets(results: dict) -> list[dict]:
     if not t:
         return []
     checks = []
-    for fb_impl, native, limit in [("flowbridge-pyro", "native-pyro", 0.9),
-                                   ("flowbridge-tfp", "native-tfp", 0.9)]:  # fmt: skip
-        for op in ("forward", "log_prob", "train"):
+    for fb_impl, native, limit, ops in [
+            ("flowbridge-pyro", "native-pyro", 0.9, ("forward", "log_prob", "sample", "train")),
+            ("flowbridge-tfp", "native-tfp", 0.9, ("forward", "log_prob", "train"))]:  # fmt: skip
+        for op in ops:
             if fb_impl in t and native in t:
                 checks.append({"what": f"{fb_impl} / {native} {op}", "limit": limit,
                                "ratio": t[fb_impl][op] / t[native][op]})  # fmt: skip

@@ -90,6 +90,7 @@ def emit_body(
     table: dict,
     effects: list[ir.Value] = (),
     in_place: dict | None = None,
+    split: str | None = None,
 ) -> list[str]:
     """Lines computing ``outputs`` (value, final name) with one assignment per node, and
     each of ``effects`` (state updates, :data:`flowbridge.ir.EFFECTS`) as a statement.
@@ -98,7 +99,12 @@ def emit_body(
     with its in-place template where its argument is a temporary that one of the producer
     ops made and nothing else reads (the activation after a dense layer, say): the same
     operation, without a fresh buffer. The producers are ops whose gradient does not
-    need their own output, so autograd is unaffected."""
+    need their own output, so autograd is unaffected.
+
+    ``split`` (a backend's ``SPLIT`` template) writes two slices that cut one value in two
+    at the same bound (``[..., :k]`` and ``[..., k:]``) as one split into both: the same
+    views, and where a gradient flows back, one gradient node that joins both halves
+    instead of two that each fill a zero tensor of the whole."""
     for value, name in outputs:
         value.node.hint = name
     order = ir.topo_order([v for v, _ in outputs] + list(effects))
@@ -107,6 +113,7 @@ def emit_body(
         for arg in node.args:
             if isinstance(arg, ir.Value):
                 reads[id(arg.node)] = reads.get(id(arg.node), 0) + 1
+    halves = _complementary_slices(order) if split else {}
     names: dict[int, str] = {}
     used = set(reserved)
     counts: dict[str, int] = {}
@@ -121,13 +128,8 @@ def emit_body(
         return number(arg) if isinstance(arg, float) else _flat(arg)
 
     final = {id(v.node): n for v, n in outputs}
-    for node in order:
-        if node.op == "source":
-            continue
-        if node.op in ir.EFFECTS:
-            args = [render(a) for a in node.args]
-            lines.append(table[node.op].format(*args))
-            continue
+
+    def name_of(node: ir.Node) -> str:
         if id(node) in final:
             name = final[id(node)]
         else:
@@ -139,6 +141,25 @@ def emit_body(
                 name = f"{base}_{counts[base]}"
         used.add(name)
         names[id(node)] = name
+        return name
+
+    for node in order:
+        if node.op == "source" or id(node) in names:  # a source, or a split's second half
+            continue
+        if node.op in ir.EFFECTS:
+            args = [render(a) for a in node.args]
+            lines.append(table[node.op].format(*args))
+            continue
+        if id(node) in halves:
+            head, tail = halves[id(node)]
+            pair = f"{name_of(head)}, {name_of(tail)}"
+            source, bound = node.args[0], head.attrs["stop"]
+            size = source.shape[head.attrs["axis"]]
+            rest = size - bound if isinstance(bound, int) else f"{size} - {render(bound)}"
+            sizes = f"[{render(bound)}, {rest}]"
+            lines.append(f"{pair} = {split.format(render(source), sizes=sizes, axis=head.attrs['axis'])}")
+            continue
+        name = name_of(node)
         args = [render(a) for a in node.args]
         attrs = {k: render(v) for k, v in node.attrs.items()}
         attrs.update(_derived(node.op, node.attrs, attrs))
@@ -152,6 +173,33 @@ def emit_body(
         if value.node.op == "source":
             lines.append(f"{name} = {value.node.attrs['expr']}")
     return lines
+
+
+def _complementary_slices(order: list[ir.Node]) -> dict[int, tuple[ir.Node, ir.Node]]:
+    """{id of a slice: (head, tail)} for each pair of slices ``[..., :k]`` (head) and
+    ``[..., k:]`` (tail) of one value on one axis, keyed by the one that comes first."""
+    groups: dict[tuple[int, int], list[ir.Node]] = {}
+    for node in order:
+        if node.op == "slice" and isinstance(node.args[0], ir.Value):
+            groups.setdefault((id(node.args[0].node), node.attrs["axis"]), []).append(node)
+    out: dict[int, tuple[ir.Node, ir.Node]] = {}
+    for group in groups.values():
+        heads = [n for n in group if n.attrs["start"] is None and n.attrs["stop"] is not None]
+        tails = [n for n in group if n.attrs["stop"] is None and n.attrs["start"] is not None]
+        for head in heads:
+            for tail in tails:
+                if _bound_key(head.attrs["stop"]) == _bound_key(tail.attrs["start"]) and id(head) not in out and id(tail) not in out:
+                    first = head if order.index(head) < order.index(tail) else tail
+                    out[id(first)] = (head, tail)
+                    out[id(head) if first is tail else id(tail)] = (head, tail)
+    return out
+
+
+def _bound_key(bound: Any) -> Any:
+    """What a slice bound stands for: an int, or a static source's expression."""
+    if isinstance(bound, ir.Value):
+        return ("source", bound.node.attrs.get("expr", id(bound.node)))
+    return bound
 
 
 def _derived(op: str, raw: dict[str, Any], text: dict[str, str]) -> dict[str, str]:
@@ -245,6 +293,11 @@ def class_names(plans: list[Plan], texts: list[str]) -> list[str]:
 _PLACEHOLDER = "__FLOWBRIDGE_CLASS__"
 
 
+def _peepholes(em) -> tuple[dict | None, str | None]:
+    """A backend's optional ``IN_PLACE`` and ``SPLIT`` (see :func:`emit_body`)."""
+    return getattr(em, "IN_PLACE", None), getattr(em, "SPLIT", None)
+
+
 def generate(spec: FlowSpec, backend: str) -> str:
     """The standalone source of ``spec`` for ``backend`` (``pyro``, ``tfp``, ``numpy``)."""
     em = backends.get(backend).emitter()
@@ -257,7 +310,7 @@ def generate(spec: FlowSpec, backend: str) -> str:
             outputs, ops_here, effects = trace(plan, direction)
             used_ops |= ops_here
             bodies[direction] = emit_body(outputs, {"self", "x", "y", "context"}, em.OPS,
-                                          effects, getattr(em, "IN_PLACE", None))  # fmt: skip
+                                          effects, *_peepholes(em))  # fmt: skip
         text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],
                               bodies.get("training"))  # fmt: skip
         texts.append(cache.setdefault(text, text))
@@ -267,7 +320,7 @@ def generate(spec: FlowSpec, backend: str) -> str:
     if embedding is not None:
         outputs, ops_here = trace_embedding(embedding)
         used_ops |= ops_here
-        body = emit_body(outputs, {"self", "context"}, em.OPS, (), getattr(em, "IN_PLACE", None))
+        body = emit_body(outputs, {"self", "context"}, em.OPS, (), *_peepholes(em))
         classes.insert(0, em.embedding_class(embedding, body))
 
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))

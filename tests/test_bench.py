@@ -41,10 +41,14 @@ def test_quick_preset_smoke(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "quick.json").read_text())
     impls = {row["impl"] for run in data["runs"] for row in run["rows"]}
-    assert impls == set(bench.TORCH_IMPLS) | set(bench.TF_IMPLS)
+    peers = {name for name, version in bench_peers.installed().items() if version}
+    assert impls == set(bench.TORCH_IMPLS) | set(bench.TF_IMPLS) | peers
     assert all(row["seconds"] > 0 for run in data["runs"] for row in run["rows"])
     assert (tmp_path / "quick.md").read_text().startswith("# flowbridge benchmarks (quick)")
     assert (tmp_path / "quick.png").stat().st_size > 10_000
+    if peers:
+        assert (tmp_path / "quick_peers.png").stat().st_size > 10_000
+        assert "## Peers (D=64" in (tmp_path / "quick.md").read_text()
     assert "| flowbridge-pyro / native-pyro forward | <= 0.9 |" in res.output
 
 

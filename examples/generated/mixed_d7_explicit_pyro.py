@@ -301,10 +301,9 @@ class AffineCouplingDepth1GeluExp(_Layer):
         one_plus_erf_h = 1.0 + erf_h
         h_1 = half_h * one_plus_erf_h
         out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        log_scale = out[..., self.n_trans :]
+        shift, log_scale = out.split([self.n_trans, 6 - self.n_trans], dim=-1)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
-        shift = out[..., : self.n_trans]
         y_b = x_b_scaled + shift
         tmp = torch.cat([x_a, y_b], dim=-1)
         y = tmp.index_select(-1, self.merge_idx)
@@ -322,9 +321,8 @@ class AffineCouplingDepth1GeluExp(_Layer):
         one_plus_erf_h = 1.0 + erf_h
         h_1 = half_h * one_plus_erf_h
         out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        shift = out[..., : self.n_trans]
+        shift, log_scale = out.split([self.n_trans, 6 - self.n_trans], dim=-1)
         y_b_unshifted = y_b - shift
-        log_scale = out[..., self.n_trans :]
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
         x_b = y_b_unshifted * inv_scale
@@ -368,11 +366,10 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
         out = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
-        s = out[..., self.n_trans :]
+        shift, s = out.split([self.n_trans, 8 - self.n_trans], dim=-1)
         s_offset = s + 2.0
         scale = torch.sigmoid(s_offset)
         x_b_scaled = x_b * scale
-        shift = out[..., : self.n_trans]
         y_b = x_b_scaled + shift
         tmp = torch.cat([x_a, y_b], dim=-1)
         y = tmp.index_select(-1, self.merge_idx)
@@ -385,9 +382,8 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
         out = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        shift = out[..., : self.n_trans]
+        shift, s = out.split([self.n_trans, 8 - self.n_trans], dim=-1)
         y_b_unshifted = y_b - shift
-        s = out[..., self.n_trans :]
         s_offset = s + 2.0
         log_scale = torch.nn.functional.logsigmoid(s_offset)
         neg_log_scale = -log_scale

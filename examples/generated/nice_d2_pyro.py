@@ -208,8 +208,7 @@ class AdditiveCouplingSplitFirst(_Layer):
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x[..., : self.split]
-        x_b = x[..., self.split :]
+        x_a, x_b = x.split([self.split, 2 - self.split], dim=-1)
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
@@ -222,8 +221,7 @@ class AdditiveCouplingSplitFirst(_Layer):
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_a = y[..., : self.split]
-        y_b = y[..., self.split :]
+        y_a, y_b = y.split([self.split, 2 - self.split], dim=-1)
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
@@ -261,8 +259,7 @@ class AdditiveCouplingSplitLast(_Layer):
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b = x[..., : self.split]
-        x_a = x[..., self.split :]
+        x_b, x_a = x.split([self.split, 2 - self.split], dim=-1)
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
@@ -275,8 +272,7 @@ class AdditiveCouplingSplitLast(_Layer):
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_b = y[..., : self.split]
-        y_a = y[..., self.split :]
+        y_b, y_a = y.split([self.split, 2 - self.split], dim=-1)
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])

@@ -219,18 +219,16 @@ class AffineCouplingSplitFirst(_Layer):
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x[..., : self.split]
-        x_b = x[..., self.split :]
+        x_a, x_b = x.split([self.split, 3 - self.split], dim=-1)
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh_(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        s = out[..., self.n_trans :]
+        shift, s = out.split([self.n_trans, 4 - self.n_trans], dim=-1)
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
-        shift = out[..., : self.n_trans]
         y_b = x_b_scaled + shift
         y = torch.cat([x_a, y_b], dim=-1)
         log_det = log_scale.sum(-1)
@@ -238,16 +236,14 @@ class AffineCouplingSplitFirst(_Layer):
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_a = y[..., : self.split]
-        y_b = y[..., self.split :]
+        y_a, y_b = y.split([self.split, 3 - self.split], dim=-1)
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh_(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        shift = out[..., : self.n_trans]
+        shift, s = out.split([self.n_trans, 4 - self.n_trans], dim=-1)
         y_b_unshifted = y_b - shift
-        s = out[..., self.n_trans :]
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
@@ -287,18 +283,16 @@ class AffineCouplingSplitLast(_Layer):
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b = x[..., : self.split]
-        x_a = x[..., self.split :]
+        x_b, x_a = x.split([self.split, 3 - self.split], dim=-1)
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh_(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        s = out[..., self.n_trans :]
+        shift, s = out.split([self.n_trans, 4 - self.n_trans], dim=-1)
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
-        shift = out[..., : self.n_trans]
         y_b = x_b_scaled + shift
         y = torch.cat([y_b, x_a], dim=-1)
         log_det = log_scale.sum(-1)
@@ -306,16 +300,14 @@ class AffineCouplingSplitLast(_Layer):
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_b = y[..., : self.split]
-        y_a = y[..., self.split :]
+        y_b, y_a = y.split([self.split, 3 - self.split], dim=-1)
         h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh_(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
-        shift = out[..., : self.n_trans]
+        shift, s = out.split([self.n_trans, 4 - self.n_trans], dim=-1)
         y_b_unshifted = y_b - shift
-        s = out[..., self.n_trans :]
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)

@@ -433,7 +433,7 @@ class _Layer(TransformModule):
         return self.forward_with_log_det(x)[1]
 
 
-class AffineCouplingCheckerboard(_Layer):
+class AffineCouplingV1(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
     [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
@@ -476,11 +476,10 @@ class AffineCouplingCheckerboard(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
-        log_scale_all = out[..., self.n_trans :, :, :]
+        shift_all, log_scale_all = out.split([self.n_trans, 2 - self.n_trans], dim=-3)
         log_scale = log_scale_all * trans_mask
         scale = torch.exp(log_scale)
         x_b_scaled = x * scale
-        shift_all = out[..., : self.n_trans, :, :]
         shift = shift_all * trans_mask
         y = x_b_scaled + shift
         log_det = log_scale.sum((-3, -2, -1))
@@ -505,10 +504,9 @@ class AffineCouplingCheckerboard(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
-        shift_all = out[..., : self.n_trans, :, :]
+        shift_all, log_scale_all = out.split([self.n_trans, 2 - self.n_trans], dim=-3)
         shift = shift_all * trans_mask
         y_b_unshifted = y - shift
-        log_scale_all = out[..., self.n_trans :, :, :]
         log_scale = log_scale_all * trans_mask
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
@@ -558,7 +556,7 @@ class Squeeze(_Layer):
         return {}
 
 
-class AffineCouplingChannelFirst(_Layer):
+class AffineCouplingV2(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
     [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
@@ -582,8 +580,7 @@ class AffineCouplingChannelFirst(_Layer):
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x[..., : self.split, :, :]
-        x_b = x[..., self.split :, :, :]
+        x_a, x_b = x.split([self.split, 4 - self.split], dim=-3)
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -597,10 +594,9 @@ class AffineCouplingChannelFirst(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
-        log_scale = out[..., self.n_trans :, :, :]
+        shift, log_scale = out.split([self.n_trans, 4 - self.n_trans], dim=-3)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
-        shift = out[..., : self.n_trans, :, :]
         y_b = x_b_scaled + shift
         y = torch.cat([x_a, y_b], dim=-3)
         log_det = log_scale.sum((-3, -2, -1))
@@ -608,8 +604,7 @@ class AffineCouplingChannelFirst(_Layer):
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_a = y[..., : self.split, :, :]
-        y_b = y[..., self.split :, :, :]
+        y_a, y_b = y.split([self.split, 4 - self.split], dim=-3)
         h = _conv2d(y_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -623,9 +618,8 @@ class AffineCouplingChannelFirst(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
-        shift = out[..., : self.n_trans, :, :]
+        shift, log_scale = out.split([self.n_trans, 4 - self.n_trans], dim=-3)
         y_b_unshifted = y_b - shift
-        log_scale = out[..., self.n_trans :, :, :]
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
         x_b = y_b_unshifted * inv_scale
@@ -643,7 +637,7 @@ class AffineCouplingChannelFirst(_Layer):
         return params
 
 
-class AffineCouplingChannelLast(_Layer):
+class AffineCouplingV3(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
     [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
@@ -667,8 +661,7 @@ class AffineCouplingChannelLast(_Layer):
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b = x[..., : self.split, :, :]
-        x_a = x[..., self.split :, :, :]
+        x_b, x_a = x.split([self.split, 4 - self.split], dim=-3)
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -682,10 +675,9 @@ class AffineCouplingChannelLast(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
-        log_scale = out[..., self.n_trans :, :, :]
+        shift, log_scale = out.split([self.n_trans, 4 - self.n_trans], dim=-3)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
-        shift = out[..., : self.n_trans, :, :]
         y_b = x_b_scaled + shift
         y = torch.cat([y_b, x_a], dim=-3)
         log_det = log_scale.sum((-3, -2, -1))
@@ -693,8 +685,7 @@ class AffineCouplingChannelLast(_Layer):
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        y_b = y[..., : self.split, :, :]
-        y_a = y[..., self.split :, :, :]
+        y_b, y_a = y.split([self.split, 4 - self.split], dim=-3)
         h = _conv2d(y_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -708,13 +699,103 @@ class AffineCouplingChannelLast(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
-        shift = out[..., : self.n_trans, :, :]
+        shift, log_scale = out.split([self.n_trans, 4 - self.n_trans], dim=-3)
         y_b_unshifted = y_b - shift
-        log_scale = out[..., self.n_trans :, :, :]
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
         x_b = y_b_unshifted * inv_scale
         x = torch.cat([x_b, y_a], dim=-3)
+        sum_log_scale = log_scale.sum((-3, -2, -1))
+        log_det = -sum_log_scale
+        return x, log_det
+
+    def neutral_params(self):
+        """This layer's weights under their neutral names."""
+        params = {}
+        for j, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            params[f"conditioner.{j}.kernel"] = kernel.permute(2, 3, 1, 0)
+            params[f"conditioner.{j}.bias"] = bias
+        return params
+
+
+class AffineCouplingV4(_Layer):
+    """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
+
+    [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
+    forward:  y_a = x_a,  y_b = x_b * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
+              log|det J^-1| = -sum(log_scale)
+    x_a = b * x: the entries the checkerboard b passes, the others zeroed; x_b = x; shift and
+    log_scale are zero where b is 1; m: the residual conditioner network.
+    Configuration: checkerboard mask: entries with (h + w) % 2 == parity pass through (rows and
+    cols, constructor arguments, hold the parities); resnet conditioner: 2 residual blocks of
+    16 channels, 3x3 convolutions, relu; scale map exp.
+    """
+
+    domain = constraints.independent(constraints.real, 3)
+    codomain = constraints.independent(constraints.real, 3)
+
+    def __init__(self, *, sizes, kernel_size, n_trans, rows, cols, event_shape, init):
+        super().__init__(event_shape)
+        self.kernels, self.biases = _conv(sizes, kernel_size, init)
+        self.n_trans = n_trans
+        self.register_buffer("rows", torch.tensor(rows))
+        self.register_buffer("cols", torch.tensor(cols))
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        parity_diff = self.rows - self.cols
+        trans_mask = parity_diff * parity_diff
+        mask = 1.0 - trans_mask
+        x_a = x * mask
+        h = _conv2d(x_a, self.kernels[0], self.biases[0])
+        r = torch.relu(h)
+        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
+        r_2 = torch.relu_(r_1)
+        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
+        h_1 = h + r_3
+        r_4 = torch.relu(h_1)
+        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
+        r_6 = torch.relu_(r_5)
+        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
+        h_2 = h_1 + r_7
+        h_3 = torch.relu(h_2)
+        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        shift_all, log_scale_all = out.split([self.n_trans, 8 - self.n_trans], dim=-3)
+        log_scale = log_scale_all * trans_mask
+        scale = torch.exp(log_scale)
+        x_b_scaled = x * scale
+        shift = shift_all * trans_mask
+        y = x_b_scaled + shift
+        log_det = log_scale.sum((-3, -2, -1))
+        return y, log_det
+
+    def _inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
+        parity_diff = self.rows - self.cols
+        trans_mask = parity_diff * parity_diff
+        mask = 1.0 - trans_mask
+        y_a = y * mask
+        h = _conv2d(y_a, self.kernels[0], self.biases[0])
+        r = torch.relu(h)
+        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
+        r_2 = torch.relu_(r_1)
+        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
+        h_1 = h + r_3
+        r_4 = torch.relu(h_1)
+        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
+        r_6 = torch.relu_(r_5)
+        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
+        h_2 = h_1 + r_7
+        h_3 = torch.relu(h_2)
+        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        shift_all, log_scale_all = out.split([self.n_trans, 8 - self.n_trans], dim=-3)
+        shift = shift_all * trans_mask
+        y_b_unshifted = y - shift
+        log_scale = log_scale_all * trans_mask
+        neg_log_scale = -log_scale
+        inv_scale = torch.exp(neg_log_scale)
+        x = y_b_unshifted * inv_scale
         sum_log_scale = log_scale.sum((-3, -2, -1))
         log_det = -sum_log_scale
         return x, log_det
@@ -780,7 +861,7 @@ def build_flow(params=None):
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AffineCouplingCheckerboard(
+        AffineCouplingV1(
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
@@ -789,7 +870,7 @@ def build_flow(params=None):
             event_shape=(1, 8, 8),
             init=init[0],
         ),
-        AffineCouplingCheckerboard(
+        AffineCouplingV1(
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
@@ -798,7 +879,7 @@ def build_flow(params=None):
             event_shape=(1, 8, 8),
             init=init[1],
         ),
-        AffineCouplingCheckerboard(
+        AffineCouplingV1(
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
@@ -808,7 +889,7 @@ def build_flow(params=None):
             init=init[2],
         ),
         Squeeze(event_shape=(1, 8, 8), output_shape=(4, 4, 4), init=init[3]),
-        AffineCouplingChannelFirst(
+        AffineCouplingV2(
             sizes=[2, 16, 16, 16, 16, 16, 4],
             kernel_size=3,
             n_trans=2,
@@ -816,7 +897,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[4],
         ),
-        AffineCouplingChannelLast(
+        AffineCouplingV3(
             sizes=[2, 16, 16, 16, 16, 16, 4],
             kernel_size=3,
             n_trans=2,
@@ -824,7 +905,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[5],
         ),
-        AffineCouplingChannelFirst(
+        AffineCouplingV2(
             sizes=[2, 16, 16, 16, 16, 16, 4],
             kernel_size=3,
             n_trans=2,
@@ -832,7 +913,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[6],
         ),
-        AffineCouplingCheckerboard(
+        AffineCouplingV4(
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
@@ -841,7 +922,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[7],
         ),
-        AffineCouplingCheckerboard(
+        AffineCouplingV4(
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
@@ -850,7 +931,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[8],
         ),
-        AffineCouplingCheckerboard(
+        AffineCouplingV4(
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
@@ -859,7 +940,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[9],
         ),
-        AffineCouplingCheckerboard(
+        AffineCouplingV4(
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,

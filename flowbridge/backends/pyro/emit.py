@@ -66,6 +66,9 @@ IN_PLACE = {
     "relu": ("torch.relu_({0})", ("linear", "conv2d")),
     "tanh": ("torch.tanh_({0})", ("linear", "conv2d")),
 }
+#: Two slices that cut a value in two at one bound, as one split (codegen.emit_body): its
+#: gradient joins the halves' gradients, where two slices' would each fill a zero tensor.
+SPLIT = "{0}.split({sizes}, dim={axis})"
 OP_IMPORTS: dict[str, str] = {}
 OP_HELPERS = {
     "batch_mean": '''def _batch_mean(x, event_ndims):
