@@ -44,7 +44,8 @@ def module_for(spec: FlowSpec | dict, backend: str) -> types.ModuleType:
 def to_pyro(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = None, device: Any = None):
     """The flow as a generated Pyro ``Flow``: a ``ComposeTransformModule`` of generated
     ``TransformModule``s that runs them in one call (``flow[i]`` is layer ``i``); a
-    conditional flow is a ``ConditionalComposeTransformModule`` of them.
+    conditional flow is a generated ``ConditionalFlow``, a
+    ``ConditionalComposeTransformModule`` likewise.
 
     ``params``: neutral parameters (:func:`flowbridge.init_params`); ``None`` keeps the
     generated module's own identity-at-init weights. ``dtype`` (default: torch's default

@@ -121,3 +121,39 @@ def test_a_clamp_without_gradient_is_the_clamp():
     torch.testing.assert_close(fast[0], slow[0].detach(), rtol=0, atol=0)
     torch.testing.assert_close(fast[1], slow[1].detach(), rtol=0, atol=0)
     assert np.isfinite(fast[1].numpy()).all()
+
+
+@pytest.mark.parametrize("embedded", [False, True])
+def test_conditional_flow_at_a_context_is_one_compose_transform(embedded):
+    """ConditionalFlow: the state_dict keys of a ConditionalComposeTransformModule of the
+    layers, ``condition(c)`` a ComposeTransformModule of the layers at c (``.parts``)
+    that equals them applied one by one, caches its last pair and checks c once."""
+    from pyro.distributions.conditional import ConditionalComposeTransformModule
+    from pyro.distributions.torch_transform import ComposeTransformModule
+
+    extra = {"context_embedding": {"features": 4, "hidden": [5]}} if embedded else {}
+    spec = fb.realnvp(5, num_couplings=3, hidden=(8,), context_dim=3, **extra)
+    flow = fb.to_pyro(spec, fb.init_params(spec, 1, init="random"), dtype=torch.float64)
+    layers = flow.layers if embedded else flow
+    assert type(layers).__name__ == "ConditionalFlow"
+    plain = ConditionalComposeTransformModule(list(layers))
+    assert list(layers.state_dict()) == list(plain.state_dict())
+    x = torch.randn(4, 5, dtype=torch.float64)
+    c = torch.randn(4, 3, dtype=torch.float64)
+    at = flow.condition(c)
+    assert isinstance(at, ComposeTransformModule) and len(at.parts) == len(layers)
+    features = flow.embedding(c) if embedded else c
+    y, log_det = _fresh(x), 0.0
+    for layer in layers:
+        part = layer.condition(features) if hasattr(layer, "condition") else layer
+        z = part(_fresh(y))
+        log_det = log_det + part.log_abs_det_jacobian(_fresh(y), z)
+        y = z
+    got = at(x)
+    torch.testing.assert_close(got, y, rtol=1e-12, atol=1e-12)
+    assert at(x) is got and at.inv(got) is x
+    torch.testing.assert_close(at.log_abs_det_jacobian(x, got), log_det)
+    torch.testing.assert_close(at.inv(_fresh(got)), x, rtol=1e-10, atol=1e-10)
+    assert list(at.state_dict()) == [k for k in at.state_dict() if not k.startswith("flow.")]
+    with pytest.raises(ValueError, match="context: expected shape"):
+        flow.condition(torch.zeros(4, 2, dtype=torch.float64))(_fresh(x))

@@ -216,14 +216,15 @@ from pyro.distributions.conditional import (
     ConditionalComposeTransformModule,
     ConditionalTransformModule,
 )
-from pyro.distributions.torch_transform import TransformModule
+from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform"""
 CONDITIONAL_USAGE = """Use: flow = build_flow(params); at = flow.condition(c), the flow at a context c of shape
 (*batch, {context_dim}) (broadcast to x's batch), a ComposeTransformModule: at(x), at.inv(y),
-at.log_abs_det_jacobian(x, y). The flow is a pyro
-ConditionalComposeTransformModule: pass it to dist.ConditionalTransformedDistribution,
-register it with pyro.module, move it with .to(device, dtype)."""
+at.log_abs_det_jacobian(x, y). The flow is a ConditionalFlow, a pyro
+ConditionalComposeTransformModule that runs its layers in one call (flow[i] is layer i): pass
+it to dist.ConditionalTransformedDistribution, register it with pyro.module, move it with
+.to(device, dtype)."""
 
 CONDITIONAL_HELPERS = '''def _checked_context(layer, context, x=None):
     """``context`` if it is a real floating tensor of shape (*batch, context_dim) in x's
@@ -294,17 +295,87 @@ class _Conditioned(Transform):
         return self.layer.forward_with_log_det(x, self.context)
 
     def inverse_with_log_det(self, y):
-        return self.layer.inverse_with_log_det(y, self.context)'''
+        return self.layer.inverse_with_log_det(y, self.context)
+
+
+class ConditionalFlow(ConditionalComposeTransformModule):
+    """The layers as one conditional transform. ``condition(c)`` is the flow at the
+    context ``c``: one transform that checks x and c once, runs the layers' traced
+    bodies in one loop (the context to the layers that read it), sums the log-dets as
+    they come and caches the last ``(x, y, log-det)``. ``flow[i]`` is layer i (each
+    with its own ``condition``), and the state_dict keys are the layers' (``0.kernels.0``,
+    ...), as for a ConditionalComposeTransformModule of them."""
+
+    def __init__(self, layers):
+        super().__init__(layers)
+        weighted = [i for i, layer in enumerate(layers) if _a_weight(layer) is not None]
+        self.weighted = weighted[0] if weighted else 0
+        self.reads_context = [isinstance(layer, _ConditionalLayer) for layer in layers]
+        self.event_shape = layers[0].event_shape
+        self.context_dim = next(
+            layer.context_dim for layer in layers if isinstance(layer, _ConditionalLayer)
+        )
+
+    def condition(self, context):
+        return _ConditionedFlow(self, context)
+
+
+class _ConditionedFlow(ComposeTransformModule):
+    """The flow at one context (ConditionalFlow.condition): a ComposeTransformModule of
+    the layers at that context (``.parts``), run in one loop."""
+
+    __call__ = Transform.__call__  # ComposeTransform's would call the parts one by one
+    _call = _Layer._call
+    _inverse = _Layer._inverse
+    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+
+    def __init__(self, flow, context):
+        super().__init__([layer.condition(context) for layer in flow.transforms], cache_size=1)
+        self.__dict__["flow"] = flow  # read, not owned: no submodule, no weights of its own
+        self.context = context
+        self._cached_log_det = None
+
+    @property
+    def inv(self):
+        """The inverse at this context, one transform."""
+        return Transform.inv.fget(self)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
+        x = _checked(self.flow, x, "x", self.flow.event_shape)
+        context = _checked_context(self.flow, self.context, x)
+        log_det = 0.0
+        for layer, reads in zip(self.flow, self.flow.reads_context, strict=True):
+            if reads:
+                x, layer_log_det = layer._forward_with_log_det(x, context)
+            else:
+                x, layer_log_det = layer._forward_with_log_det(x)
+            log_det = log_det + layer_log_det
+        return x, log_det
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *EVENT_SHAPE)."""
+        y = _checked(self.flow, y, "y", self.flow.event_shape)
+        context = _checked_context(self.flow, self.context, y)
+        log_det = 0.0
+        flow = self.flow
+        for layer, reads in zip(reversed(flow), reversed(flow.reads_context), strict=True):
+            if reads:
+                y, layer_log_det = layer._inverse_with_log_det(y, context)
+            else:
+                y, layer_log_det = layer._inverse_with_log_det(y)
+            log_det = log_det + layer_log_det
+        return y, log_det'''
 
 EMBEDDING_HELPERS = '''class EmbeddedFlow(ConditionalTransformModule):
     """The flow behind its context embedding: ``condition(c)`` embeds ``c`` once
-    (``self.embedding``) and conditions the layers (``self.layers``, a
-    ConditionalComposeTransformModule) on the features."""
+    (``self.embedding``) and conditions the layers (``self.layers``, a ConditionalFlow)
+    on the features."""
 
     def __init__(self, layers, embedding):
         super().__init__()
         self.embedding = embedding
-        self.layers = ConditionalComposeTransformModule(layers)
+        self.layers = ConditionalFlow(layers)
 
     def condition(self, context):
         return self.layers.condition(self.embedding(context))'''
@@ -423,7 +494,7 @@ def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
         "        " + call(name, args, {"init": f"init[{i}]"}, 8) + ","
         for i, (name, args) in enumerate(calls)
     )
-    compose = "ConditionalComposeTransformModule" if spec.context_dim else "Flow"
+    compose = "ConditionalFlow" if spec.context_dim else "Flow"
     parts = "flow" if spec.context_dim else "flow.parts"
     make, own, what = f"{compose}(layers)", "", f"a {compose}"
     if embedding is not None:
