@@ -157,7 +157,8 @@ def emit_body(
             size = source.shape[head.attrs["axis"]]
             rest = size - bound if isinstance(bound, int) else f"{size} - {render(bound)}"
             sizes = f"[{render(bound)}, {rest}]"
-            lines.append(f"{pair} = {split.format(render(source), sizes=sizes, axis=head.attrs['axis'])}")
+            call = split.format(render(source), sizes=sizes, axis=head.attrs["axis"])
+            lines.append(f"{pair} = {call}")
             continue
         name = name_of(node)
         args = [render(a) for a in node.args]
@@ -188,7 +189,8 @@ def _complementary_slices(order: list[ir.Node]) -> dict[int, tuple[ir.Node, ir.N
         tails = [n for n in group if n.attrs["stop"] is None and n.attrs["start"] is not None]
         for head in heads:
             for tail in tails:
-                if _bound_key(head.attrs["stop"]) == _bound_key(tail.attrs["start"]) and id(head) not in out and id(tail) not in out:
+                cut = _bound_key(head.attrs["stop"]) == _bound_key(tail.attrs["start"])
+                if cut and id(head) not in out and id(tail) not in out:
                     first = head if order.index(head) < order.index(tail) else tail
                     out[id(first)] = (head, tail)
                     out[id(head) if first is tail else id(tail)] = (head, tail)
