@@ -157,3 +157,42 @@ def test_conditional_flow_at_a_context_is_one_compose_transform(embedded):
     assert list(at.state_dict()) == [k for k in at.state_dict() if not k.startswith("flow.")]
     with pytest.raises(ValueError, match="context: expected shape"):
         flow.condition(torch.zeros(4, 2, dtype=torch.float64))(_fresh(x))
+
+
+def test_peephole_rules_on_hand_built_programs():
+    """In place only where the activation's argument is a dense output that nothing else
+    reads; one split only for two slices that cut one value at one bound. The program
+    with the peepholes computes what it computes without them."""
+    from flowbridge import codegen, ir
+    from flowbridge.backends.pyro import emit
+
+    ops = ir.ops
+    x = ir.source("x", (6,), batched=True)
+    kernel, bias = ir.source("kernel", (6, 6)), ir.source("bias", (6,))
+    dense = ops.linear(x, kernel, bias)
+    outputs = [
+        (ops.relu(ops.linear(x, kernel, bias)), "once"),  # read once: in place
+        (ops.relu(dense) + dense, "twice"),  # the dense output read twice: a fresh relu
+        (ops.relu(x * 2.0), "not_dense"),  # not a dense output: a fresh relu
+        (ops.concat(ops.slice(x, axis=-1, start=None, stop=2),
+                    ops.slice(x, axis=-1, start=2, stop=None), axis=-1), "cut"),
+        (ops.slice(x, axis=-1, start=3, stop=None), "alone"),  # no head at 3: a slice
+    ]  # fmt: skip
+    reserved = {"x", "kernel", "bias"}
+    fast = codegen.emit_body(outputs, reserved, emit.OPS, (), emit.IN_PLACE, emit.SPLIT)
+    plain = codegen.emit_body(outputs, reserved, emit.OPS)
+    text = "\n".join(fast)
+    assert text.count("torch.relu_(") == 1 and text.count("torch.relu(") == 2
+    assert text.count(".split([2, 4], dim=-1)") == 1 and "x[..., 3:]" in text
+    assert "relu_" not in "\n".join(plain) and ".split(" not in "\n".join(plain)
+    names = [name for _, name in outputs]
+    args = (torch.randn(3, 6, dtype=torch.float64), torch.randn(6, 6, dtype=torch.float64),
+            torch.randn(6, dtype=torch.float64))  # fmt: skip
+    results = []
+    for lines in (fast, plain):
+        body = "".join(f"    {ln}\n" for ln in lines)
+        namespace = {"torch": torch}
+        exec(f"def f(x, kernel, bias):\n{body}    return {', '.join(names)}\n", namespace)
+        results.append(namespace["f"](*(a.clone() for a in args)))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

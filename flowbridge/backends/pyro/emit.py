@@ -300,11 +300,12 @@ class _Conditioned(Transform):
 
 class ConditionalFlow(ConditionalComposeTransformModule):
     """The layers as one conditional transform. ``condition(c)`` is the flow at the
-    context ``c``: one transform that checks x and c once, runs the layers' traced
-    bodies in one loop (the context to the layers that read it), sums the log-dets as
-    they come and caches the last ``(x, y, log-det)``. ``flow[i]`` is layer i (each
-    with its own ``condition``), and the state_dict keys are the layers' (``0.kernels.0``,
-    ...), as for a ConditionalComposeTransformModule of them."""
+    context ``c``: a ComposeTransformModule of the layers at ``c`` (``.parts``) that
+    checks x and c once, runs the layers' traced bodies in one loop (the context to the
+    layers that read it), sums the log-dets as they come and caches the last
+    ``(x, y, log-det)``. ``flow[i]`` is layer i (each with its own ``condition``), and the
+    state_dict keys are the layers' (``0.kernels.0``, ...), as for a
+    ConditionalComposeTransformModule of them."""
 
     def __init__(self, layers):
         super().__init__(layers)
