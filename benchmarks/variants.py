@@ -28,6 +28,7 @@ import torch
 
 import flowbridge as fb
 from flowbridge.bench import TARGET, _timeit_many, flow_and_params, native_pyro
+from flowbridge.bench_peers import _ops, _Peer, _with_log_det
 
 SPLIT = re.compile(r"^(\s+)(\w+), (\w+) = (\w+)\.split\(\[([^,]+), [^\]]+\], dim=(-\d)\)$", re.M)
 CLAMP_FAST = """    if not (x.requires_grad and torch.is_grad_enabled()):
@@ -79,30 +80,11 @@ def main(repeats: int = 7, min_time: float = 0.5) -> None:
         for name, flow in flows.items():
             assert torch.allclose(flow(xs[0].clone()), want, rtol=1e-4, atol=1e-4), name
     todo = {}
-    for name, flow in flows.items():
+    for name, flow in flows.items():  # the peers' four timed calls, on each variant
         d = dist.TransformedDistribution(dist.Normal(torch.zeros(dim), 1.0).to_event(1), [flow])
-        opt = torch.optim.Adam(flow.parameters(), lr=1e-5)
-
-        def forward(flow=flow):
-            with torch.no_grad():
-                xi = x()
-                return flow.log_abs_det_jacobian(xi, flow(xi))
-
-        def log_prob(d=d):
-            with torch.no_grad():
-                return d.log_prob(x())
-
-        def sample(d=d):
-            with torch.no_grad():
-                return d.sample((b,))
-
-        def train(d=d, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            (-d.log_prob(x()).mean()).backward()
-            opt.step()
-
-        for op, fn in {"forward": forward, "log_prob": log_prob, "sample": sample,
-                       "train": train}.items():  # fmt: skip
+        calls = _Peer(flow, lambda x, flow=flow: _with_log_det(flow, x), d.log_prob,
+                      lambda n, d=d: d.sample((n,)))  # fmt: skip
+        for op, fn in _ops(calls, x, b).items():
             todo[(name, op)] = fn
     table: dict = {}
     for row in _timeit_many(todo, repeats, min_time):

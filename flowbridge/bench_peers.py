@@ -205,13 +205,25 @@ def normflows_flow(spec, params, kind: str, hidden: int) -> _Peer:
 BUILDERS = {"zuko": zuko_flow, "nflows": nflows_flow, "normflows": normflows_flow}
 
 
-def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float):
-    """Time each installed peer and flowbridge-Pyro on the same flow, interleaved; rows
-    are ``{"impl": peer or "flowbridge-pyro", "peer", "kind", "op", "seconds"}``."""
+def flowbridge_flow(spec, params, peer: str) -> _Peer:
+    """flowbridge-Pyro's side of a peer's rows: the same flow, its distribution in the
+    peer's orientation (``[flow.inv]`` where the peer's transform maps data to noise)."""
     import pyro.distributions as dist
     import torch
 
     import flowbridge as fb
+
+    flow = fb.to_pyro(spec, params)
+    base = dist.Normal(torch.zeros(spec.dim), 1.0).to_event(1)
+    normalizing = PEERS[peer][1] == "data->noise"
+    d = dist.TransformedDistribution(base, [flow.inv if normalizing else flow])
+    return _Peer(flow, lambda x: _with_log_det(flow, x), d.log_prob, lambda n: d.sample((n,)))
+
+
+def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float):
+    """Time each installed peer and flowbridge-Pyro on the same flow, interleaved; rows
+    are ``{"impl": peer or "flowbridge-pyro", "peer", "kind", "op", "seconds"}``."""
+    import torch
 
     from .bench import _timeit_many, flow_and_params
 
@@ -227,12 +239,7 @@ def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float):
     todo, checks = {}, {}
     for kind, peer in itertools.product(KINDS, versions):
         spec, params = flow_and_params(cfg, scale_of(peer, kind))
-        mine = fb.to_pyro(spec, params)
-        base = dist.Normal(torch.zeros(dim), 1.0).to_event(1)
-        normalizing = PEERS[peer][1] == "data->noise"
-        d = dist.TransformedDistribution(base, [mine.inv if normalizing else mine])
-        ours = _Peer(mine, lambda x, f=mine: _with_log_det(f, x), d.log_prob,
-                     lambda n, d=d: d.sample((n,)))  # fmt: skip
+        ours = flowbridge_flow(spec, params, peer)
         theirs = BUILDERS[peer](spec, params, kind, cfg["hidden"])
         checks[f"{peer}/{kind}"] = _check_equal(ours, theirs, xs[0])
         for impl, flow in (("flowbridge-pyro", ours), (peer, theirs)):

@@ -117,15 +117,8 @@ def test_peer_check_catches_a_different_flow(peer, kind):
     import numpy as np
     import torch
 
-    import flowbridge as fb
-
     spec, params = bench.flow_and_params(PEER_CFG, bench_peers.scale_of(peer, kind))
-    mine = fb.to_pyro(spec, params)
-    d = __import__("pyro").distributions
-    base = d.Normal(torch.zeros(spec.dim), 1.0).to_event(1)
-    normalizing = bench_peers.PEERS[peer][1] == "data->noise"
-    td = d.TransformedDistribution(base, [mine.inv if normalizing else mine])
-    ours = bench_peers._Peer(mine, lambda x: bench_peers._with_log_det(mine, x), td.log_prob, None)
+    ours = bench_peers.flowbridge_flow(spec, params, peer)
     x = torch.randn(16, spec.dim)
     build = bench_peers.BUILDERS[peer]
     assert bench_peers._check_equal(ours, build(spec, params, kind, 16), x) < 1e-4

@@ -420,7 +420,7 @@ def test_20_generated_names_read_like_the_paper():
 
     code = fb.generate(fb.load_spec(EXAMPLES / "realnvp_d3_pyro_clamp.yaml"), "pyro")
     assert re.findall(r"^class (\w+)", code, re.M) == [
-        "_Layer", "AffineCouplingSplitFirst", "AffineCouplingSplitLast", "Flow"]  # fmt: skip
+        "_Layer", "Flow", "AffineCouplingSplitFirst", "AffineCouplingSplitLast"]  # fmt: skip
     assert not re.search(r"^\s+t(_\d+)? = ", code, re.M)  # no anonymous temporaries
     assert "x_b_scaled = x_b * scale" in code and "y_b = x_b_scaled + shift" in code
     assert "y_b = x_b * scale + shift" in code  # the docstring uses the body's names

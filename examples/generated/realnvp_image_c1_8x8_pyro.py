@@ -433,6 +433,51 @@ class _Layer(TransformModule):
         return self.forward_with_log_det(x)[1]
 
 
+class Flow(ComposeTransformModule):
+    """The layers as one transform. ``flow(x)``, ``flow.inv(y)`` and
+    ``flow.log_abs_det_jacobian(x, y)`` check their input once and run the layers' traced
+    bodies in one loop, summing the log-dets as they come, and cache the last
+    ``(x, y, log-det)`` as every layer does: ``log_prob`` after ``inv`` (or the log-det
+    after a call) costs nothing. The layers stay what they are: ``flow[i]`` is layer i, a
+    TransformModule with its own call, inverse and cache, and the state_dict keys are
+    theirs (``0.kernels.0``, ...). A conditional flow at one context is one too."""
+
+    __call__ = Transform.__call__  # ComposeTransform's would call the layers one by one
+    _call = _Layer._call
+    _inverse = _Layer._inverse
+    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+
+    def __init__(self, layers):
+        super().__init__(layers, cache_size=1)
+        self._cached_log_det = None
+        # the layer whose weights give the dtype and device inputs must have
+        weighted = [i for i, layer in enumerate(layers) if _a_weight(layer) is not None]
+        self.weighted = weighted[0] if weighted else 0
+
+    @property
+    def inv(self):
+        """The flow's inverse, one transform (not a chain of the layers' inverses)."""
+        return Transform.inv.fget(self)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
+        x = _checked(self, x, "x", self[0].event_shape)
+        log_det = 0.0
+        for layer in self:
+            x, layer_log_det = layer._forward_with_log_det(x)
+            log_det = log_det + layer_log_det
+        return x, log_det
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of the flow's output shape."""
+        y = _checked(self, y, "y", self[-1].output_shape)
+        log_det = 0.0
+        for layer in reversed(self):
+            y, layer_log_det = layer._inverse_with_log_det(y)
+            log_det = log_det + layer_log_det
+        return y, log_det
+
+
 class AffineCouplingV1(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
@@ -807,51 +852,6 @@ class AffineCouplingV4(_Layer):
             params[f"conditioner.{j}.kernel"] = kernel.permute(2, 3, 1, 0)
             params[f"conditioner.{j}.bias"] = bias
         return params
-
-
-class Flow(ComposeTransformModule):
-    """The layers as one transform. ``flow(x)``, ``flow.inv(y)`` and
-    ``flow.log_abs_det_jacobian(x, y)`` check their input once and run the layers' traced
-    bodies in one loop, summing the log-dets as they come, and cache the last
-    ``(x, y, log-det)`` as every layer does: ``log_prob`` after ``inv`` (or the log-det
-    after a call) costs nothing. The layers stay what they are: ``flow[i]`` is layer i, a
-    TransformModule with its own call, inverse and cache, and the state_dict keys are
-    theirs (``0.kernels.0``, ...)."""
-
-    __call__ = Transform.__call__  # ComposeTransform's would call the layers one by one
-    _call = _Layer._call
-    _inverse = _Layer._inverse
-    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
-
-    def __init__(self, layers):
-        super().__init__(layers, cache_size=1)
-        self._cached_log_det = None
-        # the layer whose weights give the dtype and device inputs must have
-        weighted = [i for i, layer in enumerate(layers) if _a_weight(layer) is not None]
-        self.weighted = weighted[0] if weighted else 0
-
-    @property
-    def inv(self):
-        """The flow's inverse, one transform (not a chain of the layers' inverses)."""
-        return Transform.inv.fget(self)
-
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
-        x = _checked(self, x, "x", self[0].event_shape)
-        log_det = 0.0
-        for layer in self:
-            x, layer_log_det = layer._forward_with_log_det(x)
-            log_det = log_det + layer_log_det
-        return x, log_det
-
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of the flow's output shape."""
-        y = _checked(self, y, "y", self[-1].output_shape)
-        log_det = 0.0
-        for layer in reversed(self):
-            y, layer_log_det = layer._inverse_with_log_det(y)
-            log_det = log_det + layer_log_det
-        return y, log_det
 
 
 def build_flow(params=None):

@@ -209,7 +209,52 @@ class _Layer(TransformModule):
         cached = self._cached_log_det
         if cached is not None and cached[0] is x and cached[1] is y:
             return cached[2]
-        return self.forward_with_log_det(x)[1]'''
+        return self.forward_with_log_det(x)[1]
+
+
+class Flow(ComposeTransformModule):
+    """The layers as one transform. ``flow(x)``, ``flow.inv(y)`` and
+    ``flow.log_abs_det_jacobian(x, y)`` check their input once and run the layers' traced
+    bodies in one loop, summing the log-dets as they come, and cache the last
+    ``(x, y, log-det)`` as every layer does: ``log_prob`` after ``inv`` (or the log-det
+    after a call) costs nothing. The layers stay what they are: ``flow[i]`` is layer i, a
+    TransformModule with its own call, inverse and cache, and the state_dict keys are
+    theirs (``0.kernels.0``, ...). A conditional flow at one context is one too."""
+
+    __call__ = Transform.__call__  # ComposeTransform's would call the layers one by one
+    _call = _Layer._call
+    _inverse = _Layer._inverse
+    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+
+    def __init__(self, layers):
+        super().__init__(layers, cache_size=1)
+        self._cached_log_det = None
+        # the layer whose weights give the dtype and device inputs must have
+        weighted = [i for i, layer in enumerate(layers) if _a_weight(layer) is not None]
+        self.weighted = weighted[0] if weighted else 0
+
+    @property
+    def inv(self):
+        """The flow's inverse, one transform (not a chain of the layers' inverses)."""
+        return Transform.inv.fget(self)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
+        x = _checked(self, x, "x", self[0].event_shape)
+        log_det = 0.0
+        for layer in self:
+            x, layer_log_det = layer._forward_with_log_det(x)
+            log_det = log_det + layer_log_det
+        return x, log_det
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of the flow's output shape."""
+        y = _checked(self, y, "y", self[-1].output_shape)
+        log_det = 0.0
+        for layer in reversed(self):
+            y, layer_log_det = layer._inverse_with_log_det(y)
+            log_det = log_det + layer_log_det
+        return y, log_det'''
 
 CONDITIONAL_IMPORTS = """import torch
 from pyro.distributions.conditional import (
@@ -321,25 +366,14 @@ class ConditionalFlow(ConditionalComposeTransformModule):
         return _ConditionedFlow(self, context)
 
 
-class _ConditionedFlow(ComposeTransformModule):
-    """The flow at one context (ConditionalFlow.condition): a ComposeTransformModule of
-    the layers at that context (``.parts``), run in one loop."""
-
-    __call__ = Transform.__call__  # ComposeTransform's would call the parts one by one
-    _call = _Layer._call
-    _inverse = _Layer._inverse
-    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+class _ConditionedFlow(Flow):
+    """The flow at one context (ConditionalFlow.condition): a Flow of the layers at that
+    context (``.parts``)."""
 
     def __init__(self, flow, context):
-        super().__init__([layer.condition(context) for layer in flow.transforms], cache_size=1)
+        super().__init__([layer.condition(context) for layer in flow.transforms])
         self.__dict__["flow"] = flow  # read, not owned: no submodule, no weights of its own
         self.context = context
-        self._cached_log_det = None
-
-    @property
-    def inv(self):
-        """The inverse at this context, one transform."""
-        return Transform.inv.fget(self)
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
@@ -445,51 +479,6 @@ def layer_class(
     ])  # fmt: skip
 
 
-FLOW_CLASS = '''class Flow(ComposeTransformModule):
-    """The layers as one transform. ``flow(x)``, ``flow.inv(y)`` and
-    ``flow.log_abs_det_jacobian(x, y)`` check their input once and run the layers' traced
-    bodies in one loop, summing the log-dets as they come, and cache the last
-    ``(x, y, log-det)`` as every layer does: ``log_prob`` after ``inv`` (or the log-det
-    after a call) costs nothing. The layers stay what they are: ``flow[i]`` is layer i, a
-    TransformModule with its own call, inverse and cache, and the state_dict keys are
-    theirs (``0.kernels.0``, ...)."""
-
-    __call__ = Transform.__call__  # ComposeTransform's would call the layers one by one
-    _call = _Layer._call
-    _inverse = _Layer._inverse
-    log_abs_det_jacobian = _Layer.log_abs_det_jacobian
-
-    def __init__(self, layers):
-        super().__init__(layers, cache_size=1)
-        self._cached_log_det = None
-        # the layer whose weights give the dtype and device inputs must have
-        weighted = [i for i, layer in enumerate(layers) if _a_weight(layer) is not None]
-        self.weighted = weighted[0] if weighted else 0
-
-    @property
-    def inv(self):
-        """The flow's inverse, one transform (not a chain of the layers' inverses)."""
-        return Transform.inv.fget(self)
-
-    def forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
-        x = _checked(self, x, "x", self[0].event_shape)
-        log_det = 0.0
-        for layer in self:
-            x, layer_log_det = layer._forward_with_log_det(x)
-            log_det = log_det + layer_log_det
-        return x, log_det
-
-    def inverse_with_log_det(self, y):
-        """(x, log|det dx/dy|) for y of the flow's output shape."""
-        y = _checked(self, y, "y", self[-1].output_shape)
-        log_det = 0.0
-        for layer in reversed(self):
-            y, layer_log_det = layer._inverse_with_log_det(y)
-            log_det = log_det + layer_log_det
-        return y, log_det'''
-
-
 def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
     layers = "\n".join(
         "        " + call(name, args, {"init": f"init[{i}]"}, 8) + ","
@@ -503,8 +492,7 @@ def flow_code(spec, calls: list[tuple[str, dict]], embedding=None) -> str:
         what = "an EmbeddedFlow"
         init = {"init": '_under(PARAM_INIT, "context_embedding.")'}
         own = "\n    " + call("embedding = ContextEmbedding", embedding.args, init, 4)
-    own_class = "" if spec.context_dim else FLOW_CLASS + "\n\n\n"
-    return own_class + f'''def build_flow(params=None):
+    return f'''def build_flow(params=None):
     """The flow as {what}; ``params`` (optional) maps the neutral
     names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
     init = _per_layer(PARAM_INIT, {len(calls)})
