@@ -15,7 +15,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import flowbridge as fb
-from flowbridge.bench import TARGET, flow_and_params, native_pyro
+from flowbridge.bench.core import flow_and_params
+from flowbridge.bench.vector import TARGET, native_pyro
 
 torch.set_num_threads(2)
 spec, params = flow_and_params(dict(TARGET), "clamp")

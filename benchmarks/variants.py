@@ -13,7 +13,7 @@ clamped scales), then edits its text to undo one step at a time:
 - ``before``: all four undone (the generated code of the previous release).
 
 All variants and native Pyro run in one process, 2 threads, interleaved round by round
-(``flowbridge.bench._timeit_many``), fresh input copies each call (no cache answers).
+(``flowbridge.bench.core.timeit_many``), fresh input copies each call (no cache answers).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import pyro.distributions as dist
 import torch
 
 import flowbridge as fb
-from flowbridge.bench import TARGET, _timeit_many, flow_and_params, native_pyro
-from flowbridge.bench_peers import _ops, _Peer, _with_log_det
+from flowbridge.bench.core import flow_and_params, timeit_many
+from flowbridge.bench.peers import _ops, _Peer, _with_log_det
+from flowbridge.bench.vector import TARGET, native_pyro
 
 SPLIT = re.compile(r"^(\s+)(\w+), (\w+) = (\w+)\.split\(\[([^,]+), [^\]]+\], dim=(-\d)\)$", re.M)
 CLAMP_FAST = """    if not (x.requires_grad and torch.is_grad_enabled()):
@@ -87,7 +88,7 @@ def main(repeats: int = 7, min_time: float = 0.5) -> None:
         for op, fn in _ops(calls, x, b).items():
             todo[(name, op)] = fn
     table: dict = {}
-    for row in _timeit_many(todo, repeats, min_time):
+    for row in timeit_many(todo, repeats, min_time):
         table.setdefault(row["impl"], {})[row["op"]] = row["seconds"]
     native = table["native-pyro"]
     print(f"D={dim}, 8 couplings, hidden 256, batch {b}; torch {torch.__version__}, 2 threads;"

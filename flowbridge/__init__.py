@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from .build import generate, module_for, to_numpy, to_pyro, to_tfp
 from .check import TOLERANCES, Report, check
-from .data import bits_per_dim, dequantize
+from .data import actnorm_init, bits_per_dim, dequantize
 from .errors import BackendUnavailable, ParamError, SpecError
 from .layers import param_shapes
 from .limits import Limits, limits
 from .native import NativeError, from_pyro_native, from_tfp_native
 from .params import (
-    actnorm_init,
     check_params,
     init_params,
     load_params,

@@ -35,10 +35,23 @@ def generate(spec: FlowSpec | dict, backend: str) -> str:
 
 
 def module_for(spec: FlowSpec | dict, backend: str) -> types.ModuleType:
-    """The generated module for ``spec``, executed in this process (cached per spec)."""
+    """The generated module for ``spec``, executed in this process. The module cache is
+    consulted first, by spec hash and backend: a spec already loaded is neither planned
+    nor generated again."""
     spec = _spec(spec)
     require(backend)
-    return codegen.load(codegen.generate(spec, backend), backend, spec.hash)
+    return codegen.loaded(backend, spec.hash) or codegen.load(
+        codegen.generate(spec, backend), backend, spec.hash
+    )
+
+
+def _checked(spec: FlowSpec, params: Any, backend: str) -> dict | None:
+    """``params`` checked against the spec (against the loaded module's PARAM_SHAPES
+    when the module is cached, so nothing is planned again), or None."""
+    if params is None:
+        return None
+    module = codegen.loaded(backend, spec.hash)
+    return check_params(spec, params, module.PARAM_SHAPES if module is not None else None)
 
 
 def to_pyro(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = None, device: Any = None):
@@ -53,13 +66,9 @@ def to_pyro(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = None, dev
     parameters stay exact in a float64 flow. Move it later with ``.to(device, dtype)``.
     """
     spec = _spec(spec)
-    checked = check_params(spec, params) if params is not None else None
+    checked = _checked(spec, params, "pyro")
     module = module_for(spec, "pyro")
-    import torch
-
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    flow = module.build_flow().to(device=device, dtype=dtype or torch.get_default_dtype())
-    return module.load_neutral_params(flow, checked) if checked is not None else flow
+    return backends.get("pyro").runtime().make(module, checked, dtype, device)
 
 
 def to_tfp(
@@ -82,16 +91,13 @@ def to_tfp(
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(f"data_format: expected 'channels_last' or 'channels_first', got "
                          f"{data_format!r}")  # fmt: skip
-    checked = check_params(spec, params) if params is not None else None
+    checked = _checked(spec, params, "tfp")
     module = module_for(spec, "tfp")
-    import tensorflow as tf
-
-    layout = {"data_format": data_format} if len(spec.event_shape) == 3 else {}
-    return module.build_flow(checked, dtype=tf.as_dtype(dtype), **layout)
+    return backends.get("tfp").runtime().make(module, checked, dtype, data_format)
 
 
 def to_numpy(spec: FlowSpec | dict, params: Any = None):
     """The float64 NumPy reference flow."""
     spec = _spec(spec)
-    checked = check_params(spec, params) if params is not None else None
-    return module_for(spec, "numpy").build_flow(checked)
+    checked = _checked(spec, params, "numpy")
+    return backends.get("numpy").runtime().make(module_for(spec, "numpy"), checked)

@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from . import backends as B
+from .build import module_for
 from .errors import ParamError, SpecError
 from .files import write_atomic
+from .layers import plan_flow
 from .params import check_params, init_params, read_safetensors
 from .spec import FlowSpec
 
@@ -127,7 +129,7 @@ def reference(
     """The float64 reference outputs for ``x`` (at ``context`` for a conditional flow:
     one row per input, or one context for every input)."""
     rt = runtime(B.REFERENCE)
-    flow = rt.build(spec, params, "float64", "cpu")
+    flow = rt.build(module_for(spec, B.REFERENCE), params, "float64", "cpu")
     y, fldj = rt.forward(flow, x, context)
     _, ildj = rt.inverse(flow, y, context)
     ref = {"x": x, "y": y, "fldj": fldj, "ildj": ildj}
@@ -149,7 +151,7 @@ def errors(out: dict, ref: dict) -> dict[str, float]:
 def measure(backend: str, dtype: str, device: str, spec, params, ref, jac_rows: int):
     """One row, and the raw outputs: build ``backend`` and compare it with ``ref``."""
     rt = runtime(backend)
-    flow = rt.build(spec, params, dtype, device)
+    flow = rt.build(module_for(spec, backend), params, dtype, device)
     c = ref.get("context")
     out = dict(zip(("y", "fldj"), rt.forward(flow, ref["x"], c), strict=True))
     out.update(zip(("x", "ildj"), rt.inverse(flow, ref["y"], c), strict=True))
@@ -164,9 +166,9 @@ def measure_training(backend: str, dtype: str, device: str, spec, params, ref) -
     """The training-mode row of a flow with a batch norm: forward and log-det of the
     batch ``ref["x"]`` against the reference's, both in training mode."""
     want_rt, rt = runtime(B.REFERENCE), runtime(backend)
-    want = want_rt.training(want_rt.build(spec, params, "float64", "cpu"))
+    want = want_rt.training(want_rt.build(module_for(spec, B.REFERENCE), params, "float64", "cpu"))
     y_ref, ld_ref = want_rt.forward(want, ref["x"], ref.get("context"))
-    flow = rt.training(rt.build(spec, params, dtype, device))
+    flow = rt.training(rt.build(module_for(spec, backend), params, dtype, device))
     y, ld = rt.forward(flow, ref["x"], ref.get("context"))
     return Row(backend, dtype, device, {"forward": _rel(y, y_ref), "fldj": _ld(ld, ld_ref)},
                mode="training")  # fmt: skip
@@ -207,6 +209,8 @@ def check(
         context = rng.standard_normal((batch, spec.context_dim)) if spec.context_dim else None
         ref = reference(spec, params, x, context)
     chosen = backends or tuple(name for name, b in B.BACKENDS.items() if b.available())
+    # a layer with a training mode (a batch norm) gets training-mode rows too
+    has_training_mode = any(plan.training_forward is not None for plan in plan_flow(spec))
     report = Report(spec, [])
     outputs = {}
     for backend in chosen:
@@ -222,8 +226,7 @@ def check(
                 row, out = measure(backend, dtype, device, spec, params, ref, jacobian_rows)
                 report.rows.append(row)
                 outputs[(backend, dtype, device)] = out
-                if not B.get(backend).reference and any(
-                        layer.type == "batch_norm" for layer in spec.layers):  # fmt: skip
+                if not B.get(backend).reference and has_training_mode:
                     report.rows.append(measure_training(backend, dtype, device, spec, params,
                                                         ref))  # fmt: skip
     for row in recorded:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import linecache
-import math
 import sys
 import textwrap
 import threading
@@ -27,60 +26,12 @@ import types
 from typing import Any
 
 from . import backends, ir
+from .backends.contract import SHARED
 from .layers import EmbeddingPlan, Plan, View, param_specs, plan_embedding, plan_flow
+from .source import WIDTH, _flat, literal, number, py_str
 from .spec import FlowSpec
 
-WIDTH = 99  # the generated code's line length
 MAX_NAME = 48  # the longest generated class name built from variant words
-
-
-# --------------------------------------------------------------------- formatting
-def literal(value: Any, indent: int = 0, used: int = 0, width: int = WIDTH) -> str:
-    """A Python literal for ints, floats, strings, lists, tuples and dicts, wrapped so
-    no line passes ``width`` (long lists break after commas, continued one level in).
-    ``indent`` is the line's indentation, ``used`` what precedes the literal on it."""
-    flat = _flat(value)
-    if indent + used + len(flat) + 1 <= width or not isinstance(value, (list, tuple, dict)):
-        return flat
-    pad = " " * (indent + 4)
-    if isinstance(value, dict):
-        items = [f"{_flat(k)}: {literal(v, indent + 4, len(_flat(k)) + 2)}" for k, v in value.items()]
-        return "{\n" + "".join(f"{pad}{item},\n" for item in items) + " " * indent + "}"
-    open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
-    lines, line = [], ""
-    for item in (_flat(v) for v in value):
-        candidate = f"{line} {item}," if line else f"{item},"
-        if len(pad) + len(candidate) > width and line:
-            lines.append(line)
-            candidate = f"{item},"
-        line = candidate
-    lines.append(line)
-    return open_ + "\n" + "".join(f"{pad}{ln}\n" for ln in lines) + " " * indent + close
-
-
-def number(value: float) -> str:
-    """A float literal as ``ruff format`` writes it (``1e308``, not ``1e+308``). Refuses
-    infinity and NaN: no such literal can reach generated code."""
-    if not math.isfinite(value):
-        raise ValueError(f"cannot write the non-finite constant {value!r} into generated code")
-    return repr(float(value)).replace("e+", "e")
-
-
-def _flat(value: Any) -> str:
-    if isinstance(value, str):
-        return py_str(value)
-    if isinstance(value, bool) or value is None or isinstance(value, int):
-        return repr(value)
-    if isinstance(value, float):
-        return number(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_flat(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        inner = ", ".join(_flat(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_flat(k)}: {_flat(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} as a literal")
 
 
 # ---------------------------------------------------------------- trace -> source
@@ -295,15 +246,13 @@ def class_names(plans: list[Plan], texts: list[str]) -> list[str]:
 _PLACEHOLDER = "__FLOWBRIDGE_CLASS__"
 
 
-def _peepholes(em) -> tuple[dict | None, str | None]:
-    """A backend's optional ``IN_PLACE`` and ``SPLIT`` (see :func:`emit_body`)."""
-    return getattr(em, "IN_PLACE", None), getattr(em, "SPLIT", None)
+def generate(spec: FlowSpec, backend: str, plans: list[Plan] | None = None) -> str:
+    """The standalone source of ``spec`` for ``backend`` (``pyro``, ``tfp``, ``numpy``).
 
-
-def generate(spec: FlowSpec, backend: str) -> str:
-    """The standalone source of ``spec`` for ``backend`` (``pyro``, ``tfp``, ``numpy``)."""
+    ``plans`` (the flow's plans, :func:`flowbridge.layers.plan_flow`) are made here when
+    not given; a caller that has them already hands them on, so a flow is planned once."""
     em = backends.get(backend).emitter()
-    plans = plan_flow(spec)
+    plans = plan_flow(spec) if plans is None else plans
     texts, used_ops, cache = [], set(), {}
     for plan in plans:
         bodies = {}
@@ -312,7 +261,7 @@ def generate(spec: FlowSpec, backend: str) -> str:
             outputs, ops_here, effects = trace(plan, direction)
             used_ops |= ops_here
             bodies[direction] = emit_body(outputs, {"self", "x", "y", "context"}, em.OPS,
-                                          effects, *_peepholes(em))  # fmt: skip
+                                          effects, em.IN_PLACE, em.SPLIT)  # fmt: skip
         text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],
                               bodies.get("training"))  # fmt: skip
         texts.append(cache.setdefault(text, text))
@@ -322,11 +271,11 @@ def generate(spec: FlowSpec, backend: str) -> str:
     if embedding is not None:
         outputs, ops_here = trace_embedding(embedding)
         used_ops |= ops_here
-        body = emit_body(outputs, {"self", "context"}, em.OPS, (), *_peepholes(em))
+        body = emit_body(outputs, {"self", "context"}, em.OPS, (), em.IN_PLACE, em.SPLIT)
         classes.insert(0, em.embedding_class(embedding, body))
 
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
-    params = param_specs(spec)
+    params = param_specs(spec, plans)
     shapes = {name: param.shape for name, param in params.items()}
     bounds = {name: param.init.bound for name, param in params.items()}
     calls = [(name, {**plan.args, "event_shape": plan.event_shape,
@@ -334,11 +283,20 @@ def generate(spec: FlowSpec, backend: str) -> str:
                         if plan.output_shape != plan.event_shape else {}),
                      **({"context_dim": plan.context} if plan.context else {})})
              for name, plan in zip(names, plans, strict=True)]  # fmt: skip
-    helpers = [em.OP_HELPERS[op] for op in sorted(used_ops) if op in em.OP_HELPERS]
-    kinds = sorted({f.kind for plan in plans for f in plan.fields})
-    helpers += [em.FIELD_HELPERS[kind] for kind in kinds if kind in em.FIELD_HELPERS]
-    if any(plan.output_shape != plan.event_shape for plan in plans) and hasattr(em, "SHAPE_HELPERS"):
-        helpers.append(em.SHAPE_HELPERS)
+    # The prelude's definitions this module uses, in dependency order (a class after
+    # its bases): per op and field kind, then the shared, base and flow-kind ones.
+    wanted: list[str] = []
+    for op in sorted(used_ops):
+        wanted += em.OP_HELPERS.get(op, ())
+    for kind in sorted({f.kind for plan in plans for f in plan.fields}):
+        wanted += em.FIELD_HELPERS.get(kind, ())
+    if any(plan.output_shape != plan.event_shape for plan in plans):
+        wanted += em.SHAPES
+    helpers = [em.helpers(list(dict.fromkeys(wanted)))] if wanted else []
+    shared = ["_per_layer", *(["_under"] if embedding is not None else [])]
+    flow_kind = [*(em.CONDITIONAL if spec.context_dim else em.UNCONDITIONAL),
+                 *(em.EMBEDDING if embedding is not None else ()),
+                 *(em.IMAGE if len(spec.event_shape) == 3 else ())]  # fmt: skip
     stdlib = sorted({em.OP_IMPORTS[op] for op in used_ops if op in em.OP_IMPORTS})
     imports = em.CONDITIONAL_IMPORTS if spec.context_dim else em.IMPORTS
     imports = "\n".join(stdlib) + "\n\n" + imports if stdlib else imports
@@ -355,10 +313,9 @@ def generate(spec: FlowSpec, backend: str) -> str:
             f"PARAM_INIT = {literal(bounds, 0, 13)}",
         ]),  # fmt: skip
         *helpers,
-        PER_LAYER,
-        em.HELPERS,
-        *([em.CONDITIONAL_HELPERS] if spec.context_dim else []),
-        *([EMBEDDING_HELPERS, em.EMBEDDING_HELPERS] if embedding is not None else []),
+        SHARED.source(shared),
+        em.helpers(em.BASE),
+        *([em.helpers(flow_kind)] if flow_kind else []),
         *classes,
         em.flow_code(spec, calls, embedding),
     ]
@@ -369,54 +326,6 @@ _INIT_COMMENT = """\
 # Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
 # hidden layers 1/sqrt(fan_in), a conditioner's last layer and log-scales 0, so the flow
 # starts as the identity (each rule is stated once, in flowbridge's layer plans)."""
-
-PER_LAYER = '''def _per_layer(table, count):
-    """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
-    out = [{} for _ in range(count)]
-    for key, value in table.items():
-        head, index, local = (str(key).split(".", 2) + ["", ""])[:3]
-        if head == "layers" and index.isdigit() and int(index) < count:
-            out[int(index)][local] = value
-    return out'''
-
-
-EMBEDDING_HELPERS = '''def _under(table, prefix):
-    """The entries of ``table`` whose names start with ``prefix``, named by the rest."""
-    return {str(k)[len(prefix) :]: v for k, v in table.items() if str(k).startswith(prefix)}'''
-
-
-#: The public, checked calls of a layer that reads the context (NumPy and Pyro templates;
-#: TFP wraps them for its single-event reshape).
-CONTEXT_METHODS = '''    def forward_with_log_det(self, x, context):
-        """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
-        x = _checked(self, x, "x", self.event_shape)
-        return self._forward_with_log_det(x, _checked_context(self, context, x))
-
-    def inverse_with_log_det(self, y, context):
-        """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
-        y = _checked(self, y, "y", self.output_shape)
-        return self._inverse_with_log_det(y, _checked_context(self, context, y))'''
-
-
-def call(name: str, args: dict, raw: dict[str, str], indent: int) -> str:
-    """``name(k=v, ...)`` on one line when it fits, else one argument per line.
-    ``args`` values are literals; ``raw`` values are expressions written as they are."""
-    items = [f"{k}={_flat(v)}" for k, v in args.items()] + [f"{k}={v}" for k, v in raw.items()]
-    flat = f"{name}({', '.join(items)})"
-    if indent + len(flat) + 1 <= WIDTH:
-        return flat
-    pad = " " * (indent + 4)
-    lines = [f"{pad}{k}={literal(v, indent + 4, len(k) + 1)}," for k, v in args.items()]
-    lines += [f"{pad}{k}={v}," for k, v in raw.items()]
-    return f"{name}(\n" + "\n".join(lines) + "\n" + " " * indent + ")"
-
-
-def py_str(text: str) -> str:
-    """A Python string literal, double-quoted unless that needs more escapes (as black)."""
-    plain = repr(text)
-    if plain.startswith("'") and '"' not in text:
-        return '"' + plain[1:-1].replace("\\'", "'") + '"'
-    return plain
 
 
 def _wrapped_string(text: str) -> str:
@@ -453,11 +362,22 @@ VECTOR_SHAPES = "Shapes: inputs are (*batch, D); log-dets are (*batch,)."
 _LOAD_LOCK = threading.Lock()
 
 
+def _module_name(backend: str, spec_hash: str) -> str:
+    return f"flowbridge_generated.{backend}_{spec_hash[:16]}"
+
+
+def loaded(backend: str, spec_hash: str) -> types.ModuleType | None:
+    """The generated module of ``spec_hash`` for ``backend`` if this process has loaded it
+    already (consulted before any planning or code generation), else None."""
+    module = sys.modules.get(_module_name(backend, spec_hash))
+    return module if module is not None and module.SPEC_HASH == spec_hash else None
+
+
 def load(code: str, backend: str, spec_hash: str) -> types.ModuleType:
     """Execute generated code as a module registered in ``sys.modules`` (so pickling,
     ``torch.compile`` and tracebacks see real source lines). Thread-safe: threads
     loading the same spec at once all get the one module object."""
-    name = f"flowbridge_generated.{backend}_{spec_hash[:16]}"
+    name = _module_name(backend, spec_hash)
     with _LOAD_LOCK:
         if name in sys.modules and sys.modules[name].SPEC_HASH == spec_hash:
             return sys.modules[name]
@@ -475,141 +395,3 @@ def _load(code: str, name: str, backend: str, spec_hash: str) -> types.ModuleTyp
     return module
 
 
-# ------------------------------------------------------- pieces shared by templates
-def block(lines: list[str], level: int) -> str:
-    """``lines`` indented by ``level`` levels of four spaces."""
-    pad = "    " * level
-    return "\n".join(pad + line if line else "" for line in lines)
-
-
-def neutral_params_method(plan: Plan | EmbeddingPlan, conv_kernel: str = "kernel") -> str:
-    """The ``neutral_params`` method: the same text in every backend (a layer's dense
-    weights are ``conditioner.{j}.*``, the context embedding's ``{j}.*``), but for
-    ``conv_kernel``, the expression that gives a convolution kernel in the neutral
-    ``(k, k, in, out)`` layout (a view, so loading into it writes the stored weight)."""
-    lines = ["def neutral_params(self):", '    """This layer\'s weights under their neutral names."""']
-    if isinstance(plan, EmbeddingPlan):
-        return block(lines + [
-            "    params = {}",
-            "    for j, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):",
-            '        params[f"{j}.kernel"] = kernel',
-            '        params[f"{j}.bias"] = bias',
-            "    return params",
-        ], 1)  # fmt: skip
-    kinds = {f.kind: f for f in plan.fields}
-    if not {"dense", "conv", "vector", "channel", "state"} & kinds.keys():
-        return block(lines + ["    return {}"], 1)
-    lines.append("    params = {}")
-    if "dense" in kinds or "conv" in kinds:
-        kernel = conv_kernel if "conv" in kinds else "kernel"
-        lines += [
-            "    for j, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):",
-            f'        params[f"conditioner.{{j}}.kernel"] = {kernel}',
-            '        params[f"conditioner.{j}.bias"] = bias',
-        ]
-    for f in plan.fields:
-        if f.kind in ("vector", "channel", "state"):
-            lines.append(f'    params["{f.name}"] = self.{f.name}')
-    return block(lines + ["    return params"], 1)
-
-
-def changes_shape(spec: FlowSpec, calls: list[tuple[str, dict]]) -> bool:
-    """Whether the flow's output event shape (its last layer's) differs from its input's;
-    the module then has an ``OUTPUT_SHAPE`` constant."""
-    last = calls[-1][1]
-    return tuple(last.get("output_shape", last["event_shape"])) != tuple(spec.event_shape)
-
-
-def neutral_params_function(layers: str, embedded: bool, kind: str, live: str) -> str:
-    """The module's ``neutral_params(flow)``: every layer's weights (``layers`` is the
-    expression for the flow's layers in application order), the context embedding's
-    first when the flow has one. ``kind`` and ``live`` word the docstring."""
-    doc = f'    """{{neutral name: {kind}}} of a flow made by build_flow{live}."""'
-    each = [
-        'f"layers.{i}.{name}": value',
-        f"for i, layer in enumerate({layers})",
-        "for name, value in layer.neutral_params().items()",
-    ]
-    if not embedded:
-        return "\n".join(["def neutral_params(flow):", doc, "    return {",
-                          *("        " + ln for ln in each), "    }"])  # fmt: skip
-    return "\n".join([
-        "def neutral_params(flow):",
-        doc,
-        "    own = flow.embedding.neutral_params().items()",
-        '    params = {f"context_embedding.{name}": value for name, value in own}',
-        f"    for i, layer in enumerate({layers}):",
-        "        for name, value in layer.neutral_params().items():",
-        '            params[f"layers.{i}.{name}"] = value',
-        "    return params",
-    ])  # fmt: skip
-
-
-def embed_methods(plan: EmbeddingPlan, body: list[str]) -> str:
-    """The context embedding's traced ``_embed`` and its ``neutral_params``: the same
-    text in every backend (each template writes its own constructor and public call)."""
-    return "\n".join([
-        "    def _embed(self, context):",
-        '        """The features of a checked context. Generated from flowbridge.layers."""',
-        *("        " + ln for ln in body),
-        "        return features",
-        "",
-        neutral_params_method(plan),
-    ])  # fmt: skip
-
-
-def signature(name: str, params: list[str], level: int) -> str:
-    """``def name(params):`` indented ``level`` levels; one parameter a line if too long."""
-    indent = "    " * level
-    flat = f"{indent}def {name}({', '.join(params)}):"
-    if len(flat) <= WIDTH:
-        return flat
-    pad = indent + "    "
-    return f"{indent}def {name}(\n" + "".join(f"{pad}{p},\n" for p in params) + indent + "):"
-
-
-def traced_methods(
-    forward: list[str],
-    inverse: list[str],
-    note: str,
-    context: bool = False,
-    training: list[str] | None = None,
-) -> str:
-    """``_forward_with_log_det`` and ``_inverse_with_log_det`` with traced bodies (taking
-    the context too when the layer reads one); the template's public
-    ``forward_with_log_det``/``inverse_with_log_det`` check the inputs and call them. A
-    layer with a training mode (``training``: that mode's body) has the forward of each
-    mode, and ``_forward_with_log_det`` picks one by ``self.training``."""
-    extra, given = (", context", " and context") if context else ("", "")
-    modes = []
-    if training is not None:
-        modes = [
-            "def _forward_with_log_det(self, x):",
-            '    """The training-mode forward in training mode, else the evaluation one."""',
-            "    if self.training:",
-            "        return self._forward_training(x)",
-            "    return self._forward_evaluation(x)",
-            "",
-            "def _forward_training(self, x):",
-            '    """(y, log|det dy/dx|) from the batch\'s statistics, which move the running',
-            f'    averages. {note}"""',
-            *("    " + ln for ln in training),
-            "    return y, log_det",
-            "",
-        ]
-    name = "_forward_evaluation" if training is not None else "_forward_with_log_det"
-    return block(
-        [
-            *modes,
-            f"def {name}(self, x{extra}):",
-            f'    """(y, log|det dy/dx|) for a checked x{given}. {note}"""',
-            *("    " + ln for ln in forward),
-            "    return y, log_det",
-            "",
-            f"def _inverse_with_log_det(self, y{extra}):",
-            f'    """(x, log|det dx/dy|) for a checked y{given}. {note}"""',
-            *("    " + ln for ln in inverse),
-            "    return x, log_det",
-        ],
-        1,
-    )

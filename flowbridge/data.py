@@ -1,4 +1,4 @@
-"""Discrete data for continuous flows: dequantization and bits per dimension.
+"""Data and flows: dequantization, bits per dimension, and data-dependent initialisation.
 
 A flow is a density on the reals; image pixels take ``levels`` integer values. RealNVP's
 recipe (Dinh et al. 2017, sec. 4.1; Theis et al. 2016): dequantize, ``x = (k + u) / L``
@@ -12,8 +12,14 @@ discrete probability of ``k``, and the figure reported is that bound in bits per
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+
+from .build import to_numpy
+from .errors import ParamError
+from .params import check_params
+from .spec import FlowSpec, layer_shapes
 
 
 def dequantize(values, levels: int, rng: np.random.Generator) -> np.ndarray:
@@ -33,3 +39,30 @@ def bits_per_dim(log_prob, dims: int, levels: int) -> np.ndarray:
     (nats, one per example) over ``dims`` entries of ``levels`` values each."""
     log_prob = np.asarray(log_prob, dtype=np.float64)
     return -log_prob / (dims * math.log(2.0)) + math.log2(levels)
+
+
+def actnorm_init(spec: FlowSpec, params: Any, x: Any, *, eps: float = 1e-6) -> dict[str, np.ndarray]:
+    """Glow's data-dependent initialisation, as an explicit step: ``params`` with every
+    ActNorm layer's ``log_scale`` and ``shift`` set so that the layer's output over the
+    batch ``x`` (``(n, *event_shape)``) has zero mean and unit variance per channel (per
+    entry for vectors), layer after layer in the float64 reference (a later ActNorm sees
+    the earlier ones already set). Both backends then start from the same weights."""
+    out = check_params(spec, params)
+    flow = to_numpy(spec, out)
+    h = np.asarray(x, dtype=np.float64)
+    if h.shape[1:] != tuple(spec.event_shape) or len(h) < 2:
+        raise ParamError(f"x: expected at least 2 examples of shape {tuple(spec.event_shape)}, "
+                         f"got an array of shape {h.shape}")  # fmt: skip
+    for i, (layer, shape) in enumerate(zip(spec.layers, layer_shapes(spec), strict=True)):
+        obj = flow.layers[i]
+        if layer.type == "actnorm":
+            active = h[:, : shape[0]]  # after a factor-out, the active channels
+            axes = (0, 2, 3) if active.ndim == 4 else (0,)
+            log_scale = -np.log(active.std(axis=axes) + eps)
+            own = obj.neutral_params()
+            own["log_scale"][...] = log_scale
+            own["shift"][...] = -active.mean(axis=axes) * np.exp(log_scale)
+            out[f"layers.{i}.log_scale"] = own["log_scale"].copy()
+            out[f"layers.{i}.shift"] = own["shift"].copy()
+        h = obj.forward(h)
+    return out

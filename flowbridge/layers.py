@@ -127,6 +127,9 @@ class Plan:
     # a layer with a training mode (batch normalization): its forward in that mode,
     # (p, x) -> (y, log_det, effects), the effects being state updates (ops.assign)
     training_forward: Callable | None = field(default=None, compare=False)
+    # acts on the whole event tensor, channels factored out before it included (a
+    # factor-out, an identity there): never wrapped to act on the active channels only
+    whole_tensor: bool = False
 
 
 class View:
@@ -918,6 +921,7 @@ def plan_factor_out(layer: S.FactorOut, shape: tuple[int, ...], context: int = 0
         output_shape=shape,
         forward=forward,
         inverse=inverse,
+        whole_tensor=True,
     )
 
 
@@ -976,7 +980,7 @@ def plan_flow(spec: S.FlowSpec) -> list[Plan]:
     image = len(spec.event_shape) == 3
     for layer, (shape, acted) in zip(spec.layers, S.layer_scopes(spec), strict=True):
         plan = REGISTRY[layer.type](layer, acted, spec.context_features)
-        if layer.type == "factor_out":  # an identity: on the whole tensor, no slicing
+        if plan.whole_tensor:  # on the whole tensor, no slicing
             plan = dataclasses.replace(plan, event_shape=shape, output_shape=shape)
         elif acted != shape:
             plan = _on_active_channels(plan, shape)
@@ -986,16 +990,18 @@ def plan_flow(spec: S.FlowSpec) -> list[Plan]:
     return plans
 
 
-def param_specs(spec: S.FlowSpec) -> dict[str, Param]:
+def param_specs(spec: S.FlowSpec, plans: list[Plan] | None = None) -> dict[str, Param]:
     """Every parameter of ``spec``'s flow: ``context_embedding.{local name}`` (when the
     flow has one) then ``layers.{i}.{local name}`` -> :class:`Param`, in order of
-    application (the neutral layout; see :func:`param_shapes`)."""
+    application (the neutral layout; see :func:`param_shapes`). ``plans``: the flow's
+    plans where the caller has made them already (else planned here)."""
+    plans = plan_flow(spec) if plans is None else plans
     embedding = plan_embedding(spec)
     own = embedding.params if embedding is not None else {}
     return {
         **{f"context_embedding.{name}": param for name, param in own.items()},
         **{f"layers.{i}.{name}": param
-           for i, plan in enumerate(plan_flow(spec))
+           for i, plan in enumerate(plans)
            for name, param in plan.params.items()},
     }  # fmt: skip
 

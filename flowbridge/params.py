@@ -48,42 +48,16 @@ def init_params(
     }
 
 
-def actnorm_init(spec: FlowSpec, params: Any, x: Any, *, eps: float = 1e-6) -> dict[str, np.ndarray]:
-    """Glow's data-dependent initialisation, as an explicit step: ``params`` with every
-    ActNorm layer's ``log_scale`` and ``shift`` set so that the layer's output over the
-    batch ``x`` (``(n, *event_shape)``) has zero mean and unit variance per channel (per
-    entry for vectors), layer after layer in the float64 reference (a later ActNorm sees
-    the earlier ones already set). Both backends then start from the same weights."""
-    from .build import to_numpy
-    from .spec import layer_shapes
-
-    out = check_params(spec, params)
-    flow = to_numpy(spec, out)
-    h = np.asarray(x, dtype=np.float64)
-    if h.shape[1:] != tuple(spec.event_shape) or len(h) < 2:
-        raise ParamError(f"x: expected at least 2 examples of shape {tuple(spec.event_shape)}, "
-                         f"got an array of shape {h.shape}")  # fmt: skip
-    for i, (layer, shape) in enumerate(zip(spec.layers, layer_shapes(spec), strict=True)):
-        obj = flow.layers[i]
-        if layer.type == "actnorm":
-            active = h[:, : shape[0]]  # after a factor-out, the active channels
-            axes = (0, 2, 3) if active.ndim == 4 else (0,)
-            log_scale = -np.log(active.std(axis=axes) + eps)
-            own = obj.neutral_params()
-            own["log_scale"][...] = log_scale
-            own["shift"][...] = -active.mean(axis=axes) * np.exp(log_scale)
-            out[f"layers.{i}.log_scale"] = own["log_scale"].copy()
-            out[f"layers.{i}.shift"] = own["shift"].copy()
-        h = obj.forward(h)
-    return out
-
-
-def check_params(spec: FlowSpec, params: Any) -> dict[str, np.ndarray]:
+def check_params(
+    spec: FlowSpec, params: Any, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> dict[str, np.ndarray]:
     """``params`` as NumPy arrays, after checking every name, shape and dtype against
-    ``spec``; raises :class:`ParamError` naming the first parameter that does not fit."""
+    ``spec``; raises :class:`ParamError` naming the first parameter that does not fit.
+    ``shapes``: the spec's :func:`~flowbridge.param_shapes` where the caller has them
+    (a loaded module's ``PARAM_SHAPES``), else planned here."""
     if not isinstance(params, Mapping):
         raise ParamError(f"params: expected a mapping of names to arrays, got {type(params).__name__}")
-    shapes = param_shapes(spec)
+    shapes = param_shapes(spec) if shapes is None else {k: tuple(v) for k, v in shapes.items()}
     missing = [n for n in shapes if n not in params]
     extra = sorted(str(n) for n in params if n not in shapes)
     if missing:

@@ -123,3 +123,13 @@ IMAGE_CASES = {
     **{f"example_{p.stem}": (lambda p=p: fb.load_spec(p)) for p in sorted(EXAMPLES.iterdir())
        if len(fb.load_spec(p).event_shape) == 3},
 }  # fmt: skip
+
+#: A 7-entry flow with a gather mask, a split mask, a permutation and a scaling: the
+#: spec the input checks at each backend's door run on (tests/test_backends.py,
+#: tests/test_frameworks.py).
+D7 = fb.FlowSpec(
+    event_shape=(7,),
+    layers=[fb.AffineCoupling(mask=fb.ParityMask(), conditioner=fb.Conditioner(hidden=(8,))),
+            fb.AffineCoupling(mask=fb.SplitMask(size=3), conditioner=fb.Conditioner(hidden=(8,))),
+            fb.Permutation(kind="reverse"), fb.Scaling()],
+)  # fmt: skip

@@ -7,18 +7,19 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from flowbridge import bench, bench_peers
+from flowbridge.bench import core, image, peers, runner, vector
+from flowbridge.bench.report import markdown
 from flowbridge.build import available
 from flowbridge.cli import main
 
 
 def test_presets():
-    assert bench.configs("quick") == [bench.TARGET]
-    axes = bench.configs("axes")
-    assert len(axes) == 12 and axes[0] == bench.TARGET  # 1 + 4 + 2 + 2 + 3
-    assert len(bench.configs("grid")) == 5 * 3 * 3 * 4
+    assert runner.configs("quick") == [vector.TARGET]
+    axes = runner.configs("axes")
+    assert len(axes) == 12 and axes[0] == vector.TARGET  # 1 + 4 + 2 + 2 + 3
+    assert len(runner.configs("grid")) == 5 * 3 * 3 * 4
     with pytest.raises(ValueError, match="preset"):
-        bench.configs("huge")
+        runner.configs("huge")
 
 
 def test_flows_are_finite_and_not_the_identity():
@@ -27,7 +28,7 @@ def test_flows_are_finite_and_not_the_identity():
 
     import flowbridge as fb
 
-    spec, params = bench.flow_and_params(dict(bench.TARGET, dim=16), "exp")
+    spec, params = core.flow_and_params(dict(vector.TARGET, dim=16), "exp")
     x = np.random.default_rng(0).standard_normal((32, 16))
     y, ld = fb.to_numpy(spec, params).forward_with_log_det(x)
     assert np.isfinite(y).all() and np.isfinite(ld).all() and np.abs(y - x).max() > 0.1
@@ -41,12 +42,12 @@ def test_quick_preset_smoke(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "quick.json").read_text())
     impls = {row["impl"] for run in data["runs"] for row in run["rows"]}
-    peers = {name for name, version in bench_peers.installed().items() if version}
-    assert impls == set(bench.TORCH_IMPLS) | set(bench.TF_IMPLS) | peers
+    installed = {name for name, version in peers.installed().items() if version}
+    assert impls == set(vector.TORCH_IMPLS) | set(vector.TF_IMPLS) | installed
     assert all(row["seconds"] > 0 for run in data["runs"] for row in run["rows"])
     assert (tmp_path / "quick.md").read_text().startswith("# flowbridge benchmarks (quick)")
     assert (tmp_path / "quick.png").stat().st_size > 10_000
-    if peers:
+    if installed:
         assert (tmp_path / "quick_peers.png").stat().st_size > 10_000
         assert "## Peers (D=64" in (tmp_path / "quick.md").read_text()
     assert "| flowbridge-pyro / native-pyro forward | <= 0.9 |" in res.output
@@ -56,14 +57,14 @@ def test_quick_preset_smoke(tmp_path):
 def test_conditional_workers_time_identical_conditional_flows():
     """Each worker asserts before timing that flowbridge's and the native conditional flow
     (Pyro's ConditionalAffineCoupling, TFP's RealNVP reading conditional_input) agree."""
-    cfg = {**bench.CONDITIONAL, "dim": 8, "hidden": 16, "batch": 32, "couplings": 2}
+    cfg = {**vector.CONDITIONAL, "dim": 8, "hidden": 16, "batch": 32, "couplings": 2}
     expected = {"torch": {"flowbridge-pyro", "native-pyro", "floor-torch"},
                 "tf": {"flowbridge-tfp", "native-tfp", "floor-tf"}}  # fmt: skip
     for group, impls in expected.items():
-        got = bench._run_worker(group, cfg, 1, 1, 0.001, False)
+        got = runner._run_worker(group, cfg, 1, 1, 0.001, False)
         assert {row["impl"] for row in got["rows"]} == impls
         assert all(row["seconds"] > 0 for row in got["rows"])
-    assert bench.configs("conditional") == [bench.CONDITIONAL]
+    assert runner.configs("conditional") == [vector.CONDITIONAL]
 
 
 @pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
@@ -71,65 +72,63 @@ def test_image_workers_time_flows_equal_to_the_handwritten_ones(tmp_path):
     """The image preset: each worker asserts before timing that flowbridge's flow and the
     hand-written one (plain torch NCHW; plain TF channels last) give the same latents and
     log-densities; every implementation and operation is timed; the report names them."""
-    from flowbridge import bench_image
-
-    assert bench.configs("image") == [bench_image.IMAGE]
-    cfg = {**bench_image.IMAGE, "image": [2, 8, 8], "blocks": 1, "channels": 4, "batch": 4}
+    assert runner.configs("image") == [image.IMAGE]
+    cfg = {**image.IMAGE, "image": [2, 8, 8], "blocks": 1, "channels": 4, "batch": 4}
     runs = []
-    for group, impls in (("torch", bench_image.TORCH_IMPLS), ("tf", bench_image.TF_IMPLS)):
-        got = bench._run_worker(group, cfg, 1, 1, 0.001, False)
+    for group, impls in (("torch", image.TORCH_IMPLS), ("tf", image.TF_IMPLS)):
+        got = runner._run_worker(group, cfg, 1, 1, 0.001, False)
         assert {(r["impl"], r["op"]) for r in got["rows"]} == {
-            (i, op) for i in impls for op in bench_image.OPS}
+            (i, op) for i in impls for op in image.OPS}
         runs.append({"config": cfg, "group": group, **got})
-    results = {"preset": "image", "machine": bench.machine(), "threads": 1, "repeats": 1,
+    results = {"preset": "image", "machine": core.machine(), "threads": 1, "repeats": 1,
                "runs": runs}  # fmt: skip
-    text = bench.markdown(results)
+    text = markdown(results)
     assert "| flowbridge-tfp-xla |" in text and "| handwritten-torch |" in text
 
 
-PEER_CFG = {**bench.TARGET, "dim": 8, "hidden": 16, "batch": 32, "couplings": 3}
+PEER_CFG = {**vector.TARGET, "dim": 8, "hidden": 16, "batch": 32, "couplings": 3}
 
 
-@pytest.mark.skipif(not all(bench_peers.installed().values()), reason="needs flowbridge[bench]")
+@pytest.mark.skipif(not all(peers.installed().values()), reason="needs flowbridge[bench]")
 def test_peer_worker_times_every_peer_on_the_same_flow():
     """The worker checks each peer's map, log-det and log_prob against flowbridge's before
     timing, for affine and additive couplings, and reports the differences it found."""
-    got = bench._run_worker("torch-peers", PEER_CFG, 1, 1, 0.001, False)
+    got = runner._run_worker("torch-peers", PEER_CFG, 1, 1, 0.001, False)
     keys = {(r["impl"], r["peer"], r["kind"], r["op"]) for r in got["rows"]}
-    want = {(impl, peer, kind, op) for peer in bench_peers.PEERS for kind in bench_peers.KINDS
-            for impl in ("flowbridge-pyro", peer) for op in bench_peers.OPS}  # fmt: skip
+    want = {(impl, peer, kind, op) for peer in peers.PEERS for kind in peers.KINDS
+            for impl in ("flowbridge-pyro", peer) for op in peers.OPS}  # fmt: skip
     assert keys == want
     assert all(r["seconds"] > 0 for r in got["rows"])
     diffs = got["info"]["max_difference"]
-    assert set(diffs) == {f"{p}/{k}" for p in bench_peers.PEERS for k in bench_peers.KINDS}
+    assert set(diffs) == {f"{p}/{k}" for p in peers.PEERS for k in peers.KINDS}
     assert all(d < 1e-4 for d in diffs.values())
     results = {"runs": [{"group": "torch-peers", "config": PEER_CFG, **got}]}
-    text = "\n".join(bench_peers.markdown(results))
+    text = "\n".join(peers.markdown(results))
     assert text.count("| affine |") == 3 and text.count("| additive |") == 3
 
 
-@pytest.mark.skipif(not all(bench_peers.installed().values()), reason="needs flowbridge[bench]")
-@pytest.mark.parametrize("peer", list(bench_peers.PEERS))
-@pytest.mark.parametrize("kind", bench_peers.KINDS)
+@pytest.mark.skipif(not all(peers.installed().values()), reason="needs flowbridge[bench]")
+@pytest.mark.parametrize("peer", list(peers.PEERS))
+@pytest.mark.parametrize("kind", peers.KINDS)
 def test_peer_check_catches_a_different_flow(peer, kind):
     """The equality check can fail: the peer built from weights with one kernel entry
     changed, or with one permutation swapped, is refused."""
     import numpy as np
     import torch
 
-    spec, params = bench.flow_and_params(PEER_CFG, bench_peers.scale_of(peer, kind))
-    ours = bench_peers.flowbridge_flow(spec, params, peer)
+    spec, params = core.flow_and_params(PEER_CFG, peers.scale_of(peer, kind))
+    ours = peers.flowbridge_flow(spec, params, peer)
     x = torch.randn(16, spec.dim)
-    build = bench_peers.BUILDERS[peer]
-    assert bench_peers._check_equal(ours, build(spec, params, kind, 16), x) < 1e-4
+    build = peers.BUILDERS[peer]
+    assert peers._check_equal(ours, build(spec, params, kind, 16), x) < 1e-4
     changed = dict(params)
     changed["layers.2.conditioner.0.kernel"] = params["layers.2.conditioner.0.kernel"] + np.float32(0.1)
     with pytest.raises(AssertionError, match="differs"):
-        bench_peers._check_equal(ours, build(spec, changed, kind, 16), x)
+        peers._check_equal(ours, build(spec, changed, kind, 16), x)
     swapped = list(spec.layers[1].indices)
     swapped[0], swapped[1] = swapped[1], swapped[0]
     other = spec.model_copy(update={"layers": [spec.layers[0],
                                                spec.layers[1].model_copy(update={"indices": tuple(swapped)}),
                                                *spec.layers[2:]]})  # fmt: skip
     with pytest.raises(AssertionError, match="differs"):
-        bench_peers._check_equal(ours, build(other, params, kind, 16), x)
+        peers._check_equal(ours, build(other, params, kind, 16), x)

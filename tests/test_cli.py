@@ -115,3 +115,69 @@ def test_bundle_carries_tfp_results_to_a_machine_without_it(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "tfp (bundle)  float32  cpu" in run.stdout and "pyro" in run.stdout
     assert "PASS" in run.stdout
+
+
+@pytest.mark.parametrize("option", ["-o", "--json", "--save-bundle", "init-params"])
+def test_an_output_that_is_an_input_is_refused(tmp_path, option):
+    spec = tmp_path / "v.yaml"
+    spec.write_text((EXAMPLES / "nice_d2.yaml").read_text())
+    before = spec.read_bytes()
+    args = {"-o": ["generate", str(spec), "-b", "numpy", "-o", str(spec)],
+            "--json": ["check", str(spec), "-b", "numpy", "--json", str(spec)],
+            "--save-bundle": ["check", str(spec), "-b", "numpy", "--save-bundle", str(spec)],
+            "init-params": ["init-params", str(spec), "-o", str(spec)]}[option]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "is the input" in res.output
+    assert spec.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "SPEC", "-b", "numpy", "-o", "/nonexistent-dir/f.py"], "no such directory"),
+        (["generate", "SPEC", "-b", "numpy", "-o", "/dev/full"], "/dev/full: No space left"),
+        (["check", "SPEC", "--seed", "-1"], "Invalid value for '--seed'"),
+        (["check", "SPEC", "--batch", "0"], "Invalid value for '--batch'"),
+        (["check", "--bundle", "PARAMS"], "not a flowbridge bundle"),
+        (["check", "SPEC", "--bundle", "PARAMS"], "give either SPEC(s) or --bundle"),
+        (["validate", "MISSING.yaml"], "no such file"),
+        (["nonsense"], "No such command 'nonsense'"),
+    ],
+)  # fmt: skip
+def test_every_failure_is_one_line_and_exit_2(tmp_path, args, message):
+    spec = EXAMPLES / "nice_d2.yaml"
+    fb.save_params(fb.init_params(fb.load_spec(spec)), tmp_path / "p.safetensors", fb.load_spec(spec))
+    subs = {"SPEC": str(spec), "PARAMS": str(tmp_path / "p.safetensors"),
+            "MISSING.yaml": str(tmp_path / "missing.yaml")}  # fmt: skip
+    res = CliRunner().invoke(main, [subs.get(a, a) for a in args])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in res.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    args = ["generate", str(EXAMPLES / "nice_d2.yaml"), "-b", "numpy", "-o", "/nonexistent/x.py"]
+    run = subprocess.run([sys.executable, "-m", "flowbridge.cli", "--debug", *args],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2 and "Traceback" in run.stderr and "error: " in run.stderr
+
+
+def test_no_backend_on_the_device_is_exit_3():
+    res = CliRunner().invoke(main, ["check", str(EXAMPLES / "nice_d2.yaml"), "-b", "numpy",
+                                    "--device", "cuda"])  # fmt: skip
+    assert res.exit_code == 3
+    assert "no backend could run on cuda" in res.output
+    assert "the NumPy reference runs on the CPU only" in res.output
+    assert "a figure is over its tolerance" not in res.output
+
+
+def test_check_prints_no_tensorflow_startup_lines():
+    pytest.importorskip("tensorflow")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-m", "flowbridge.cli", "check",
+                          str(EXAMPLES / "nice_d2.yaml"), "-b", "tfp", "--dtype", "float64"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    for noise in ("I0000", "oneDNN", "cudart", "absl::InitializeLog", "W0000", "E0000"):
+        assert noise not in run.stderr + run.stdout

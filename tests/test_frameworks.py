@@ -8,7 +8,7 @@ import pytest
 
 import flowbridge as fb
 
-from .cases import CASES
+from .cases import CASES, D7
 
 SPEC = CASES["example_mixed_d7_explicit"]()  # every layer type, gather and slice masks
 PARAMS = fb.init_params(SPEC, 11, init="random")
@@ -238,3 +238,72 @@ def test_tfp_log_det_memo_is_graph_only(tfp):
     np.testing.assert_allclose(graph[0].numpy(), eager[0].numpy(), rtol=1e-12)
     for a, b in zip(graph[1], eager[1], strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_tfp_flows_with_other_weights_never_share_cached_results():
+    """TFP shares caches between bijectors that compare equal: two flows of one spec
+    with other weights must not."""
+    tf = pytest.importorskip("tensorflow")
+    spec = fb.realnvp(4, hidden=(8,))
+    pa, pb = fb.init_params(spec, 0, init="random"), fb.init_params(spec, 1, init="random")
+    a, b = fb.to_tfp(spec, pa, dtype="float64"), fb.to_tfp(spec, pb, dtype="float64")
+    assert a != b and a.bijectors[0] != b.bijectors[0] and a == a
+    x = tf.constant(np.random.default_rng(0).standard_normal((5, 4)))
+    want = fb.to_numpy(spec, pb).forward(x.numpy())
+
+    @tf.function
+    def both(x):
+        return a.forward(x), b.forward(x)
+
+    for ya, yb in [(a.forward(x), b.forward(x)), both(x)]:
+        np.testing.assert_allclose(yb.numpy(), want, rtol=1e-12)
+        assert np.max(np.abs(ya.numpy() - yb.numpy())) > 1e-3
+    tfd = pytest.importorskip("tensorflow_probability").distributions
+    base = tfd.MultivariateNormalDiag(loc=tf.zeros(4, tf.float64))
+    lp_a = tfd.TransformedDistribution(base, a).log_prob(x)
+    lp_b = tfd.TransformedDistribution(base, b).log_prob(x)
+    ref = fb.to_numpy(spec, pb)
+    z = ref.inverse(x.numpy())
+    want_lp = -0.5 * np.sum(z**2, -1) - 2 * np.log(2 * np.pi) + ref.inverse_log_det_jacobian(x.numpy())
+    np.testing.assert_allclose(lp_b.numpy(), want_lp, rtol=1e-12)
+    assert np.max(np.abs(lp_a.numpy() - lp_b.numpy())) > 1e-3
+
+
+def test_tfp_takes_a_single_event_and_any_batch_rank():
+    tf = pytest.importorskip("tensorflow")
+    tfd = pytest.importorskip("tensorflow_probability").distributions
+    params = fb.init_params(D7, 0, init="random")
+    flow, ref = fb.to_tfp(D7, params, dtype="float64"), fb.to_numpy(D7, params)
+    x = np.random.default_rng(1).standard_normal((2, 3, 7))
+    for xs in (x[0, 0], x):
+        np.testing.assert_allclose(flow.forward(xs).numpy(), ref.forward(xs), rtol=1e-12)
+        ld = flow.forward_log_det_jacobian(xs, event_ndims=1).numpy()
+        assert ld.shape == xs.shape[:-1]
+        np.testing.assert_allclose(ld, ref.forward_log_det_jacobian(xs), rtol=1e-12)
+        np.testing.assert_allclose(flow.inverse(tf.constant(xs)).numpy(), ref.inverse(xs),
+                                   rtol=1e-12)  # fmt: skip
+    dist = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(loc=tf.zeros(7, tf.float64)), flow)
+    one = dist.sample(seed=1)
+    assert one.shape == (7,) and dist.log_prob(one).shape == ()
+    assert np.isfinite(dist.log_prob(x[0, 0]).numpy())
+
+
+def test_clamp_gradient_is_straight_through():
+    """The clamp's gradient is 1 inside and outside the bounds, in Pyro and in TFP
+    (Pyro's ``clamp_preserve_gradients``)."""
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("tensorflow")
+    spec = fb.FlowSpec(event_shape=(2,), layers=[fb.AffineCoupling(
+        conditioner=fb.Conditioner(hidden=()), scale=fb.ClampScale(low=-1.0, high=1.0))])  # fmt: skip
+    params = {"layers.0.conditioner.0.kernel": np.array([[0.0, 1.0]]),
+              "layers.0.conditioner.0.bias": np.array([0.0, 0.0])}
+    flow = fb.to_pyro(spec, params, dtype="float64")
+    x = torch.tensor([[0.5, 0.0], [4.0, 0.0]], dtype=torch.float64)  # inside, outside the clamp
+    flow.log_abs_det_jacobian(x, flow(x)).sum().backward()
+    kernel = flow.parts[0].kernels[0]
+    assert kernel.grad[0, 1].item() == pytest.approx(4.5)  # d sum(l)/dw = sum(x_a): 1 everywhere
+    bij = fb.to_tfp(spec, params, dtype="float64")
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(bij.forward_log_det_jacobian(x.numpy(), event_ndims=1))
+    grad = tape.gradient(total, bij.bijectors[0].kernels[0])
+    assert grad.numpy()[0, 1] == pytest.approx(4.5)

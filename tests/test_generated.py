@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import flowbridge as fb
+from flowbridge.backends import NAMES
 from flowbridge.build import available
 
 from .cases import CASES, EXAMPLES
@@ -136,3 +137,17 @@ def test_flowbridge_is_really_blocked_in_the_standalone_check(tmp_path):
     run = subprocess.run([sys.executable, "-I", "-c", STANDALONE, str(tmp_path / "flow.py"), "x", "numpy", "y"],
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode != 0 and "flowbridge" in run.stderr
+
+
+def test_extreme_constants_give_ruff_clean_code(tmp_path):
+    spec = fb.FlowSpec(name="x y.z -1e308", event_shape=(3,), layers=[
+        fb.AffineCoupling(scale=fb.ClampScale(low=-3.4e38, high=1e30),
+                          conditioner=fb.Conditioner(hidden=(4,), activation="leaky_relu",
+                                                     negative_slope=1.5e-38)),
+        fb.AffineCoupling(scale=fb.SoftClampScale(bound=1.2e-38)),
+        fb.AffineCoupling(scale=fb.SigmoidScale(offset=-1e-5))])  # fmt: skip
+    for backend in NAMES:
+        (tmp_path / f"{backend}.py").write_text(fb.generate(spec, backend))
+    ruff = [sys.executable, "-m", "ruff"]
+    assert subprocess.run([*ruff, "format", "--check", str(tmp_path)], capture_output=True).returncode == 0
+    assert subprocess.run([*ruff, "check", "--no-cache", str(tmp_path)], capture_output=True).returncode == 0

@@ -303,7 +303,7 @@ def test_cifar10_sized_preset_passes_conformance_at_a_small_batch(backend, dtype
     params = fb.init_params(spec, 0, init="random")
     ref = _cifar_reference(spec, params, reference)
     rt = runtime(backend)
-    flow = rt.build(spec, params, dtype, "cpu")
+    flow = rt.build(fb.module_for(spec, backend), params, dtype, "cpu")
     (y, fldj), (x, ildj) = rt.forward(flow, ref["x"]), rt.inverse(flow, ref["y"])
     rel = [np.max(np.abs(a - b)) / np.max(np.abs(b)) for a, b in
            ((y, ref["y"]), (x, ref["x"]), (rt.round_trip(flow, ref["x"]), ref["x"]))]  # fmt: skip

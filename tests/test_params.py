@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import flowbridge as fb
+from flowbridge import layers
+from flowbridge.cli import main
 
 SPEC = fb.FlowSpec(
     event_shape=(5,),
@@ -141,3 +144,39 @@ def test_export_refuses_foreign_layers():
 
     with pytest.raises(fb.ParamError, match=r"layers\[0\]: Permute is not a flowbridge layer"):
         fb.params_from_pyro([Permute(torch.tensor([1, 0]))])
+
+
+def test_init_params_draws_each_parameter_by_its_rule():
+    spec = fb.realnvp(6, hidden=(32,))
+    params = layers.param_specs(spec)
+    for init in ("identity", "random"):
+        drawn = fb.init_params(spec, seed=3, init=init)
+        for name, p in params.items():
+            rule = p.init if init == "identity" else p.random_init
+            v = np.abs(drawn[name])
+            assert v.max() <= rule.bound and (rule.bound == 0.0) == (not v.any()), name
+
+
+def test_params_saved_for_another_spec_are_refused_naming_both_hashes(tmp_path):
+    exp = fb.realnvp(4, scale={"kind": "exp"})
+    clamp = fb.realnvp(4, scale={"kind": "clamp", "low": -0.1, "high": 0.1})
+    fb.save_params(fb.init_params(exp, 0, init="random"), tmp_path / "p", exp)
+    with pytest.raises(fb.ParamError) as info:
+        fb.load_params(tmp_path / "p", clamp)
+    assert exp.hash[:16] in str(info.value) and clamp.hash[:16] in str(info.value)
+    assert fb.load_params(tmp_path / "p", clamp, allow_other_spec=True).keys() == \
+        fb.param_shapes(clamp).keys()  # fmt: skip
+    clamp.save(tmp_path / "clamp.json")
+    args = ["check", str(tmp_path / "clamp.json"), "-b", "numpy", "--params", str(tmp_path / "p")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "saved for spec sha256:" + exp.hash[:16] in res.output
+    assert CliRunner().invoke(main, [*args, "--allow-other-spec"]).exit_code == 0
+
+
+def test_object_and_non_float_arrays_are_param_errors(tmp_path):
+    spec = fb.FlowSpec(event_shape=(4,), layers=[fb.Scaling()])
+    for value in (np.array([object()] * 4), np.zeros(4, dtype=complex), [1, "a", 2, 3]):
+        with pytest.raises(fb.ParamError, match="layers.0.log_scale"):
+            fb.check_params(spec, {"layers.0.log_scale": value})
+        with pytest.raises(fb.ParamError, match="layers.0.log_scale"):
+            fb.save_params({"layers.0.log_scale": value}, tmp_path / "p")

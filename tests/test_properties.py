@@ -236,7 +236,7 @@ def test_valid_specs_load_generate_clean_code_and_round_trip(doc):
                 run = subprocess.run([_RUFF, *cmd, tmp], capture_output=True, text=True)
                 assert run.returncode == 0, run.stdout + run.stderr
     params = fb.init_params(spec, 0, init="random")
-    flow = runtime("numpy").build(spec, params, "float64", "cpu")  # batch norms: evaluation
+    flow = runtime("numpy").build(fb.module_for(spec, "numpy"), params, "float64", "cpu")  # batch norms: evaluation
     rng = np.random.default_rng(0)
     x = inputs(spec, 3, rng)
     given = (rng.standard_normal((3, spec.context_dim)),) if spec.context_dim else ()

@@ -171,7 +171,7 @@ def test_peephole_rules_on_hand_built_programs():
     reads; one split only for two slices that cut one value at one bound. The program
     with the peepholes computes what it computes without them."""
     from flowbridge import codegen, ir
-    from flowbridge.backends.pyro import emit
+    from flowbridge.backends.pyro.emit import PyroEmitter as emit
 
     ops = ir.ops
     x = ir.source("x", (6,), batched=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 import flowbridge as fb
+from flowbridge import spec as S
 
 from .cases import CASES, EXAMPLES
 
@@ -185,3 +187,93 @@ def test_presets_follow_the_papers():
     alternating = [la.mask.part for la in fb.realnvp(6).layers]
     assert alternating == ["first", "last", "first", "last"]
     assert json.loads(nvp.to_json())["format_version"] == 1
+
+
+def test_a_coupling_whose_mask_does_not_fit_reports_the_mask_alone():
+    """Each layer model checks itself; a mask that does not fit the event hides the
+    layer's other rules, as before the checks moved onto the models."""
+    layer = {"type": "affine_coupling", "mask": {"kind": "split", "size": 4},
+             "scale": {"kind": "clamp", "low": 1.0, "high": -1.0}}  # fmt: skip
+    with pytest.raises(fb.SpecError) as info:
+        fb.FlowSpec.from_dict({"event_shape": [4], "layers": [layer]})
+    assert [path for path, _ in info.value.errors] == ["layers[0].mask.size"]
+    layer["mask"] = {"kind": "split", "size": 2}
+    with pytest.raises(fb.SpecError) as info:
+        fb.FlowSpec.from_dict({"event_shape": [4], "layers": [layer]})
+    assert [path for path, _ in info.value.errors] == ["layers[0].scale.high"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_spec_weight_count_agrees_with_the_plans(case):
+    """The ceilings count weights by arithmetic before anything is planned; the count
+    must be what the plans then declare (a coupling's outputs per entry, its context)."""
+    spec = CASES[case]()
+    assert S.param_count(spec) == sum(int(np.prod(s)) for s in fb.param_shapes(spec).values())
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"event_shape": [4], "layers": [{"type": "scaling", 3: 1}]}, "layers[0]: expected string keys"),
+        ({"event_shape": [4], "layers": [{"type": "scaling"}], "x": {1, 2}}, "x: expected a JSON value"),
+        ({"event_shape": [2**70], "layers": []},
+         "event_shape[0]: expected an integer of magnitude at most 2**63 - 1, got a 71-bit integer"),
+        ({"format_version": 1.0, "event_shape": [4.0], "layers": [{"type": "scaling"}]}, None),
+        ({"format_version": True, "event_shape": [4], "layers": []}, "format_version: expected 1"),
+    ],
+)  # fmt: skip
+def test_python_data_is_checked_like_a_document(data, message):
+    if message is None:
+        assert fb.FlowSpec.from_dict(data).event_shape == (4,)
+        return
+    with pytest.raises(fb.SpecError) as info:
+        fb.FlowSpec.from_dict(data)
+    assert str(info.value).startswith(message)
+
+
+def test_a_huge_bad_value_is_shown_as_a_short_prefix():
+    with pytest.raises(fb.SpecError) as info:
+        fb.FlowSpec.from_dict({"event_shape": [4], "layers": [{"type": "scaling"}],
+                               "name": "x" * 10**6})  # fmt: skip
+    assert len(str(info.value)) < 200
+    with fb.limits(document_values=1000), pytest.raises(fb.SpecError, match="more than 1000 values"):
+        fb.FlowSpec.from_yaml("event_shape: [4]\nlayers: [" + "{type: scaling}, " * 2000 + "]")
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: fb.realnvp(4, mask="bogus"), "mask: expected one of 'half', 'parity', got 'bogus'"),
+        (lambda: fb.realnvp(4, hidden=64), "hidden: expected a list of positive integers, got 64"),
+        (lambda: fb.nice(4, hidden=[8, -1]), "hidden: expected a list of positive integers"),
+        (lambda: fb.realnvp(4, permutation="shuffle"), "permutation: expected one of None"),
+        (lambda: fb.realnvp(4, activation="swish"), "activation: expected one of 'relu'"),
+        (lambda: fb.realnvp(4, scale={"kind": "clamp", "low": "a"}), "scale.low: expected a number"),
+        (lambda: fb.realnvp(4, scale="exp"), "scale: expected a scale map or its dict"),
+        (lambda: fb.realnvp(4, seed=-1), "seed: expected a non-negative integer, got -1"),
+        (lambda: fb.nice(4, context_dim=-2), "context_dim: expected a non-negative integer, got -2"),
+        (lambda: fb.realnvp("4"), "dim: expected a positive integer, got '4'"),
+        (lambda: fb.nice(4, scaling="yes"), "scaling: expected one of True, False"),
+    ],
+)  # fmt: skip
+def test_preset_arguments_are_validated_like_fields(call, message):
+    with pytest.raises(fb.SpecError) as info:
+        call()
+    assert str(info.value).startswith(message)
+
+
+def test_schema_and_validator_agree_on_tags_and_integers():
+    schema = fb.json_schema()
+    for model in ("AffineCoupling", "AdditiveCoupling", "Scaling", "Permutation"):
+        assert "type" in schema["$defs"][model]["required"]
+    for model in ("HalfMask", "SplitMask", "ParityMask", "ExplicitMask", "ExpScale", "ClampScale"):
+        assert "kind" in schema["$defs"][model]["required"]
+    no_tag = {"event_shape": [4], "layers": [{"mask": {"kind": "half"}}]}
+    assert not jsonschema.Draft202012Validator(schema).is_valid(no_tag)
+    four = {"event_shape": [4.0], "layers": [{"type": "scaling"}]}
+    assert jsonschema.Draft202012Validator(schema).is_valid(four)
+    assert fb.FlowSpec.from_dict(four).event_shape == (4,)
+    huge = {"event_shape": [1e308], "layers": [{"type": "scaling"}]}
+    assert not jsonschema.Draft202012Validator(schema).is_valid(huge)
+    with pytest.raises(fb.SpecError):
+        fb.FlowSpec.from_dict(huge)

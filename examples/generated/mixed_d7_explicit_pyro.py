@@ -212,6 +212,37 @@ class Flow(ComposeTransformModule):
         return y, log_det
 
 
+def neutral_params(flow):
+    """{neutral name: parameter} of a flow made by build_flow (live tensors): the context
+    embedding's first, where the flow has one, then each layer's."""
+    params = {}
+    embedding = getattr(flow, "embedding", None)
+    if embedding is not None:
+        for name, value in embedding.neutral_params().items():
+            params[f"context_embedding.{name}"] = value
+    layers = flow.layers if embedding is not None else flow
+    for i, layer in enumerate(layers):
+        for name, value in layer.neutral_params().items():
+            params[f"layers.{i}.{name}"] = value
+    return params
+
+
+def load_neutral_params(flow, params):
+    """Copy ``params`` (neutral names -> arrays) into ``flow``, checking names and shapes."""
+    own = neutral_params(flow)
+    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
+    if missing or extra:
+        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
+    with torch.no_grad():
+        for name, target in own.items():
+            value = torch.as_tensor(params[name]).to(dtype=target.dtype, device=target.device)
+            if tuple(value.shape) != tuple(target.shape):
+                got, want = tuple(value.shape), tuple(target.shape)
+                raise ValueError(f"{name}: expected shape {want}, got {got}")
+            target.copy_(value)
+    return flow
+
+
 class AdditiveCoupling(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
@@ -531,29 +562,4 @@ def build_flow(params=None):
     flow = Flow(layers)
     if params is not None:
         load_neutral_params(flow, params)
-    return flow
-
-
-def neutral_params(flow):
-    """{neutral name: parameter} of a flow made by build_flow (live tensors)."""
-    return {
-        f"layers.{i}.{name}": value
-        for i, layer in enumerate(flow.parts)
-        for name, value in layer.neutral_params().items()
-    }
-
-
-def load_neutral_params(flow, params):
-    """Copy ``params`` (neutral names -> arrays) into ``flow``, checking names and shapes."""
-    own = neutral_params(flow)
-    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
-    if missing or extra:
-        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
-    with torch.no_grad():
-        for name, target in own.items():
-            value = torch.as_tensor(params[name]).to(dtype=target.dtype, device=target.device)
-            if tuple(value.shape) != tuple(target.shape):
-                got, want = tuple(value.shape), tuple(target.shape)
-                raise ValueError(f"{name}: expected shape {want}, got {got}")
-            target.copy_(value)
     return flow

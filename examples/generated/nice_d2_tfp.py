@@ -287,6 +287,41 @@ class _Layer(_RealInputs, tfb.Bijector):
         return self.inverse_with_log_det(y)[1]
 
 
+def layers_of(flow):
+    """The layers of a flow made by build_flow, in application order (without an image
+    flow's layout transposes)."""
+    return [b for b in reversed(flow.bijectors) if not isinstance(b, tfb.Transpose)]
+
+
+def neutral_params(flow):
+    """{neutral name: tf.Variable} of a flow made by build_flow: the context embedding's
+    first, where the flow has one, then each layer's."""
+    params = {}
+    embedding = getattr(flow, "embedding", None)
+    if embedding is not None:
+        for name, value in embedding.neutral_params().items():
+            params[f"context_embedding.{name}"] = value
+    for i, layer in enumerate(layers_of(flow)):
+        for name, value in layer.neutral_params().items():
+            params[f"layers.{i}.{name}"] = value
+    return params
+
+
+def load_neutral_params(flow, params):
+    """Assign ``params`` (neutral names -> arrays) to ``flow``, checking names and shapes."""
+    own = neutral_params(flow)
+    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
+    if missing or extra:
+        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
+    for name, target in own.items():
+        value = tf.cast(params[name], target.dtype)
+        if tuple(value.shape) != tuple(target.shape):
+            got, want = tuple(value.shape), tuple(target.shape)
+            raise ValueError(f"{name}: expected shape {want}, got {got}")
+        target.assign(value)
+    return flow
+
+
 class AdditiveCouplingSplitFirst(_Layer):
     """NICE additive coupling (Dinh et al. 2015, arXiv:1410.8516).
 
@@ -543,33 +578,4 @@ def build_flow(params=None, dtype=tf.float32):
     flow = FlowChain(list(reversed(layers)), name="flow")
     if params is not None:
         load_neutral_params(flow, params)
-    return flow
-
-
-def layers_of(flow):
-    """The layers of a flow made by build_flow, in application order."""
-    return list(reversed(flow.bijectors))
-
-
-def neutral_params(flow):
-    """{neutral name: tf.Variable} of a flow made by build_flow."""
-    return {
-        f"layers.{i}.{name}": value
-        for i, layer in enumerate(layers_of(flow))
-        for name, value in layer.neutral_params().items()
-    }
-
-
-def load_neutral_params(flow, params):
-    """Assign ``params`` (neutral names -> arrays) to ``flow``, checking names and shapes."""
-    own = neutral_params(flow)
-    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
-    if missing or extra:
-        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
-    for name, target in own.items():
-        value = tf.cast(params[name], target.dtype)
-        if tuple(value.shape) != tuple(target.shape):
-            got, want = tuple(value.shape), tuple(target.shape)
-            raise ValueError(f"{name}: expected shape {want}, got {got}")
-        target.assign(value)
     return flow

@@ -406,6 +406,57 @@ class _Layer:
         return self.inverse_with_log_det(y)[1]
 
 
+def neutral_params(flow):
+    """{neutral name: array} of a flow made by build_flow (the live arrays): the context
+    embedding's first, where the flow has one, then each layer's."""
+    params = {}
+    embedding = getattr(flow, "embedding", None)
+    if embedding is not None:
+        for name, value in embedding.neutral_params().items():
+            params[f"context_embedding.{name}"] = value
+    for i, layer in enumerate(flow.layers):
+        for name, value in layer.neutral_params().items():
+            params[f"layers.{i}.{name}"] = value
+    return params
+
+
+def load_neutral_params(flow, params):
+    """Copy ``params`` (neutral names -> arrays) into ``flow`` as float64, checking names
+    and shapes."""
+    own = neutral_params(flow)
+    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
+    if missing or extra:
+        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
+    for name, target in own.items():
+        value = _float64(params[name])
+        if value.shape != target.shape:
+            raise ValueError(f"{name}: expected shape {target.shape}, got {value.shape}")
+        target[...] = value
+    return flow
+
+
+class Flow(_Layer):
+    """The layers applied first to last; log-dets add up."""
+
+    def __init__(self, layers):
+        super().__init__(layers[0].event_shape, layers[-1].output_shape)
+        self.layers = list(layers)
+
+    def _forward_with_log_det(self, x):
+        total = np.zeros(x.shape[: x.ndim - len(self.event_shape)])
+        for layer in self.layers:
+            x, log_det = layer.forward_with_log_det(x)
+            total = total + log_det
+        return x, total
+
+    def _inverse_with_log_det(self, y):
+        total = np.zeros(y.shape[: y.ndim - len(self.output_shape)])
+        for layer in reversed(self.layers):
+            y, log_det = layer.inverse_with_log_det(y)
+            total = total + log_det
+        return y, total
+
+
 class AffineCouplingCheckerboard(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
@@ -692,28 +743,6 @@ class AffineCouplingChannelLast(_Layer):
         return params
 
 
-class Flow(_Layer):
-    """The layers applied first to last; log-dets add up."""
-
-    def __init__(self, layers):
-        super().__init__(EVENT_SHAPE, OUTPUT_SHAPE)
-        self.layers = list(layers)
-
-    def _forward_with_log_det(self, x):
-        total = np.zeros(x.shape[:-3])
-        for layer in self.layers:
-            x, log_det = layer.forward_with_log_det(x)
-            total = total + log_det
-        return x, total
-
-    def _inverse_with_log_det(self, y):
-        total = np.zeros(y.shape[:-3])
-        for layer in reversed(self.layers):
-            y, log_det = layer.inverse_with_log_det(y)
-            total = total + log_det
-        return y, total
-
-
 def build_flow(params=None, seed=0):
     """The flow; ``params`` (optional) maps the neutral names of PARAM_SHAPES to
     arrays, else weights start by PARAM_INIT (drawn with ``seed``)."""
@@ -825,28 +854,4 @@ def build_flow(params=None, seed=0):
     flow = Flow(layers)
     if params is not None:
         load_neutral_params(flow, params)
-    return flow
-
-
-def neutral_params(flow):
-    """{neutral name: array} of a flow made by build_flow (the live arrays)."""
-    return {
-        f"layers.{i}.{name}": value
-        for i, layer in enumerate(flow.layers)
-        for name, value in layer.neutral_params().items()
-    }
-
-
-def load_neutral_params(flow, params):
-    """Copy ``params`` (neutral names -> arrays) into ``flow`` as float64, checking names
-    and shapes."""
-    own = neutral_params(flow)
-    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
-    if missing or extra:
-        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
-    for name, target in own.items():
-        value = _float64(params[name])
-        if value.shape != target.shape:
-            raise ValueError(f"{name}: expected shape {target.shape}, got {value.shape}")
-        target[...] = value
     return flow

@@ -355,6 +355,23 @@ def _moved_shape_tensor(shape, old, new):
     return tf.concat([shape[: tf.size(shape) - len(old)], tf.constant(new, shape.dtype)], 0)
 
 
+class _MovesShape:
+    """The event-shape methods of a layer whose output event shape differs from its
+    input's (``self.event_shape`` in, ``self.output_shape`` out)."""
+
+    def _forward_event_shape(self, input_shape):
+        return _moved_shape(input_shape, self.event_shape, self.output_shape)
+
+    def _forward_event_shape_tensor(self, input_shape):
+        return _moved_shape_tensor(input_shape, self.event_shape, self.output_shape)
+
+    def _inverse_event_shape(self, output_shape):
+        return _moved_shape(output_shape, self.output_shape, self.event_shape)
+
+    def _inverse_event_shape_tensor(self, output_shape):
+        return _moved_shape_tensor(output_shape, self.output_shape, self.event_shape)
+
+
 def _per_layer(table, count):
     """``table`` (neutral names -> values) as one {local name: value} dict per layer."""
     out = [{} for _ in range(count)]
@@ -553,6 +570,68 @@ class _Layer(_RealInputs, tfb.Bijector):
         return self.inverse_with_log_det(y)[1]
 
 
+def layers_of(flow):
+    """The layers of a flow made by build_flow, in application order (without an image
+    flow's layout transposes)."""
+    return [b for b in reversed(flow.bijectors) if not isinstance(b, tfb.Transpose)]
+
+
+def neutral_params(flow):
+    """{neutral name: tf.Variable} of a flow made by build_flow: the context embedding's
+    first, where the flow has one, then each layer's."""
+    params = {}
+    embedding = getattr(flow, "embedding", None)
+    if embedding is not None:
+        for name, value in embedding.neutral_params().items():
+            params[f"context_embedding.{name}"] = value
+    for i, layer in enumerate(layers_of(flow)):
+        for name, value in layer.neutral_params().items():
+            params[f"layers.{i}.{name}"] = value
+    return params
+
+
+def load_neutral_params(flow, params):
+    """Assign ``params`` (neutral names -> arrays) to ``flow``, checking names and shapes."""
+    own = neutral_params(flow)
+    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
+    if missing or extra:
+        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
+    for name, target in own.items():
+        value = tf.cast(params[name], target.dtype)
+        if tuple(value.shape) != tuple(target.shape):
+            got, want = tuple(value.shape), tuple(target.shape)
+            raise ValueError(f"{name}: expected shape {want}, got {got}")
+        target.assign(value)
+    return flow
+
+
+def _checked_layout(data_format):
+    """``data_format`` if it is one build_flow knows; else a ValueError."""
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            f"data_format: expected 'channels_last' or 'channels_first', got {data_format!r}"
+        )
+    return data_format
+
+
+def _in_layout(layers, data_format):
+    """The chain's bijectors (the layers reversed) for data in ``data_format``: for
+    (*batch, H, W, C), a transpose at each end (the layers compute (C, H, W))."""
+    bijectors = list(reversed(layers))
+    if data_format == "channels_last":
+        bijectors = [tfb.Transpose(perm=[1, 2, 0]), *bijectors, tfb.Transpose(perm=[2, 0, 1])]
+    return bijectors
+
+
+def _with_door(flow, shapes, data_format):
+    """``flow`` whose public calls check inputs against the event ``shapes`` (in, out),
+    given channels first, in ``data_format``."""
+    if data_format == "channels_last":
+        shapes = tuple((h, w, c) for c, h, w in shapes)
+    flow._fb_door = (shapes, data_format)
+    return flow
+
+
 class AffineCouplingCheckerboard(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
@@ -667,7 +746,7 @@ class AffineCouplingCheckerboard(_Layer):
         return params
 
 
-class Squeeze(_Layer):
+class Squeeze(_MovesShape, _Layer):
     """RealNVP's squeeze: 2x2 space-to-depth (Dinh et al. 2017, sec. 3.6).
 
     forward:  (C, H, W) -> (4C, H/2, W/2),  y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j],
@@ -698,18 +777,6 @@ class Squeeze(_Layer):
                 dtype=dtype,
                 name=name,
             )
-
-    def _forward_event_shape(self, input_shape):
-        return _moved_shape(input_shape, self.event_shape, self.output_shape)
-
-    def _forward_event_shape_tensor(self, input_shape):
-        return _moved_shape_tensor(input_shape, self.event_shape, self.output_shape)
-
-    def _inverse_event_shape(self, output_shape):
-        return _moved_shape(output_shape, self.output_shape, self.event_shape)
-
-    def _inverse_event_shape_tensor(self, output_shape):
-        return _moved_shape_tensor(output_shape, self.output_shape, self.event_shape)
 
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
@@ -942,10 +1009,7 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
     The weights are the variables' initial values, so they hold in TF1 graph mode too."""
-    if data_format not in ("channels_last", "channels_first"):
-        raise ValueError(
-            f"data_format: expected 'channels_last' or 'channels_first', got {data_format!r}"
-        )
+    data_format = _checked_layout(data_format)
     init = _per_layer(PARAM_INIT, 11)
     weights = _per_layer(params if params is not None else {}, 11)
     # Long index lists stay compact:
@@ -1078,44 +1142,8 @@ def build_flow(params=None, dtype=tf.float32, data_format="channels_last"):
         ),
     ]
     # fmt: on
-    bijectors = list(reversed(layers))
-    if data_format == "channels_last":  # (*batch, H, W, C) in and out; the layers: (C, H, W)
-        bijectors = [tfb.Transpose(perm=[1, 2, 0]), *bijectors, tfb.Transpose(perm=[2, 0, 1])]
-    flow = FlowChain(bijectors, name="flow")
-    shapes = (EVENT_SHAPE, OUTPUT_SHAPE)
-    if data_format == "channels_last":
-        shapes = tuple((h, w, c) for c, h, w in shapes)
-    flow._fb_door = (shapes, data_format)  # the public calls check inputs against these
+    flow = FlowChain(_in_layout(layers, data_format), name="flow")
+    flow = _with_door(flow, (EVENT_SHAPE, OUTPUT_SHAPE), data_format)
     if params is not None:
         load_neutral_params(flow, params)
-    return flow
-
-
-def layers_of(flow):
-    """The layers of a flow made by build_flow, in application order (without the
-    layout's transposes)."""
-    return [b for b in reversed(flow.bijectors) if not isinstance(b, tfb.Transpose)]
-
-
-def neutral_params(flow):
-    """{neutral name: tf.Variable} of a flow made by build_flow."""
-    return {
-        f"layers.{i}.{name}": value
-        for i, layer in enumerate(layers_of(flow))
-        for name, value in layer.neutral_params().items()
-    }
-
-
-def load_neutral_params(flow, params):
-    """Assign ``params`` (neutral names -> arrays) to ``flow``, checking names and shapes."""
-    own = neutral_params(flow)
-    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
-    if missing or extra:
-        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
-    for name, target in own.items():
-        value = tf.cast(params[name], target.dtype)
-        if tuple(value.shape) != tuple(target.shape):
-            got, want = tuple(value.shape), tuple(target.shape)
-            raise ValueError(f"{name}: expected shape {want}, got {got}")
-        target.assign(value)
     return flow

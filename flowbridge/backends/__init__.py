@@ -1,11 +1,16 @@
 """The backend registry: every backend flowbridge knows, declared once.
 
-Each backend is a folder with the same modules:
+Each backend is a folder with the same modules, whose contract
+:mod:`flowbridge.backends.contract` declares and checks:
 
-- ``emit``: the op table (IR op -> that framework's call) and the class templates
-  the code generator fills in; it never holds a layer's formula;
+- ``emit``: an :class:`~flowbridge.backends.contract.Emitter` subclass, the op table
+  (IR op -> that framework's call) and the class templates the code generator fills
+  in; it never holds a layer's formula;
+- ``prelude``: the run-time code generated modules need, as a real module inlined
+  into them from its source;
 - ``runtime``: what flowbridge itself needs to drive the framework in-process
-  (tensor conversion, devices, Jacobians, cache-free calls, a flow's layers).
+  (:class:`~flowbridge.backends.contract.Runtime`: tensor conversion, devices,
+  Jacobians, cache-free calls, a flow's layers).
 
 and one :class:`Backend` entry in :data:`BACKENDS` saying what it needs and what it can
 do. Code generation, the conformance check, building, parameter export and the CLI all
@@ -15,12 +20,14 @@ backends or branches on a backend's name.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
 from ..errors import BackendUnavailable
+from .contract import ContractError, Emitter, check_emitter, check_runtime
 
 #: Every device name a backend may offer, and every dtype a flow may be built in.
 DEVICES = ("cpu", "cuda")
@@ -51,25 +58,33 @@ class Backend:
                 f"pip install 'flowbridge[{self.extra}]'"
             )
 
-    def emitter(self) -> ModuleType:
-        """``flowbridge.backends.<name>.emit`` (imports no framework)."""
-        return importlib.import_module(f"{__name__}.{self.name}.emit")
+    def emitter(self) -> Emitter:
+        """The backend's :class:`~flowbridge.backends.contract.Emitter`, the one
+        subclass its ``emit`` module defines, checked against the contract the first
+        time it is asked for (imports no framework)."""
+        return _emitter(self.name)
 
     def runtime(self) -> ModuleType:
         """``flowbridge.backends.<name>.runtime``, once the framework is known to be
-        installed; its ``prepare()`` runs first (TensorFlow's quiet import, say)."""
+        installed and the module checked against the contract; its ``prepare()`` runs
+        first (TensorFlow's quiet import, say)."""
         self.require()
         module = importlib.import_module(f"{__name__}.{self.name}.runtime")
+        check_runtime(module, self.name)
         module.prepare()
         return module
 
 
-def set_training(layers, training: bool) -> None:
-    """Every layer with a training mode (a batch norm's ``training`` attribute, in the
-    generated NumPy and TFP modules) switched to ``training`` or evaluation mode."""
-    for layer in layers:
-        if hasattr(layer, "training"):
-            layer.training = training
+@functools.cache
+def _emitter(name: str) -> Emitter:
+    module = importlib.import_module(f"{__name__}.{name}.emit")
+    found = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Emitter)
+             and c is not Emitter and c.__module__ == module.__name__]  # fmt: skip
+    if len(found) != 1:
+        raise ContractError(f"backend {name}: its emit module must define one Emitter "
+                            f"subclass, found {len(found)}")  # fmt: skip
+    check_emitter(found[0], name)
+    return found[0]()
 
 
 #: name -> backend, the reference first (the order of the check's rows).

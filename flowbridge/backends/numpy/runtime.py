@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...build import to_numpy
-from .. import set_training
+from ..common import set_training
 
 STEP = 1e-6
 
@@ -35,9 +34,15 @@ def precise() -> None:
     pass
 
 
-def build(spec, params, dtype: str, device: str):
+def make(module, params):
+    """The flow of the loaded generated ``module`` with checked neutral ``params``
+    (None: the module's own initial weights)."""
+    return module.build_flow(params)
+
+
+def build(module, params, dtype: str, device: str):
     """The reference in evaluation mode (a batch norm uses its running averages)."""
-    flow = to_numpy(spec, params)
+    flow = make(module, params)
     set_training(layers_of(flow), False)
     return flow
 

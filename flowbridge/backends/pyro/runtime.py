@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...build import to_pyro
-
 
 def prepare() -> None:
     """Nothing to set up before torch is imported."""
@@ -46,11 +44,23 @@ def precise() -> None:
     torch.backends.cudnn.allow_tf32 = False
 
 
-def build(spec, params, dtype: str, device: str):
+def make(module, params, dtype=None, device=None):
+    """The flow of the loaded generated ``module`` in ``dtype`` (default: torch's default
+    dtype) on ``device``, with checked neutral ``params`` copied in after the move (so
+    float64 parameters stay exact in a float64 flow); None keeps the module's own
+    initial weights."""
+    import torch
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    flow = module.build_flow().to(device=device, dtype=dtype or torch.get_default_dtype())
+    return module.load_neutral_params(flow, params) if params is not None else flow
+
+
+def build(module, params, dtype: str, device: str):
     import torch
 
     precise()
-    flow = to_pyro(spec, params, dtype=dtype, device=device).eval()  # batch norm: evaluation
+    flow = make(module, params, dtype, device).eval()  # batch norm: evaluation
     flow._flowbridge_tensor = {"dtype": getattr(torch, dtype), "device": device}
     return flow
 

@@ -10,8 +10,7 @@ import sys
 
 import numpy as np
 
-from ...build import to_tfp
-from .. import set_training
+from ..common import set_training
 
 
 def prepare() -> None:
@@ -83,15 +82,25 @@ def _device(device: str):
     return tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
 
 
-def build(spec, params, dtype: str, device: str):
+def make(module, params, dtype="float32", data_format="channels_last"):
+    """The flow of the loaded generated ``module`` as a TFP Chain in ``dtype`` with
+    checked neutral ``params`` (None: the module's own initial weights); an image flow
+    takes data in ``data_format``."""
+    import tensorflow as tf
+
+    layout = {"data_format": data_format} if len(module.EVENT_SHAPE) == 3 else {}
+    return module.build_flow(params, dtype=tf.as_dtype(dtype), **layout)
+
+
+def build(module, params, dtype: str, device: str):
     precise()
     with _device(device):
-        flow = to_tfp(spec, params, dtype=dtype)
+        flow = make(module, params, dtype)
     set_training(layers_of(flow), False)  # evaluation: a batch norm's running averages
     flow._flowbridge_device = device
     flow._flowbridge_dtype = dtype
-    flow._flowbridge_event_ndims = len(spec.event_shape)
-    flow._flowbridge_image = len(spec.event_shape) == 3  # built channels last: transpose
+    flow._flowbridge_event_ndims = len(module.EVENT_SHAPE)
+    flow._flowbridge_image = len(module.EVENT_SHAPE) == 3  # built channels last: transpose
     return flow
 
 

@@ -1,6 +1,6 @@
 """Peers in the benchmark: flowbridge-Pyro against zuko, nflows and normflows.
 
-Each peer gets the benchmark's flow (:func:`flowbridge.bench.flow_and_params`: couplings
+Each peer gets the benchmark's flow (:func:`flowbridge.bench.core.flow_and_params`: couplings
 that pass the first ``D // 2`` entries, conditioners ``D//2 -> hidden -> hidden -> out``
 with ReLU, seeded permutations between couplings), built from the peer's own coupling
 and permutation classes and loaded with the same weights; flowbridge-Pyro gets the same
@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import itertools
 import math
+
+from .core import flow_and_params, timeit_many
 
 #: peer -> (scale map of its affine rows, orientation, what differs from the flow).
 PEERS = {
@@ -225,8 +227,6 @@ def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float):
     are ``{"impl": peer or "flowbridge-pyro", "peer", "kind", "op", "seconds"}``."""
     import torch
 
-    from .bench import _timeit_many, flow_and_params
-
     torch.set_num_threads(threads)
     dim, b = cfg["dim"], cfg["batch"]
     xs = [torch.randn(b, dim) for _ in range(2)]
@@ -246,7 +246,7 @@ def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float):
             for op, fn in _ops(flow, x, b).items():
                 todo[(f"{impl}|{peer}|{kind}", op)] = fn
     rows = []
-    for row in _timeit_many(todo, repeats, min_time):
+    for row in timeit_many(todo, repeats, min_time):
         impl, peer, kind = row["impl"].split("|")
         rows.append({**row, "impl": impl, "peer": peer, "kind": kind})
     info = {"torch": torch.__version__, "threads": threads, "peers": versions,

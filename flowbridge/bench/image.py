@@ -9,7 +9,7 @@ and transpose to the same element order, in ``tf.function``. Both read the neutr
 parameters of the same spec and compute the data-to-latent map ``f`` with its log-det
 (``forward``), the density of data under a standard-normal latent (``log_prob``) and one
 Adam step on it (``train``). Their outputs are checked equal to flowbridge's before
-anything is timed. Timing as in :mod:`flowbridge.bench` (each framework in its own
+anything is timed. Timing as in :mod:`flowbridge.bench.core` (each framework in its own
 process, median of interleaved runs).
 """
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import itertools
 import math
+
+from .core import timeit_many
 
 #: The image preset: RealNVP's multi-scale structure on 3 x 16 x 16 images.
 IMAGE = {"image": [3, 16, 16], "scales": 2, "blocks": 2, "channels": 32, "batch": 32}
@@ -48,7 +50,7 @@ def spec_and_params(cfg: dict):
 def _plan(spec) -> list[tuple]:
     """The flow as steps a hand-written version runs: ``("coupling", i, mask, parity or
     part, active channels)``, ``("squeeze",)``, ``("factor_out",)``."""
-    from .spec import layer_shapes
+    from ..spec import layer_shapes
 
     steps = []
     for i, (layer, shape) in enumerate(zip(spec.layers, layer_shapes(spec), strict=True)):
@@ -68,8 +70,6 @@ def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float):
     import torch.nn.functional as F  # noqa: N812
 
     import flowbridge as fb
-
-    from .bench import _timeit_many
 
     torch.set_num_threads(threads)
     spec, params = spec_and_params(cfg)
@@ -192,7 +192,7 @@ def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float):
     }
     info = {"device": "cpu", "torch": torch.__version__, "threads": threads,
             "params": int(sum(np.prod(v.shape) for v in params.values()))}  # fmt: skip
-    return _timeit_many(todo, repeats, min_time), info
+    return timeit_many(todo, repeats, min_time), info
 
 
 # --------------------------------------------------------------------------- TF side
@@ -209,8 +209,6 @@ def tf_worker(cfg: dict, threads: int, repeats: int, min_time: float):
     import tf_keras
 
     import flowbridge as fb
-
-    from .bench import _timeit_many
 
     spec, params = spec_and_params(cfg)
     steps, blocks, b = _plan(spec), cfg["blocks"], cfg["batch"]
@@ -333,7 +331,7 @@ def tf_worker(cfg: dict, threads: int, repeats: int, min_time: float):
                 todo[(name + suffix, op)] = run
     info = {"device": "cpu", "tensorflow": tf.__version__, "tfp": tfp.__version__,
             "threads": threads}  # fmt: skip
-    return _timeit_many(todo, repeats, min_time), info
+    return timeit_many(todo, repeats, min_time), info
 
 
 # ------------------------------------------------------------------------- reporting

@@ -1,4 +1,4 @@
-"""Benchmarks: flowbridge against native Pyro and native TFP on identical flows and weights.
+"""The vector benchmark: flowbridge against native Pyro and native TFP on identical flows and weights.
 
 For each size the parent process (no framework imported) starts one worker process per
 framework, with its thread count set: a torch worker times flowbridge-Pyro (eager and
@@ -12,27 +12,23 @@ floor. flowbridge's flows come from the native ones through ``from_pyro_native``
 
 Operations: ``forward`` (forward and log-det), ``log_prob`` (inverse and log-det through
 ``TransformedDistribution``), ``sample``, ``train`` (log_prob, backward, Adam step); the
-floor runs the MLPs of every coupling once. Each timing warms up, then takes the median
-of repeated runs of as many calls as fill ``--min-time``, all implementations of one process interleaved
-round by round; Pyro inputs alternate between two tensors so its single-entry caches
-never answer.
+floor runs the MLPs of every coupling once. Timing as in :mod:`flowbridge.bench.core`;
+Pyro inputs alternate between two tensors so its single-entry caches never answer.
+
+The ``quick``, ``axes``, ``grid`` and ``conditional`` presets run these workers; this
+module also reads their rows back (:func:`markdown`, :func:`plot`).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from . import bench_peers
+from .core import flow_and_params, timeit_many
 
+#: The target size: ``quick`` times it alone, :func:`targets` checks the ratios there.
 TARGET = {"dim": 64, "couplings": 8, "hidden": 256, "batch": 1024}
 #: The conditional benchmark: the target size, every coupling also reading a context of 16
 #: (Pyro's ConditionalAffineCoupling + ConditionalDenseNN; TFP's RealNVP with a
@@ -43,98 +39,6 @@ AXES = {"dim": [2, 16, 64, 256, 784], "couplings": [4, 8, 16], "hidden": [64, 25
 OPS = ("forward", "log_prob", "sample", "train")
 TORCH_IMPLS = ("flowbridge-pyro", "flowbridge-pyro-compile", "native-pyro", "floor-torch")
 TF_IMPLS = ("flowbridge-tfp", "flowbridge-tfp-xla", "native-tfp", "floor-tf")
-
-
-def configs(preset: str) -> list[dict]:
-    """``quick``: the target size only; ``axes``: the target and every one-axis change
-    (12 sizes); ``grid``: the full product of the axes (180 sizes, hours on 2 cores);
-    ``conditional``: the target size with a context (:data:`CONDITIONAL`); ``image``: the
-    RealNVP image flow against hand-written ones (:mod:`flowbridge.bench_image`);
-    ``peers``: the target size against zuko, nflows and normflows only
-    (:mod:`flowbridge.bench_peers`; ``quick`` runs them too where they are installed)."""
-    if preset in ("quick", "peers"):
-        return [dict(TARGET)]
-    if preset == "image":
-        from .bench_image import IMAGE
-
-        return [dict(IMAGE)]
-    if preset == "conditional":
-        return [dict(CONDITIONAL)]
-    if preset == "axes":
-        out = [dict(TARGET)]
-        for axis, values in AXES.items():
-            out += [{**TARGET, axis: v} for v in values if v != TARGET[axis]]
-        return out
-    if preset == "grid":
-        return [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*AXES.values())]
-    raise ValueError(
-        f"preset: expected quick, axes, grid, conditional, image or peers, got {preset!r}"
-    )
-
-
-def _timeit_many(fns: dict, repeats: int, min_time: float) -> list[dict]:
-    """Time several ``{(impl, op): fn}`` interleaved: every round runs each once, so a
-    drift in the machine's speed (or a first-run effect) does not favour one of them."""
-    counts = {key: _calibrate(fn, repeats, min_time) for key, fn in fns.items()}
-    runs: dict = {key: [] for key in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(counts[key]):
-                fn()
-            runs[key].append((time.perf_counter() - start) / counts[key])
-    return [{"impl": impl, "op": op, "seconds": statistics.median(r)}
-            for (impl, op), r in runs.items()]  # fmt: skip
-
-
-def _calibrate(fn, repeats: int, min_time: float, warmup: int = 2) -> int:
-    """Warm up, then the number of calls that makes one run last min_time / repeats."""
-    for _ in range(warmup):
-        fn()
-    n = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if time.perf_counter() - start >= min_time / max(repeats, 1) or n >= 1024:
-            return n
-        n *= 2
-
-
-def flow_and_params(cfg: dict, scale: str):
-    """The benchmarked architecture as a spec, with random non-identity weights.
-
-    Couplings pass the first ``D // 2`` entries (Pyro's ``split_dim``, TFP's
-    ``num_masked``), conditioners are ``D//2 -> hidden -> hidden -> 2 (D - D//2)`` with
-    ReLU, seeded random permutations sit between couplings. ``scale`` is ``clamp`` (Pyro's
-    [-5, 3]), ``exp`` (TFP's), ``sigmoid`` (offset 2, as nflows) or ``additive`` (NICE
-    couplings, conditioners ``D//2 -> hidden -> hidden -> D - D//2``). The last dense layer
-    is drawn 10x smaller than the others so that log-densities stay finite at every size
-    (timing NaNs would time nothing).
-    """
-    import numpy as np
-
-    import flowbridge as fb
-
-    dim, c, h, context = cfg["dim"], cfg["couplings"], cfg["hidden"], cfg.get("context", 0)
-    layers = []
-    for i in range(c):
-        parts = {"mask": fb.SplitMask(part="first", size=dim // 2),
-                 "conditioner": fb.Conditioner(hidden=(h, h), activation="relu")}  # fmt: skip
-        if scale == "additive":
-            layers.append(fb.AdditiveCoupling(**parts))
-        else:
-            maps = {"clamp": fb.ClampScale, "exp": fb.ExpScale, "sigmoid": fb.SigmoidScale}
-            layers.append(fb.AffineCoupling(**parts, scale=maps[scale]()))
-        if i < c - 1:
-            perm = tuple(int(v) for v in np.random.default_rng(i).permutation(dim))
-            layers.append(fb.Permutation(kind="explicit", indices=perm))
-    spec = fb.FlowSpec(name="bench", event_shape=(dim,), context_dim=context, layers=layers)
-    params = fb.init_params(spec, 0, init="random")
-    for name in params:
-        if ".conditioner.2." in name:
-            params[name] = params[name] * 0.1
-    return spec, {k: v.astype(np.float32) for k, v in params.items()}
 
 
 # ------------------------------------------------------------------------ torch side
@@ -173,7 +77,7 @@ def native_pyro(spec, params: dict, hidden: int):
     return ConditionalComposeTransformModule(parts) if context else ComposeTransformModule(parts)
 
 
-def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
+def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
     import pyro.distributions as dist
     import torch
     from pyro.distributions.transforms import AffineCoupling, ConditionalAffineCoupling, Permute
@@ -279,7 +183,7 @@ def _torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compil
 
     todo[("floor-torch", "forward")] = floor
     todo[("floor-torch", "train")] = floor_train
-    return _timeit_many(todo, repeats, min_time), info
+    return timeit_many(todo, repeats, min_time), info
 
 
 def _floor_torch(nets, xi, split, context=None) -> list:
@@ -317,12 +221,12 @@ def _torch_compiled(flow, d, x, sync, b, repeats, min_time):
 
     fns = {"forward": no_grad(lambda: c_fwd(x())), "log_prob": no_grad(lambda: c_lp(x())),
            "sample": no_grad(c_sample), "train": train}  # fmt: skip
-    return _timeit_many({("flowbridge-pyro-compile", op): fn for op, fn in fns.items()},
+    return timeit_many({("flowbridge-pyro-compile", op): fn for op, fn in fns.items()},
                         repeats, min_time)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- TF side
-def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
+def tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
     import tensorflow as tf
@@ -398,7 +302,7 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
 
                 todo[(name, op)] = run
     if compile_:  # the XLA worker times only flowbridge-tfp-xla, in its own process
-        return _timeit_many(todo, repeats, min_time), info
+        return timeit_many(todo, repeats, min_time), info
     kernels = [[params[f"layers.{i}.conditioner.{j}.kernel"] for j in range(3)] for i in range(0, 2 * c - 1, 2)]
     biases = [[params[f"layers.{i}.conditioner.{j}.bias"] for j in range(3)] for i in range(0, 2 * c - 1, 2)]
     weights = [[(tf.constant(k, tf.float32), tf.constant(bb, tf.float32)) for k, bb in zip(ks, bs, strict=True)]
@@ -419,7 +323,7 @@ def _tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_:
         return total
 
     todo[("floor-tf", "forward")] = lambda: floor(xs[0], cs[0]).numpy()
-    return _timeit_many(todo, repeats, min_time), info
+    return timeit_many(todo, repeats, min_time), info
 
 
 def _tf_ops(tf, tf_keras, flow, d, b, xla, route):
@@ -452,85 +356,12 @@ def _tf_ops(tf, tf_keras, flow, d, b, xla, route):
     return {"forward": forward, "log_prob": log_prob, "sample": sample, "train": train}
 
 
-# ------------------------------------------------------------------------ the parent
-def _worker_main(argv: list[str]) -> None:
-    group, cfg, threads, repeats, min_time, compile_ = argv[0], json.loads(argv[1]), *map(float, argv[2:6])
-    if group == "torch-peers":
-        from .bench_peers import torch_worker
-
-        rows, info = torch_worker(cfg, int(threads), int(repeats), min_time)
-    elif "image" in cfg:
-        from . import bench_image
-
-        worker = bench_image.torch_worker if group.startswith("torch") else bench_image.tf_worker
-        rows, info = worker(cfg, int(threads), int(repeats), min_time)
-    else:
-        worker = _torch_worker if group.startswith("torch") else _tf_worker
-        rows, info = worker(cfg, int(threads), int(repeats), min_time, bool(compile_))
-    print("BENCH " + json.dumps({"rows": rows, "info": info}))
-
-
-def _run_worker(group: str, cfg: dict, threads: int, repeats: int, min_time: float,
-                compile_: bool) -> dict:  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}  # fmt: skip
-    cmd = [sys.executable, "-m", "flowbridge.bench", "--worker", group, json.dumps(cfg),
-           str(threads), str(repeats), str(min_time), str(int(compile_))]  # fmt: skip
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("BENCH ")]
-    if run.returncode != 0 or not lines:
-        raise RuntimeError(f"{group} worker failed for {cfg}:\n{run.stderr[-3000:]}")
-    return json.loads(lines[-1][6:])
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}  # fmt: skip
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
-
-
-def run(preset: str = "quick", *, threads: int = 2, repeats: int = 7, min_time: float = 0.5,
-        out: Path | None = None, compile_at: str = "target") -> dict:  # fmt: skip
-    """Run a preset and return (and, with ``out``, write) the results."""
-    from tqdm import tqdm
-
-    sizes = configs(preset)
-    results = {"preset": preset, "machine": machine(), "threads": threads, "repeats": repeats,
-               "min_time": min_time, "dtype": "float32", "runs": []}  # fmt: skip
-    jobs = []
-    peers = any(bench_peers.installed().values())
-    for cfg in sizes:
-        if preset == "peers" or (preset == "quick" and peers):
-            jobs.append((cfg, "torch-peers"))
-        if preset == "peers":
-            continue
-        jobs += [(cfg, "torch"), (cfg, "tf")]
-        if cfg.get("context") or "image" in cfg:  # eager and tf.function (image: and XLA)
-            continue
-        if compile_at == "all" or (compile_at == "target" and cfg == TARGET):
-            jobs += [(cfg, "torch-compile"), (cfg, "tf-xla")]  # each in a process of its own
-    for cfg, group in tqdm(jobs, desc=f"bench {preset}", unit="job"):
-        compile_ = group in ("torch-compile", "tf-xla")
-        got = _run_worker(group, cfg, threads, repeats, min_time, compile_)
-        results["runs"].append({"config": cfg, "group": group, **got})
-    if out is not None:
-        write(results, Path(out))
-    return results
-
-
 # ------------------------------------------------------------------------- reporting
 def _table(results: dict) -> dict:
-    """{config key: {impl: {op: seconds}}}."""
+    """{config key: {impl: {op: seconds}}} of this module's runs (empty without them)."""
     out: dict = {}
     for r in results["runs"]:
-        if r["group"] == "torch-peers":  # their own table (bench_peers)
+        if r["group"] == "torch-peers":  # their own table (peers.py)
             continue
         key = tuple(r["config"][k] for k in ("dim", "couplings", "hidden", "batch"))
         key += (r["config"]["context"],) if r["config"].get("context") else ()
@@ -561,11 +392,8 @@ def targets(results: dict) -> list[dict]:
     return checks
 
 
-def markdown(results: dict) -> str:
-    if results["preset"] == "image":
-        from .bench_image import markdown as image_markdown
-
-        return image_markdown(results)
+def markdown(results: dict) -> list[str]:
+    """The report's title, machine and versions, the targets, and a table per size."""
     m = results["machine"]
     lines = [f"# flowbridge benchmarks ({results['preset']})", "",
              f"Machine: {m.get('cpu', m['processor'])}, {m['cpus']} CPUs, {m['platform']}; "
@@ -598,17 +426,20 @@ def markdown(results: dict) -> str:
                 ratio = impls[impl][op] / native[op] if op in native else None
                 cells.append(f"{ms:.3g}" + (f" ({ratio:.2f}x)" if ratio and not impl.startswith("native") else ""))
             lines.append(f"| {impl} | " + " | ".join(cells) + " |")
-    lines += bench_peers.markdown(results)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def plots(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path) -> None:
+    """Forward time against batch and against D (the others at the target size); a
+    single size: bars of every operation there. Nothing without this module's runs."""
+    table = _table(results)
+    if not table:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = _table(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, axis, index in [(axes[0], "batch", 3), (axes[1], "dim", 0)]:
         others = [i for i in range(4) if i != index]
@@ -642,23 +473,3 @@ def plots(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def write(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    name = results["preset"]
-    (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / f"{name}.md").write_text(markdown(results))
-    if name == "image":
-        return
-    try:
-        if _table(results):
-            plots(results, out / f"{name}.png")
-        bench_peers.plot(results, out / f"{name}_peers.png")
-    except ImportError:
-        pass
-
-
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _worker_main(sys.argv[2:])

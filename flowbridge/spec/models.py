@@ -1,0 +1,574 @@
+"""The layer models of a :class:`~flowbridge.FlowSpec`: masks, scale maps, conditioners
+and layers, each a validated, frozen pydantic model, and the field types they share.
+
+Masks say which event entries *pass through* a coupling unchanged (they feed the
+conditioner); the others are transformed. ``half`` passes the first or last part, whose
+size is ``floor(D / 2)`` (``rounding="floor"``, Pyro's ``split_dim = D // 2``) or
+``ceil(D / 2)``; ``split`` the first or last ``size`` entries (TFP's ``num_masked``);
+``parity`` passes the even or odd indices; ``explicit`` gives one
+boolean per entry, ``true`` = passes through.
+
+A model checks its own fields; what it must satisfy against the event it acts on, it says
+in :meth:`check`, which the flow calls (:mod:`flowbridge.spec.flow`).
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+from ..document import show as _show
+from ..limits import F32_MAX, F32_TINY, MAX_INT
+from .errors import translate
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: ``4.0`` is the integer 4 (as JSON Schema says)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
+        return int(value)
+    return value
+
+
+Int = Annotated[StrictInt, BeforeValidator(_integral), Field(le=MAX_INT)]
+PosInt = Annotated[Int, Field(gt=0)]
+NonNegInt = Annotated[Int, Field(ge=0)]
+#: The conditioners' activations, listed once: the conditioners' fields and the presets'
+#: arguments take this type.
+Activation = Literal["relu", "tanh", "leaky_relu", "elu", "gelu"]
+
+
+def _constant(low: float, high: float, *, positive: bool = False):
+    """A float constant written into generated code: finite, and 0 or of magnitude in
+    ``[low, high]`` (``positive``: a number in ``[low, high]``). Both bounds are float32
+    normals, so every backend and dtype holds the constant as it is, never as infinity,
+    zero or a subnormal."""
+    if positive:
+        what = f"a number in [{low:.7g}, {high:.7g}]"
+        ranges = [{"minimum": low, "maximum": high}]
+    else:
+        what = f"0 or a magnitude in [{low:.7g}, {high:.7g}] (float32's normal range)"
+        ranges = [{"const": 0}, {"minimum": low, "maximum": high},
+                  {"minimum": -high, "maximum": -low}]  # fmt: skip
+
+    def check(value: float) -> float:
+        ok = low <= value <= high if positive else value == 0.0 or low <= abs(value) <= high
+        if not ok:
+            raise PydanticCustomError("constant", f"expected {what}, got {{got}}", {"got": value})
+        return float(value)
+
+    return Annotated[float, Field(strict=True, allow_inf_nan=False,
+                                  json_schema_extra={"anyOf": ranges}),
+                     AfterValidator(check)]  # fmt: skip
+
+
+#: Any constant: 0 or a float32 normal magnitude.
+Finite = _constant(F32_TINY, F32_MAX)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, /, **data: Any):  # positional-only: a "self" key is a field name
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise translate(exc, TAGS) from None
+
+
+# ----------------------------------------------------------------------------- masks
+class HalfMask(_Model):
+    """Pass the first or last part of the event through; the rest is transformed."""
+
+    kind: Literal["half"] = "half"
+    part: Literal["first", "last"] = "first"
+    rounding: Literal["floor", "ceil"] = "floor"
+
+
+class SplitMask(_Model):
+    """Pass the first or last ``size`` entries through (TFP's ``num_masked``; a negative
+    ``num_masked`` is ``part="last"``)."""
+
+    kind: Literal["split"] = "split"
+    part: Literal["first", "last"] = "first"
+    size: PosInt
+
+
+class ParityMask(_Model):
+    """Pass the even (0, 2, ...) or odd indices through."""
+
+    kind: Literal["parity"] = "parity"
+    parity: Literal["even", "odd"] = "even"
+
+
+class ExplicitMask(_Model):
+    """One boolean per event entry; ``true`` passes through."""
+
+    kind: Literal["explicit"] = "explicit"
+    values: tuple[StrictBool, ...]
+
+
+class CheckerboardMask(_Model):
+    """Image events ``(C, H, W)``: pass the entries at ``(c, h, w)`` with ``(h + w) % 2``
+    equal to 0 (``even``) or 1 (``odd``), in every channel alike (RealNVP's spatial
+    checkerboard). The conditioner reads the whole image with the transformed entries
+    zeroed, and its outputs at the passed entries are ignored."""
+
+    kind: Literal["checkerboard"] = "checkerboard"
+    parity: Literal["even", "odd"] = "even"
+
+
+class ChannelMask(_Model):
+    """Image events ``(C, H, W)``: pass the first or last ``floor(C / 2)`` channels
+    (RealNVP's channel-wise mask); the other channels are transformed."""
+
+    kind: Literal["channel"] = "channel"
+    part: Literal["first", "last"] = "first"
+
+
+Mask = Annotated[
+    HalfMask | SplitMask | ParityMask | ExplicitMask | CheckerboardMask | ChannelMask,
+    Field(discriminator="kind"),
+]
+#: The mask kinds for image events; the others take vector events.
+IMAGE_MASKS = ("checkerboard", "channel")
+
+
+# ------------------------------------------------------------------------ scale maps
+class ExpScale(_Model):
+    """``scale = exp(s)``, log-scale ``s`` (RealNVP, TFP's ``RealNVP``)."""
+
+    kind: Literal["exp"] = "exp"
+
+
+class ClampScale(_Model):
+    """``scale = exp(clamp(s, low, high))``, gradient passed straight through the clamp
+    (Pyro's ``AffineCoupling`` with ``log_scale_min_clip=-5``, ``log_scale_max_clip=3``)."""
+
+    kind: Literal["clamp"] = "clamp"
+    low: Finite = -5.0
+    high: Finite = 3.0
+
+
+class SoftClampScale(_Model):
+    """``scale = exp(c * tanh(s / c))`` with ``c = bound``: a smooth clamp to (-c, c)."""
+
+    kind: Literal["soft_clamp"] = "soft_clamp"
+    # 1 / bound is written into the code too, so both must be float32 normals
+    bound: _constant(F32_TINY, 1.0 / F32_TINY, positive=True) = 3.0
+
+
+class SigmoidScale(_Model):
+    """Glow's ``scale = sigmoid(s + offset)`` (offset 2), log-scale ``log_sigmoid(s + 2)``.
+
+    flowbridge keeps RealNVP's order ``y = x * scale + shift`` for every scale map; Glow's
+    code adds the shift before scaling, which is the same family under another weighting.
+    """
+
+    kind: Literal["sigmoid"] = "sigmoid"
+    offset: Finite = 2.0
+
+
+ScaleMap = Annotated[
+    ExpScale | ClampScale | SoftClampScale | SigmoidScale, Field(discriminator="kind")
+]
+
+
+class Conditioner(_Model):
+    """The MLP that maps the passed-through entries to the coupling's parameters.
+
+    ``hidden`` lists hidden-layer widths (empty: a single affine map). The output layer
+    has ``n_trans`` units for an additive coupling and ``2 * n_trans`` for an affine one,
+    ordered ``[shift | raw log-scale]``.
+    """
+
+    hidden: tuple[PosInt, ...] = (64, 64)
+    activation: Activation = "relu"
+    negative_slope: Annotated[Finite, Field(ge=0, le=1)] = 0.01  # leaky_relu only
+
+
+def _odd(value: int) -> int:
+    if value % 2 != 1:
+        raise PydanticCustomError("constant", "expected an odd kernel size (same padding), "
+                                  "got {got}", {"got": value})  # fmt: skip
+    return value
+
+
+class ResNetConditioner(_Model):
+    """RealNVP's convolutional residual conditioner, for image events: a
+    ``kernel_size`` convolution to ``channels`` feature maps, ``blocks`` residual blocks
+    (activation, convolution, activation, convolution, added to the block's input), the
+    activation, and a ``kernel_size`` convolution to the coupling's parameters, ordered
+    ``[shift | raw log-scale]`` along channels. Convolutions are stride 1 with "same"
+    zero padding; the last one starts at zero (the coupling starts as the identity).
+    RealNVP also normalises inside its blocks; flowbridge's blocks hold no state."""
+
+    kind: Literal["resnet"] = "resnet"
+    blocks: NonNegInt = 2
+    channels: PosInt = 64
+    kernel_size: Annotated[PosInt, AfterValidator(_odd)] = 3
+    activation: Activation = "relu"
+    negative_slope: Annotated[Finite, Field(ge=0, le=1)] = 0.01  # leaky_relu only
+
+    def sizes(self, n_in: int, n_out: int) -> list[int]:
+        """Channels in and out of each convolution, in order."""
+        return [n_in, *[self.channels] * (2 * self.blocks + 1), n_out]
+
+
+def _conditioner_kind(value: Any) -> str:
+    """An MLP conditioner has no ``kind`` field (so specs written before the resnet
+    existed keep their hash); a resnet says ``kind: resnet``."""
+    if isinstance(value, dict):
+        return "resnet" if value.get("kind") == "resnet" else "mlp"
+    return "resnet" if isinstance(value, ResNetConditioner) else "mlp"
+
+
+AnyConditioner = Annotated[
+    Annotated[Conditioner, Tag("mlp")] | Annotated[ResNetConditioner, Tag("resnet")],
+    Discriminator(_conditioner_kind),
+]
+
+
+class ContextEmbedding(Conditioner):
+    """An MLP applied once to the context before the couplings (as sbi's embedding nets):
+    ``features = e(c)``, dense layers ``context_dim -> *hidden -> features`` with the
+    activation between them and none after the last, so with ``hidden=()`` it is a
+    learned linear projection. Every coupling's conditioner then reads
+    ``[x_a | features]``; its weights are ``context_embedding.{j}.kernel`` ``(in, out)``
+    and ``.bias``, and every kernel (the last included) starts uniform in
+    ``+-1/sqrt(fan_in)`` (the couplings' zero last layers already make the flow start
+    as the identity; a zero last layer here would start every context alike)."""
+
+    features: PosInt
+    hidden: tuple[PosInt, ...] = (64,)
+
+    def param_count(self, context_dim: int) -> int:
+        sizes = [context_dim, *self.hidden, self.features]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+# --------------------------------------------------------------------------- layers
+class _LayerModel(_Model):
+    """A layer of the spec. Each layer type is one such model (plus its definition in
+    :mod:`flowbridge.layers`); what it must satisfy against the event, and how many
+    weights it holds, it says itself, so nothing else in this package lists layer types."""
+
+    type: str  # each layer type narrows it to its tag; declared here so it comes first
+
+    #: the event ranks the layer takes: 1 (vectors ``(D,)``), 3 (images ``(C, H, W)``)
+    ranks: typing.ClassVar[tuple[int, ...]] = (1, 3)
+    #: on images: whether the layer moves the whole tensor (a squeeze) rather than the
+    #: channels still active (those not factored out; see :class:`FactorOut`)
+    whole: typing.ClassVar[bool] = False
+    #: the values the layer takes: "real", or "unit_interval" for a layer that reads
+    #: data in (0, 1) and so must come first (:class:`Logit`)
+    domain: typing.ClassVar[str] = "real"
+
+    def active_after(self, active: int) -> int:
+        """The number of active channels after the layer, given those before it."""
+        return active
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        """``(path, message)`` for each rule the layer breaks on events of ``shape``
+        (whose rank is one of :attr:`ranks`: the flow's checks see to it)."""
+        return []
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The event shape the layer gives for events of ``shape``."""
+        return shape
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        """The number of weights on events of ``shape`` (with a context of
+        ``context_dim``), by arithmetic (nothing is allocated: the ceilings are checked
+        with it before anything is built)."""
+        return 0
+
+
+class _Coupling(_LayerModel):
+    mask: Mask = Field(default_factory=HalfMask)
+    conditioner: AnyConditioner = Field(default_factory=Conditioner)
+    _per_entry = 1  # conditioner outputs per transformed entry
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        image = len(shape) == 3
+        if image != (self.mask.kind in IMAGE_MASKS):
+            kinds = "checkerboard or channel" if image else "half, split, parity or explicit"
+            return [(f"{at}.mask.kind", f"expected a {kinds} mask for events of shape "
+                     f"{shape}, got {self.mask.kind!r}")]  # fmt: skip
+        if image != isinstance(self.conditioner, ResNetConditioner):
+            want = "a resnet conditioner ({kind: resnet})" if image else "an MLP conditioner"
+            got = "a resnet" if not image else "an MLP"
+            return [(f"{at}.conditioner", f"expected {want} for events of shape {shape}, "
+                     f"got {got}")]  # fmt: skip
+        if image:
+            passed = _image_mask_channels(self.mask, shape)[0]
+            if not passed:
+                return [(f"{at}.mask", f"expected at least 2 channels for a channel mask, "
+                         f"got {shape[0]}")]  # fmt: skip
+            return []
+        (dim,) = shape
+        mask = self.mask
+        if mask.kind == "split" and mask.size >= dim:
+            return [(f"{at}.mask.size", f"expected fewer than the {dim} event entries, got "
+                     f"{mask.size}")]  # fmt: skip
+        if mask.kind == "explicit" and len(mask.values) != dim:
+            return [(f"{at}.mask.values", f"expected {dim} booleans (one per event entry), "
+                     f"got {len(mask.values)}")]  # fmt: skip
+        passed, transformed = _mask_sizes(mask, dim)
+        if not passed or not transformed:
+            return [(f"{at}.mask", f"expected a mask that passes at least one and transforms "
+                     f"at least one of the {dim} entries, got {passed} passed")]  # fmt: skip
+        return []
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        cond = self.conditioner
+        if isinstance(cond, ResNetConditioner):
+            n_in, n_out = _image_mask_channels(self.mask, shape)
+            sizes, taps = cond.sizes(n_in, n_out * self._per_entry), cond.kernel_size**2
+            return sum(a * b * taps + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        passed, trans = _mask_sizes(self.mask, shape[0])
+        sizes = [passed + context_dim, *cond.hidden, trans * self._per_entry]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+class AdditiveCoupling(_Coupling):
+    """NICE additive coupling (arXiv:1410.8516): ``y_b = x_b + m(x_a)``, log-det 0."""
+
+    type: Literal["additive_coupling"] = "additive_coupling"
+
+
+class AffineCoupling(_Coupling):
+    """RealNVP affine coupling (arXiv:1605.08803):
+    ``y_b = x_b * scale(s(x_a)) + t(x_a)``, log-det ``sum(log scale)``."""
+
+    type: Literal["affine_coupling"] = "affine_coupling"
+    scale: ScaleMap = Field(default_factory=ExpScale)
+    _per_entry = 2  # [shift | raw log-scale]
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        errors = super().check(shape, at)
+        if errors and errors[0][0] != f"{at}.mask":  # a mask that does not fit the event
+            return errors
+        if self.scale.kind == "clamp" and not self.scale.low < self.scale.high:
+            errors.append((f"{at}.scale.high", f"expected a value > low ({self.scale.low}), "
+                           f"got {self.scale.high}"))  # fmt: skip
+        return errors
+
+
+class Scaling(_LayerModel):
+    """NICE's diagonal scaling layer: ``y = x * exp(s)`` with a learned vector ``s``."""
+
+    type: Literal["scaling"] = "scaling"
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        return math.prod(shape)
+
+
+class Permutation(_LayerModel):
+    """A fixed permutation ``y = x[..., indices]``: ``reverse``, ``random`` (``seed``
+    drawn with ``numpy.random.default_rng(seed).permutation(D)``) or ``explicit``."""
+
+    type: Literal["permutation"] = "permutation"
+    kind: Literal["reverse", "random", "explicit"] = "reverse"
+    seed: NonNegInt | None = None
+    indices: tuple[NonNegInt, ...] | None = None
+    ranks: typing.ClassVar[tuple[int, ...]] = (1,)
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        (dim,) = shape
+        if self.kind == "random" and self.seed is None:
+            return [(f"{at}.seed", "expected a non-negative integer for kind 'random', got None")]
+        if self.kind != "random" and self.seed is not None:
+            return [(f"{at}.seed", f"expected no seed for kind {self.kind!r}, got {self.seed}")]
+        if self.kind == "explicit":
+            if self.indices is None:
+                return [(f"{at}.indices", "expected a permutation of range(D) for kind "
+                         "'explicit', got None")]  # fmt: skip
+            if sorted(self.indices) != list(range(dim)):
+                return [(f"{at}.indices", f"expected a permutation of 0..{dim - 1}, got "
+                         f"{_show(list(self.indices))}")]  # fmt: skip
+        elif self.indices is not None:
+            return [(f"{at}.indices", f"expected no indices for kind {self.kind!r}")]
+        return []
+
+
+class Squeeze(_LayerModel):
+    """RealNVP's squeeze, 2x2 space-to-depth on image events: ``(C, H, W)`` to
+    ``(4C, H/2, W/2)`` with ``y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]`` (each
+    channel's 2x2 blocks become four consecutive channels, row-major within the block;
+    torch's ``pixel_unshuffle`` order), log-det 0."""
+
+    type: Literal["squeeze"] = "squeeze"
+    ranks: typing.ClassVar[tuple[int, ...]] = (3,)
+    whole: typing.ClassVar[bool] = True
+
+    def active_after(self, active: int) -> int:
+        return 4 * active  # channel c's four children are 4c .. 4c + 3: still the first
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        if shape[1] % 2 or shape[2] % 2:
+            return [(at, f"expected an even height and width to squeeze, got events of "
+                     f"shape {shape}")]  # fmt: skip
+        return []
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = shape
+        return (4 * c, h // 2, w // 2)
+
+
+class ActNorm(_LayerModel):
+    """Glow's activation normalization (Kingma & Dhariwal 2018): ``y = x * exp(log_scale)
+    + shift`` per channel of an image (``log_scale``, ``shift`` of shape ``(C,)``) or per
+    entry of a vector; log-det ``H * W * sum(log_scale)`` (``sum(log_scale)`` for
+    vectors). Both start at zero (the identity); Glow's data-dependent initialisation is
+    an explicit step, :func:`flowbridge.actnorm_init`, which sets them so that the
+    layer's output over a batch has zero mean and unit variance per channel."""
+
+    type: Literal["actnorm"] = "actnorm"
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        return 2 * shape[0]
+
+
+class BatchNorm(_LayerModel):
+    """Batch normalization as a flow layer (Dinh et al. 2017, sec. 3.7; TFP's
+    ``BatchNormalization`` bijector), per channel of an image (per entry of a vector),
+    in the data-to-latent direction: ``y = (x - mean) / sqrt(var + eps) *
+    exp(log_gamma) + beta``, log-det ``H * W * sum(log_gamma - log(var + eps) / 2)``.
+
+    Training mode (Pyro's ``module.train()``; TFP's and NumPy's ``layer.training = True``,
+    the default in all three, as a torch module's) takes ``mean`` and the biased ``var``
+    of the batch, over every batch dimension and H and W, and moves the running averages:
+    ``running = (1 - momentum) * running + momentum * batch`` (torch's convention; a
+    Keras momentum ``m`` is ``1 - m`` here). Evaluation mode uses the running averages.
+    The inverse always uses the running averages (it has no batch of ``x`` to measure),
+    so it inverts the evaluation-mode forward exactly. The per-example log-det holds the
+    batch statistics constant, as RealNVP and TFP do. State: ``running_mean`` and
+    ``running_log_var`` (the log of the running variance, so both start at zero: mean 0,
+    variance 1) are neutral parameters too, so they move between backends; they are
+    buffers in Pyro and non-trainable variables in TFP."""
+
+    type: Literal["batch_norm"] = "batch_norm"
+    momentum: _constant(F32_TINY, 1.0, positive=True) = 0.1
+    eps: _constant(F32_TINY, 1.0, positive=True) = 1e-5
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        return 4 * shape[0]  # log_gamma, beta and the two running averages
+
+
+class Logit(_LayerModel):
+    """RealNVP's logit preprocessing (Dinh et al. 2017, sec. 4.1), the first layer of a
+    flow on data in (0, 1) (dequantized pixels, :func:`flowbridge.dequantize`):
+    ``y = logit(p)``, ``p = alpha + (1 - 2 alpha) x``, log-det
+    ``sum(log(1 - 2 alpha) - log(p) - log(1 - p))``; inverse
+    ``x = (sigmoid(y) - alpha) / (1 - 2 alpha)``. ``alpha`` (the paper's 0.05) keeps
+    ``p`` away from 0 and 1."""
+
+    type: Literal["logit"] = "logit"
+    alpha: _constant(F32_TINY, 0.49, positive=True) = 0.05
+    domain: typing.ClassVar[str] = "unit_interval"  # its input: data in (0, 1)
+
+
+class FactorOut(_LayerModel):
+    """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6): of the ``A``
+    channels still active, the last ``A - floor(A / 2)`` leave the flow and pass to the
+    output unchanged; every later layer but a squeeze acts on the first ``floor(A / 2)``.
+    An identity map, log-det 0: what it changes is what the layers after it see.
+
+    Output layout: the flow keeps one tensor. Factored channels stay where they are,
+    after the active ones; a later squeeze moves every channel alike (channel ``c``'s four
+    children are ``4c .. 4c + 3``), so the active channels stay first and each factored
+    block is squeezed with the rest, a fixed permutation of latent coordinates (log-det
+    0) that RealNVP's separate outputs do not make; with an i.i.d. base density the
+    density of every image is the same. The flow's output holds the last scale's latent
+    in its first channels, then the factored blocks, latest first."""
+
+    type: Literal["factor_out"] = "factor_out"
+    ranks: typing.ClassVar[tuple[int, ...]] = (3,)
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        if shape[0] < 2:
+            return [(at, f"expected at least 2 active channels to factor half out, got "
+                     f"{shape[0]}")]  # fmt: skip
+        return []
+
+    def active_after(self, active: int) -> int:
+        return active // 2
+
+
+Layer = Annotated[
+    AdditiveCoupling | AffineCoupling | Scaling | Permutation | Squeeze | FactorOut | ActNorm
+    | BatchNorm | Logit,
+    Field(discriminator="type"),
+]
+
+
+def _tags(union: Any, discriminator: str) -> set[str]:
+    """The discriminator values of a tagged union (``"affine_coupling"``, ``"clamp"``)."""
+    models = typing.get_args(typing.get_args(union)[0])
+    return {tag for m in models for tag in typing.get_args(m.model_fields[discriminator].annotation)}
+
+
+#: Branch names that pydantic puts in error locations (``layers.0.affine_coupling.mask``).
+TAGS = _tags(Layer, "type") | _tags(Mask, "kind") | _tags(ScaleMap, "kind") | {"mlp", "resnet"}
+
+
+# ------------------------------------------------------------------ derived structure
+def mask_indices(mask, dim: int) -> tuple[list[int], list[int]]:
+    """``(passed, transformed)`` event indices of a mask, each in increasing order."""
+    if mask.kind in ("half", "split"):
+        k = _mask_sizes(mask, dim)[0]
+        passed = list(range(k)) if mask.part == "first" else list(range(dim - k, dim))
+    elif mask.kind == "parity":
+        passed = list(range(0 if mask.parity == "even" else 1, dim, 2))
+    else:
+        passed = [i for i, v in enumerate(mask.values) if v]
+    chosen = set(passed)
+    return passed, [i for i in range(dim) if i not in chosen]
+
+
+def permutation_indices(layer: Permutation, dim: int) -> list[int]:
+    """The permutation as explicit indices: ``y[..., i] = x[..., indices[i]]``."""
+    if layer.kind == "reverse":
+        return list(range(dim - 1, -1, -1))
+    if layer.kind == "random":
+        return [int(i) for i in np.random.default_rng(layer.seed).permutation(dim)]
+    return list(layer.indices)
+
+
+def _image_mask_channels(mask: Any, shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(channels in, channels out per parameter)`` of an image coupling's conditioner:
+    a checkerboard's reads and writes every channel, a channel mask's reads the passed
+    half and writes the transformed half."""
+    c = shape[0]
+    if mask.kind == "checkerboard":
+        return c, c
+    return c // 2, c - c // 2
+
+
+def _mask_sizes(mask: Any, dim: int) -> tuple[int, int]:
+    """``(passed, transformed)`` counts of a mask, computed without building index lists."""
+    if mask.kind == "half":
+        k = dim // 2 if mask.rounding == "floor" else (dim + 1) // 2
+    elif mask.kind == "split":
+        k = min(mask.size, dim)
+    elif mask.kind == "parity":
+        k = (dim + 1) // 2 if mask.parity == "even" else dim // 2
+    else:
+        k = sum(mask.values)
+    return k, dim - k

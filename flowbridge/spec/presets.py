@@ -1,0 +1,337 @@
+"""Paper architectures as specs: :func:`nice`, :func:`realnvp` and :func:`realnvp_image`.
+
+Every preset argument fills a spec field and is validated as that field's type, the
+models' own (``PosInt``, :data:`~flowbridge.spec.models.Activation`, the type of
+``Conditioner.hidden``, ...), through a pydantic ``TypeAdapter``; an error names the
+argument and says what it takes (``hidden: expected a list of positive integers, got
+64``).
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, StrictBool, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+
+from .. import document
+from ..document import show as _show
+from ..errors import SpecError
+from .errors import expected, from_errors, path, translate
+from .flow import FlowSpec
+from .models import (
+    TAGS,
+    Activation,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    ChannelMask,
+    CheckerboardMask,
+    Conditioner,
+    ExpScale,
+    FactorOut,
+    HalfMask,
+    Logit,
+    NonNegInt,
+    ParityMask,
+    Permutation,
+    PosInt,
+    ResNetConditioner,
+    ScaleMap,
+    Scaling,
+    Squeeze,
+)
+
+#: The masks :func:`realnvp` alternates between, and the permutations it can put between
+#: its couplings.
+MaskKind = Literal["half", "parity"]
+PermutationKind = Literal["reverse", "random"]
+
+#: What ``scale`` and ``event_shape`` take, in words (their types have none of their own).
+_SCALE_WORDS = "a scale map or its dict"
+_IMAGE_WORDS = "(C, H, W), three positive integers"
+
+
+def nice(
+    dim: int,
+    *,
+    num_couplings: int = 4,
+    hidden: tuple[int, ...] = (256, 256),
+    activation: Activation = "relu",
+    scaling: bool = True,
+    context_dim: int = 0,
+    context_embedding: Any = None,
+    name: str = "nice",
+) -> FlowSpec:
+    """NICE (Dinh et al. 2015, arXiv:1410.8516): additive couplings whose masks
+    alternate between the even and odd entries, then a diagonal scaling layer.
+
+    The paper's MNIST model used 4 couplings of 5 hidden layers with 1000 units; pass
+    ``hidden=(1000,) * 5`` for that size. The default is smaller for vector problems.
+    ``context_dim > 0`` makes it conditional (see :class:`FlowSpec`), and
+    ``context_embedding`` (a :class:`ContextEmbedding` or its dict, ``{"features": 8}``)
+    maps the context first. Every argument is validated like the spec field it fills,
+    and an error names the argument (``hidden: expected a list of positive integers,
+    got 64``).
+    """
+    dim, count = _argument("dim", PosInt, dim), _argument("num_couplings", PosInt, num_couplings)
+    cond = _fill(Conditioner, hidden=hidden, activation=activation)
+    scaling = _argument("scaling", StrictBool, scaling)
+    context = _context(context_dim, context_embedding)
+    layers: list[Any] = [
+        AdditiveCoupling(mask=ParityMask(parity="even" if i % 2 == 0 else "odd"), conditioner=cond)
+        for i in range(count)
+    ]
+    if scaling:
+        layers.append(Scaling())
+    return FlowSpec(name=name, event_shape=(dim,), **context, layers=layers)
+
+
+def realnvp(
+    dim: int,
+    *,
+    num_couplings: int = 4,
+    hidden: tuple[int, ...] = (256, 256),
+    activation: Activation = "relu",
+    scale: Any = None,
+    mask: MaskKind = "half",
+    permutation: PermutationKind | None = None,
+    seed: int = 0,
+    context_dim: int = 0,
+    context_embedding: Any = None,
+    name: str = "realnvp",
+) -> FlowSpec:
+    """RealNVP (Dinh et al. 2017, arXiv:1605.08803) for vector events: affine couplings
+    whose masks alternate which part passes through (first/last half, or even/odd), or,
+    with ``permutation``, keep one mask and permute between couplings (as Pyro's
+    ``AffineCoupling`` + ``Permute`` stacks do).
+
+    ``scale`` is a scale map or its dict (default ``{"kind": "exp"}``, the paper's
+    ``exp(s)``); ``permutation`` optionally puts a ``reverse`` or seeded ``random``
+    permutation between couplings (seeds ``seed``, ``seed + 1``, ...); ``context_dim > 0``
+    makes it conditional (see :class:`FlowSpec`) and ``context_embedding`` (a
+    :class:`ContextEmbedding` or its dict) maps the context first. Every argument is
+    validated like the spec field it fills, and an error names the argument.
+    """
+    dim, count = _argument("dim", PosInt, dim), _argument("num_couplings", PosInt, num_couplings)
+    cond = _fill(Conditioner, hidden=hidden, activation=activation)
+    scale_map = _scale(scale)
+    mask = _argument("mask", MaskKind, mask)
+    permutation = _argument("permutation", None | PermutationKind, permutation)
+    seed = _argument("seed", NonNegInt, seed)
+    context = _context(context_dim, context_embedding)
+    layers: list[Any] = []
+    for i in range(count):
+        # with a permutation between couplings the mask stays put and the permutation
+        # mixes: alternating as well would undo a reverse permutation's work
+        flip = i % 2 == 1 and not permutation
+        if mask == "half":
+            m = HalfMask(part="last" if flip else "first")
+        else:
+            m = ParityMask(parity="odd" if flip else "even")
+        layers.append(AffineCoupling(mask=m, conditioner=cond, scale=scale_map))
+        if permutation and i < count - 1:
+            kind_seed = {"seed": seed + i} if permutation == "random" else {}
+            layers.append(Permutation(kind=permutation, **kind_seed))
+    return FlowSpec(name=name, event_shape=(dim,), **context, layers=layers)
+
+
+def realnvp_image(
+    event_shape: Any,
+    *,
+    num_scales: int = 2,
+    blocks: int = 2,
+    channels: int = 64,
+    kernel_size: int = 3,
+    activation: Activation = "relu",
+    scale: Any = None,
+    logit: float | None = None,
+    actnorm: bool = False,
+    name: str = "realnvp_image",
+) -> FlowSpec:
+    """RealNVP's multi-scale architecture for images ``(C, H, W)`` (Dinh et al. 2017,
+    sec. 3.6): each of the first ``num_scales - 1`` scales is 3 affine couplings with
+    checkerboard masks (parities even, odd, even), a squeeze, 3 with channel masks
+    (first, last, first) and a factor-out of half the channels; the last scale is 4
+    checkerboard couplings. Every coupling's conditioner is a ResNet of ``blocks``
+    residual blocks of ``channels`` feature maps with ``kernel_size`` convolutions (the
+    paper used 8 blocks of 64 for CIFAR-10; the default is smaller). ``scale`` is the
+    scale map or its dict (default ``exp``). ``logit`` (an ``alpha``, say the paper's
+    0.05) puts the logit preprocessing first, for dequantized data in (0, 1);
+    ``actnorm=True`` puts an ActNorm before every coupling (Glow's; initialise it from
+    data with :func:`flowbridge.actnorm_init`). ``H`` and ``W`` must halve
+    ``num_scales - 1`` times. Every argument is validated like the spec field it fills.
+    """
+    shape = _argument("event_shape", tuple[PosInt, PosInt, PosInt], event_shape, _IMAGE_WORDS)
+    scales = _argument("num_scales", PosInt, num_scales)
+    net = _fill(ResNetConditioner, blocks=blocks, channels=channels, kernel_size=kernel_size,
+                activation=activation)  # fmt: skip
+    scale_map = _scale(scale)
+    actnorm = _argument("actnorm", StrictBool, actnorm)
+    alpha = _argument("logit", _field(Logit, "alpha") | None, logit)
+    first = [] if alpha is None else [Logit(alpha=alpha)]
+
+    def couplings(masks: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for mask in masks:
+            out += [ActNorm()] * actnorm + [AffineCoupling(mask=mask, conditioner=net,
+                                                           scale=scale_map)]  # fmt: skip
+        return out
+
+    layers: list[Any] = first
+    for _ in range(scales - 1):
+        layers += couplings([CheckerboardMask(parity=p) for p in ("even", "odd", "even")])
+        layers.append(Squeeze())
+        layers += couplings([ChannelMask(part=p) for p in ("first", "last", "first")])
+        layers.append(FactorOut())
+    layers += couplings([CheckerboardMask(parity=p) for p in ("even", "odd", "even", "odd")])
+    return FlowSpec(name=name, event_shape=shape, layers=layers)
+
+
+def _scale(scale: Any) -> Any:
+    """The ``scale`` argument: a scale map, its dict or None (``exp``)."""
+    scale_map = _argument("scale", ScaleMap | None, scale, _SCALE_WORDS)
+    return ExpScale() if scale_map is None else scale_map
+
+
+def _context(context_dim: Any, context_embedding: Any) -> dict[str, Any]:
+    """The ``context_dim`` and ``context_embedding`` arguments, as the spec's fields."""
+    return {name: _argument(name, _field(FlowSpec, name), value)
+            for name, value in [("context_dim", context_dim),
+                                ("context_embedding", context_embedding)]}  # fmt: skip
+
+
+# ------------------------------------------------------------------ argument checking
+#: Errors that a value of the right type gets for breaking a rule of its own:
+#: flowbridge's constants (an odd kernel size, a float32 range), the 2**63 - 1 bound on
+#: integers and finiteness.
+_RULES = ("constant", "less_than_equal", "finite_number")
+
+
+def _fill(model: type[BaseModel], **arguments: Any) -> Any:
+    """``model`` from preset arguments named as its fields, each validated as the field it
+    fills (an error names the argument)."""
+    return model(**{name: _argument(name, _field(model, name), value)
+                    for name, value in arguments.items()})  # fmt: skip
+
+
+def _field(model: type[BaseModel], name: str) -> Any:
+    """The type of ``model``'s field ``name``, with its constraints."""
+    info = model.model_fields[name]
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+def _argument(name: str, kind: Any, value: Any, words: str | None = None) -> Any:
+    """``value`` validated as ``kind``, the type of the spec field the argument fills.
+
+    A mapping (a scale map's or an embedding's fields) is checked field by field, each
+    error named under the argument (``scale.low``). Any other value is checked whole: a
+    value of the wrong type gets what the argument takes, in ``words`` or the type's own
+    (``dim: expected a positive integer, got '4'``); one of the right type that breaks a
+    rule of its own gets the rule's message, at its place (``kernel_size: expected an odd
+    kernel size``, ``hidden[0]: expected a number <= 9223372036854775807``).
+    """
+    if isinstance(value, dict):
+        return _mapping(name, kind, value)
+    try:  # JSON-like data only, as in a spec file (no sets, arrays or NaN)
+        data, plain = value if isinstance(value, BaseModel) else document.plain(value), True
+    except SpecError:
+        data, plain = value, False  # refused, but the type may say why (a rule it breaks)
+    try:
+        result = _adapter(kind).validate_python(data)
+    except ValidationError as exc:
+        if all(err["type"] in _RULES for err in exc.errors()):
+            raise from_errors([(_under(name, path(err["loc"], TAGS)),
+                                f"{expected(err)}, got {_show(err['input'])}")
+                               for err in exc.errors()]) from None  # fmt: skip
+    else:
+        if plain:
+            return result
+    raise from_errors([(name, f"expected {words or _words(kind)}, got {_show(value)}")])
+
+
+def _mapping(name: str, kind: Any, value: dict) -> Any:
+    """A mapping argument validated as ``kind``; each error named under ``name``."""
+    try:
+        return _adapter(kind).validate_python(document.plain(value))
+    except SpecError as exc:  # not JSON-like data; the message starts with the path
+        where, _, message = str(exc).partition(": ")
+        errors = [(_under(name, where), message)]
+    except ValidationError as exc:
+        errors = [(_under(name, _untagged(where)), message)
+                  for where, message in translate(exc, TAGS).errors]  # fmt: skip
+    raise from_errors(errors) from None
+
+
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter:
+    """A validator for ``kind``, built once per type."""
+    return TypeAdapter(kind)
+
+
+def _under(name: str, where: str) -> str:
+    """A path inside a value (``low``, ``[0]``, ``spec`` for the value itself) under the
+    argument's name."""
+    if where == "spec":
+        return name
+    return name + where if where.startswith("[") else f"{name}.{where}"
+
+
+def _untagged(where: str) -> str:
+    """A path without the union branch name that validating a union puts first
+    (``clamp.low`` is ``low``)."""
+    head, _, rest = where.partition(".")
+    return rest if head in TAGS and rest else where
+
+
+def _words(kind: Any) -> str:
+    """What a type takes, in words: ``PosInt`` "a positive integer", ``Activation`` "one
+    of 'relu', 'tanh', ...", ``tuple[PosInt, ...]`` "a list of positive integers",
+    ``ContextEmbedding | None`` "a ContextEmbedding, its dict or None"."""
+    base = _bare(kind)[0]
+    union = typing.get_origin(base) in (typing.Union, types.UnionType)
+    members = typing.get_args(base) if union else (kind,)
+    bare = [_bare(m)[0] for m in members]
+    if all(typing.get_origin(b) is Literal or b in (bool, type(None)) for b in bare):
+        values = [v for b in bare for v in _values(b)]
+        return "one of " + ", ".join(map(repr, values))
+    nouns = [noun for m in members for noun in _nouns(m)]
+    return nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + " or " + nouns[-1]
+
+
+def _bare(kind: Any) -> tuple[Any, list[Any]]:
+    """``(type, constraints)`` of a possibly ``Annotated`` type."""
+    if typing.get_origin(kind) is not Annotated:
+        return kind, []
+    base, *meta = typing.get_args(kind)
+    flat = [m for item in meta for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
+    return base, flat
+
+
+def _values(member: Any) -> tuple:
+    """The values a ``Literal``, ``bool`` or ``None`` takes."""
+    if member is bool:
+        return (True, False)
+    return (None,) if member is type(None) else typing.get_args(member)
+
+
+def _nouns(kind: Any) -> list[str]:
+    """What a type that is not a choice of values takes, as alternatives (a model: itself
+    or its dict)."""
+    base, constraints = _bare(kind)
+    if base is int:
+        if any(getattr(c, "gt", None) == 0 for c in constraints):
+            return ["a positive integer"]
+        if any(getattr(c, "ge", None) == 0 for c in constraints):
+            return ["a non-negative integer"]
+        return ["an integer"]
+    if typing.get_origin(base) is tuple and typing.get_args(base)[-1] is Ellipsis:
+        (item,) = _nouns(typing.get_args(base)[0])
+        return ["a list of " + item.split(" ", 1)[1] + "s"]  # "a positive integer"
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        return [f"a {base.__name__}", "its dict"]
+    named = {float: "a number", str: "a string", type(None): "None"}
+    return [named.get(base, getattr(base, "__name__", str(base)))]
