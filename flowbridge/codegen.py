@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import linecache
+import re
 import sys
 import textwrap
 import threading
@@ -113,8 +114,11 @@ def emit_body(
             continue
         name = name_of(node)
         args = [render(a) for a in node.args]
-        attrs = {k: render(v) for k, v in node.attrs.items()}
-        attrs.update(_derived(node.op, node.attrs, attrs))
+        if node.op == "call":  # a method of the class (its body is written once)
+            attrs = {"method": node.attrs["method"], "args": ", ".join(args)}
+        else:
+            attrs = {k: render(v) for k, v in node.attrs.items()}
+            attrs.update(_derived(node.op, node.attrs, attrs))
         template = table[node.op]
         if in_place and node.op in in_place:
             arg = node.args[0].node if isinstance(node.args[0], ir.Value) else None
@@ -194,7 +198,7 @@ def trace(
             expected = ", ".join(["*batch", *map(str, want)])
             raise ir.ShapeError(f"{plan.class_name} {direction}: {what} has shape "
                                 f"{value.node.describe()}, expected ({expected})")  # fmt: skip
-    used_ops = {n.op for n in ir.topo_order([result, log_det, *effects])}
+    used_ops = {n.op for n in ir.reachable([result, log_det, *effects])}
     return [(result, out), (log_det, "log_det")], used_ops, effects
 
 
@@ -210,13 +214,104 @@ def trace_embedding(plan: EmbeddingPlan) -> tuple[list[tuple[ir.Value, str]], se
 
 
 # ------------------------------------------------------------------ whole modules
+def _method(plan: Plan, method: str, functions: list[ir.Function], em) -> str:
+    """The method ``method`` of a layer class: the body of the sub-function every
+    direction calls (:func:`flowbridge.ir.call`), written once. Each call traces it
+    anew; all must print the same body, or the definition is refused here."""
+    texts = set()
+    for function in functions:
+        lines = emit_body([(function.output, "out")], {"self", *function.params}, em.OPS, (),
+                          em.IN_PLACE, em.SPLIT)  # fmt: skip
+        texts.add("\n".join(lines))
+    if len(texts) != 1:
+        raise ir.ShapeError(f"{plan.class_name}: the directions call {method} with bodies that "
+                            f"differ")  # fmt: skip
+    params = ", ".join(["self", *functions[0].params])
+    doc = f"m({', '.join(functions[0].params)}): the {method} every direction calls."
+    return "\n".join([
+        f"    def {method}({params}):",
+        f'        """{doc}"""',
+        *("        " + ln for ln in texts.pop().split("\n")),
+        "        return out",
+    ])  # fmt: skip
+
+
+def _hoist_constants(
+    outputs: list[tuple[ir.Value, str]], effects: list[ir.Value], em
+) -> tuple[str, ...]:
+    """Build constants once: the nodes of a traced body that depend on the layer's
+    constant buffers alone (a checkerboard mask from its row and column parities) are
+    computed in ``__init__`` and stored as attributes (the emitter's ``CONSTANT``: a
+    non-persistent buffer in Pyro, a tensor in TFP, an array in NumPy); the body reads
+    ``self.<name>`` instead. Rewrites the traced graph in place and returns the
+    ``__init__`` lines."""
+    nodes = ir.topo_order([v for v, _ in outputs] + list(effects))
+    static: set[int] = set()
+    for node in nodes:
+        if node.op == "source":
+            if node.attrs.get("constant"):
+                static.add(id(node))
+            continue
+        tensors = [a for a in node.args if isinstance(a, ir.Value)]
+        if node.op not in (*ir.EFFECTS, "call") and tensors and all(
+                id(a.node) in static for a in tensors):  # fmt: skip
+            static.add(id(node))
+    roots: dict[int, ir.Node] = {}
+    for node in nodes:
+        if id(node) not in static:
+            for a in node.args:
+                if isinstance(a, ir.Value) and id(a.node) in static and a.node.op != "source":
+                    roots.setdefault(id(a.node), a.node)
+    if not roots:
+        return ()
+    names, taken = {}, {"self"}
+    for key, node in roots.items():
+        base = node.hint or "constant"
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        names[key] = name
+        taken.add(name)
+    lines = emit_body([(ir.Value(n), names[k]) for k, n in roots.items()], {"self"}, em.OPS)
+    lines += [em.CONSTANT.format(name=names[k], value=names[k]) for k in roots]
+    for node in nodes:
+        if id(node) not in static:
+            node.args = tuple(
+                ir.source(f"self.{names[id(a.node)]}", a.node.shape)
+                if isinstance(a, ir.Value) and id(a.node) in roots else a
+                for a in node.args
+            )
+    return tuple(lines)
+
+
+def _with_init(text: str, lines: tuple[str, ...]) -> str:
+    """A layer class's text with ``lines`` at the end of its ``__init__``."""
+    if not lines:
+        return text
+    start = text.index("    def __init__(")
+    at = text.index("\n\n    def ", start)
+    return text[:at] + "\n" + "\n".join("        " + ln for ln in lines) + text[at:]
+
+
+def _with_methods(text: str, methods: list[str]) -> str:
+    """A layer class's text with ``methods`` before its first traced method."""
+    if not methods:
+        return text
+    at = text.index("\n    def _forward_")
+    return text[:at] + "\n" + "\n\n".join(methods) + "\n" + text[at:]
+
+
 def class_names(plans: list[Plan], texts: list[str]) -> list[str]:
     """The generated class of each plan, given each plan's emitted class text (with a
     placeholder name): plans share a class exactly when their texts are equal. A class
     is named after its paper name alone when it has one configuration in the flow, else
-    with the words of ``plan.variant`` that tell the configurations apart: the short
-    words (``AffineCouplingSplitFirst``) when they do, the detailed ones
-    (``AffineCouplingClampM5To3``) when only those do."""
+    with the words of ``plan.variant`` that tell the configurations apart: the detailed
+    words (``AffineCouplingClampM5To3``) only where the short ones
+    (``AffineCouplingSplitFirst``) do not and the name stays readable. Configurations
+    the words do not tell apart are told apart by their event shape
+    (``AffineCouplingCheckerboardOn1x8x8``); only those that even it does not tell apart
+    are numbered (``ScalingV1``, ``ScalingV2``)."""
     distinct: dict[str, dict[str, Plan]] = {}  # paper name -> text -> first plan
     for plan, text in zip(plans, texts, strict=True):
         distinct.setdefault(plan.class_name, {}).setdefault(text, plan)
@@ -226,21 +321,37 @@ def class_names(plans: list[Plan], texts: list[str]) -> list[str]:
             names[paper, next(iter(by_text))] = paper
             continue
         variants = [p.variant for p in by_text.values()]
-        aspects = [i for i in range(len(variants[0]))
-                   if len({v[i][1] for v in variants}) > 1]  # fmt: skip
-        chosen = None
-        for level in (0, 1):
-            words = ["".join(v[i][level] for i in aspects) for v in variants]
-            if len(set(words)) == len(words):
-                chosen = words
-                break
-        if chosen is None or max(map(len, chosen)) + len(paper) > MAX_NAME:
-            # not told apart by words (a configuration the words miss), or words too long
-            # for a readable name (a clamp bound of 17 digits): numbered variants
-            chosen = [f"V{k + 1}" for k in range(len(variants))]
+        aspects = [i for i in range(max(map(len, variants)))
+                   if len({v[i][1] if i < len(v) else "" for v in variants}) > 1]  # fmt: skip
+
+        short, detailed = (["".join(v[i][level] for i in aspects if i < len(v)) for v in variants]
+                           for level in (0, 1))  # fmt: skip
+        unique = len(set(detailed)) == len(detailed) and len(set(short)) < len(short)
+        chosen = detailed if unique and max(map(len, detailed)) + len(paper) <= MAX_NAME else short
+        if max(map(len, chosen)) + len(paper) > MAX_NAME:
+            chosen = [""] * len(chosen)  # words too long for a readable name
+        chosen = _told_apart(paper, chosen, [p.event_shape for p in by_text.values()])
         for text, word in zip(by_text, chosen, strict=True):
             names[paper, text] = paper + word
     return [names[p.class_name, t] for p, t in zip(plans, texts, strict=True)]
+
+
+def _told_apart(paper: str, words: list[str], shapes: list[tuple[int, ...]]) -> list[str]:
+    """``words`` where they are distinct; where several share one, each with its event
+    shape (``On4x4x4``) when the shapes tell them apart, else numbered (``V1``...); a
+    word every configuration shares is dropped."""
+    out = list(words)
+    for word in set(words):
+        group = [k for k, w in enumerate(words) if w == word]
+        if len(group) == 1:
+            continue
+        word = word if len(group) < len(words) else ""  # a word they all share tells nothing
+        shaped = [f"{word}On{'x'.join(map(str, shapes[k]))}" for k in group]
+        if len(set(shaped)) < len(shaped) or max(map(len, shaped)) + len(paper) > MAX_NAME:
+            shaped = [f"{word}V{n + 1}" for n in range(len(group))]
+        for k, name in zip(group, shaped, strict=True):
+            out[k] = name
+    return out
 
 
 _PLACEHOLDER = "__FLOWBRIDGE_CLASS__"
@@ -255,15 +366,23 @@ def generate(spec: FlowSpec, backend: str, plans: list[Plan] | None = None) -> s
     plans = plan_flow(spec) if plans is None else plans
     texts, used_ops, cache = [], set(), {}
     for plan in plans:
-        bodies = {}
+        bodies, called, constants = {}, {}, {}
         directions = ("forward", "inverse") + ("training",) * (plan.training_forward is not None)
         for direction in directions:
             outputs, ops_here, effects = trace(plan, direction)
             used_ops |= ops_here
+            constants[direction] = _hoist_constants(outputs, effects, em)
             bodies[direction] = emit_body(outputs, {"self", "x", "y", "context"}, em.OPS,
                                           effects, em.IN_PLACE, em.SPLIT)  # fmt: skip
+            nodes = ir.reachable([v for v, _ in outputs] + effects)
+            for method, found in ir.functions(nodes).items():
+                called.setdefault(method, []).extend(found)
         text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],
                               bodies.get("training"))  # fmt: skip
+        text = _with_methods(text, [_method(plan, m, fs, em) for m, fs in called.items()])
+        if len(set(constants.values())) > 1:
+            raise ir.ShapeError(f"{plan.class_name}: the directions' constants differ")
+        text = _with_init(text, constants["forward"])
         texts.append(cache.setdefault(text, text))
     names = class_names(plans, texts)
     classes = list(dict.fromkeys(t.replace(_PLACEHOLDER, n) for t, n in zip(texts, names, strict=True)))
@@ -330,13 +449,23 @@ _INIT_COMMENT = """\
 
 def _wrapped_string(text: str) -> str:
     """``text`` as ``NAME = "..."`` fits after 12 columns, else in parentheses: whole when
-    it fits on its own indented line (as ruff format joins it), else in chunks of 80."""
+    it fits on its own indented line (as ruff format joins it), else in chunks of up to
+    80 characters cut between JSON tokens only (a token longer than that alone)."""
     if len(py_str(text)) + 12 <= WIDTH:
         return py_str(text)
     if len(py_str(text)) + 4 <= WIDTH:
         return f"(\n    {py_str(text)}\n)"
-    chunks = [text[i : i + 80] for i in range(0, len(text), 80)]
+    chunks = [""]
+    for token in _JSON_TOKEN.findall(text):
+        if chunks[-1] and len(chunks[-1]) + len(token) > 80:
+            chunks.append("")
+        chunks[-1] += token
+    assert "".join(chunks) == text, "the JSON tokens must cover the text"
     return "(\n" + "".join(f"    {py_str(c)}\n" for c in chunks) + ")"
+
+
+#: A token of compact JSON: a string (escapes included), a bare number or word, a mark.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[^",:\[\]{}]+|[,:\[\]{}]')
 
 
 def _header(spec: FlowSpec, backend: str, em) -> str:

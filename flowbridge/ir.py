@@ -74,7 +74,20 @@ OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "sum_all": (1, ()),  # an unbatched tensor (a parameter) -> scalar
     "batch_fill": (2, ("event_ndims",)),  # (scalar, like x) -> (*batch,) filled with it
     "batch_zeros": (1, ("event_ndims",)),  # like x -> zeros of shape (*batch,)
+    # a sub-function traced once and emitted once per layer class, as a method every
+    # direction calls (``self.conditioner(x_a, context)``): any number of tensor
+    # arguments (arity -1), the method's name and the traced :class:`Function`
+    "call": (-1, ("method", "function")),
 }
+
+
+@dataclass(eq=False)
+class Function:
+    """A traced sub-function (:func:`call`): its parameters' names, in order, and its
+    output; the sources of its body are the parameters and the layer's attributes."""
+
+    params: tuple[str, ...]
+    output: Value
 
 
 class ShapeError(TypeError):
@@ -155,7 +168,7 @@ def _check_arg(a):
 
 def _apply(op: str, *args, **attrs) -> Value:
     arity, attr_names = OPS[op]
-    if len(args) != arity:
+    if arity >= 0 and len(args) != arity:
         raise TypeError(f"op {op!r} takes {arity} tensor arguments, got {len(args)}")
     if set(attrs) != set(attr_names):
         raise TypeError(f"op {op!r} takes attributes {attr_names}, got {tuple(attrs)}")
@@ -211,6 +224,9 @@ def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
         return _broadcast(node)
     if not all(isinstance(a, Value) for a in args):
         raise _fail(node, "expected tensors (traced Values), not numbers")
+    if op == "call":
+        out = node.attrs["function"].output
+        return out.shape, out.batched
     first = args[0].node
     if op == "linear":
         kernel, bias = args[1].node, args[2].node
@@ -339,6 +355,42 @@ def source(
         shape = (len(value),)
     node = Node("source", (), {"expr": expr}, hint, tuple(shape), batched, value)
     return Value(node)
+
+
+def call(method: str, fn, params: tuple[str, ...], *args: Value) -> Value:
+    """``fn(*args)``, traced once over fresh sources named ``params`` (shaped as
+    ``args``) into a :class:`Function`, and recorded as one ``call`` node: the emitted
+    code calls ``self.{method}(...)``, whose body is the function's, written once per
+    class however many directions call it."""
+    if len(params) != len(args):
+        raise TypeError(f"call {method!r}: {len(params)} parameter names for {len(args)} arguments")
+    inputs = [source(name, a.shape, batched=a.batched) for name, a in zip(params, args, strict=True)]
+    function = Function(tuple(params), fn(*inputs))
+    value = _apply("call", *args, method=method, function=function)
+    value.node.hint = function.output.node.hint
+    return value
+
+
+def functions(nodes: list[Node]) -> dict[str, list[Function]]:
+    """{method: [Function, ...]} of the ``call`` nodes among ``nodes``."""
+    out: dict[str, list[Function]] = {}
+    for node in nodes:
+        if node.op == "call":
+            out.setdefault(node.attrs["method"], []).append(node.attrs["function"])
+    return out
+
+
+def reachable(outputs: list[Value]) -> list[Node]:
+    """Every node ``outputs`` depend on, the bodies of called functions included."""
+    seen, todo, out = set(), list(outputs), []
+    while todo:
+        for node in topo_order(todo):
+            if id(node) not in seen:
+                seen.add(id(node))
+                out.append(node)
+        todo = [f.output for fs in functions(out).values() for f in fs
+                if id(f.output.node) not in seen]  # fmt: skip
+    return out
 
 
 def topo_order(outputs: list[Value]) -> list[Node]:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import ir
 from . import spec as S
 from .ir import Value, ops, source
 
@@ -152,8 +153,10 @@ class View:
             raise AttributeError(name)
         if name in self._params:
             return source(f"self.{name}", self._params[name].shape)
-        if name in self._buffers:
-            return source(f"self.{name}", self._buffers[name])
+        if name in self._buffers:  # a constant: what only it feeds is built once
+            value = source(f"self.{name}", self._buffers[name])
+            value.node.attrs["constant"] = True
+            return value
         if isinstance(self._args.get(name), (int, list)):
             return source(f"self.{name}", value=self._args[name])
         raise AttributeError(f"the layer declares no parameter or argument {name!r}")
@@ -531,14 +534,21 @@ def plan_coupling(
     net = ResNet if isinstance(layer.conditioner, S.ResNetConditioner) else MLP
     cond = net(layer.conditioner, part.n_pass, emap.per_entry * part.n_trans, context)
 
+    def conditioner(p: View, a: Value, c: Value | None) -> Value:
+        """m(x_a) (with the context: m([x_a | c])), one method every direction calls;
+        its parameter is x_a, which the inverse passes as y_a (the same entries)."""
+        given = (a,) if c is None else (a, c)
+        params = ("x_a",) if c is None else ("x_a", "context")
+        return ir.call("conditioner", lambda *v: cond(p, *v), params, *given)
+
     def forward(p: View, x: Value, c: Value | None = None):
         x_a, x_b = part.split(p, x, "x")
-        y_b, log_det = emap.forward(p, cond(p, x_a, c), x_b, x)
+        y_b, log_det = emap.forward(p, conditioner(p, x_a, c), x_b, x)
         return part.merge(p, x_a, y_b), log_det
 
     def inverse(p: View, y: Value, c: Value | None = None):
         y_a, y_b = part.split(p, y, "y")
-        x_b, log_det = emap.inverse(p, cond(p, y_a, c), y_b, y)
+        x_b, log_det = emap.inverse(p, conditioner(p, y_a, c), y_b, y)
         return part.merge(p, y_a, x_b), log_det
 
     config = "; ".join(t for t in (part.text, cond.text, emap.text) if t)

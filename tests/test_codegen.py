@@ -4,6 +4,7 @@ names and docstrings, value names, the parameter-init table, and the constant pr
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import numpy as np
@@ -130,3 +131,75 @@ def test_constants_are_bounded_and_the_printer_refuses_non_finite_values():
     spec = fb.FlowSpec(event_shape=(4,), layers=[fb.AffineCoupling(scale=fb.SoftClampScale(
         bound=8.5e37), conditioner=fb.Conditioner(hidden=(8,)))])  # fmt: skip
     assert fb.check(spec, dtypes=("float64",)).ok
+
+
+# ------------------------------------------------------------ code that reads like the paper
+def _class_text(code: str, name: str) -> str:
+    match = re.search(rf"^class {name}\(.*?(?=^class |^def )", code, re.S | re.M)
+    assert match, name
+    return match.group(0)
+
+
+@pytest.mark.parametrize("backend", B.NAMES)
+def test_the_conditioner_is_written_once_per_class(backend):
+    """Each coupling class has one ``conditioner`` method that both directions call; the
+    dense layers are not unrolled into either body."""
+    spec = fb.load_spec(EXAMPLES / "realnvp_d3_pyro_clamp.yaml")
+    code = fb.generate(spec, backend)
+    text = _class_text(code, "AffineCouplingSplitFirst")
+    depth = len(spec.layers[0].conditioner.hidden) + 1
+    assert text.count("def conditioner(self, x_a):") == 1
+    assert text.count("self.kernels[") == depth  # one use of each kernel, in the method
+    assert text.count("self.conditioner(x_a)") == 1 and text.count("self.conditioner(y_a)") == 1
+
+
+@pytest.mark.parametrize("backend", B.NAMES)
+def test_image_classes_are_named_by_configuration_not_numbered(backend):
+    code = fb.generate(fb.load_spec(EXAMPLES / "realnvp_image_c1_8x8.yaml"), backend)
+    names = re.findall(r"^class (\w+)", code, re.M)
+    assert not [n for n in names if re.search(r"V\d+$", n)], names
+    assert {"AffineCouplingChannelFirst", "AffineCouplingChannelLast"} <= set(names)
+    # the checkerboards on 1x8x8 and 4x4x4 share a class where their texts are equal
+    # (NumPy's); where the channel count is written into them, the shape names them
+    checkerboards = {n for n in names if n.startswith("AffineCouplingCheckerboard")}
+    assert checkerboards in ({"AffineCouplingCheckerboard"},
+                             {"AffineCouplingCheckerboardOn1x8x8",
+                              "AffineCouplingCheckerboardOn4x4x4"})  # fmt: skip
+    actnorm = fb.generate(fb.realnvp_image((3, 8, 8), actnorm=True), backend)
+    assert not re.search(r"^class \w+V\d+\(", actnorm, re.M)
+
+
+@pytest.mark.parametrize("backend", B.NAMES)
+def test_constant_masks_are_built_once(backend):
+    """A checkerboard's mask is computed in __init__ from its parities, not per call."""
+    code = fb.generate(fb.load_spec(EXAMPLES / "realnvp_image_c1_8x8.yaml"), backend)
+    name = re.search(r"^class (AffineCouplingCheckerboard\w*)\(", code, re.M).group(1)
+    text = _class_text(code, name)
+    init, rest = text.split("def conditioner", 1)
+    assert "parity_diff = self.rows - self.cols" in init
+    assert "parity_diff" not in rest and "x_a = x * self.mask" in rest
+
+
+def test_pyro_masks_are_non_persistent_buffers():
+    pytest.importorskip("pyro")
+    spec = fb.load_spec(EXAMPLES / "realnvp_image_c1_8x8.yaml")
+    flow = fb.to_pyro(spec, dtype="float64")
+    layer = flow[0]
+    assert layer.mask.dtype == layer.rows.dtype == __import__("torch").float64
+    keys = flow.state_dict().keys()
+    assert "0.rows" in keys and "0.mask" not in keys and "0.trans_mask" not in keys
+
+
+def test_spec_json_is_split_between_tokens_only():
+    spec = fb.load_spec(EXAMPLES / "realnvp_image_c1_8x8.yaml")
+    code = fb.generate(spec, "numpy")
+    block = code.split("SPEC_JSON = (\n", 1)[1].split("\n)", 1)[0]
+    chunks = [eval(line.strip()) for line in block.splitlines()]  # noqa: S307 (literals)
+    assert "".join(chunks) == json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    text, ends, at = "".join(chunks), set(), 0
+    for token in codegen._JSON_TOKEN.findall(text):
+        at += len(token)
+        ends.add(at)
+    cuts = [sum(map(len, chunks[: k + 1])) for k in range(len(chunks) - 1)]
+    assert set(cuts) <= ends, "a chunk ends inside a JSON token"
+    assert len(chunks) > 1 and all(len(c) <= 80 for c in chunks)

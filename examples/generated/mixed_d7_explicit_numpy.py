@@ -16,16 +16,16 @@ import numpy as np
 
 SPEC_HASH = "a8425ba2e01c83367164f31a9909ebbdcdd811a98bdcdc94cb02e9cacd7965a0"
 SPEC_JSON = (
-    '{"event_shape":[7],"format_version":1,"layers":[{"conditioner":{"activation":"ge'
-    'lu","hidden":[24,24],"negative_slope":0.01},"mask":{"kind":"explicit","values":['
-    'true,false,false,true,true,false,false]},"type":"additive_coupling"},{"indices":'
-    '[3,0,6,1,5,2,4],"kind":"explicit","seed":null,"type":"permutation"},{"conditione'
-    'r":{"activation":"gelu","hidden":[24],"negative_slope":0.01},"mask":{"kind":"exp'
-    'licit","values":[false,true,true,false,false,true,true]},"scale":{"kind":"exp"},'
-    '"type":"affine_coupling"},{"conditioner":{"activation":"relu","hidden":[],"negat'
-    'ive_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"scale":{"kind":"sigmoi'
-    'd","offset":2.0},"type":"affine_coupling"},{"type":"scaling"}],"name":"mixed_d7_'
-    'explicit"}'
+    '{"event_shape":[7],"format_version":1,"layers":[{"conditioner":{"activation":'
+    '"gelu","hidden":[24,24],"negative_slope":0.01},"mask":{"kind":"explicit",'
+    '"values":[true,false,false,true,true,false,false]},"type":"additive_coupling"},{'
+    '"indices":[3,0,6,1,5,2,4],"kind":"explicit","seed":null,"type":"permutation"},{'
+    '"conditioner":{"activation":"gelu","hidden":[24],"negative_slope":0.01},"mask":{'
+    '"kind":"explicit","values":[false,true,true,false,false,true,true]},"scale":{'
+    '"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu",'
+    '"hidden":[],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},'
+    '"scale":{"kind":"sigmoid","offset":2.0},"type":"affine_coupling"},{"type":'
+    '"scaling"}],"name":"mixed_d7_explicit"}'
 )
 EVENT_SHAPE = (7,)
 PARAM_SHAPES = {
@@ -209,10 +209,8 @@ class AdditiveCoupling(_Layer):
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
         self.merge_idx = np.asarray(merge_idx, dtype=np.intp)
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = np.take(x, self.pass_idx, axis=-1)
-        x_b = np.take(x, self.trans_idx, axis=-1)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
         half_h = 0.5 * h
         h_over_sqrt2 = h * 0.7071067811865476
@@ -225,7 +223,14 @@ class AdditiveCoupling(_Layer):
         erf_h_1 = _erf(h_over_sqrt2_1)
         one_plus_erf_h_1 = 1.0 + erf_h_1
         h_3 = half_h_1 * one_plus_erf_h_1
-        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = np.take(x, self.pass_idx, axis=-1)
+        x_b = np.take(x, self.trans_idx, axis=-1)
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         tmp = np.concatenate([x_a, y_b], axis=-1)
         y = np.take(tmp, self.merge_idx, axis=-1)
@@ -236,19 +241,7 @@ class AdditiveCoupling(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = np.take(y, self.pass_idx, axis=-1)
         y_b = np.take(y, self.trans_idx, axis=-1)
-        h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
-        half_h = 0.5 * h
-        h_over_sqrt2 = h * 0.7071067811865476
-        erf_h = _erf(h_over_sqrt2)
-        one_plus_erf_h = 1.0 + erf_h
-        h_1 = half_h * one_plus_erf_h
-        h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
-        half_h_1 = 0.5 * h_2
-        h_over_sqrt2_1 = h_2 * 0.7071067811865476
-        erf_h_1 = _erf(h_over_sqrt2_1)
-        one_plus_erf_h_1 = 1.0 + erf_h_1
-        h_3 = half_h_1 * one_plus_erf_h_1
-        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         tmp = np.concatenate([y_a, x_b], axis=-1)
         x = np.take(tmp, self.merge_idx, axis=-1)
@@ -326,10 +319,8 @@ class AffineCouplingDepth1GeluExp(_Layer):
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
         self.merge_idx = np.asarray(merge_idx, dtype=np.intp)
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = np.take(x, self.pass_idx, axis=-1)
-        x_b = np.take(x, self.trans_idx, axis=-1)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
         half_h = 0.5 * h
         h_over_sqrt2 = h * 0.7071067811865476
@@ -337,6 +328,13 @@ class AffineCouplingDepth1GeluExp(_Layer):
         one_plus_erf_h = 1.0 + erf_h
         h_1 = half_h * one_plus_erf_h
         out = np.matmul(h_1, self.kernels[1]) + self.biases[1]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = np.take(x, self.pass_idx, axis=-1)
+        x_b = np.take(x, self.trans_idx, axis=-1)
+        out = self.conditioner(x_a)
         log_scale = out[..., self.n_trans :]
         scale = np.exp(log_scale)
         x_b_scaled = x_b * scale
@@ -351,13 +349,7 @@ class AffineCouplingDepth1GeluExp(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = np.take(y, self.pass_idx, axis=-1)
         y_b = np.take(y, self.trans_idx, axis=-1)
-        h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
-        half_h = 0.5 * h
-        h_over_sqrt2 = h * 0.7071067811865476
-        erf_h = _erf(h_over_sqrt2)
-        one_plus_erf_h = 1.0 + erf_h
-        h_1 = half_h * one_plus_erf_h
-        out = np.matmul(h_1, self.kernels[1]) + self.biases[1]
+        out = self.conditioner(y_a)
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         log_scale = out[..., self.n_trans :]
@@ -411,11 +403,16 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         self.trans_idx = np.asarray(trans_idx, dtype=np.intp)
         self.merge_idx = np.asarray(merge_idx, dtype=np.intp)
 
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
+        out = np.matmul(x_a, self.kernels[0]) + self.biases[0]
+        return out
+
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = np.take(x, self.pass_idx, axis=-1)
         x_b = np.take(x, self.trans_idx, axis=-1)
-        out = np.matmul(x_a, self.kernels[0]) + self.biases[0]
+        out = self.conditioner(x_a)
         s = out[..., self.n_trans :]
         s_offset = s + 2.0
         scale = np.exp(-np.logaddexp(0.0, -s_offset))
@@ -432,7 +429,7 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = np.take(y, self.pass_idx, axis=-1)
         y_b = np.take(y, self.trans_idx, axis=-1)
-        out = np.matmul(y_a, self.kernels[0]) + self.biases[0]
+        out = self.conditioner(y_a)
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]

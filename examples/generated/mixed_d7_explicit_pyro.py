@@ -18,16 +18,16 @@ from torch.distributions.transforms import Transform
 
 SPEC_HASH = "a8425ba2e01c83367164f31a9909ebbdcdd811a98bdcdc94cb02e9cacd7965a0"
 SPEC_JSON = (
-    '{"event_shape":[7],"format_version":1,"layers":[{"conditioner":{"activation":"ge'
-    'lu","hidden":[24,24],"negative_slope":0.01},"mask":{"kind":"explicit","values":['
-    'true,false,false,true,true,false,false]},"type":"additive_coupling"},{"indices":'
-    '[3,0,6,1,5,2,4],"kind":"explicit","seed":null,"type":"permutation"},{"conditione'
-    'r":{"activation":"gelu","hidden":[24],"negative_slope":0.01},"mask":{"kind":"exp'
-    'licit","values":[false,true,true,false,false,true,true]},"scale":{"kind":"exp"},'
-    '"type":"affine_coupling"},{"conditioner":{"activation":"relu","hidden":[],"negat'
-    'ive_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"scale":{"kind":"sigmoi'
-    'd","offset":2.0},"type":"affine_coupling"},{"type":"scaling"}],"name":"mixed_d7_'
-    'explicit"}'
+    '{"event_shape":[7],"format_version":1,"layers":[{"conditioner":{"activation":'
+    '"gelu","hidden":[24,24],"negative_slope":0.01},"mask":{"kind":"explicit",'
+    '"values":[true,false,false,true,true,false,false]},"type":"additive_coupling"},{'
+    '"indices":[3,0,6,1,5,2,4],"kind":"explicit","seed":null,"type":"permutation"},{'
+    '"conditioner":{"activation":"gelu","hidden":[24],"negative_slope":0.01},"mask":{'
+    '"kind":"explicit","values":[false,true,true,false,false,true,true]},"scale":{'
+    '"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu",'
+    '"hidden":[],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},'
+    '"scale":{"kind":"sigmoid","offset":2.0},"type":"affine_coupling"},{"type":'
+    '"scaling"}],"name":"mixed_d7_explicit"}'
 )
 EVENT_SHAPE = (7,)
 PARAM_SHAPES = {
@@ -261,10 +261,8 @@ class AdditiveCoupling(_Layer):
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
         self.register_buffer("merge_idx", torch.tensor(merge_idx, dtype=torch.long))
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x.index_select(-1, self.pass_idx)
-        x_b = x.index_select(-1, self.trans_idx)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         half_h = 0.5 * h
         h_over_sqrt2 = h * 0.7071067811865476
@@ -277,7 +275,14 @@ class AdditiveCoupling(_Layer):
         erf_h_1 = torch.erf(h_over_sqrt2_1)
         one_plus_erf_h_1 = 1.0 + erf_h_1
         h_3 = half_h_1 * one_plus_erf_h_1
-        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x.index_select(-1, self.pass_idx)
+        x_b = x.index_select(-1, self.trans_idx)
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         tmp = torch.cat([x_a, y_b], dim=-1)
         y = tmp.index_select(-1, self.merge_idx)
@@ -288,19 +293,7 @@ class AdditiveCoupling(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
-        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        half_h = 0.5 * h
-        h_over_sqrt2 = h * 0.7071067811865476
-        erf_h = torch.erf(h_over_sqrt2)
-        one_plus_erf_h = 1.0 + erf_h
-        h_1 = half_h * one_plus_erf_h
-        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        half_h_1 = 0.5 * h_2
-        h_over_sqrt2_1 = h_2 * 0.7071067811865476
-        erf_h_1 = torch.erf(h_over_sqrt2_1)
-        one_plus_erf_h_1 = 1.0 + erf_h_1
-        h_3 = half_h_1 * one_plus_erf_h_1
-        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         tmp = torch.cat([y_a, x_b], dim=-1)
         x = tmp.index_select(-1, self.merge_idx)
@@ -366,10 +359,8 @@ class AffineCouplingDepth1GeluExp(_Layer):
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
         self.register_buffer("merge_idx", torch.tensor(merge_idx, dtype=torch.long))
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x.index_select(-1, self.pass_idx)
-        x_b = x.index_select(-1, self.trans_idx)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         half_h = 0.5 * h
         h_over_sqrt2 = h * 0.7071067811865476
@@ -377,6 +368,13 @@ class AffineCouplingDepth1GeluExp(_Layer):
         one_plus_erf_h = 1.0 + erf_h
         h_1 = half_h * one_plus_erf_h
         out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x.index_select(-1, self.pass_idx)
+        x_b = x.index_select(-1, self.trans_idx)
+        out = self.conditioner(x_a)
         shift, log_scale = out.split([self.n_trans, 6 - self.n_trans], dim=-1)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
@@ -390,13 +388,7 @@ class AffineCouplingDepth1GeluExp(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
-        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        half_h = 0.5 * h
-        h_over_sqrt2 = h * 0.7071067811865476
-        erf_h = torch.erf(h_over_sqrt2)
-        one_plus_erf_h = 1.0 + erf_h
-        h_1 = half_h * one_plus_erf_h
-        out = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
+        out = self.conditioner(y_a)
         shift, log_scale = out.split([self.n_trans, 6 - self.n_trans], dim=-1)
         y_b_unshifted = y_b - shift
         neg_log_scale = -log_scale
@@ -437,11 +429,16 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         self.register_buffer("trans_idx", torch.tensor(trans_idx, dtype=torch.long))
         self.register_buffer("merge_idx", torch.tensor(merge_idx, dtype=torch.long))
 
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
+        out = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
+        return out
+
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = x.index_select(-1, self.pass_idx)
         x_b = x.index_select(-1, self.trans_idx)
-        out = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
+        out = self.conditioner(x_a)
         shift, s = out.split([self.n_trans, 8 - self.n_trans], dim=-1)
         s_offset = s + 2.0
         scale = torch.sigmoid(s_offset)
@@ -457,7 +454,7 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y.index_select(-1, self.pass_idx)
         y_b = y.index_select(-1, self.trans_idx)
-        out = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
+        out = self.conditioner(y_a)
         shift, s = out.split([self.n_trans, 8 - self.n_trans], dim=-1)
         y_b_unshifted = y_b - shift
         s_offset = s + 2.0

@@ -19,16 +19,16 @@ tfb = tfp.bijectors
 
 SPEC_HASH = "a8425ba2e01c83367164f31a9909ebbdcdd811a98bdcdc94cb02e9cacd7965a0"
 SPEC_JSON = (
-    '{"event_shape":[7],"format_version":1,"layers":[{"conditioner":{"activation":"ge'
-    'lu","hidden":[24,24],"negative_slope":0.01},"mask":{"kind":"explicit","values":['
-    'true,false,false,true,true,false,false]},"type":"additive_coupling"},{"indices":'
-    '[3,0,6,1,5,2,4],"kind":"explicit","seed":null,"type":"permutation"},{"conditione'
-    'r":{"activation":"gelu","hidden":[24],"negative_slope":0.01},"mask":{"kind":"exp'
-    'licit","values":[false,true,true,false,false,true,true]},"scale":{"kind":"exp"},'
-    '"type":"affine_coupling"},{"conditioner":{"activation":"relu","hidden":[],"negat'
-    'ive_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"scale":{"kind":"sigmoi'
-    'd","offset":2.0},"type":"affine_coupling"},{"type":"scaling"}],"name":"mixed_d7_'
-    'explicit"}'
+    '{"event_shape":[7],"format_version":1,"layers":[{"conditioner":{"activation":'
+    '"gelu","hidden":[24,24],"negative_slope":0.01},"mask":{"kind":"explicit",'
+    '"values":[true,false,false,true,true,false,false]},"type":"additive_coupling"},{'
+    '"indices":[3,0,6,1,5,2,4],"kind":"explicit","seed":null,"type":"permutation"},{'
+    '"conditioner":{"activation":"gelu","hidden":[24],"negative_slope":0.01},"mask":{'
+    '"kind":"explicit","values":[false,true,true,false,false,true,true]},"scale":{'
+    '"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu",'
+    '"hidden":[],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},'
+    '"scale":{"kind":"sigmoid","offset":2.0},"type":"affine_coupling"},{"type":'
+    '"scaling"}],"name":"mixed_d7_explicit"}'
 )
 EVENT_SHAPE = (7,)
 PARAM_SHAPES = {
@@ -340,10 +340,8 @@ class AdditiveCoupling(_Layer):
                 name=name,
             )
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = tf.gather(x, self.pass_idx, axis=-1)
-        x_b = tf.gather(x, self.trans_idx, axis=-1)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         half_h = 0.5 * h
         h_over_sqrt2 = h * 0.7071067811865476
@@ -356,7 +354,14 @@ class AdditiveCoupling(_Layer):
         erf_h_1 = tf.math.erf(h_over_sqrt2_1)
         one_plus_erf_h_1 = 1.0 + erf_h_1
         h_3 = half_h_1 * one_plus_erf_h_1
-        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = tf.gather(x, self.pass_idx, axis=-1)
+        x_b = tf.gather(x, self.trans_idx, axis=-1)
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         tmp = tf.concat([x_a, y_b], axis=-1)
         y = tf.gather(tmp, self.merge_idx, axis=-1)
@@ -367,19 +372,7 @@ class AdditiveCoupling(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = tf.gather(y, self.pass_idx, axis=-1)
         y_b = tf.gather(y, self.trans_idx, axis=-1)
-        h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        half_h = 0.5 * h
-        h_over_sqrt2 = h * 0.7071067811865476
-        erf_h = tf.math.erf(h_over_sqrt2)
-        one_plus_erf_h = 1.0 + erf_h
-        h_1 = half_h * one_plus_erf_h
-        h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        half_h_1 = 0.5 * h_2
-        h_over_sqrt2_1 = h_2 * 0.7071067811865476
-        erf_h_1 = tf.math.erf(h_over_sqrt2_1)
-        one_plus_erf_h_1 = 1.0 + erf_h_1
-        h_3 = half_h_1 * one_plus_erf_h_1
-        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         tmp = tf.concat([y_a, x_b], axis=-1)
         x = tf.gather(tmp, self.merge_idx, axis=-1)
@@ -490,10 +483,8 @@ class AffineCouplingDepth1GeluExp(_Layer):
                 name=name,
             )
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = tf.gather(x, self.pass_idx, axis=-1)
-        x_b = tf.gather(x, self.trans_idx, axis=-1)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         half_h = 0.5 * h
         h_over_sqrt2 = h * 0.7071067811865476
@@ -501,6 +492,13 @@ class AffineCouplingDepth1GeluExp(_Layer):
         one_plus_erf_h = 1.0 + erf_h
         h_1 = half_h * one_plus_erf_h
         out = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = tf.gather(x, self.pass_idx, axis=-1)
+        x_b = tf.gather(x, self.trans_idx, axis=-1)
+        out = self.conditioner(x_a)
         log_scale = out[..., self.n_trans :]
         scale = tf.exp(log_scale)
         x_b_scaled = x_b * scale
@@ -515,13 +513,7 @@ class AffineCouplingDepth1GeluExp(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = tf.gather(y, self.pass_idx, axis=-1)
         y_b = tf.gather(y, self.trans_idx, axis=-1)
-        h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        half_h = 0.5 * h
-        h_over_sqrt2 = h * 0.7071067811865476
-        erf_h = tf.math.erf(h_over_sqrt2)
-        one_plus_erf_h = 1.0 + erf_h
-        h_1 = half_h * one_plus_erf_h
-        out = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
+        out = self.conditioner(y_a)
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         log_scale = out[..., self.n_trans :]
@@ -587,11 +579,16 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
                 name=name,
             )
 
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
+        out = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
+        return out
+
     def _forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         x_a = tf.gather(x, self.pass_idx, axis=-1)
         x_b = tf.gather(x, self.trans_idx, axis=-1)
-        out = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
+        out = self.conditioner(x_a)
         s = out[..., self.n_trans :]
         s_offset = s + 2.0
         scale = tf.sigmoid(s_offset)
@@ -608,7 +605,7 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = tf.gather(y, self.pass_idx, axis=-1)
         y_b = tf.gather(y, self.trans_idx, axis=-1)
-        out = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
+        out = self.conditioner(y_a)
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]

@@ -14,15 +14,15 @@ import numpy as np
 
 SPEC_HASH = "3915326dc8d378e9471a920ab8d85354660f40574679df2c480a150330b017e0"
 SPEC_JSON = (
-    '{"event_shape":[2],"format_version":1,"layers":[{"conditioner":{"activation":"re'
-    'lu","hidden":[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"ev'
-    'en"},"type":"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[3'
-    '2,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":"add'
-    'itive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],"negative_'
-    'slope":0.01},"mask":{"kind":"parity","parity":"even"},"type":"additive_coupling"'
-    '},{"conditioner":{"activation":"relu","hidden":[32,32],"negative_slope":0.01},"m'
-    'ask":{"kind":"parity","parity":"odd"},"type":"additive_coupling"},{"type":"scali'
-    'ng"}],"name":"nice_d2"}'
+    '{"event_shape":[2],"format_version":1,"layers":[{"conditioner":{"activation":'
+    '"relu","hidden":[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":'
+    '"even"},"type":"additive_coupling"},{"conditioner":{"activation":"relu","hidden"'
+    ':[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":'
+    '"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],'
+    '"negative_slope":0.01},"mask":{"kind":"parity","parity":"even"},"type":'
+    '"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],'
+    '"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":'
+    '"additive_coupling"},{"type":"scaling"}],"name":"nice_d2"}'
 )
 EVENT_SHAPE = (2,)
 PARAM_SHAPES = {
@@ -225,15 +225,20 @@ class AdditiveCouplingSplitFirst(_Layer):
         self.kernels, self.biases = _dense(sizes, init, rng)
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x[..., : self.split]
-        x_b = x[..., self.split :]
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = np.maximum(h, 0.0)
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = np.maximum(h_2, 0.0)
-        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x[..., : self.split]
+        x_b = x[..., self.split :]
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         y = np.concatenate([x_a, y_b], axis=-1)
         log_det = np.zeros(x.shape[:-1])
@@ -243,11 +248,7 @@ class AdditiveCouplingSplitFirst(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
-        h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = np.maximum(h, 0.0)
-        h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = np.maximum(h_2, 0.0)
-        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         x = np.concatenate([y_a, x_b], axis=-1)
         log_det = np.zeros(y.shape[:-1])
@@ -279,15 +280,20 @@ class AdditiveCouplingSplitLast(_Layer):
         self.kernels, self.biases = _dense(sizes, init, rng)
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b = x[..., : self.split]
-        x_a = x[..., self.split :]
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = np.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = np.maximum(h, 0.0)
         h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = np.maximum(h_2, 0.0)
-        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_b = x[..., : self.split]
+        x_a = x[..., self.split :]
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         y = np.concatenate([y_b, x_a], axis=-1)
         log_det = np.zeros(x.shape[:-1])
@@ -297,11 +303,7 @@ class AdditiveCouplingSplitLast(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
-        h = np.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = np.maximum(h, 0.0)
-        h_2 = np.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = np.maximum(h_2, 0.0)
-        shift = np.matmul(h_3, self.kernels[2]) + self.biases[2]
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         x = np.concatenate([x_b, y_a], axis=-1)
         log_det = np.zeros(y.shape[:-1])

@@ -18,15 +18,15 @@ from torch.distributions.transforms import Transform
 
 SPEC_HASH = "3915326dc8d378e9471a920ab8d85354660f40574679df2c480a150330b017e0"
 SPEC_JSON = (
-    '{"event_shape":[2],"format_version":1,"layers":[{"conditioner":{"activation":"re'
-    'lu","hidden":[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"ev'
-    'en"},"type":"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[3'
-    '2,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":"add'
-    'itive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],"negative_'
-    'slope":0.01},"mask":{"kind":"parity","parity":"even"},"type":"additive_coupling"'
-    '},{"conditioner":{"activation":"relu","hidden":[32,32],"negative_slope":0.01},"m'
-    'ask":{"kind":"parity","parity":"odd"},"type":"additive_coupling"},{"type":"scali'
-    'ng"}],"name":"nice_d2"}'
+    '{"event_shape":[2],"format_version":1,"layers":[{"conditioner":{"activation":'
+    '"relu","hidden":[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":'
+    '"even"},"type":"additive_coupling"},{"conditioner":{"activation":"relu","hidden"'
+    ':[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":'
+    '"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],'
+    '"negative_slope":0.01},"mask":{"kind":"parity","parity":"even"},"type":'
+    '"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],'
+    '"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":'
+    '"additive_coupling"},{"type":"scaling"}],"name":"nice_d2"}'
 )
 EVENT_SHAPE = (2,)
 PARAM_SHAPES = {
@@ -282,14 +282,19 @@ class AdditiveCouplingSplitFirst(_Layer):
         self.kernels, self.biases = _dense(sizes, init)
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a, x_b = x.split([self.split, 2 - self.split], dim=-1)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu_(h_2)
-        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a, x_b = x.split([self.split, 2 - self.split], dim=-1)
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         y = torch.cat([x_a, y_b], dim=-1)
         log_det = x.new_zeros(x.shape[:-1])
@@ -298,11 +303,7 @@ class AdditiveCouplingSplitFirst(_Layer):
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a, y_b = y.split([self.split, 2 - self.split], dim=-1)
-        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        h_1 = torch.relu_(h)
-        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        h_3 = torch.relu_(h_2)
-        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         x = torch.cat([y_a, x_b], dim=-1)
         log_det = y.new_zeros(y.shape[:-1])
@@ -333,14 +334,19 @@ class AdditiveCouplingSplitLast(_Layer):
         self.kernels, self.biases = _dense(sizes, init)
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b, x_a = x.split([self.split, 2 - self.split], dim=-1)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.relu_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.relu_(h_2)
-        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_b, x_a = x.split([self.split, 2 - self.split], dim=-1)
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         y = torch.cat([y_b, x_a], dim=-1)
         log_det = x.new_zeros(x.shape[:-1])
@@ -349,11 +355,7 @@ class AdditiveCouplingSplitLast(_Layer):
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b, y_a = y.split([self.split, 2 - self.split], dim=-1)
-        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        h_1 = torch.relu_(h)
-        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        h_3 = torch.relu_(h_2)
-        shift = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         x = torch.cat([x_b, y_a], dim=-1)
         log_det = y.new_zeros(y.shape[:-1])

@@ -19,15 +19,15 @@ tfb = tfp.bijectors
 
 SPEC_HASH = "3915326dc8d378e9471a920ab8d85354660f40574679df2c480a150330b017e0"
 SPEC_JSON = (
-    '{"event_shape":[2],"format_version":1,"layers":[{"conditioner":{"activation":"re'
-    'lu","hidden":[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"ev'
-    'en"},"type":"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[3'
-    '2,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":"add'
-    'itive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],"negative_'
-    'slope":0.01},"mask":{"kind":"parity","parity":"even"},"type":"additive_coupling"'
-    '},{"conditioner":{"activation":"relu","hidden":[32,32],"negative_slope":0.01},"m'
-    'ask":{"kind":"parity","parity":"odd"},"type":"additive_coupling"},{"type":"scali'
-    'ng"}],"name":"nice_d2"}'
+    '{"event_shape":[2],"format_version":1,"layers":[{"conditioner":{"activation":'
+    '"relu","hidden":[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":'
+    '"even"},"type":"additive_coupling"},{"conditioner":{"activation":"relu","hidden"'
+    ':[32,32],"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":'
+    '"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],'
+    '"negative_slope":0.01},"mask":{"kind":"parity","parity":"even"},"type":'
+    '"additive_coupling"},{"conditioner":{"activation":"relu","hidden":[32,32],'
+    '"negative_slope":0.01},"mask":{"kind":"parity","parity":"odd"},"type":'
+    '"additive_coupling"},{"type":"scaling"}],"name":"nice_d2"}'
 )
 EVENT_SHAPE = (2,)
 PARAM_SHAPES = {
@@ -359,15 +359,20 @@ class AdditiveCouplingSplitFirst(_Layer):
                 name=name,
             )
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x[..., : self.split]
-        x_b = x[..., self.split :]
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = tf.nn.relu(h)
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = tf.nn.relu(h_2)
-        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x[..., : self.split]
+        x_b = x[..., self.split :]
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         y = tf.concat([x_a, y_b], axis=-1)
         log_det = tf.zeros([], dtype=x.dtype)
@@ -377,11 +382,7 @@ class AdditiveCouplingSplitFirst(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
-        h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = tf.nn.relu(h)
-        h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = tf.nn.relu(h_2)
-        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         x = tf.concat([y_a, x_b], axis=-1)
         log_det = tf.zeros([], dtype=y.dtype)
@@ -433,15 +434,20 @@ class AdditiveCouplingSplitLast(_Layer):
                 name=name,
             )
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b = x[..., : self.split]
-        x_a = x[..., self.split :]
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = tf.nn.relu(h)
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = tf.nn.relu(h_2)
-        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_b = x[..., : self.split]
+        x_a = x[..., self.split :]
+        shift = self.conditioner(x_a)
         y_b = x_b + shift
         y = tf.concat([y_b, x_a], axis=-1)
         log_det = tf.zeros([], dtype=x.dtype)
@@ -451,11 +457,7 @@ class AdditiveCouplingSplitLast(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
-        h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = tf.nn.relu(h)
-        h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = tf.nn.relu(h_2)
-        shift = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        shift = self.conditioner(y_a)
         x_b = y_b - shift
         x = tf.concat([x_b, y_a], axis=-1)
         log_det = tf.zeros([], dtype=y.dtype)

@@ -18,18 +18,18 @@ from torch.distributions.transforms import Transform
 
 SPEC_HASH = "52eefcd873edb7b9685c461a26cfd4ec7ae8e240cc95f57dc7467be26da7e7be"
 SPEC_JSON = (
-    '{"event_shape":[3],"format_version":1,"layers":[{"conditioner":{"activation":"ta'
-    'nh","hidden":[16,16],"negative_slope":0.01},"mask":{"kind":"half","part":"first"'
-    ',"rounding":"floor"},"scale":{"high":3.0,"kind":"clamp","low":-5.0},"type":"affi'
-    'ne_coupling"},{"conditioner":{"activation":"tanh","hidden":[16,16],"negative_slo'
-    'pe":0.01},"mask":{"kind":"half","part":"last","rounding":"floor"},"scale":{"high'
-    '":3.0,"kind":"clamp","low":-5.0},"type":"affine_coupling"},{"conditioner":{"acti'
-    'vation":"tanh","hidden":[16,16],"negative_slope":0.01},"mask":{"kind":"half","pa'
-    'rt":"first","rounding":"floor"},"scale":{"high":3.0,"kind":"clamp","low":-5.0},"'
-    'type":"affine_coupling"},{"conditioner":{"activation":"tanh","hidden":[16,16],"n'
-    'egative_slope":0.01},"mask":{"kind":"half","part":"last","rounding":"floor"},"sc'
-    'ale":{"high":3.0,"kind":"clamp","low":-5.0},"type":"affine_coupling"}],"name":"r'
-    'ealnvp_d3_pyro_clamp"}'
+    '{"event_shape":[3],"format_version":1,"layers":[{"conditioner":{"activation":'
+    '"tanh","hidden":[16,16],"negative_slope":0.01},"mask":{"kind":"half","part":'
+    '"first","rounding":"floor"},"scale":{"high":3.0,"kind":"clamp","low":-5.0},'
+    '"type":"affine_coupling"},{"conditioner":{"activation":"tanh","hidden":[16,16],'
+    '"negative_slope":0.01},"mask":{"kind":"half","part":"last","rounding":"floor"},'
+    '"scale":{"high":3.0,"kind":"clamp","low":-5.0},"type":"affine_coupling"},{'
+    '"conditioner":{"activation":"tanh","hidden":[16,16],"negative_slope":0.01},'
+    '"mask":{"kind":"half","part":"first","rounding":"floor"},"scale":{"high":3.0,'
+    '"kind":"clamp","low":-5.0},"type":"affine_coupling"},{"conditioner":{'
+    '"activation":"tanh","hidden":[16,16],"negative_slope":0.01},"mask":{"kind":'
+    '"half","part":"last","rounding":"floor"},"scale":{"high":3.0,"kind":"clamp",'
+    '"low":-5.0},"type":"affine_coupling"}],"name":"realnvp_d3_pyro_clamp"}'
 )
 EVENT_SHAPE = (3,)
 PARAM_SHAPES = {
@@ -293,14 +293,19 @@ class AffineCouplingSplitFirst(_Layer):
         self.n_trans = n_trans
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a, x_b = x.split([self.split, 3 - self.split], dim=-1)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh_(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a, x_b = x.split([self.split, 3 - self.split], dim=-1)
+        out = self.conditioner(x_a)
         shift, s = out.split([self.n_trans, 4 - self.n_trans], dim=-1)
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = torch.exp(log_scale)
@@ -313,11 +318,7 @@ class AffineCouplingSplitFirst(_Layer):
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a, y_b = y.split([self.split, 3 - self.split], dim=-1)
-        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        h_1 = torch.tanh_(h)
-        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        h_3 = torch.tanh_(h_2)
-        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        out = self.conditioner(y_a)
         shift, s = out.split([self.n_trans, 4 - self.n_trans], dim=-1)
         y_b_unshifted = y_b - shift
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
@@ -357,14 +358,19 @@ class AffineCouplingSplitLast(_Layer):
         self.n_trans = n_trans
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b, x_a = x.split([self.split, 3 - self.split], dim=-1)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = torch.nn.functional.linear(x_a, self.kernels[0].T, self.biases[0])
         h_1 = torch.tanh_(h)
         h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
         h_3 = torch.tanh_(h_2)
         out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_b, x_a = x.split([self.split, 3 - self.split], dim=-1)
+        out = self.conditioner(x_a)
         shift, s = out.split([self.n_trans, 4 - self.n_trans], dim=-1)
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = torch.exp(log_scale)
@@ -377,11 +383,7 @@ class AffineCouplingSplitLast(_Layer):
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b, y_a = y.split([self.split, 3 - self.split], dim=-1)
-        h = torch.nn.functional.linear(y_a, self.kernels[0].T, self.biases[0])
-        h_1 = torch.tanh_(h)
-        h_2 = torch.nn.functional.linear(h_1, self.kernels[1].T, self.biases[1])
-        h_3 = torch.tanh_(h_2)
-        out = torch.nn.functional.linear(h_3, self.kernels[2].T, self.biases[2])
+        out = self.conditioner(y_a)
         shift, s = out.split([self.n_trans, 4 - self.n_trans], dim=-1)
         y_b_unshifted = y_b - shift
         log_scale = _clamp_straight_through(s, -5.0, 3.0)

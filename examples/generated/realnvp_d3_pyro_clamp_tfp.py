@@ -19,18 +19,18 @@ tfb = tfp.bijectors
 
 SPEC_HASH = "52eefcd873edb7b9685c461a26cfd4ec7ae8e240cc95f57dc7467be26da7e7be"
 SPEC_JSON = (
-    '{"event_shape":[3],"format_version":1,"layers":[{"conditioner":{"activation":"ta'
-    'nh","hidden":[16,16],"negative_slope":0.01},"mask":{"kind":"half","part":"first"'
-    ',"rounding":"floor"},"scale":{"high":3.0,"kind":"clamp","low":-5.0},"type":"affi'
-    'ne_coupling"},{"conditioner":{"activation":"tanh","hidden":[16,16],"negative_slo'
-    'pe":0.01},"mask":{"kind":"half","part":"last","rounding":"floor"},"scale":{"high'
-    '":3.0,"kind":"clamp","low":-5.0},"type":"affine_coupling"},{"conditioner":{"acti'
-    'vation":"tanh","hidden":[16,16],"negative_slope":0.01},"mask":{"kind":"half","pa'
-    'rt":"first","rounding":"floor"},"scale":{"high":3.0,"kind":"clamp","low":-5.0},"'
-    'type":"affine_coupling"},{"conditioner":{"activation":"tanh","hidden":[16,16],"n'
-    'egative_slope":0.01},"mask":{"kind":"half","part":"last","rounding":"floor"},"sc'
-    'ale":{"high":3.0,"kind":"clamp","low":-5.0},"type":"affine_coupling"}],"name":"r'
-    'ealnvp_d3_pyro_clamp"}'
+    '{"event_shape":[3],"format_version":1,"layers":[{"conditioner":{"activation":'
+    '"tanh","hidden":[16,16],"negative_slope":0.01},"mask":{"kind":"half","part":'
+    '"first","rounding":"floor"},"scale":{"high":3.0,"kind":"clamp","low":-5.0},'
+    '"type":"affine_coupling"},{"conditioner":{"activation":"tanh","hidden":[16,16],'
+    '"negative_slope":0.01},"mask":{"kind":"half","part":"last","rounding":"floor"},'
+    '"scale":{"high":3.0,"kind":"clamp","low":-5.0},"type":"affine_coupling"},{'
+    '"conditioner":{"activation":"tanh","hidden":[16,16],"negative_slope":0.01},'
+    '"mask":{"kind":"half","part":"first","rounding":"floor"},"scale":{"high":3.0,'
+    '"kind":"clamp","low":-5.0},"type":"affine_coupling"},{"conditioner":{'
+    '"activation":"tanh","hidden":[16,16],"negative_slope":0.01},"mask":{"kind":'
+    '"half","part":"last","rounding":"floor"},"scale":{"high":3.0,"kind":"clamp",'
+    '"low":-5.0},"type":"affine_coupling"}],"name":"realnvp_d3_pyro_clamp"}'
 )
 EVENT_SHAPE = (3,)
 PARAM_SHAPES = {
@@ -369,15 +369,20 @@ class AffineCouplingSplitFirst(_Layer):
                 name=name,
             )
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x[..., : self.split]
-        x_b = x[..., self.split :]
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = tf.tanh(h)
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = tf.tanh(h_2)
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x[..., : self.split]
+        x_b = x[..., self.split :]
+        out = self.conditioner(x_a)
         s = out[..., self.n_trans :]
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = tf.exp(log_scale)
@@ -392,11 +397,7 @@ class AffineCouplingSplitFirst(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split]
         y_b = y[..., self.split :]
-        h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = tf.tanh(h)
-        h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = tf.tanh(h_2)
-        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = self.conditioner(y_a)
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]
@@ -459,15 +460,20 @@ class AffineCouplingSplitLast(_Layer):
                 name=name,
             )
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b = x[..., : self.split]
-        x_a = x[..., self.split :]
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = tf.linalg.matmul(x_a, self.kernels[0]) + self.biases[0]
         h_1 = tf.tanh(h)
         h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
         h_3 = tf.tanh(h_2)
         out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_b = x[..., : self.split]
+        x_a = x[..., self.split :]
+        out = self.conditioner(x_a)
         s = out[..., self.n_trans :]
         log_scale = _clamp_straight_through(s, -5.0, 3.0)
         scale = tf.exp(log_scale)
@@ -482,11 +488,7 @@ class AffineCouplingSplitLast(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split]
         y_a = y[..., self.split :]
-        h = tf.linalg.matmul(y_a, self.kernels[0]) + self.biases[0]
-        h_1 = tf.tanh(h)
-        h_2 = tf.linalg.matmul(h_1, self.kernels[1]) + self.biases[1]
-        h_3 = tf.tanh(h_2)
-        out = tf.linalg.matmul(h_3, self.kernels[2]) + self.biases[2]
+        out = self.conditioner(y_a)
         shift = out[..., : self.n_trans]
         y_b_unshifted = y_b - shift
         s = out[..., self.n_trans :]

@@ -15,33 +15,34 @@ import numpy as np
 SPEC_HASH = "e388b1fb8c176f07b748dc439262c1e9122713062da4063d6aa5dc224f7c8512"
 SPEC_JSON = (
     '{"event_shape":[1,8,8],"format_version":1,"layers":[{"conditioner":{"activation"'
-    ':"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope'
-    '":0.01},"mask":{"kind":"checkerboard","parity":"even"},"scale":{"kind":"exp"},"t'
-    'ype":"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"channels'
-    '":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":"chec'
-    'kerboard","parity":"odd"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"con'
-    'ditioner":{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"'
-    'resnet","negative_slope":0.01},"mask":{"kind":"checkerboard","parity":"even"},"s'
-    'cale":{"kind":"exp"},"type":"affine_coupling"},{"type":"squeeze"},{"conditioner"'
-    ':{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","'
-    'negative_slope":0.01},"mask":{"kind":"channel","part":"first"},"scale":{"kind":"'
-    'exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"'
-    'channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kin'
-    'd":"channel","part":"last"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"c'
-    'onditioner":{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind"'
-    ':"resnet","negative_slope":0.01},"mask":{"kind":"channel","part":"first"},"scale'
-    '":{"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu","'
-    'blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"'
-    'mask":{"kind":"checkerboard","parity":"even"},"scale":{"kind":"exp"},"type":"aff'
-    'ine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"channels":16,"ker'
-    'nel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":"checkerboard"'
-    ',"parity":"odd"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"conditioner"'
-    ':{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","'
-    'negative_slope":0.01},"mask":{"kind":"checkerboard","parity":"even"},"scale":{"k'
-    'ind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu","block'
-    's":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask"'
-    ':{"kind":"checkerboard","parity":"odd"},"scale":{"kind":"exp"},"type":"affine_co'
-    'upling"}],"name":"realnvp_image_c1_8x8"}'
+    ':"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet",'
+    '"negative_slope":0.01},"mask":{"kind":"checkerboard","parity":"even"},"scale":{'
+    '"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu",'
+    '"blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},'
+    '"mask":{"kind":"checkerboard","parity":"odd"},"scale":{"kind":"exp"},"type":'
+    '"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"channels":16,'
+    '"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":'
+    '"checkerboard","parity":"even"},"scale":{"kind":"exp"},"type":"affine_coupling"}'
+    ',{"type":"squeeze"},{"conditioner":{"activation":"relu","blocks":2,"channels":16'
+    ',"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":"channel"'
+    ',"part":"first"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"conditioner"'
+    ':{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet",'
+    '"negative_slope":0.01},"mask":{"kind":"channel","part":"last"},"scale":{"kind":'
+    '"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,'
+    '"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{'
+    '"kind":"channel","part":"first"},"scale":{"kind":"exp"},"type":"affine_coupling"'
+    '},{"conditioner":{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,'
+    '"kind":"resnet","negative_slope":0.01},"mask":{"kind":"checkerboard","parity":'
+    '"even"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"conditioner":{'
+    '"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet",'
+    '"negative_slope":0.01},"mask":{"kind":"checkerboard","parity":"odd"},"scale":{'
+    '"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu",'
+    '"blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},'
+    '"mask":{"kind":"checkerboard","parity":"even"},"scale":{"kind":"exp"},"type":'
+    '"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"channels":16,'
+    '"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":'
+    '"checkerboard","parity":"odd"},"scale":{"kind":"exp"},"type":"affine_coupling"}]'
+    ',"name":"realnvp_image_c1_8x8"}'
 )
 EVENT_SHAPE = (1, 8, 8)
 OUTPUT_SHAPE = (4, 4, 4)
@@ -478,13 +479,14 @@ class AffineCouplingCheckerboard(_Layer):
         self.n_trans = n_trans
         self.rows = np.asarray(rows, dtype=np.float64)
         self.cols = np.asarray(cols, dtype=np.float64)
-
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         parity_diff = self.rows - self.cols
         trans_mask = parity_diff * parity_diff
         mask = 1.0 - trans_mask
-        x_a = x * mask
+        self.mask = mask
+        self.trans_mask = trans_mask
+
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = np.maximum(h, 0.0)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -498,40 +500,31 @@ class AffineCouplingCheckerboard(_Layer):
         h_2 = h_1 + r_7
         h_3 = np.maximum(h_2, 0.0)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x * self.mask
+        out = self.conditioner(x_a)
         log_scale_all = out[..., self.n_trans :, :, :]
-        log_scale = log_scale_all * trans_mask
+        log_scale = log_scale_all * self.trans_mask
         scale = np.exp(log_scale)
         x_b_scaled = x * scale
         shift_all = out[..., : self.n_trans, :, :]
-        shift = shift_all * trans_mask
+        shift = shift_all * self.trans_mask
         y = x_b_scaled + shift
         log_det = np.sum(log_scale, axis=(-3, -2, -1))
         return y, log_det
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        parity_diff = self.rows - self.cols
-        trans_mask = parity_diff * parity_diff
-        mask = 1.0 - trans_mask
-        y_a = y * mask
-        h = _conv2d(y_a, self.kernels[0], self.biases[0])
-        r = np.maximum(h, 0.0)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
-        r_2 = np.maximum(r_1, 0.0)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
-        h_1 = h + r_3
-        r_4 = np.maximum(h_1, 0.0)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
-        r_6 = np.maximum(r_5, 0.0)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
-        h_2 = h_1 + r_7
-        h_3 = np.maximum(h_2, 0.0)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        y_a = y * self.mask
+        out = self.conditioner(y_a)
         shift_all = out[..., : self.n_trans, :, :]
-        shift = shift_all * trans_mask
+        shift = shift_all * self.trans_mask
         y_b_unshifted = y - shift
         log_scale_all = out[..., self.n_trans :, :, :]
-        log_scale = log_scale_all * trans_mask
+        log_scale = log_scale_all * self.trans_mask
         neg_log_scale = -log_scale
         inv_scale = np.exp(neg_log_scale)
         x = y_b_unshifted * inv_scale
@@ -597,10 +590,8 @@ class AffineCouplingChannelFirst(_Layer):
         self.n_trans = n_trans
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a = x[..., : self.split, :, :]
-        x_b = x[..., self.split :, :, :]
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = np.maximum(h, 0.0)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -614,6 +605,13 @@ class AffineCouplingChannelFirst(_Layer):
         h_2 = h_1 + r_7
         h_3 = np.maximum(h_2, 0.0)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x[..., : self.split, :, :]
+        x_b = x[..., self.split :, :, :]
+        out = self.conditioner(x_a)
         log_scale = out[..., self.n_trans :, :, :]
         scale = np.exp(log_scale)
         x_b_scaled = x_b * scale
@@ -627,19 +625,7 @@ class AffineCouplingChannelFirst(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a = y[..., : self.split, :, :]
         y_b = y[..., self.split :, :, :]
-        h = _conv2d(y_a, self.kernels[0], self.biases[0])
-        r = np.maximum(h, 0.0)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
-        r_2 = np.maximum(r_1, 0.0)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
-        h_1 = h + r_3
-        r_4 = np.maximum(h_1, 0.0)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
-        r_6 = np.maximum(r_5, 0.0)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
-        h_2 = h_1 + r_7
-        h_3 = np.maximum(h_2, 0.0)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        out = self.conditioner(y_a)
         shift = out[..., : self.n_trans, :, :]
         y_b_unshifted = y_b - shift
         log_scale = out[..., self.n_trans :, :, :]
@@ -680,10 +666,8 @@ class AffineCouplingChannelLast(_Layer):
         self.n_trans = n_trans
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b = x[..., : self.split, :, :]
-        x_a = x[..., self.split :, :, :]
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = np.maximum(h, 0.0)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -697,6 +681,13 @@ class AffineCouplingChannelLast(_Layer):
         h_2 = h_1 + r_7
         h_3 = np.maximum(h_2, 0.0)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_b = x[..., : self.split, :, :]
+        x_a = x[..., self.split :, :, :]
+        out = self.conditioner(x_a)
         log_scale = out[..., self.n_trans :, :, :]
         scale = np.exp(log_scale)
         x_b_scaled = x_b * scale
@@ -710,19 +701,7 @@ class AffineCouplingChannelLast(_Layer):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b = y[..., : self.split, :, :]
         y_a = y[..., self.split :, :, :]
-        h = _conv2d(y_a, self.kernels[0], self.biases[0])
-        r = np.maximum(h, 0.0)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
-        r_2 = np.maximum(r_1, 0.0)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
-        h_1 = h + r_3
-        r_4 = np.maximum(h_1, 0.0)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
-        r_6 = np.maximum(r_5, 0.0)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
-        h_2 = h_1 + r_7
-        h_3 = np.maximum(h_2, 0.0)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        out = self.conditioner(y_a)
         shift = out[..., : self.n_trans, :, :]
         y_b_unshifted = y_b - shift
         log_scale = out[..., self.n_trans :, :, :]

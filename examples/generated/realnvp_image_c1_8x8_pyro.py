@@ -19,33 +19,34 @@ from torch.distributions.transforms import Transform
 SPEC_HASH = "e388b1fb8c176f07b748dc439262c1e9122713062da4063d6aa5dc224f7c8512"
 SPEC_JSON = (
     '{"event_shape":[1,8,8],"format_version":1,"layers":[{"conditioner":{"activation"'
-    ':"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope'
-    '":0.01},"mask":{"kind":"checkerboard","parity":"even"},"scale":{"kind":"exp"},"t'
-    'ype":"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"channels'
-    '":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":"chec'
-    'kerboard","parity":"odd"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"con'
-    'ditioner":{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"'
-    'resnet","negative_slope":0.01},"mask":{"kind":"checkerboard","parity":"even"},"s'
-    'cale":{"kind":"exp"},"type":"affine_coupling"},{"type":"squeeze"},{"conditioner"'
-    ':{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","'
-    'negative_slope":0.01},"mask":{"kind":"channel","part":"first"},"scale":{"kind":"'
-    'exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"'
-    'channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kin'
-    'd":"channel","part":"last"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"c'
-    'onditioner":{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind"'
-    ':"resnet","negative_slope":0.01},"mask":{"kind":"channel","part":"first"},"scale'
-    '":{"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu","'
-    'blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"'
-    'mask":{"kind":"checkerboard","parity":"even"},"scale":{"kind":"exp"},"type":"aff'
-    'ine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"channels":16,"ker'
-    'nel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":"checkerboard"'
-    ',"parity":"odd"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"conditioner"'
-    ':{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","'
-    'negative_slope":0.01},"mask":{"kind":"checkerboard","parity":"even"},"scale":{"k'
-    'ind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu","block'
-    's":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask"'
-    ':{"kind":"checkerboard","parity":"odd"},"scale":{"kind":"exp"},"type":"affine_co'
-    'upling"}],"name":"realnvp_image_c1_8x8"}'
+    ':"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet",'
+    '"negative_slope":0.01},"mask":{"kind":"checkerboard","parity":"even"},"scale":{'
+    '"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu",'
+    '"blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},'
+    '"mask":{"kind":"checkerboard","parity":"odd"},"scale":{"kind":"exp"},"type":'
+    '"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"channels":16,'
+    '"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":'
+    '"checkerboard","parity":"even"},"scale":{"kind":"exp"},"type":"affine_coupling"}'
+    ',{"type":"squeeze"},{"conditioner":{"activation":"relu","blocks":2,"channels":16'
+    ',"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":"channel"'
+    ',"part":"first"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"conditioner"'
+    ':{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet",'
+    '"negative_slope":0.01},"mask":{"kind":"channel","part":"last"},"scale":{"kind":'
+    '"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,'
+    '"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{'
+    '"kind":"channel","part":"first"},"scale":{"kind":"exp"},"type":"affine_coupling"'
+    '},{"conditioner":{"activation":"relu","blocks":2,"channels":16,"kernel_size":3,'
+    '"kind":"resnet","negative_slope":0.01},"mask":{"kind":"checkerboard","parity":'
+    '"even"},"scale":{"kind":"exp"},"type":"affine_coupling"},{"conditioner":{'
+    '"activation":"relu","blocks":2,"channels":16,"kernel_size":3,"kind":"resnet",'
+    '"negative_slope":0.01},"mask":{"kind":"checkerboard","parity":"odd"},"scale":{'
+    '"kind":"exp"},"type":"affine_coupling"},{"conditioner":{"activation":"relu",'
+    '"blocks":2,"channels":16,"kernel_size":3,"kind":"resnet","negative_slope":0.01},'
+    '"mask":{"kind":"checkerboard","parity":"even"},"scale":{"kind":"exp"},"type":'
+    '"affine_coupling"},{"conditioner":{"activation":"relu","blocks":2,"channels":16,'
+    '"kernel_size":3,"kind":"resnet","negative_slope":0.01},"mask":{"kind":'
+    '"checkerboard","parity":"odd"},"scale":{"kind":"exp"},"type":"affine_coupling"}]'
+    ',"name":"realnvp_image_c1_8x8"}'
 )
 EVENT_SHAPE = (1, 8, 8)
 OUTPUT_SHAPE = (4, 4, 4)
@@ -509,7 +510,7 @@ def load_neutral_params(flow, params):
     return flow
 
 
-class AffineCouplingV1(_Layer):
+class AffineCouplingCheckerboardOn1x8x8(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
     [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
@@ -532,13 +533,14 @@ class AffineCouplingV1(_Layer):
         self.n_trans = n_trans
         self.register_buffer("rows", torch.tensor(rows))
         self.register_buffer("cols", torch.tensor(cols))
-
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         parity_diff = self.rows - self.cols
         trans_mask = parity_diff * parity_diff
         mask = 1.0 - trans_mask
-        x_a = x * mask
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("trans_mask", trans_mask, persistent=False)
+
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -552,38 +554,29 @@ class AffineCouplingV1(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x * self.mask
+        out = self.conditioner(x_a)
         shift_all, log_scale_all = out.split([self.n_trans, 2 - self.n_trans], dim=-3)
-        log_scale = log_scale_all * trans_mask
+        log_scale = log_scale_all * self.trans_mask
         scale = torch.exp(log_scale)
         x_b_scaled = x * scale
-        shift = shift_all * trans_mask
+        shift = shift_all * self.trans_mask
         y = x_b_scaled + shift
         log_det = log_scale.sum((-3, -2, -1))
         return y, log_det
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        parity_diff = self.rows - self.cols
-        trans_mask = parity_diff * parity_diff
-        mask = 1.0 - trans_mask
-        y_a = y * mask
-        h = _conv2d(y_a, self.kernels[0], self.biases[0])
-        r = torch.relu(h)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
-        r_2 = torch.relu_(r_1)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
-        h_1 = h + r_3
-        r_4 = torch.relu(h_1)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
-        r_6 = torch.relu_(r_5)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
-        h_2 = h_1 + r_7
-        h_3 = torch.relu(h_2)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        y_a = y * self.mask
+        out = self.conditioner(y_a)
         shift_all, log_scale_all = out.split([self.n_trans, 2 - self.n_trans], dim=-3)
-        shift = shift_all * trans_mask
+        shift = shift_all * self.trans_mask
         y_b_unshifted = y - shift
-        log_scale = log_scale_all * trans_mask
+        log_scale = log_scale_all * self.trans_mask
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
         x = y_b_unshifted * inv_scale
@@ -632,7 +625,7 @@ class Squeeze(_Layer):
         return {}
 
 
-class AffineCouplingV2(_Layer):
+class AffineCouplingChannelFirst(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
     [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
@@ -654,9 +647,8 @@ class AffineCouplingV2(_Layer):
         self.n_trans = n_trans
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_a, x_b = x.split([self.split, 4 - self.split], dim=-3)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -670,6 +662,12 @@ class AffineCouplingV2(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a, x_b = x.split([self.split, 4 - self.split], dim=-3)
+        out = self.conditioner(x_a)
         shift, log_scale = out.split([self.n_trans, 4 - self.n_trans], dim=-3)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
@@ -681,19 +679,7 @@ class AffineCouplingV2(_Layer):
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_a, y_b = y.split([self.split, 4 - self.split], dim=-3)
-        h = _conv2d(y_a, self.kernels[0], self.biases[0])
-        r = torch.relu(h)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
-        r_2 = torch.relu_(r_1)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
-        h_1 = h + r_3
-        r_4 = torch.relu(h_1)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
-        r_6 = torch.relu_(r_5)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
-        h_2 = h_1 + r_7
-        h_3 = torch.relu(h_2)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        out = self.conditioner(y_a)
         shift, log_scale = out.split([self.n_trans, 4 - self.n_trans], dim=-3)
         y_b_unshifted = y_b - shift
         neg_log_scale = -log_scale
@@ -713,7 +699,7 @@ class AffineCouplingV2(_Layer):
         return params
 
 
-class AffineCouplingV3(_Layer):
+class AffineCouplingChannelLast(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
     [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
@@ -735,9 +721,8 @@ class AffineCouplingV3(_Layer):
         self.n_trans = n_trans
         self.split = split
 
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
-        x_b, x_a = x.split([self.split, 4 - self.split], dim=-3)
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -751,6 +736,12 @@ class AffineCouplingV3(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_b, x_a = x.split([self.split, 4 - self.split], dim=-3)
+        out = self.conditioner(x_a)
         shift, log_scale = out.split([self.n_trans, 4 - self.n_trans], dim=-3)
         scale = torch.exp(log_scale)
         x_b_scaled = x_b * scale
@@ -762,19 +753,7 @@ class AffineCouplingV3(_Layer):
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
         y_b, y_a = y.split([self.split, 4 - self.split], dim=-3)
-        h = _conv2d(y_a, self.kernels[0], self.biases[0])
-        r = torch.relu(h)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
-        r_2 = torch.relu_(r_1)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
-        h_1 = h + r_3
-        r_4 = torch.relu(h_1)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
-        r_6 = torch.relu_(r_5)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
-        h_2 = h_1 + r_7
-        h_3 = torch.relu(h_2)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        out = self.conditioner(y_a)
         shift, log_scale = out.split([self.n_trans, 4 - self.n_trans], dim=-3)
         y_b_unshifted = y_b - shift
         neg_log_scale = -log_scale
@@ -794,7 +773,7 @@ class AffineCouplingV3(_Layer):
         return params
 
 
-class AffineCouplingV4(_Layer):
+class AffineCouplingCheckerboardOn4x4x4(_Layer):
     """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
     [shift, s] = m(x_a);  scale = exp(log_scale),  log_scale = s
@@ -817,13 +796,14 @@ class AffineCouplingV4(_Layer):
         self.n_trans = n_trans
         self.register_buffer("rows", torch.tensor(rows))
         self.register_buffer("cols", torch.tensor(cols))
-
-    def _forward_with_log_det(self, x):
-        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
         parity_diff = self.rows - self.cols
         trans_mask = parity_diff * parity_diff
         mask = 1.0 - trans_mask
-        x_a = x * mask
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("trans_mask", trans_mask, persistent=False)
+
+    def conditioner(self, x_a):
+        """m(x_a): the conditioner every direction calls."""
         h = _conv2d(x_a, self.kernels[0], self.biases[0])
         r = torch.relu(h)
         r_1 = _conv2d(r, self.kernels[1], self.biases[1])
@@ -837,38 +817,29 @@ class AffineCouplingV4(_Layer):
         h_2 = h_1 + r_7
         h_3 = torch.relu(h_2)
         out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        return out
+
+    def _forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for a checked x. Generated from flowbridge.layers."""
+        x_a = x * self.mask
+        out = self.conditioner(x_a)
         shift_all, log_scale_all = out.split([self.n_trans, 8 - self.n_trans], dim=-3)
-        log_scale = log_scale_all * trans_mask
+        log_scale = log_scale_all * self.trans_mask
         scale = torch.exp(log_scale)
         x_b_scaled = x * scale
-        shift = shift_all * trans_mask
+        shift = shift_all * self.trans_mask
         y = x_b_scaled + shift
         log_det = log_scale.sum((-3, -2, -1))
         return y, log_det
 
     def _inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for a checked y. Generated from flowbridge.layers."""
-        parity_diff = self.rows - self.cols
-        trans_mask = parity_diff * parity_diff
-        mask = 1.0 - trans_mask
-        y_a = y * mask
-        h = _conv2d(y_a, self.kernels[0], self.biases[0])
-        r = torch.relu(h)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
-        r_2 = torch.relu_(r_1)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
-        h_1 = h + r_3
-        r_4 = torch.relu(h_1)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
-        r_6 = torch.relu_(r_5)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
-        h_2 = h_1 + r_7
-        h_3 = torch.relu(h_2)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        y_a = y * self.mask
+        out = self.conditioner(y_a)
         shift_all, log_scale_all = out.split([self.n_trans, 8 - self.n_trans], dim=-3)
-        shift = shift_all * trans_mask
+        shift = shift_all * self.trans_mask
         y_b_unshifted = y - shift
-        log_scale = log_scale_all * trans_mask
+        log_scale = log_scale_all * self.trans_mask
         neg_log_scale = -log_scale
         inv_scale = torch.exp(neg_log_scale)
         x = y_b_unshifted * inv_scale
@@ -892,7 +863,7 @@ def build_flow(params=None):
     # Long index lists stay compact:
     # fmt: off
     layers = [
-        AffineCouplingV1(
+        AffineCouplingCheckerboardOn1x8x8(
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
@@ -901,7 +872,7 @@ def build_flow(params=None):
             event_shape=(1, 8, 8),
             init=init[0],
         ),
-        AffineCouplingV1(
+        AffineCouplingCheckerboardOn1x8x8(
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
@@ -910,7 +881,7 @@ def build_flow(params=None):
             event_shape=(1, 8, 8),
             init=init[1],
         ),
-        AffineCouplingV1(
+        AffineCouplingCheckerboardOn1x8x8(
             sizes=[1, 16, 16, 16, 16, 16, 2],
             kernel_size=3,
             n_trans=1,
@@ -920,7 +891,7 @@ def build_flow(params=None):
             init=init[2],
         ),
         Squeeze(event_shape=(1, 8, 8), output_shape=(4, 4, 4), init=init[3]),
-        AffineCouplingV2(
+        AffineCouplingChannelFirst(
             sizes=[2, 16, 16, 16, 16, 16, 4],
             kernel_size=3,
             n_trans=2,
@@ -928,7 +899,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[4],
         ),
-        AffineCouplingV3(
+        AffineCouplingChannelLast(
             sizes=[2, 16, 16, 16, 16, 16, 4],
             kernel_size=3,
             n_trans=2,
@@ -936,7 +907,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[5],
         ),
-        AffineCouplingV2(
+        AffineCouplingChannelFirst(
             sizes=[2, 16, 16, 16, 16, 16, 4],
             kernel_size=3,
             n_trans=2,
@@ -944,7 +915,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[6],
         ),
-        AffineCouplingV4(
+        AffineCouplingCheckerboardOn4x4x4(
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
@@ -953,7 +924,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[7],
         ),
-        AffineCouplingV4(
+        AffineCouplingCheckerboardOn4x4x4(
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
@@ -962,7 +933,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[8],
         ),
-        AffineCouplingV4(
+        AffineCouplingCheckerboardOn4x4x4(
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,
@@ -971,7 +942,7 @@ def build_flow(params=None):
             event_shape=(4, 4, 4),
             init=init[9],
         ),
-        AffineCouplingV4(
+        AffineCouplingCheckerboardOn4x4x4(
             sizes=[4, 16, 16, 16, 16, 16, 8],
             kernel_size=3,
             n_trans=4,

@@ -132,6 +132,7 @@ SHARED_OPS: dict[str, str] = {
     "batch_mean": "_batch_mean({0}, {event_ndims})",
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
+    "call": "self.{method}({args})",
 }
 
 
@@ -149,6 +150,9 @@ class Emitter(abc.ABC):
     - ``OPS``: IR op -> expression template (``{0}``, ``{1}``: arguments; ``{name}``:
       attributes); must cover every op of :data:`flowbridge.ir.OPS`.
     - ``OP_IMPORTS``: op -> a standard-library import it needs (default none).
+    - ``CONSTANT``: the ``__init__`` statement that stores a constant built once from
+      the layer's constant buffers (``{name}``, ``{value}``; a checkerboard's mask):
+      a non-persistent buffer in Pyro, so ``state_dict`` keys never change.
     - ``IN_PLACE``, ``SPLIT``: optional peepholes, as data (see
       :func:`flowbridge.codegen.emit_body`); ``None`` where the framework has none.
     - ``PRELUDE``: the backend's prelude module file.
@@ -169,6 +173,7 @@ class Emitter(abc.ABC):
     CONDITIONAL_IMPORTS: ClassVar[str]
     OPS: ClassVar[dict[str, str]] = SHARED_OPS
     OP_IMPORTS: ClassVar[dict[str, str]] = {}
+    CONSTANT: ClassVar[str]
     IN_PLACE: ClassVar[dict[str, tuple[str, tuple[str, ...]]] | None] = None
     SPLIT: ClassVar[str | None] = None
     PRELUDE: ClassVar[Path]
@@ -183,7 +188,7 @@ class Emitter(abc.ABC):
 
     REQUIRED: ClassVar[tuple[str, ...]] = (
         "TITLE", "USAGE", "CONDITIONAL_USAGE", "IMAGE_SHAPES", "IMPORTS",
-        "CONDITIONAL_IMPORTS", "OPS", "PRELUDE", "BASE", "CONDITIONAL", "EMBEDDING",
+        "CONDITIONAL_IMPORTS", "OPS", "CONSTANT", "PRELUDE", "BASE", "CONDITIONAL", "EMBEDDING",
     )  # fmt: skip
 
     @property

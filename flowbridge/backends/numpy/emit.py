@@ -57,6 +57,7 @@ Every input is converted to float64; the flow has no state besides its weights."
     }
     OP_IMPORTS = {"erf": "import math"}
 
+    CONSTANT = "self.{name} = {value}"
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_float64", "_checked", "_Layer", "neutral_params",
             "load_neutral_params")  # fmt: skip

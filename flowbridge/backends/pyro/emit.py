@@ -91,6 +91,7 @@ from torch.distributions.transforms import Transform"""
     #: gradient joins the halves' gradients, where two slices' would each fill a zero tensor.
     SPLIT = "{0}.split({sizes}, dim={axis})"
 
+    CONSTANT = 'self.register_buffer("{name}", {value}, persistent=False)'
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_a_weight", "_checked", "_Layer", "Flow", "neutral_params",
             "load_neutral_params")  # fmt: skip

@@ -97,6 +97,7 @@ tf.Variable in flow.trainable_variables."""
         "batch_zeros": "tf.zeros([], dtype={0}.dtype)",
     }
 
+    CONSTANT = "self.{name} = {value}"
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_Memo", "_checked", "_batched", "_refuse_non_real",
             "_RealInputs", "FlowChain", "_Layer", "layers_of", "neutral_params",
