@@ -18,8 +18,9 @@ import numpy as np
 
 from .build import to_numpy
 from .errors import ParamError
+from .layers import plan_flow
 from .params import check_params
-from .spec import FlowSpec, layer_shapes
+from .spec import FlowSpec
 
 
 def dequantize(values, levels: int, rng: np.random.Generator) -> np.ndarray:
@@ -43,7 +44,8 @@ def bits_per_dim(log_prob, dims: int, levels: int) -> np.ndarray:
 
 def actnorm_init(spec: FlowSpec, params: Any, x: Any, *, eps: float = 1e-6) -> dict[str, np.ndarray]:
     """Glow's data-dependent initialisation, as an explicit step: ``params`` with every
-    ActNorm layer's ``log_scale`` and ``shift`` set so that the layer's output over the
+    layer that has one (its plan's ``data_init`` hook) initialised from data: each ActNorm
+    layer's ``log_scale`` and ``shift`` set so that the layer's output over the
     batch ``x`` (``(n, *event_shape)``) has zero mean and unit variance per channel (per
     entry for vectors), layer after layer in the float64 reference (a later ActNorm sees
     the earlier ones already set). Both backends then start from the same weights."""
@@ -53,16 +55,12 @@ def actnorm_init(spec: FlowSpec, params: Any, x: Any, *, eps: float = 1e-6) -> d
     if h.shape[1:] != tuple(spec.event_shape) or len(h) < 2:
         raise ParamError(f"x: expected at least 2 examples of shape {tuple(spec.event_shape)}, "
                          f"got an array of shape {h.shape}")  # fmt: skip
-    for i, (layer, shape) in enumerate(zip(spec.layers, layer_shapes(spec), strict=True)):
+    for i, plan in enumerate(plan_flow(spec)):
         obj = flow.layers[i]
-        if layer.type == "actnorm":
-            active = h[:, : shape[0]]  # after a factor-out, the active channels
-            axes = (0, 2, 3) if active.ndim == 4 else (0,)
-            log_scale = -np.log(active.std(axis=axes) + eps)
+        if plan.data_init is not None:  # a layer with a data-dependent initialisation
             own = obj.neutral_params()
-            own["log_scale"][...] = log_scale
-            own["shift"][...] = -active.mean(axis=axes) * np.exp(log_scale)
-            out[f"layers.{i}.log_scale"] = own["log_scale"].copy()
-            out[f"layers.{i}.shift"] = own["shift"].copy()
+            for name, value in plan.data_init(h, eps).items():
+                own[name][...] = value
+                out[f"layers.{i}.{name}"] = own[name].copy()
         h = obj.forward(h)
     return out

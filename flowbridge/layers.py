@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -131,6 +132,9 @@ class Plan:
     # acts on the whole event tensor, channels factored out before it included (a
     # factor-out, an identity there): never wrapped to act on the active channels only
     whole_tensor: bool = False
+    # a data-dependent initialisation (Glow's ActNorm): (h, eps) -> {local name: value}
+    # for the layer's input batch h (n, *event_shape), in float64 NumPy
+    data_init: Callable | None = field(default=None, compare=False)
 
 
 class View:
@@ -171,6 +175,55 @@ class View:
         if name not in self._params:
             raise AttributeError(f"the layer declares no parameter {name!r}")
         return self._params[name]
+
+
+# ------------------------------------------------------------------ layer types
+def _tag(model: type) -> str:
+    """A layer model's tag, its ``type`` field's one value (``"affine_coupling"``)."""
+    return typing.get_args(model.model_fields["type"].annotation)[0]
+
+
+@dataclass(frozen=True)
+class LayerType:
+    """One layer type, registered once: its spec model (:mod:`flowbridge.spec`: the tag,
+    the fields, the rules it states against the event, its weight count) and its
+    neutral definition, the ``plan`` function that makes its :class:`Plan` (shapes,
+    parameters and their initialisation, forward and inverse over the IR, and hooks: a
+    training mode, acting on the whole tensor, a data-dependent initialisation).
+    Everything else (the ``Layer`` union and the schema's tags, the registry the code
+    generator plans from, ``check``'s training rows, ``actnorm_init``) derives from these
+    registrations and the plans."""
+
+    model: type
+    plan: Callable[[Any, tuple[int, ...], int], Plan]
+
+    @property
+    def tag(self) -> str:
+        return _tag(self.model)
+
+
+#: tag -> :class:`LayerType`, in the order the definitions register.
+LAYER_TYPES: dict[str, LayerType] = {}
+
+
+def definition(*models: type) -> Callable:
+    """Register the decorated plan function as the definition of each of ``models``.
+
+    Example:
+        >>> from flowbridge.layers import LAYER_TYPES
+        >>> LAYER_TYPES["scaling"].plan.__name__
+        'plan_scaling'
+    """
+
+    def register(plan: Callable) -> Callable:
+        for model in models:
+            kind = LayerType(model, plan)
+            if kind.tag in LAYER_TYPES:
+                raise ValueError(f"layer type {kind.tag!r} is defined twice")
+            LAYER_TYPES[kind.tag] = kind
+        return plan
+
+    return register
 
 
 # --------------------------------------------------------------- coupling parts
@@ -523,6 +576,7 @@ def _word(value: float) -> str:
 
 
 # ------------------------------------------------------------------ coupling layers
+@definition(S.AdditiveCoupling, S.AffineCoupling)
 def plan_coupling(
     layer: S.AdditiveCoupling | S.AffineCoupling, shape: tuple[int, ...], context: int = 0
 ) -> Plan:
@@ -585,6 +639,7 @@ _PERMUTATION_DOC = """A fixed permutation of the event entries.
     Configuration: the indices, a constructor argument."""
 
 
+@definition(S.Scaling)
 def plan_scaling(layer: S.Scaling, shape: tuple[int, ...], context: int = 0) -> Plan:
     """``log_scale`` starts at zero (the identity); its test draw is uniform in +-0.3."""
     n = len(shape)
@@ -616,6 +671,7 @@ def plan_scaling(layer: S.Scaling, shape: tuple[int, ...], context: int = 0) -> 
     )
 
 
+@definition(S.Permutation)
 def plan_permutation(layer: S.Permutation, shape: tuple[int, ...], context: int = 0) -> Plan:
     if len(shape) != 1:
         raise ValueError(f"permutations take vector events (D,), got {shape}")
@@ -693,6 +749,7 @@ _SQUEEZE_DOC = """RealNVP's squeeze: 2x2 space-to-depth (Dinh et al. 2017, sec. 
     Configuration: none besides the event shape."""
 
 
+@definition(S.Squeeze)
 def plan_squeeze(layer: S.Squeeze, shape: tuple[int, ...], context: int = 0) -> Plan:
     """A squeeze: the plan whose output shape differs from its input shape."""
 
@@ -728,6 +785,7 @@ _ACTNORM_DOC = """Glow's activation normalization (Kingma & Dhariwal 2018, arXiv
     Configuration: none besides the event shape."""
 
 
+@definition(S.ActNorm)
 def plan_actnorm(layer: S.ActNorm, shape: tuple[int, ...], context: int = 0) -> Plan:
     """Per channel of an image (the parameters broadcast over H and W), per entry of a
     vector; the test draw of both parameters is uniform in +-0.3."""
@@ -765,7 +823,16 @@ def plan_actnorm(layer: S.ActNorm, shape: tuple[int, ...], context: int = 0) -> 
         output_shape=shape,
         forward=forward,
         inverse=inverse,
+        data_init=_actnorm_data_init,
     )
+
+
+def _actnorm_data_init(h: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    """Glow's initialisation: the log-scale and shift that give the batch ``h`` zero mean
+    and unit variance per channel (per entry of a vector) after the layer."""
+    axes = (0, 2, 3) if h.ndim == 4 else (0,)
+    log_scale = -np.log(h.std(axis=axes) + eps)
+    return {"log_scale": log_scale, "shift": -h.mean(axis=axes) * np.exp(log_scale)}
 
 
 _BATCH_NORM_DOC = """Batch normalization as a flow layer (Dinh et al. 2017, arXiv:1605.08803, sec. 3.7).
@@ -780,6 +847,7 @@ _BATCH_NORM_DOC = """Batch normalization as a flow layer (Dinh et al. 2017, arXi
     {config}"""
 
 
+@definition(S.BatchNorm)
 def plan_batch_norm(layer: S.BatchNorm, shape: tuple[int, ...], context: int = 0) -> Plan:
     """The evaluation-mode forward and the inverse use the running averages; the
     training-mode forward measures the batch and updates them (two ``assign`` effects).
@@ -859,6 +927,7 @@ _LOGIT_DOC = """RealNVP's logit preprocessing (Dinh et al. 2017, arXiv:1605.0880
     {config}"""
 
 
+@definition(S.Logit)
 def plan_logit(layer: S.Logit, shape: tuple[int, ...], context: int = 0) -> Plan:
     """The constants (``alpha``, ``1 - 2 alpha`` and its log and reciprocal) are
     computed here once, in float64, and written into the code as literals."""
@@ -907,6 +976,7 @@ _FACTOR_OUT_DOC = """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.
     Configuration: kept and factored, constructor arguments."""
 
 
+@definition(S.FactorOut)
 def plan_factor_out(layer: S.FactorOut, shape: tuple[int, ...], context: int = 0) -> Plan:
     """The factor-out marks a scale's end; the layers after it are planned on the
     channels it keeps (:func:`plan_flow`). ``shape`` is the active channels'."""
@@ -964,23 +1034,28 @@ def _on_active_channels(plan: Plan, shape: tuple[int, ...]) -> Plan:
         forward=wrap(plan.forward, "x"),
         inverse=wrap(plan.inverse, "y"),
         training_forward=wrap(plan.training_forward, "x"),
+        data_init=None if plan.data_init is None else (
+            lambda h, eps, init=plan.data_init: init(h[:, :active], eps)),
     )
 
 
 #: Layer type (the spec's ``type`` field) -> its neutral definition, a function of the
 #: spec layer, its input event shape and the flow's context size (0: none; a layer that
-#: reads no context ignores it).
+#: reads no context ignores it). Derived from the registrations (:func:`definition`).
 REGISTRY: dict[str, Callable[[Any, tuple[int, ...], int], Plan]] = {
-    "additive_coupling": plan_coupling,
-    "affine_coupling": plan_coupling,
-    "scaling": plan_scaling,
-    "permutation": plan_permutation,
-    "squeeze": plan_squeeze,
-    "factor_out": plan_factor_out,
-    "actnorm": plan_actnorm,
-    "batch_norm": plan_batch_norm,
-    "logit": plan_logit,
+    t.tag: t.plan for t in LAYER_TYPES.values()
 }
+
+
+def check_definitions(models: list[type], defined: dict[str, LayerType]) -> None:
+    """Raise ImportError naming each layer model that has no definition."""
+    undefined = [m.__name__ for m in models if _tag(m) not in defined]
+    if undefined:
+        raise ImportError(f"layer types without a definition in flowbridge.layers: "
+                          f"{', '.join(undefined)}")  # fmt: skip
+
+
+check_definitions(S.LAYER_MODELS, LAYER_TYPES)  # a model without its definition: refused now
 
 
 def plan_flow(spec: S.FlowSpec) -> list[Plan]:

@@ -769,3 +769,39 @@ def test_plan_flow_threads_each_layers_output_shape_to_the_next(monkeypatch):
     plans = layers.plan_flow(spec)
     assert seen == [(3,), (5,)]
     assert [p.event_shape for p in plans] == [(3,), (5,)]
+
+
+# ------------------------------------------------------------------ registration
+def test_every_layer_type_is_registered_once_and_everything_derives_from_it():
+    import typing
+
+    from flowbridge.spec import models
+
+    tags = [layers._tag(m) for m in S.LAYER_MODELS]
+    assert sorted(tags) == sorted(layers.LAYER_TYPES) == sorted(layers.REGISTRY)
+    union = typing.get_args(typing.get_args(S.Layer)[0])
+    assert list(union) == S.LAYER_MODELS  # the union is the registrations
+    assert set(tags) <= models.TAGS
+    for model in S.LAYER_MODELS:  # exported where users look for them
+        assert getattr(fb, model.__name__) is model and model.__name__ in fb.__all__
+        assert layers.LAYER_TYPES[layers._tag(model)].model is model
+
+
+def test_a_model_without_a_definition_is_refused_by_name():
+    class Fake:
+        model_fields = {"type": type("F", (), {"annotation": typing_literal("fake_layer")})()}
+
+    with pytest.raises(ImportError, match="without a definition in flowbridge.layers: Fake"):
+        layers.check_definitions([*S.LAYER_MODELS, Fake], layers.LAYER_TYPES)
+    layers.check_definitions(S.LAYER_MODELS, layers.LAYER_TYPES)
+
+
+def typing_literal(tag):
+    from typing import Literal
+
+    return Literal[tag]
+
+
+def test_a_type_cannot_be_defined_twice():
+    with pytest.raises(ValueError, match="'scaling' is defined twice"):
+        layers.definition(S.Scaling)(lambda layer, shape, context=0: None)

@@ -29,6 +29,7 @@ from .flow import (
 )
 from .models import (
     IMAGE_MASKS,
+    LAYER_MODELS,
     Activation,
     ActNorm,
     AdditiveCoupling,
@@ -86,6 +87,7 @@ __all__ = [
     "FlowSpec",
     "HalfMask",
     "IMAGE_MASKS",
+    "LAYER_MODELS",
     "Int",
     "Layer",
     "Logit",

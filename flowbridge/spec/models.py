@@ -263,12 +263,25 @@ class ContextEmbedding(Conditioner):
 
 
 # --------------------------------------------------------------------------- layers
+#: Every layer type's model, in the order they are defined: a model registers itself by
+#: being defined (a subclass of :class:`_LayerModel` whose ``type`` is a tag), and the
+#: :data:`Layer` union, the schema's tags and the discriminator derive from this tuple.
+LAYER_MODELS: list[type] = []
+
+
 class _LayerModel(_Model):
     """A layer of the spec. Each layer type is one such model (plus its definition in
-    :mod:`flowbridge.layers`); what it must satisfy against the event, and how many
-    weights it holds, it says itself, so nothing else in this package lists layer types."""
+    :mod:`flowbridge.layers`, registered there with ``@definition(Model)``); what it must
+    satisfy against the event, and how many weights it holds, it says itself, so nothing
+    else in this package lists layer types. Defining the model registers it."""
 
     type: str  # each layer type narrows it to its tag; declared here so it comes first
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if typing.get_origin(cls.model_fields["type"].annotation) is Literal:
+            LAYER_MODELS.append(cls)
 
     #: the event ranks the layer takes: 1 (vectors ``(D,)``), 3 (images ``(C, H, W)``)
     ranks: typing.ClassVar[tuple[int, ...]] = (1, 3)
@@ -431,6 +444,33 @@ class Squeeze(_LayerModel):
         return (4 * c, h // 2, w // 2)
 
 
+class FactorOut(_LayerModel):
+    """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6): of the ``A``
+    channels still active, the last ``A - floor(A / 2)`` leave the flow and pass to the
+    output unchanged; every later layer but a squeeze acts on the first ``floor(A / 2)``.
+    An identity map, log-det 0: what it changes is what the layers after it see.
+
+    Output layout: the flow keeps one tensor. Factored channels stay where they are,
+    after the active ones; a later squeeze moves every channel alike (channel ``c``'s four
+    children are ``4c .. 4c + 3``), so the active channels stay first and each factored
+    block is squeezed with the rest, a fixed permutation of latent coordinates (log-det
+    0) that RealNVP's separate outputs do not make; with an i.i.d. base density the
+    density of every image is the same. The flow's output holds the last scale's latent
+    in its first channels, then the factored blocks, latest first."""
+
+    type: Literal["factor_out"] = "factor_out"
+    ranks: typing.ClassVar[tuple[int, ...]] = (3,)
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        if shape[0] < 2:
+            return [(at, f"expected at least 2 active channels to factor half out, got "
+                     f"{shape[0]}")]  # fmt: skip
+        return []
+
+    def active_after(self, active: int) -> int:
+        return active // 2
+
+
 class ActNorm(_LayerModel):
     """Glow's activation normalization (Kingma & Dhariwal 2018): ``y = x * exp(log_scale)
     + shift`` per channel of an image (``log_scale``, ``shift`` of shape ``(C,)``) or per
@@ -484,38 +524,7 @@ class Logit(_LayerModel):
     domain: typing.ClassVar[str] = "unit_interval"  # its input: data in (0, 1)
 
 
-class FactorOut(_LayerModel):
-    """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6): of the ``A``
-    channels still active, the last ``A - floor(A / 2)`` leave the flow and pass to the
-    output unchanged; every later layer but a squeeze acts on the first ``floor(A / 2)``.
-    An identity map, log-det 0: what it changes is what the layers after it see.
-
-    Output layout: the flow keeps one tensor. Factored channels stay where they are,
-    after the active ones; a later squeeze moves every channel alike (channel ``c``'s four
-    children are ``4c .. 4c + 3``), so the active channels stay first and each factored
-    block is squeezed with the rest, a fixed permutation of latent coordinates (log-det
-    0) that RealNVP's separate outputs do not make; with an i.i.d. base density the
-    density of every image is the same. The flow's output holds the last scale's latent
-    in its first channels, then the factored blocks, latest first."""
-
-    type: Literal["factor_out"] = "factor_out"
-    ranks: typing.ClassVar[tuple[int, ...]] = (3,)
-
-    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
-        if shape[0] < 2:
-            return [(at, f"expected at least 2 active channels to factor half out, got "
-                     f"{shape[0]}")]  # fmt: skip
-        return []
-
-    def active_after(self, active: int) -> int:
-        return active // 2
-
-
-Layer = Annotated[
-    AdditiveCoupling | AffineCoupling | Scaling | Permutation | Squeeze | FactorOut | ActNorm
-    | BatchNorm | Logit,
-    Field(discriminator="type"),
-]
+Layer = Annotated[typing.Union[tuple(LAYER_MODELS)], Field(discriminator="type")]  # noqa: UP007
 
 
 def _tags(union: Any, discriminator: str) -> set[str]:
