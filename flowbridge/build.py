@@ -45,6 +45,11 @@ def module_for(spec: FlowSpec | dict, backend: str) -> types.ModuleType:
     )
 
 
+def _bool(value: Any, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+
+
 def _checked(spec: FlowSpec, params: Any, backend: str) -> dict | None:
     """``params`` checked against the spec (against the loaded module's PARAM_SHAPES
     when the module is cached, so nothing is planned again), or None."""
@@ -54,7 +59,14 @@ def _checked(spec: FlowSpec, params: Any, backend: str) -> dict | None:
     return check_params(spec, params, module.PARAM_SHAPES if module is not None else None)
 
 
-def to_pyro(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = None, device: Any = None):
+def to_pyro(
+    spec: FlowSpec | dict,
+    params: Any = None,
+    *,
+    dtype: Any = None,
+    device: Any = None,
+    validate_args: bool = False,
+):
     """The flow as a generated Pyro ``Flow``: a ``ComposeTransformModule`` of generated
     ``TransformModule``s that runs them in one call (``flow[i]`` is layer ``i``); a
     conditional flow is a generated ``ConditionalFlow``, a
@@ -64,11 +76,19 @@ def to_pyro(spec: FlowSpec | dict, params: Any = None, *, dtype: Any = None, dev
     generated module's own identity-at-init weights. ``dtype`` (default: torch's default
     dtype) and ``device`` are applied before the parameters are copied in, so float64
     parameters stay exact in a float64 flow. Move it later with ``.to(device, dtype)``.
+
+    ``validate_args=True`` checks every input against the layers' domains (the data in
+    [0, 1] a logit preprocessing reads: a ValueError names the layer and the interval),
+    as TFP's ``validate_args``; off by default, so the default path pays nothing. This
+    is flowbridge's switch: torch's ``Distribution`` validation (on by default) checks a
+    TransformedDistribution's ``log_prob`` argument against the flow's ``domain``, never
+    the flow's own calls.
     """
     spec = _spec(spec)
+    _bool(validate_args, "validate_args")
     checked = _checked(spec, params, "pyro")
     module = module_for(spec, "pyro")
-    return backends.get("pyro").runtime().make(module, checked, dtype, device)
+    return backends.get("pyro").runtime().make(module, checked, dtype, device, validate_args)
 
 
 def to_tfp(
@@ -77,6 +97,7 @@ def to_tfp(
     *,
     dtype: Any = "float32",
     data_format: str = "channels_last",
+    validate_args: bool = False,
 ):
     """The flow as a TFP ``Chain`` of generated ``Bijector``s (``dtype`` float32/float64).
 
@@ -84,6 +105,10 @@ def to_tfp(
     own layout, the default) or ``(*batch, C, H, W)`` (``"channels_first"``); its layers
     compute channels first (the neutral layout), behind a ``tfb.Transpose`` at each end
     of the chain for channels-last data. ``data_format`` means nothing for vector flows.
+
+    ``validate_args``: TFP's switch, given to every layer and the chain; on, inputs are
+    checked against the layers' domains (the data in [0, 1] a logit preprocessing reads)
+    with ``tf.debugging`` assertions, which hold inside ``tf.function`` too.
     """
     spec = _spec(spec)
     if str(dtype) not in ("float32", "float64", "<dtype: 'float32'>", "<dtype: 'float64'>"):
@@ -91,9 +116,10 @@ def to_tfp(
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(f"data_format: expected 'channels_last' or 'channels_first', got "
                          f"{data_format!r}")  # fmt: skip
+    _bool(validate_args, "validate_args")
     checked = _checked(spec, params, "tfp")
     module = module_for(spec, "tfp")
-    return backends.get("tfp").runtime().make(module, checked, dtype, data_format)
+    return backends.get("tfp").runtime().make(module, checked, dtype, data_format, validate_args)
 
 
 def to_numpy(spec: FlowSpec | dict, params: Any = None):

@@ -8,7 +8,8 @@ Exit codes:
 - 0: success;
 - 1: ``check`` ran and a figure is over its tolerance;
 - 2: bad input: the spec, a params file or bundle, a command-line option, a file that
-  cannot be read or written, an output that is one of the command's inputs;
+  cannot be read or written (standard output included: closed, full, a broken pipe),
+  an output that is one of the command's inputs;
 - 3: ``check`` could run no backend on the devices asked for (nothing was checked);
 - 4: a framework the command needs is not installed (the message names the extra);
 - 70: an internal error (a bug: please report it with the ``--debug`` output).
@@ -50,6 +51,8 @@ class _Main(click.Group):
             return _fail(str(exc), EXIT_INPUT, debug)
         except BackendUnavailable as exc:
             return _fail(str(exc), EXIT_BACKEND, debug)
+        except _OutputError as exc:  # before click's own EPIPE handling could exit 1
+            return _fail(str(exc), EXIT_INPUT, debug)
         except OSError as exc:
             name = f"{exc.filename}: " if exc.filename else ""
             return _fail(f"{name}{exc.strerror or exc}", EXIT_INPUT, debug)
@@ -71,6 +74,46 @@ def _fail(message: str, code: int, debug: bool = False):
     text = lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
     click.echo(f"error: {text}", err=True)
     sys.exit(code)
+
+
+class _OutputError(Exception):
+    """Standard output closed or failing: a command's output could not be written."""
+
+
+def _stdout():
+    """``sys.stdout``, or an _OutputError when it is closed (Python then sets it to
+    None, and click.echo would write nothing without a word)."""
+    if sys.stdout is None:
+        raise _OutputError("standard output is closed; nothing was written")
+    return sys.stdout
+
+
+def _print(text: str = "", nl: bool = True) -> None:
+    """Write ``text`` to standard output and flush it there and then, so that a closed,
+    full or broken standard output is an _OutputError (exit 2), not a silent success
+    or click's exit 1 on a broken pipe."""
+    out = _stdout()
+    try:
+        click.echo(text, nl=nl, file=out)
+        out.flush()
+    except OSError as exc:
+        _discard_stdout()
+        raise _OutputError(f"standard output: {exc.strerror or exc}") from exc
+
+
+def _discard_stdout() -> None:
+    """Point file descriptor 1 at the null device after a failed write, so the
+    interpreter's last flush of what is left cannot fail again (it would print a
+    traceback and turn the exit code into 120)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (click's test runner): nothing is flushed at exit
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 def _write(path: str, text: str | bytes, *inputs: str | None) -> None:
@@ -122,7 +165,7 @@ def generate(spec, backend, output):
         _write(output, code, spec)
         click.echo(f"wrote {output} ({len(code.splitlines())} lines)", err=True)
     else:
-        click.echo(code, nl=False)
+        _print(code, nl=False)
 
 
 @main.command()
@@ -159,6 +202,7 @@ def check(specs, backends, dtypes, devices, params, allow_other_spec, batch, see
 
     if bool(specs) == bool(bundle):
         raise click.UsageError("give either SPEC(s) or --bundle")
+    _stdout()  # the report goes there: refused before anything runs when it is closed
     if len(specs) > 1 and (params or save_bundle):
         raise click.UsageError("--params and --save-bundle take a single SPEC")
     if params and bundle:
@@ -184,10 +228,10 @@ def check(specs, backends, dtypes, devices, params, allow_other_spec, batch, see
             bundle=bundle,
             save_bundle=save_bundle,
         )
-        click.echo(report.table() + "\n")
+        _print(report.table() + "\n")
         reports.append(report)
     if len(reports) > 1:
-        click.echo(worst_table(reports))
+        _print(worst_table(reports))
     if json_out:
         _write(json_out, summary_json(reports), *inputs)
     if not any(r.rows for r in reports):
@@ -215,7 +259,7 @@ def schema(output):
     if output:
         _write(output, text)
     else:
-        click.echo(text, nl=False)
+        _print(text, nl=False)
 
 
 @main.command()
@@ -226,9 +270,9 @@ def validate(spec):
     from .spec import load_spec
 
     loaded = load_spec(spec)
-    click.echo(f"ok: {loaded.name!r} sha256:{loaded.hash}")
-    for name, shape in param_shapes(loaded).items():
-        click.echo(f"  {name}: {shape}")
+    lines = [f"ok: {loaded.name!r} sha256:{loaded.hash}"]
+    lines += [f"  {name}: {shape}" for name, shape in param_shapes(loaded).items()]
+    _print("\n".join(lines))
 
 
 @main.command("init-params")
@@ -272,9 +316,10 @@ def bench(preset, out, threads, repeats, min_time, compile_at):
     in its own process)."""
     from .bench import markdown, run
 
+    _stdout()  # the tables go there: refused before hours of timing when it is closed
     results = run(preset, threads=threads, repeats=repeats, min_time=min_time, out=Path(out),
                   compile_at=compile_at)  # fmt: skip
-    click.echo(markdown(results))
+    _print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ class Plan:
     inverse: Callable = field(compare=False)  # (p, y[, context]) -> (x, log_det)
     context: int = 0  # the size of the context vector the layer reads (0: none)
     buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)  # constant tensors' shapes
-    domain: str = "real"  # the values it takes: "real", or "unit_interval" (data in (0, 1))
+    domain: str = "real"  # the values it takes: "real", or "unit_interval" (data in [0, 1])
     # a layer with a training mode (batch normalization): its forward in that mode,
     # (p, x) -> (y, log_det, effects), the effects being state updates (ops.assign)
     training_forward: Callable | None = field(default=None, compare=False)
@@ -923,7 +923,7 @@ _LOGIT_DOC = """RealNVP's logit preprocessing (Dinh et al. 2017, arXiv:1605.0880
               log|det J| = sum(log(1 - 2 alpha) - log(p) - log(1 - p))
     inverse:  x = (sigmoid(y) - alpha) / (1 - 2 alpha),
               log|det J^-1| = sum(log_sigmoid(y) + log_sigmoid(-y) - log(1 - 2 alpha))
-    Its input is data in (0, 1): dequantized pixels (flowbridge.dequantize).
+    Its input is data in [0, 1]: dequantized pixels (flowbridge.dequantize).
     {config}"""
 
 

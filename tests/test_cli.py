@@ -163,6 +163,47 @@ def test_debug_shows_the_traceback(tmp_path):
     assert run.returncode == 2 and "Traceback" in run.stderr and "error: " in run.stderr
 
 
+def _cli(*args: str, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flowbridge.cli", *args], stderr=subprocess.PIPE,
+                          text=True, **popen)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["generate", "SPEC", "-b", "numpy"], ["schema"], ["validate", "SPEC"],
+     ["check", "SPEC", "-b", "numpy", "--batch", "2"]],
+)  # fmt: skip
+def test_a_closed_standard_output_is_one_error_line_and_exit_2(args):
+    """``flowbridge generate SPEC -b numpy >&-``: Python's sys.stdout is None and
+    click.echo would write nothing and exit 0; every command that prints refuses."""
+    run = _cli(*[str(EXAMPLES / "nice_d2.yaml") if a == "SPEC" else a for a in args],
+               preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr == "error: standard output is closed; nothing was written\n"
+
+
+@pytest.mark.parametrize("broken", ["pipe", "full"])
+def test_a_failing_standard_output_is_one_error_line_and_exit_2(broken):
+    """A pipe whose reader is gone (click alone would exit 1, this tool's "over
+    tolerance", without a word) and a full device: exit 2, one line naming stdout."""
+    if broken == "full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    if broken == "pipe":
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            run = _cli("schema", stdout=write)
+        finally:
+            os.close(write)
+        reason = "Broken pipe"
+    else:
+        with open("/dev/full", "w") as full:
+            run = _cli("schema", stdout=full)
+        reason = "No space left on device"
+    assert run.returncode == 2, run.stderr
+    assert run.stderr == f"error: standard output: {reason}\n"
+
+
 def test_no_backend_on_the_device_is_exit_3():
     res = CliRunner().invoke(main, ["check", str(EXAMPLES / "nice_d2.yaml"), "-b", "numpy",
                                     "--device", "cuda"])  # fmt: skip

@@ -4,6 +4,8 @@ ConditionalTransformedDistribution, TFP's conditional_input and bijector_kwargs)
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -130,6 +132,40 @@ def test_pyro_refuses_a_context_that_does_not_fit(torch, context, error, message
     flow = fb.to_pyro(spec, params, dtype=torch.float64)
     with pytest.raises(error, match=message):
         flow.condition(context(torch))(torch.tensor(x))
+
+
+@pytest.mark.parametrize("case", [CASE, "realnvp_conditional_embedded_d4_c3"])
+def test_pyro_conditional_flow_without_a_context_says_to_condition_it(torch, case):
+    """A conditional flow or layer called like a plain transform (no context): a
+    TypeError that says to call .condition(c) first, with the context's shape, not
+    torch's "missing the required forward function"; .inv still conditions."""
+    import pyro.distributions as dist
+
+    spec, params, _, x, c = _setup(case)
+    flow = fb.to_pyro(spec, params, dtype=torch.float64)
+    xt = torch.tensor(x)
+    name = type(flow).__name__
+    coupling = next(layer for layer in (flow.layers if case != CASE else flow)
+                    if hasattr(layer, "context_dim"))  # fmt: skip
+    calls = {
+        "flow(x)": (name, lambda: flow(xt)),
+        "flow.inv(y)": (name, lambda: flow.inv(xt)),
+        "flow.log_abs_det_jacobian(x, y)": (name, lambda: flow.log_abs_det_jacobian(xt, xt)),
+        "layer(x)": (type(coupling).__name__, lambda: coupling(xt)),
+        "layer.inv(y)": (type(coupling).__name__, lambda: coupling.inv(xt)),
+        "layer.log_abs_det_jacobian(x, y)": (
+            type(coupling).__name__, lambda: coupling.log_abs_det_jacobian(xt, xt)),
+    }  # fmt: skip
+    for call, (owner, run) in calls.items():
+        t = call.split("(")[0].split(".")[0]
+        width = 3 if t == "flow" else coupling.context_dim  # an embedding's input is the context
+        message = (rf"{owner}: {re.escape(call)} needs a context: call {t}.condition\(c\) first, "
+                   rf"with c of shape \(\*batch, {width}\)")  # fmt: skip
+        with pytest.raises(TypeError, match=message):
+            run()
+    base = dist.Normal(torch.zeros(spec.dim, dtype=torch.float64), 1.0).to_event(1)
+    q = dist.ConditionalTransformedDistribution(base, [flow.inv]).condition(torch.tensor(c))
+    assert flow.inv.inv is flow and torch.isfinite(q.log_prob(xt)).all()
 
 
 # ------------------------------------------------------------------ TFP

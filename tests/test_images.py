@@ -6,6 +6,8 @@ tests/test_conformance.py (the cases are tests/cases.py's IMAGE_CASES)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -357,6 +359,95 @@ def test_logit_layer_maps_unit_interval_data_and_back():
         fb.FlowSpec(name="l", event_shape=(4,), layers=[fb.ActNorm(), fb.Logit()])
     with pytest.raises(fb.SpecError, match=r"layers\[0\].alpha: expected a number in"):
         fb.FlowSpec.from_dict({"event_shape": [4], "layers": [{"type": "logit", "alpha": 0.5}]})
+
+
+#: a logit reads data in [0, 1]: the reference refuses anything else (NaN included, and
+#: the values in (-alpha / (1 - 2 alpha), 0) it used to map to finite numbers); Pyro and TFP
+#: refuse it with validate_args=True (off by default, so the default path pays nothing)
+LOGIT = fb.FlowSpec(name="logit", event_shape=(2, 2, 2),
+                    layers=[fb.Logit(alpha=0.1), fb.ActNorm()])  # fmt: skip
+OUTSIDE = [-0.5, -0.01, 1.25, float("nan")]
+
+
+def _outside(value: float) -> np.ndarray:
+    """A batch of 3 images in (0, 1) but one entry, ``value``."""
+    x = np.random.default_rng(8).uniform(0.0, 1.0, (3, 2, 2, 2))
+    x[1, 0, 1, 1] = value
+    return x
+
+
+def _refusal(value: float) -> str:
+    return (r"Logit: x: expected values in \[0, 1\] \(the layer's domain\), got "
+            rf"{value:g} \(1 of 24 entries outside\)")  # fmt: skip
+
+
+@pytest.mark.parametrize("value", OUTSIDE)
+def test_reference_logit_refuses_data_outside_the_unit_interval(value):
+    flow = fb.to_numpy(LOGIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the way either
+        for call in (flow.forward, flow.forward_log_det_jacobian, flow.layers[0].forward):
+            with pytest.raises(ValueError, match=_refusal(value)):
+                call(_outside(value))
+        ends = np.array([0.0, 1.0] * 4).reshape(1, 2, 2, 2)  # the interval is closed
+        assert np.all(np.isfinite(flow.forward_with_log_det(ends)[0]))
+
+
+@pytest.mark.parametrize("value", OUTSIDE)
+def test_pyro_logit_refuses_data_outside_the_unit_interval_with_validate_args(torch_or_skip,
+                                                                              value):  # fmt: skip
+    import pyro.distributions as dist
+
+    torch = torch_or_skip
+    x = torch.tensor(_outside(value))
+    fast = fb.to_pyro(LOGIT, dtype=torch.float64)  # the default: no check, no cost
+    assert not fast.validate_args and not fast[0].validate_args
+    flow = fb.to_pyro(LOGIT, dtype=torch.float64, validate_args=True)
+    base = dist.Normal(torch.zeros(2, 2, 2, dtype=torch.float64), 1.0).to_event(3)
+    q = dist.TransformedDistribution(base, [flow.inv], validate_args=False)  # flowbridge's check
+    for call in (flow, flow[0], lambda v: flow.log_abs_det_jacobian(v, v), q.log_prob):
+        with pytest.raises(ValueError, match=_refusal(value)):
+            call(x)
+    inside = _outside(0.0)
+    np.testing.assert_allclose(flow(torch.tensor(inside)).detach().numpy(),
+                               fb.to_numpy(LOGIT).forward(inside),
+                               rtol=1e-12)  # fmt: skip
+    # a conditional flow checks at its door too, at any context
+    spec = fb.FlowSpec(name="c", event_shape=(4,), context_dim=2,
+                       layers=[fb.Logit(), fb.AffineCoupling(mask=fb.HalfMask())])  # fmt: skip
+    conditional = fb.to_pyro(spec, dtype=torch.float64, validate_args=True)
+    with pytest.raises(ValueError, match=r"Logit: x: expected values in \[0, 1\]"):
+        conditional.condition(torch.zeros(2, dtype=torch.float64))(x.reshape(6, 4))
+    with pytest.raises(TypeError, match="validate_args: expected True or False, got 1"):
+        fb.to_pyro(LOGIT, validate_args=1)
+
+
+@pytest.mark.parametrize("mode", ["eager", "tf_function"])
+def test_tfp_logit_refuses_data_outside_the_unit_interval_with_validate_args(tf, mode):
+    import tensorflow_probability as tfp
+
+    x = tf.constant(_outside(-0.01))
+    fast = fb.to_tfp(LOGIT, dtype="float64", data_format="channels_first")
+    assert not any(layer.validate_args for layer in fast.bijectors)  # the default: no check
+    flow = fb.to_tfp(LOGIT, dtype="float64", data_format="channels_first", validate_args=True)
+    assert flow.validate_args and all(layer.validate_args for layer in flow.bijectors)
+    base = tfp.distributions.Sample(tfp.distributions.Normal(tf.constant(0.0, tf.float64), 1.0),
+                                    [2, 2, 2])  # fmt: skip
+    q = tfp.distributions.TransformedDistribution(base, tfp.bijectors.Invert(flow))
+    calls = [flow.forward, lambda v: flow.forward_log_det_jacobian(v, event_ndims=3), q.log_prob]
+    if mode == "eager":
+        for call in calls:
+            with pytest.raises(ValueError, match=_refusal(-0.01)):
+                call(x)
+    else:  # traced: TFP's way, a tf.debugging assertion that fails when the graph runs
+        for call in calls:
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match=r"Logit: x: expected values in \[0, 1\]"):  # fmt: skip
+                tf.function(call)(x)
+    inside = _outside(0.0)
+    run = flow.forward if mode == "eager" else tf.function(flow.forward)
+    np.testing.assert_allclose(run(tf.constant(inside)).numpy(),
+                               fb.to_numpy(LOGIT).forward(inside), rtol=1e-12)  # fmt: skip
 
 
 def test_dequantize_and_bits_per_dim():

@@ -204,6 +204,29 @@ class FlowChain(_RealInputs, tfb.Chain):
     """The flow: a tfb.Chain of the layers whose public calls refuse non-real inputs."""
 
 
+def _in_domain(layer, value, name):
+    """``value`` if every entry lies in the layer's ``domain_interval`` (None: the reals,
+    nothing to check); else, run eagerly, a ValueError naming the layer, the input and
+    the interval (a NaN lies in no interval); traced (tf.function, graph mode), a
+    ``tf.debugging`` assertion with that message. Called only with ``validate_args``."""
+    if layer.domain_interval is None:
+        return value
+    low, high = layer.domain_interval
+    where = f"{type(layer).__name__}: {name}: expected values in [{low:g}, {high:g}]"
+    where += " (the layer's domain)"
+    outside = tf.logical_not((value >= low) & (value <= high))
+    if tf.executing_eagerly():
+        if bool(tf.reduce_any(outside)):
+            bad = tf.boolean_mask(value, outside)
+            count, size = int(tf.size(bad)), int(tf.size(value))
+            raise ValueError(f"{where}, got {float(bad[0]):g} ({count} of {size} entries outside)")
+        return value
+    with tf.control_dependencies([
+        tf.debugging.Assert(tf.logical_not(tf.reduce_any(outside)), [where])
+    ]):  # fmt: skip
+        return tf.identity(value)
+
+
 class _Layer(_RealInputs, tfb.Bijector):
     """TFP plumbing shared by every layer: input checks, forward/inverse and both log-dets.
 
@@ -213,7 +236,11 @@ class _Layer(_RealInputs, tfb.Bijector):
     never share results. TFP asks for a log-det separately from the transform it belongs
     to. Inside tf.function the log-det traced with the last forward (inverse) call is
     reused when TFP asks for it at that very tensor, so the conditioner is not traced
-    twice; run eagerly, every call recomputes (a variable may have changed in between)."""
+    twice; run eagerly, every call recomputes (a variable may have changed in between).
+    A layer whose input is not any real vector (a logit's data in [0, 1]) says so in
+    ``domain_interval``; with ``validate_args`` on, its input is checked against it."""
+
+    domain_interval = None  # the closed interval every input entry lies in; None: the reals
 
     def _get_parameterization(self):
         if "_fb_identity" not in self.__dict__:
@@ -223,6 +250,8 @@ class _Layer(_RealInputs, tfb.Bijector):
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
         x = _checked(self, x, "x", self.event_shape)
+        if self.validate_args:
+            x = _in_domain(self, x, "x")
         return _batched(self._forward_with_log_det, x, self.event_shape)
 
     def inverse_with_log_det(self, y):
@@ -686,10 +715,12 @@ class Scaling(_Layer):
         return params
 
 
-def build_flow(params=None, dtype=tf.float32):
+def build_flow(params=None, dtype=tf.float32, validate_args=False):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
-    The weights are the variables' initial values, so they hold in TF1 graph mode too."""
+    The weights are the variables' initial values, so they hold in TF1 graph mode too.
+    ``validate_args`` (TFP's, given to every layer and the chain): check that inputs lie
+    in the layers' domains."""
     init = _per_layer(PARAM_INIT, 5)
     weights = _per_layer(params if params is not None else {}, 5)
     # Long index lists stay compact:
@@ -704,6 +735,7 @@ def build_flow(params=None, dtype=tf.float32):
             init=init[0],
             dtype=dtype,
             weights=weights[0],
+            validate_args=validate_args,
             name="layer_0",
         ),
         Permutation(
@@ -713,6 +745,7 @@ def build_flow(params=None, dtype=tf.float32):
             init=init[1],
             dtype=dtype,
             weights=weights[1],
+            validate_args=validate_args,
             name="layer_1",
         ),
         AffineCouplingDepth1GeluExp(
@@ -725,6 +758,7 @@ def build_flow(params=None, dtype=tf.float32):
             init=init[2],
             dtype=dtype,
             weights=weights[2],
+            validate_args=validate_args,
             name="layer_2",
         ),
         AffineCouplingDepth0ReluSigmoid(
@@ -737,12 +771,20 @@ def build_flow(params=None, dtype=tf.float32):
             init=init[3],
             dtype=dtype,
             weights=weights[3],
+            validate_args=validate_args,
             name="layer_3",
         ),
-        Scaling(event_shape=(7,), init=init[4], dtype=dtype, weights=weights[4], name="layer_4"),
+        Scaling(
+            event_shape=(7,),
+            init=init[4],
+            dtype=dtype,
+            weights=weights[4],
+            validate_args=validate_args,
+            name="layer_4",
+        ),
     ]
     # fmt: on
-    flow = FlowChain(list(reversed(layers)), name="flow")
+    flow = FlowChain(list(reversed(layers)), validate_args=validate_args, name="flow")
     if params is not None:
         load_neutral_params(flow, params)
     return flow

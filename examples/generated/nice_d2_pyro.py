@@ -145,13 +145,44 @@ def _checked(layer, value, name, event):
     return value
 
 
+def _in_domain(layer, value, name):
+    """``value`` if every entry lies in the layer's ``domain_interval`` (None: the reals,
+    nothing to check); else a ValueError naming the layer, the input and the interval (a
+    NaN lies in no interval). Called only when validating (``validate_args``)."""
+    if layer.domain_interval is None:
+        return value
+    low, high = layer.domain_interval
+    outside = ~((value >= low) & (value <= high))
+    if outside.any():
+        raise ValueError(
+            f"{type(layer).__name__}: {name}: expected values in [{low:g}, {high:g}] (the "
+            f"layer's domain), got {value[outside].flatten()[0].item():g} "
+            f"({int(outside.sum())} of {value.numel()} entries outside)"
+        )
+    return value
+
+
+def _validating(flow, validate_args=True):
+    """``flow`` (and each of its layers) checking, or not, that inputs lie in the
+    layers' domains (a logit's [0, 1]), as TFP's ``validate_args``: off by default, so
+    the default path pays nothing for it."""
+    for module in flow.modules():
+        if hasattr(type(module), "validate_args"):
+            module.validate_args = validate_args
+    return flow
+
+
 class _Layer(TransformModule):
     """Pyro plumbing shared by every layer: input checks, cache-aware log-det,
-    real-vector domain."""
+    real-vector domain. A layer whose input is not any real vector (a logit's data in
+    [0, 1]) says so in ``domain_interval``; with ``validate_args`` on (build_flow's
+    argument), its input is checked against it."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
+    domain_interval = None  # the closed interval every input entry lies in; None: the reals
+    validate_args = False  # check inputs against domain_interval (build_flow's argument)
 
     def __init__(self, event_shape, output_shape=None):
         super().__init__(cache_size=1)
@@ -161,7 +192,10 @@ class _Layer(TransformModule):
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        return self._forward_with_log_det(_checked(self, x, "x", self.event_shape))
+        x = _checked(self, x, "x", self.event_shape)
+        if self.validate_args:
+            x = _in_domain(self, x, "x")
+        return self._forward_with_log_det(x)
 
     def inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
@@ -197,12 +231,15 @@ class Flow(ComposeTransformModule):
     ``(x, y, log-det)`` as every layer does: ``log_prob`` after ``inv`` (or the log-det
     after a call) costs nothing. The layers stay what they are: ``flow[i]`` is layer i, a
     TransformModule with its own call, inverse and cache, and the state_dict keys are
-    theirs (``0.kernels.0``, ...). A conditional flow at one context is one too."""
+    theirs (``0.kernels.0``, ...). A conditional flow at one context is one too. With
+    ``validate_args`` on, its input is checked against its first layer's domain (only a
+    first layer may have one: a logit's [0, 1])."""
 
     __call__ = Transform.__call__  # ComposeTransform's would call the layers one by one
     _call = _Layer._call
     _inverse = _Layer._inverse
     log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+    validate_args = False
 
     def __init__(self, layers):
         super().__init__(layers, cache_size=1)
@@ -219,6 +256,8 @@ class Flow(ComposeTransformModule):
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
         x = _checked(self, x, "x", self[0].event_shape)
+        if self.validate_args:
+            x = _in_domain(self[0], x, "x")
         log_det = 0.0
         for layer in self:
             x, layer_log_det = layer._forward_with_log_det(x)
@@ -407,9 +446,10 @@ class Scaling(_Layer):
         return params
 
 
-def build_flow(params=None):
+def build_flow(params=None, validate_args=False):
     """The flow as a Flow; ``params`` (optional) maps the neutral
-    names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
+    names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT.
+    ``validate_args``: check that inputs lie in the layers' domains (off: no cost)."""
     init = _per_layer(PARAM_INIT, 5)
     # Long index lists stay compact:
     # fmt: off
@@ -421,7 +461,7 @@ def build_flow(params=None):
         Scaling(event_shape=(2,), init=init[4]),
     ]
     # fmt: on
-    flow = Flow(layers)
+    flow = _validating(Flow(layers), validate_args)
     if params is not None:
         load_neutral_params(flow, params)
     return flow

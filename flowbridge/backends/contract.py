@@ -163,6 +163,8 @@ class Emitter(abc.ABC):
       ``IMAGE`` those of an image flow (defaults none).
     - ``OP_HELPERS`` / ``FIELD_HELPERS``: op or field kind -> the prelude definitions
       a module needs when a traced body uses that op or a layer has that field kind.
+    - ``DOMAINS``: input domain -> its closed interval (default: ``unit_interval``,
+      [0, 1]); see :meth:`domain_lines`.
     """
 
     TITLE: ClassVar[str]
@@ -199,6 +201,20 @@ class Emitter(abc.ABC):
     def helpers(self, names: list[str] | tuple[str, ...]) -> str:
         """The prelude definitions ``names``, as source to inline."""
         return self.prelude.source(names)
+
+    #: The closed interval of each input domain but the reals (a plan's ``domain``).
+    DOMAINS: ClassVar[dict[str, tuple[float, float]]] = {"unit_interval": (0.0, 1.0)}
+
+    def domain_lines(self, plan: Any) -> list[str]:
+        """The class-body lines of a layer whose input is not any real vector: its
+        ``domain_interval = (low, high)`` (the prelude's ``_Layer`` has ``None``, the
+        reals), against which the prelude checks the input (always in the reference, when
+        validating in a framework), then a blank line; none where ``plan.domain`` is
+        ``"real"``."""
+        if plan.domain == "real":
+            return []
+        low, high = self.DOMAINS[plan.domain]
+        return [f"    domain_interval = ({low!r}, {high!r})  # {plan.domain}", ""]
 
     @staticmethod
     def shape_arg(plan: Any) -> str:

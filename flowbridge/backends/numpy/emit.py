@@ -59,7 +59,7 @@ Every input is converted to float64; the flow has no state besides its weights."
 
     CONSTANT = "self.{name} = {value}"
     PRELUDE = Path(__file__).with_name("prelude.py")
-    BASE = ("_initial", "_dense", "_float64", "_checked", "_Layer", "neutral_params",
+    BASE = ("_initial", "_dense", "_float64", "_checked", "_in_domain", "_Layer", "neutral_params",
             "load_neutral_params")  # fmt: skip
     UNCONDITIONAL = ("Flow",)
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
@@ -87,6 +87,7 @@ Every input is converted to float64; the flow has no state besides its weights."
             f"class {name}({base}):",
             f'    """{plan.doc}\n    """',
             "",
+            *self.domain_lines(plan),
             signature("__init__", ["self", "*", *plan.args, "event_shape", *out, *ctx, "init",
                                    "rng=None"], 1),  # fmt: skip
             block([f"super().__init__({', '.join(['event_shape', *out, *ctx])})"]

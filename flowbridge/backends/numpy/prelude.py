@@ -93,8 +93,29 @@ def _checked(layer, value, name, event):
     return array.astype(np.float64, copy=False)
 
 
+def _in_domain(layer, value, name):
+    """``value`` if every entry lies in the layer's ``domain_interval`` (None: the reals,
+    nothing to check); else a ValueError naming the layer, the input and the interval (a
+    NaN lies in no interval)."""
+    if layer.domain_interval is None:
+        return value
+    low, high = layer.domain_interval
+    outside = ~((value >= low) & (value <= high))
+    if outside.any():
+        raise ValueError(
+            f"{type(layer).__name__}: {name}: expected values in [{low:g}, {high:g}] (the "
+            f"layer's domain), got {value[outside].flat[0]:g} ({int(outside.sum())} of "
+            f"{value.size} entries outside)"
+        )
+    return value
+
+
 class _Layer:
-    """The reference API shared by every layer: checked inputs, float64 throughout."""
+    """The reference API shared by every layer: checked inputs, float64 throughout. A
+    layer whose input is not any real vector (a logit's data in [0, 1]) says so in
+    ``domain_interval``, and its input is checked against it in every forward call."""
+
+    domain_interval = None  # the closed interval every input entry lies in; None: the reals
 
     def __init__(self, event_shape, output_shape=None):
         self.event_shape = tuple(event_shape)
@@ -102,7 +123,8 @@ class _Layer:
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        return self._forward_with_log_det(_checked(self, x, "x", self.event_shape))
+        x = _in_domain(self, _checked(self, x, "x", self.event_shape), "x")
+        return self._forward_with_log_det(x)
 
     def inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""

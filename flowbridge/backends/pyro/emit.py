@@ -93,9 +93,10 @@ from torch.distributions.transforms import Transform"""
 
     CONSTANT = 'self.register_buffer("{name}", {value}, persistent=False)'
     PRELUDE = Path(__file__).with_name("prelude.py")
-    BASE = ("_initial", "_dense", "_a_weight", "_checked", "_Layer", "Flow", "neutral_params",
-            "load_neutral_params")  # fmt: skip
-    CONDITIONAL = ("_checked_context", "_ConditionalLayer", "_Conditioned", "ConditionalFlow",
+    BASE = ("_initial", "_dense", "_a_weight", "_checked", "_in_domain", "_validating", "_Layer",
+            "Flow", "neutral_params", "load_neutral_params")  # fmt: skip
+    CONDITIONAL = ("_checked_context", "_needs_context", "_ConditionalInverse", "_NeedsContext",
+                   "_ConditionalLayer", "_Conditioned", "ConditionalFlow",
                    "_ConditionedFlow")  # fmt: skip
     EMBEDDING = ("EmbeddedFlow",)
     OP_HELPERS = {
@@ -131,6 +132,7 @@ from torch.distributions.transforms import Transform"""
             f'    """{plan.doc}\n    """',
             "",
             *domains,
+            *self.domain_lines(plan),
             signature("__init__", ["self", "*", *plan.args, "event_shape", *out, *ctx, "init"], 1),
             block([f"super().__init__({', '.join(['event_shape', *out, *ctx])})", *init], 2),
             "",
@@ -170,9 +172,10 @@ from torch.distributions.transforms import Transform"""
             what = "an EmbeddedFlow"
             init = {"init": '_under(PARAM_INIT, "context_embedding.")'}
             own = "\n    " + call("embedding = ContextEmbedding", embedding.args, init, 4)
-        return f'''def build_flow(params=None):
+        return f'''def build_flow(params=None, validate_args=False):
     """The flow as {what}; ``params`` (optional) maps the neutral
-    names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT."""
+    names of PARAM_SHAPES to arrays or tensors, else weights start by PARAM_INIT.
+    ``validate_args``: check that inputs lie in the layers' domains (off: no cost)."""
     init = _per_layer(PARAM_INIT, {len(calls)})
     # Long index lists stay compact:
     # fmt: off
@@ -180,7 +183,7 @@ from torch.distributions.transforms import Transform"""
 {layers}
     ]
     # fmt: on{own}
-    flow = {make}
+    flow = _validating({make}, validate_args)
     if params is not None:
         load_neutral_params(flow, params)
     return flow'''

@@ -119,13 +119,44 @@ def _checked(layer, value, name, event):
     return value
 
 
+def _in_domain(layer, value, name):
+    """``value`` if every entry lies in the layer's ``domain_interval`` (None: the reals,
+    nothing to check); else a ValueError naming the layer, the input and the interval (a
+    NaN lies in no interval). Called only when validating (``validate_args``)."""
+    if layer.domain_interval is None:
+        return value
+    low, high = layer.domain_interval
+    outside = ~((value >= low) & (value <= high))
+    if outside.any():
+        raise ValueError(
+            f"{type(layer).__name__}: {name}: expected values in [{low:g}, {high:g}] (the "
+            f"layer's domain), got {value[outside].flatten()[0].item():g} "
+            f"({int(outside.sum())} of {value.numel()} entries outside)"
+        )
+    return value
+
+
+def _validating(flow, validate_args=True):
+    """``flow`` (and each of its layers) checking, or not, that inputs lie in the
+    layers' domains (a logit's [0, 1]), as TFP's ``validate_args``: off by default, so
+    the default path pays nothing for it."""
+    for module in flow.modules():
+        if hasattr(type(module), "validate_args"):
+            module.validate_args = validate_args
+    return flow
+
+
 class _Layer(TransformModule):
     """Pyro plumbing shared by every layer: input checks, cache-aware log-det,
-    real-vector domain."""
+    real-vector domain. A layer whose input is not any real vector (a logit's data in
+    [0, 1]) says so in ``domain_interval``; with ``validate_args`` on (build_flow's
+    argument), its input is checked against it."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
+    domain_interval = None  # the closed interval every input entry lies in; None: the reals
+    validate_args = False  # check inputs against domain_interval (build_flow's argument)
 
     def __init__(self, event_shape, output_shape=None):
         super().__init__(cache_size=1)
@@ -135,7 +166,10 @@ class _Layer(TransformModule):
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
-        return self._forward_with_log_det(_checked(self, x, "x", self.event_shape))
+        x = _checked(self, x, "x", self.event_shape)
+        if self.validate_args:
+            x = _in_domain(self, x, "x")
+        return self._forward_with_log_det(x)
 
     def inverse_with_log_det(self, y):
         """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
@@ -171,12 +205,15 @@ class Flow(ComposeTransformModule):
     ``(x, y, log-det)`` as every layer does: ``log_prob`` after ``inv`` (or the log-det
     after a call) costs nothing. The layers stay what they are: ``flow[i]`` is layer i, a
     TransformModule with its own call, inverse and cache, and the state_dict keys are
-    theirs (``0.kernels.0``, ...). A conditional flow at one context is one too."""
+    theirs (``0.kernels.0``, ...). A conditional flow at one context is one too. With
+    ``validate_args`` on, its input is checked against its first layer's domain (only a
+    first layer may have one: a logit's [0, 1])."""
 
     __call__ = Transform.__call__  # ComposeTransform's would call the layers one by one
     _call = _Layer._call
     _inverse = _Layer._inverse
     log_abs_det_jacobian = _Layer.log_abs_det_jacobian
+    validate_args = False
 
     def __init__(self, layers):
         super().__init__(layers, cache_size=1)
@@ -193,6 +230,8 @@ class Flow(ComposeTransformModule):
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
         x = _checked(self, x, "x", self[0].event_shape)
+        if self.validate_args:
+            x = _in_domain(self[0], x, "x")
         log_det = 0.0
         for layer in self:
             x, layer_log_det = layer._forward_with_log_det(x)
@@ -244,7 +283,56 @@ def _checked_context(layer, context, x=None):
     return context
 
 
-class _ConditionalLayer(ConditionalTransformModule):
+def _needs_context(owner, call):
+    """The TypeError for a conditional flow or layer used as a plain transform, ``call``
+    being what was called (``"{t}.inv(y)"``, with ``{t}`` for the flow or layer)."""
+    t = "layer" if isinstance(owner, _ConditionalLayer) else "flow"
+    return TypeError(
+        f"{type(owner).__name__}: {call.format(t=t)} needs a context: call "
+        f"{t}.condition(c) first, with c of shape (*batch, {owner.context_dim}), and use "
+        f"the transform it returns: {call.format(t=f'{t}.condition(c)')}"
+    )
+
+
+class _ConditionalInverse(ConditionalTransformModule):
+    """A conditional flow's or layer's inverse (``.inv``): ``condition(c)`` is the
+    inverse at ``c``; called without a context, a TypeError that says so."""
+
+    def __init__(self, transform):
+        super().__init__()
+        self._transform = transform
+
+    @property
+    def inv(self):
+        return self._transform
+
+    def condition(self, context):
+        return self._transform.condition(context).inv
+
+    def forward(self, *args, **kwargs):
+        raise _needs_context(self._transform, "{t}.inv(y)")
+
+    def log_abs_det_jacobian(self, x, y):
+        raise _needs_context(self._transform, "{t}.inv.log_abs_det_jacobian(y, x)")
+
+
+class _NeedsContext:
+    """The plain-transform calls of a conditional flow or layer (``t(x)``, ``t.inv(y)``,
+    ``t.log_abs_det_jacobian(x, y)``): a TypeError saying to call ``t.condition(c)``
+    first, where torch's would say that a "forward" function is missing."""
+
+    def forward(self, *args, **kwargs):
+        raise _needs_context(self, "{t}(x)")
+
+    def log_abs_det_jacobian(self, x, y):
+        raise _needs_context(self, "{t}.log_abs_det_jacobian(x, y)")
+
+    @property
+    def inv(self):
+        return _ConditionalInverse(self)
+
+
+class _ConditionalLayer(_NeedsContext, ConditionalTransformModule):
     """Pyro plumbing of a layer that reads the context: ``condition(context)`` is the
     layer at that context, a Transform with the checks and caches of every layer."""
 
@@ -289,14 +377,17 @@ class _Conditioned(Transform):
         return self.layer.inverse_with_log_det(y, self.context)
 
 
-class ConditionalFlow(ConditionalComposeTransformModule):
+class ConditionalFlow(_NeedsContext, ConditionalComposeTransformModule):
     """The layers as one conditional transform. ``condition(c)`` is the flow at the
     context ``c``: a ComposeTransformModule of the layers at ``c`` (``.parts``) that
     checks x and c once, runs the layers' traced bodies in one loop (the context to the
     layers that read it), sums the log-dets as they come and caches the last
     ``(x, y, log-det)``. ``flow[i]`` is layer i (each with its own ``condition``), and the
     state_dict keys are the layers' (``0.kernels.0``, ...), as for a
-    ConditionalComposeTransformModule of them."""
+    ConditionalComposeTransformModule of them. With ``validate_args`` on, its input is
+    checked against its first layer's domain, as a Flow's."""
+
+    validate_args = False
 
     def __init__(self, layers, context_dim):
         super().__init__(layers)
@@ -322,6 +413,8 @@ class _ConditionedFlow(Flow):
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *EVENT_SHAPE)."""
         x = _checked(self.flow, x, "x", self.flow.event_shape)
+        if self.flow.validate_args:
+            x = _in_domain(self.flow[0], x, "x")
         context = _checked_context(self.flow, self.context, x)
         log_det = 0.0
         for layer, reads in zip(self.flow, self.flow.reads_context, strict=True):
@@ -347,7 +440,7 @@ class _ConditionedFlow(Flow):
         return y, log_det
 
 
-class EmbeddedFlow(ConditionalTransformModule):
+class EmbeddedFlow(_NeedsContext, ConditionalTransformModule):
     """The flow behind its context embedding: ``condition(c)`` embeds ``c`` once
     (``self.embedding``) and conditions the layers (``self.layers``, a ConditionalFlow)
     on the features."""
@@ -356,6 +449,7 @@ class EmbeddedFlow(ConditionalTransformModule):
         super().__init__()
         self.embedding = embedding
         self.layers = ConditionalFlow(layers, embedding.kernels[-1].shape[-1])
+        self.context_dim = embedding.context_dim  # the context's size, before embedding
 
     def condition(self, context):
         return self.layers.condition(self.embedding(context))

@@ -44,15 +44,16 @@ def precise() -> None:
     torch.backends.cudnn.allow_tf32 = False
 
 
-def make(module, params, dtype=None, device=None):
+def make(module, params, dtype=None, device=None, validate_args=False):
     """The flow of the loaded generated ``module`` in ``dtype`` (default: torch's default
     dtype) on ``device``, with checked neutral ``params`` copied in after the move (so
     float64 parameters stay exact in a float64 flow); None keeps the module's own
-    initial weights."""
+    initial weights. ``validate_args``: inputs checked against the layers' domains."""
     import torch
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    flow = module.build_flow().to(device=device, dtype=dtype or torch.get_default_dtype())
+    flow = module.build_flow(validate_args=validate_args)
+    flow = flow.to(device=device, dtype=dtype or torch.get_default_dtype())
     return module.load_neutral_params(flow, params) if params is not None else flow
 
 

@@ -100,7 +100,7 @@ tf.Variable in flow.trainable_variables."""
     CONSTANT = "self.{name} = {value}"
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_Memo", "_checked", "_batched", "_refuse_non_real",
-            "_RealInputs", "FlowChain", "_Layer", "layers_of", "neutral_params",
+            "_RealInputs", "FlowChain", "_in_domain", "_Layer", "layers_of", "neutral_params",
             "load_neutral_params")  # fmt: skip
     CONDITIONAL = ("_checked_context", "_same", "_ConditionalLayer", "ConditionalFlowChain")
     EMBEDDING = ("EmbeddedFlowChain",)
@@ -146,6 +146,7 @@ tf.Variable in flow.trainable_variables."""
             f"class {name}({bases}):",
             f'    """{plan.doc}\n    """',
             "",
+            *self.domain_lines(plan),
             signature("__init__", params, 1),
             block([
                 "parameters = dict(locals())",
@@ -206,6 +207,7 @@ tf.Variable in flow.trainable_variables."""
                     "init": f"init[{i}]",
                     "dtype": "dtype",
                     "weights": f"weights[{i}]",
+                    "validate_args": "validate_args",
                     "name": f'"layer_{i}"',
                 },
                 8,
@@ -214,15 +216,17 @@ tf.Variable in flow.trainable_variables."""
             for i, (name, args) in enumerate(calls)
         )
         chain = "ConditionalFlowChain" if spec.context_dim else "FlowChain"
-        make, own = f'{chain}(list(reversed(layers)), name="flow")', ""
+        make = f'{chain}(list(reversed(layers)), validate_args=validate_args, name="flow")'
+        own = ""
         if embedding is not None:
-            make = 'EmbeddedFlowChain(list(reversed(layers)), embedding, name="flow")'
+            make = ('EmbeddedFlowChain(\n        list(reversed(layers)), embedding, '
+                    'validate_args=validate_args, name="flow"\n    )')  # as ruff wraps it
             own = "\n    " + call("embedding = ContextEmbedding", embedding.args, {
                 "init": '_under(PARAM_INIT, "context_embedding.")', "dtype": "dtype",
                 "weights": '_under(params if params is not None else {}, "context_embedding.")',
             }, 4)  # fmt: skip
         image = len(spec.event_shape) == 3
-        signature, layout, door = "params=None, dtype=tf.float32", "", ""
+        signature, layout, door = "params=None, dtype=tf.float32, validate_args=False", "", ""
         if image:
             signature += ', data_format="channels_last"'
             layout = "\n    data_format = _checked_layout(data_format)"
@@ -232,7 +236,9 @@ tf.Variable in flow.trainable_variables."""
         return f'''def build_flow({signature}):
     """The flow as a tfb.Chain (layers applied first to last); ``params`` (optional)
     maps the neutral names of PARAM_SHAPES to arrays, else weights start by PARAM_INIT.
-    The weights are the variables' initial values, so they hold in TF1 graph mode too."""{layout}
+    The weights are the variables' initial values, so they hold in TF1 graph mode too.
+    ``validate_args`` (TFP's, given to every layer and the chain): check that inputs lie
+    in the layers' domains."""{layout}
     init = _per_layer(PARAM_INIT, {len(calls)})
     weights = _per_layer(params if params is not None else {{}}, {len(calls)})
     # Long index lists stay compact:

@@ -209,6 +209,29 @@ class FlowChain(_RealInputs, tfb.Chain):
     """The flow: a tfb.Chain of the layers whose public calls refuse non-real inputs."""
 
 
+def _in_domain(layer, value, name):
+    """``value`` if every entry lies in the layer's ``domain_interval`` (None: the reals,
+    nothing to check); else, run eagerly, a ValueError naming the layer, the input and
+    the interval (a NaN lies in no interval); traced (tf.function, graph mode), a
+    ``tf.debugging`` assertion with that message. Called only with ``validate_args``."""
+    if layer.domain_interval is None:
+        return value
+    low, high = layer.domain_interval
+    where = f"{type(layer).__name__}: {name}: expected values in [{low:g}, {high:g}]"
+    where += " (the layer's domain)"
+    outside = tf.logical_not((value >= low) & (value <= high))
+    if tf.executing_eagerly():
+        if bool(tf.reduce_any(outside)):
+            bad = tf.boolean_mask(value, outside)
+            count, size = int(tf.size(bad)), int(tf.size(value))
+            raise ValueError(f"{where}, got {float(bad[0]):g} ({count} of {size} entries outside)")
+        return value
+    with tf.control_dependencies([
+        tf.debugging.Assert(tf.logical_not(tf.reduce_any(outside)), [where])
+    ]):  # fmt: skip
+        return tf.identity(value)
+
+
 class _Layer(_RealInputs, tfb.Bijector):
     """TFP plumbing shared by every layer: input checks, forward/inverse and both log-dets.
 
@@ -218,7 +241,11 @@ class _Layer(_RealInputs, tfb.Bijector):
     never share results. TFP asks for a log-det separately from the transform it belongs
     to. Inside tf.function the log-det traced with the last forward (inverse) call is
     reused when TFP asks for it at that very tensor, so the conditioner is not traced
-    twice; run eagerly, every call recomputes (a variable may have changed in between)."""
+    twice; run eagerly, every call recomputes (a variable may have changed in between).
+    A layer whose input is not any real vector (a logit's data in [0, 1]) says so in
+    ``domain_interval``; with ``validate_args`` on, its input is checked against it."""
+
+    domain_interval = None  # the closed interval every input entry lies in; None: the reals
 
     def _get_parameterization(self):
         if "_fb_identity" not in self.__dict__:
@@ -228,6 +255,8 @@ class _Layer(_RealInputs, tfb.Bijector):
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
         x = _checked(self, x, "x", self.event_shape)
+        if self.validate_args:
+            x = _in_domain(self, x, "x")
         return _batched(self._forward_with_log_det, x, self.event_shape)
 
     def inverse_with_log_det(self, y):
@@ -402,9 +431,9 @@ class EmbeddedFlowChain(ConditionalFlowChain):
     for the next call at that very tensor (as TransformedDistribution.log_prob asks for
     the inverse and then its log-det), so the layers' log-det memo still applies."""
 
-    def __init__(self, bijectors, embedding, name=None):
+    def __init__(self, bijectors, embedding, validate_args=False, name=None):
         parameters = dict(locals())
-        super().__init__(bijectors, parameters=parameters, name=name)
+        super().__init__(bijectors, validate_args=validate_args, parameters=parameters, name=name)
         self.embedding = embedding
 
     def _routed(self, kwargs):

@@ -82,14 +82,16 @@ def _device(device: str):
     return tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
 
 
-def make(module, params, dtype="float32", data_format="channels_last"):
+def make(module, params, dtype="float32", data_format="channels_last", validate_args=False):
     """The flow of the loaded generated ``module`` as a TFP Chain in ``dtype`` with
     checked neutral ``params`` (None: the module's own initial weights); an image flow
-    takes data in ``data_format``."""
+    takes data in ``data_format``. ``validate_args``: TFP's, inputs checked against the
+    layers' domains."""
     import tensorflow as tf
 
     layout = {"data_format": data_format} if len(module.EVENT_SHAPE) == 3 else {}
-    return module.build_flow(params, dtype=tf.as_dtype(dtype), **layout)
+    return module.build_flow(params, dtype=tf.as_dtype(dtype), validate_args=validate_args,
+                             **layout)  # fmt: skip
 
 
 def build(module, params, dtype: str, device: str):
