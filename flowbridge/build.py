@@ -7,6 +7,7 @@ from typing import Any
 
 from . import backends, codegen
 from .errors import SpecError
+from .layers import param_specs, plan_flow
 from .params import check_params
 from .spec import FlowSpec
 
@@ -50,13 +51,21 @@ def _bool(value: Any, name: str) -> None:
         raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
-def _checked(spec: FlowSpec, params: Any, backend: str) -> dict | None:
-    """``params`` checked against the spec (against the loaded module's PARAM_SHAPES
-    when the module is cached, so nothing is planned again), or None."""
-    if params is None:
-        return None
+def _prepared(spec: FlowSpec, params: Any, backend: str) -> tuple[types.ModuleType, dict | None]:
+    """The loaded module of ``spec`` and ``params`` checked against it (None: none
+    given), in one pass: a cached module is used as it is (``params`` checked against
+    its PARAM_SHAPES); else the flow is planned once, ``params`` are checked against the
+    plans' shapes before any framework is imported, and the plans are handed on to code
+    generation."""
+    require(backend)
     module = codegen.loaded(backend, spec.hash)
-    return check_params(spec, params, module.PARAM_SHAPES if module is not None else None)
+    if module is not None:
+        checked = None if params is None else check_params(spec, params, module.PARAM_SHAPES)
+        return module, checked
+    plans = plan_flow(spec)
+    shapes = {name: p.shape for name, p in param_specs(spec, plans).items()}
+    checked = None if params is None else check_params(spec, params, shapes)
+    return codegen.load(codegen.generate(spec, backend, plans), backend, spec.hash), checked
 
 
 def to_pyro(
@@ -86,8 +95,7 @@ def to_pyro(
     """
     spec = _spec(spec)
     _bool(validate_args, "validate_args")
-    checked = _checked(spec, params, "pyro")
-    module = module_for(spec, "pyro")
+    module, checked = _prepared(spec, params, "pyro")
     return backends.get("pyro").runtime().make(module, checked, dtype, device, validate_args)
 
 
@@ -117,13 +125,12 @@ def to_tfp(
         raise ValueError(f"data_format: expected 'channels_last' or 'channels_first', got "
                          f"{data_format!r}")  # fmt: skip
     _bool(validate_args, "validate_args")
-    checked = _checked(spec, params, "tfp")
-    module = module_for(spec, "tfp")
+    module, checked = _prepared(spec, params, "tfp")
     return backends.get("tfp").runtime().make(module, checked, dtype, data_format, validate_args)
 
 
 def to_numpy(spec: FlowSpec | dict, params: Any = None):
     """The float64 NumPy reference flow."""
     spec = _spec(spec)
-    checked = _checked(spec, params, "numpy")
-    return backends.get("numpy").runtime().make(module_for(spec, "numpy"), checked)
+    module, checked = _prepared(spec, params, "numpy")
+    return backends.get("numpy").runtime().make(module, checked)

@@ -60,3 +60,23 @@ def test_generation_plans_the_flow_once(monkeypatch):
     monkeypatch.setattr(layers, "plan_flow", counting)
     fb.generate(spec, "numpy")
     assert calls == [spec.hash]
+
+
+def test_a_first_build_plans_the_flow_once(monkeypatch):
+    """spec -> plans (once) -> IR -> source -> module: checking the params and
+    generating the module share one set of plans."""
+    from flowbridge import build, codegen, layers
+
+    spec = fb.realnvp(4, hidden=(3,), name="built-planned-once")
+    params = fb.init_params(spec, 0, init="random")
+    calls = []
+    real = layers.plan_flow
+
+    def counting(s):
+        calls.append(s.hash)
+        return real(s)
+
+    for module in (build, codegen, layers):
+        monkeypatch.setattr(module, "plan_flow", counting)
+    fb.to_numpy(spec, params)
+    assert calls == [spec.hash]
