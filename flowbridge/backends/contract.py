@@ -304,6 +304,11 @@ class Runtime(Protocol):
     def precise(self) -> None:
         """Switch off reduced-precision shortcuts (TF32) for correctness checks."""
 
+    def make(self, module: ModuleType, params: Any, *options: Any) -> Any:
+        """The flow of the loaded generated ``module`` with checked neutral ``params``
+        (None: its own initial weights); the backend's own options follow (Pyro: dtype,
+        device, validate_args; TFP: dtype, data_format, validate_args)."""
+
     def build(self, module: ModuleType, params: Any, dtype: str, device: str) -> Any:
         """A flow from the loaded generated ``module``, in evaluation mode."""
 
