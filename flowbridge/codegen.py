@@ -43,9 +43,12 @@ def emit_body(
     effects: list[ir.Value] = (),
     in_place: dict | None = None,
     split: str | None = None,
+    effect: Any = None,
 ) -> list[str]:
     """Lines computing ``outputs`` (value, final name) with one assignment per node, and
-    each of ``effects`` (state updates, :data:`flowbridge.ir.EFFECTS`) as a statement.
+    each of ``effects`` (state updates, :data:`flowbridge.ir.EFFECTS`) as a statement,
+    written by ``effect(op, args)`` (a backend's :meth:`Emitter.effect
+    <flowbridge.backends.contract.Emitter.effect>`; default: the op's template).
 
     ``in_place`` (a backend's ``IN_PLACE``: op -> (template, producer ops)) writes an op
     with its in-place template where its argument is a temporary that one of the producer
@@ -100,7 +103,7 @@ def emit_body(
             continue
         if node.op in ir.EFFECTS:
             args = [render(a) for a in node.args]
-            lines.append(table[node.op].format(*args))
+            lines.append(effect(node.op, args) if effect else table[node.op].format(*args))
             continue
         if id(node) in halves:
             head, tail = halves[id(node)]
@@ -373,7 +376,7 @@ def generate(spec: FlowSpec, backend: str, plans: list[Plan] | None = None) -> s
             used_ops |= ops_here
             constants[direction] = _hoist_constants(outputs, effects, em)
             bodies[direction] = emit_body(outputs, {"self", "x", "y", "context"}, em.OPS,
-                                          effects, em.IN_PLACE, em.SPLIT)  # fmt: skip
+                                          effects, em.IN_PLACE, em.SPLIT, em.effect)  # fmt: skip
             nodes = ir.reachable([v for v, _ in outputs] + effects)
             for method, found in ir.functions(nodes).items():
                 called.setdefault(method, []).extend(found)

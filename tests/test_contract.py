@@ -16,6 +16,7 @@ import pytest
 import flowbridge as fb
 from flowbridge import backends as B
 from flowbridge import ir
+from flowbridge import spec as S
 from flowbridge.backends import contract
 from flowbridge.backends.contract import (
     RUNTIME_API,
@@ -206,3 +207,23 @@ def test_tfp_prelude_moves_event_shapes():
     assert moved.as_list() == [5, 4, 4, 4]
     with pytest.raises(ValueError, match="data_format: expected"):
         prelude._checked_layout("nhwc")
+
+
+def test_state_updates_are_written_by_the_emitters_effect():
+    """A functional backend returns state updates instead of assigning them: the effect
+    hook writes each one (here a stand-in that collects them)."""
+    base = _complete()
+
+    def collect(self, op, args):
+        return f"updates.append(({args[0]!r}, {args[1]}))"
+
+    functional = type("Functional", (base,), {"effect": collect})
+    from flowbridge import codegen, layers
+
+    spec = fb.FlowSpec(name="bn", event_shape=(3,), layers=[S.BatchNorm()])
+    plan = layers.plan_flow(spec)[0]
+    outputs, _, effects = codegen.trace(plan, "training")
+    lines = codegen.emit_body(outputs, {"self", "x"}, base.OPS, effects, None, None,
+                              functional().effect)  # fmt: skip
+    assert any(ln.startswith("updates.append(('self.") for ln in lines), lines
+    assert not any("[...] =" in ln for ln in lines)
