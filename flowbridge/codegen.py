@@ -288,23 +288,6 @@ def _hoist_constants(
     return tuple(lines)
 
 
-def _with_init(text: str, lines: tuple[str, ...]) -> str:
-    """A layer class's text with ``lines`` at the end of its ``__init__``."""
-    if not lines:
-        return text
-    start = text.index("    def __init__(")
-    at = text.index("\n\n    def ", start)
-    return text[:at] + "\n" + "\n".join("        " + ln for ln in lines) + text[at:]
-
-
-def _with_methods(text: str, methods: list[str]) -> str:
-    """A layer class's text with ``methods`` before its first traced method."""
-    if not methods:
-        return text
-    at = text.index("\n    def _forward_")
-    return text[:at] + "\n" + "\n\n".join(methods) + "\n" + text[at:]
-
-
 def class_names(plans: list[Plan], texts: list[str]) -> list[str]:
     """The generated class of each plan, given each plan's emitted class text (with a
     placeholder name): plans share a class exactly when their texts are equal. A class
@@ -380,12 +363,11 @@ def generate(spec: FlowSpec, backend: str, plans: list[Plan] | None = None) -> s
             nodes = ir.reachable([v for v, _ in outputs] + effects)
             for method, found in ir.functions(nodes).items():
                 called.setdefault(method, []).extend(found)
-        text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],
-                              bodies.get("training"))  # fmt: skip
-        text = _with_methods(text, [_method(plan, m, fs, em) for m, fs in called.items()])
         if len(set(constants.values())) > 1:
             raise ir.ShapeError(f"{plan.class_name}: the directions' constants differ")
-        text = _with_init(text, constants["forward"])
+        methods = tuple(_method(plan, m, fs, em) for m, fs in called.items())
+        text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],
+                              bodies.get("training"), methods, constants["forward"])  # fmt: skip
         texts.append(cache.setdefault(text, text))
     names = class_names(plans, texts)
     classes = list(dict.fromkeys(t.replace(_PLACEHOLDER, n) for t, n in zip(texts, names, strict=True)))

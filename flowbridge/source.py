@@ -156,8 +156,11 @@ def traced_methods(
     note: str,
     context: bool = False,
     training: list[str] | None = None,
+    methods: tuple[str, ...] = (),
 ) -> str:
-    """``_forward_with_log_det`` and ``_inverse_with_log_det`` with traced bodies (taking
+    """``methods`` (the class's called sub-functions, such as its conditioner, each a
+    whole method text), then ``_forward_with_log_det`` and ``_inverse_with_log_det`` with
+    traced bodies (taking
     the context too when the layer reads one); the template's public
     ``forward_with_log_det``/``inverse_with_log_det`` check the inputs and call them. A
     layer with a training mode (``training``: that mode's body) has the forward of each
@@ -180,7 +183,8 @@ def traced_methods(
             "",
         ]
     name = "_forward_evaluation" if training is not None else "_forward_with_log_det"
-    return block(
+    called = "".join(m + "\n\n" for m in methods)
+    return called + block(
         [
             *modes,
             f"def {name}(self, x{extra}):",

@@ -234,10 +234,15 @@ class Emitter(abc.ABC):
         forward: list[str],
         inverse: list[str],
         training: list[str] | None = None,
+        methods: tuple[str, ...] = (),
+        constants: tuple[str, ...] = (),
     ) -> str:
         """The source of one layer class called ``name`` for ``plan``
         (:class:`flowbridge.layers.Plan`), around the printed ``forward``, ``inverse``
-        and (for a layer with a training mode) ``training`` bodies."""
+        and (for a layer with a training mode) ``training`` bodies; ``methods`` are the
+        class's called sub-functions (its conditioner), given to
+        :func:`flowbridge.source.traced_methods`, and ``constants`` the lines that end its
+        ``__init__``, building constants once."""
 
     @abc.abstractmethod
     def embedding_class(self, plan: Any, body: list[str]) -> str:

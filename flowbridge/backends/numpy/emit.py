@@ -72,7 +72,9 @@ Every input is converted to float64; the flow has no state besides its weights."
         "unsqueeze2x2": ("_unsqueeze2x2",),
     }
 
-    def layer_class(self, name, plan, forward, inverse, training=None) -> str:
+    def layer_class(
+        self, name, plan, forward, inverse, training=None, methods=(), constants=()
+    ) -> str:
         shape = self.shape_arg(plan)
         init = [_FIELD_INIT[f.kind].format(name=f.name, shape=shape) for f in plan.fields]
         uses_rng = any(
@@ -92,10 +94,10 @@ Every input is converted to float64; the flow has no state besides its weights."
                                    "rng=None"], 1),  # fmt: skip
             block([f"super().__init__({', '.join(['event_shape', *out, *ctx])})"]
                   + ["rng = rng if rng is not None else np.random.default_rng(0)"] * uses_rng
-                  + init, 2),  # fmt: skip
+                  + init + list(constants), 2),  # fmt: skip
             "",
             traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context),
-                           training),  # fmt: skip
+                           training, methods),  # fmt: skip
             "",
             neutral_params_method(plan),
         ])  # fmt: skip

@@ -116,6 +116,8 @@ from torch.distributions.transforms import Transform"""
         forward: list[str],
         inverse: list[str],
         training: list[str] | None = None,
+        methods: tuple[str, ...] = (),
+        constants: tuple[str, ...] = (),
     ) -> str:
         init = [
             _FIELD_INIT[f.kind].format(name=f.name, shape=self.shape_arg(plan))
@@ -134,10 +136,11 @@ from torch.distributions.transforms import Transform"""
             *domains,
             *self.domain_lines(plan),
             signature("__init__", ["self", "*", *plan.args, "event_shape", *out, *ctx, "init"], 1),
-            block([f"super().__init__({', '.join(['event_shape', *out, *ctx])})", *init], 2),
+            block([f"super().__init__({', '.join(['event_shape', *out, *ctx])})", *init,
+                   *constants], 2),
             "",
             traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context),
-                           training),
+                           training, methods),
             "",
             neutral_params_method(plan, "kernel.permute(2, 3, 1, 0)"),
         ])  # fmt: skip

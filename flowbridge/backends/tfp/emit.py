@@ -122,6 +122,8 @@ tf.Variable in flow.trainable_variables."""
         forward: list[str],
         inverse: list[str],
         training: list[str] | None = None,
+        methods: tuple[str, ...] = (),
+        constants: tuple[str, ...] = (),
     ) -> str:
         init = [
             ln
@@ -164,9 +166,10 @@ tf.Variable in flow.trainable_variables."""
                 "        name=name,",
                 "    )",
             ], 2),
+            *([block(list(constants), 2)] if constants else []),
             "",
             traced_methods(forward, inverse, "Generated from flowbridge.layers.", bool(plan.context),
-                           training),
+                           training, methods),
             "",
             neutral_params_method(plan),
         ])  # fmt: skip
