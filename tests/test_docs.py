@@ -1,0 +1,119 @@
+"""The documentation: every object the API reference shows has a docstring with its
+Args, Returns, Raises and a doctested Example (the doctests themselves run as part of
+the suite, ``--doctest-modules``), every public name is in the reference, and the site
+builds with Sphinx with warnings as errors, nitpicky cross-references and no broken
+internal link."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import flowbridge as fb
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+_DIRECTIVE = re.compile(r"^\.\. auto(function|class|exception|data):: (\S+)", re.M)
+
+
+def _reference() -> list[tuple[str, str]]:
+    """(kind, dotted name) of every object the API reference pages document."""
+    found = []
+    for page in sorted((DOCS / "api").glob("*.md")):
+        found += _DIRECTIVE.findall(page.read_text())
+    return found
+
+
+def _resolve(dotted: str):
+    module, _, name = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError:  # a class's attribute
+        owner, _, attr = module.rpartition(".")
+        return getattr(getattr(importlib.import_module(owner), attr), name)
+
+
+def _members(kind: str, dotted: str, obj) -> list[tuple[str, object]]:
+    """The object and, for a class, the members its directive lists."""
+    out = [(dotted, obj)]
+    for page in (DOCS / "api").glob("*.md"):
+        m = re.search(rf"^\.\. auto{kind}:: {re.escape(dotted)}\n   :members: (.+)$",
+                      page.read_text(), re.M)  # fmt: skip
+        if m:
+            out += [(f"{dotted}.{n.strip()}", getattr(obj, n.strip())) for n in m[1].split(",")]
+    return out
+
+
+def test_every_public_name_is_in_the_reference():
+    documented = {name.rpartition(".")[2] for _, name in _reference() if name.startswith("flowbridge.")}
+    missing = sorted(set(fb.__all__) - documented)
+    assert not missing, f"in flowbridge.__all__ but not in docs/api/: {missing}"
+
+
+def _sections(doc: str) -> set[str]:
+    return set(re.findall(r"^\s*(Args|Arguments|Attributes|Returns|Yields|Raises|Example|Examples):\s*$",
+                          doc, re.M))  # fmt: skip
+
+
+@pytest.mark.parametrize("kind,dotted", _reference(), ids=[d for _, d in _reference()])
+def test_docstring_has_its_sections(kind, dotted):
+    obj = _resolve(dotted)
+    problems = []
+    for name, member in _members(kind, dotted, obj):
+        if isinstance(member, property):
+            member = member.fget
+        doc = inspect.getdoc(member) or ""
+        if kind == "data":
+            continue  # a ``#:`` comment documents data; Sphinx fails the build without one
+        sections = _sections(doc)
+        if not doc:
+            problems.append(f"{name}: no docstring")
+            continue
+        if not sections & {"Example", "Examples"} or ">>>" not in doc:
+            problems.append(f"{name}: no Example with a doctest")
+        if inspect.isfunction(member) or inspect.ismethod(member):
+            sig = inspect.signature(member)
+            args = [p for p in sig.parameters if p not in ("self", "cls")]
+            if args and "Args" not in sections:
+                problems.append(f"{name}: no Args")
+            returns = sig.return_annotation
+            if returns not in (None, "None", inspect.Signature.empty) and not sections & {"Returns", "Yields"}:
+                problems.append(f"{name}: no Returns")
+        if isinstance(member, type) and not issubclass(member, BaseException):
+            init = inspect.signature(member)
+            if [p for p in init.parameters if p not in ("self", "args", "kwargs", "data")] \
+                    and not sections & {"Args", "Attributes"}:  # fmt: skip
+                problems.append(f"{name}: no Args or Attributes")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("dotted", [d for k, d in _reference() if k == "function" and d.startswith("flowbridge.") and d.count(".") == 1])
+def test_public_functions_say_what_they_raise(dotted):
+    doc = inspect.getdoc(_resolve(dotted)) or ""
+    assert "Raises" in _sections(doc), f"{dotted}: no Raises section"
+
+
+@pytest.mark.slow
+def test_the_site_builds_without_warnings_and_its_links_resolve(tmp_path):
+    """What the README's docs command runs: warnings are errors, cross-references are
+    nitpicky, then every internal link and anchor of the built site is followed."""
+    pytest.importorskip("sphinx")
+    out = tmp_path / "html"
+    build = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html",
+         str(DOCS), str(out)],
+        capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    checker = shutil.which("linkchecker", path=str(Path(sys.executable).parent))
+    if checker is None:
+        pytest.skip("linkchecker is not installed (the docs extra)")
+    links = subprocess.run([checker, "--no-status", "--check-extern" if False else "--no-warnings",
+                            str(out / "index.html")], capture_output=True, text=True)  # fmt: skip
+    assert links.returncode == 0, links.stdout + links.stderr
