@@ -311,15 +311,38 @@ def init_params(spec, output, seed, random_):
 @click.option("--compile", "compile_at", type=click.Choice(["target", "all", "none"]),
               default="target", show_default=True,
               help="Sizes that also time torch.compile and XLA (compiles are slow on CPU).")  # fmt: skip
-def bench(preset, out, threads, repeats, min_time, compile_at):
+@click.option("--report", "saved", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Time nothing: write the Markdown and the plots of a saved run's JSON "
+              "again, beside it.")  # fmt: skip
+def bench(preset, out, threads, repeats, min_time, compile_at, saved):
     """Time flowbridge against native Pyro and TFP, and the PyTorch peers (each framework
     in its own process)."""
     from .bench import markdown, run
 
+    if saved is not None:
+        from .bench import report
+
+        results = _saved_results(saved)
+        report.write(results, Path(saved).parent)
+        _print(markdown(results))
+        return
     _stdout()  # the tables go there: refused before hours of timing when it is closed
     results = run(preset, threads=threads, repeats=repeats, min_time=min_time, out=Path(out),
                   compile_at=compile_at)  # fmt: skip
     _print(markdown(results))
+
+
+def _saved_results(path: str) -> dict:
+    """A saved benchmark run, read back; a file that is not one is bad input."""
+    import json
+
+    try:
+        results = json.loads(Path(path).read_text())
+        results["preset"], results["runs"], results["machine"]  # noqa: B018
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"expected a flowbridge bench JSON file ({exc})",
+                                 param_hint="--report") from None  # fmt: skip
+    return results
 
 
 if __name__ == "__main__":

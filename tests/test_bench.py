@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,8 @@ from flowbridge.bench import core, image, peers, runner, vector
 from flowbridge.bench.report import markdown
 from flowbridge.build import available
 from flowbridge.cli import main
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def test_presets():
@@ -132,3 +135,18 @@ def test_peer_check_catches_a_different_flow(peer, kind):
                                                *spec.layers[2:]]})  # fmt: skip
     with pytest.raises(AssertionError, match="differs"):
         peers._check_equal(ours, build(other, params, kind, 16), x)
+
+
+def test_report_writes_a_saved_runs_table_and_plot_again_without_timing(tmp_path):
+    """``flowbridge bench --report FILE`` (how the committed image plot was made): the
+    committed image run gives back its committed table, and now a plot too."""
+    pytest.importorskip("matplotlib")
+    saved = tmp_path / "image.json"
+    saved.write_text((RESULTS / "image.json").read_text())
+    res = CliRunner().invoke(main, ["bench", "--report", str(saved)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "image.md").read_text() == (RESULTS / "image.md").read_text()
+    assert (tmp_path / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved.write_text('{"preset": "image"}')
+    res = CliRunner().invoke(main, ["bench", "--report", str(saved)])
+    assert res.exit_code == 2 and "expected a flowbridge bench JSON file" in res.output

@@ -365,3 +365,31 @@ def markdown(results: dict) -> str:
             cells.append(f"{ms:.3g}" + (f" ({table[impl][op] / ref:.2f}x)" if ref else ""))
         lines.append(f"| {impl} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path) -> None:
+    """Bars of milliseconds per call, one group per implementation and one bar per
+    operation, from the same run as the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table: dict = {}
+    for r in results["runs"]:
+        for row in r["rows"]:
+            table.setdefault(row["impl"], {})[row["op"]] = row["seconds"] * 1e3
+    names = [i for i in (*TORCH_IMPLS, *TF_IMPLS) if i in table]
+    cfg = results["runs"][0]["config"]
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for k, op in enumerate(OPS):
+        ms = [table[i].get(op, float("nan")) for i in names]
+        ax.bar([j + 0.25 * k for j in range(len(names))], ms, width=0.25, label=op)
+    ax.set_xticks([j + 0.25 for j in range(len(names))], names, rotation=15, fontsize=8)
+    ax.set_ylabel("ms per call")
+    ax.set_title(f"RealNVP image flow {tuple(cfg['image'])}, {cfg['scales']} scales, "
+                 f"{cfg['blocks']} blocks x {cfg['channels']} channels, batch {cfg['batch']}")  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

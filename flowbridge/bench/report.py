@@ -28,9 +28,10 @@ def write(results: dict, out: Path) -> None:
     name = results["preset"]
     (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / f"{name}.md").write_text(markdown(results))
-    if name == "image":
-        return
     try:
+        if name == "image":
+            image.plot(results, out / f"{name}.png")
+            return
         vector.plot(results, out / f"{name}.png")
         peers.plot(results, out / f"{name}_peers.png")
     except ImportError:
