@@ -22,7 +22,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
     "sphinx_click",
     "sphinx_copybutton",
 ]
@@ -43,6 +42,7 @@ autodoc_preserve_defaults = True
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+napoleon_use_ivar = True  # Attributes as fields: no cross-reference targets named "type"
 
 # Nitpicky cross-references (-n): every :func:/:class: reference must resolve. The site
 # has no network, so there are no intersphinx inventories: references to other
@@ -61,3 +61,17 @@ html_title = f"flowbridge {release}"
 html_static_path: list[str] = []
 pygments_style = "friendly"
 pygments_dark_style = "monokai"
+
+
+def _pydantic_signature(app, what, name, obj, options, signature, return_annotation):
+    """A spec model's signature is its fields, each with pydantic's metadata types; its
+    docstring's Attributes section documents them instead, so the class shows none."""
+    from pydantic import BaseModel
+
+    if what in ("class", "exception") and isinstance(obj, type) and issubclass(obj, BaseModel):
+        return "", None
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _pydantic_signature)
