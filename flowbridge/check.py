@@ -32,9 +32,12 @@ from .layers import plan_flow
 from .params import check_params, init_params, read_safetensors
 from .spec import FlowSpec
 
-#: The tolerances, stated once; each is 100x tighter than the one the project set out
-#: with (float64 1e-10, float32 1e-4). ``finite_difference`` bounds the NumPy
-#: reference's log-det against its central-difference Jacobian (step 1e-6).
+#: The conformance tolerances of :func:`flowbridge.check`, stated once: a dict from a
+#: dtype's name to the largest figure that passes in that dtype (``"float64"``: 1e-12,
+#: ``"float32"``: 1e-5), each 100x tighter than the one the project set out with (float64
+#: 1e-10, float32 1e-4). ``"finite_difference"`` (1e-6) bounds the NumPy reference's
+#: log-det against its central-difference Jacobian (step 1e-6), the ``jacobian`` figure
+#: of a backend without autodiff.
 TOLERANCES = {"float64": 1e-12, "float32": 1e-5, "finite_difference": 1e-6}
 METRICS = ("forward", "inverse", "fldj", "ildj", "round_trip", "jacobian")
 DTYPES = B.DTYPES
@@ -70,15 +73,81 @@ class Row:
 
 @dataclass
 class Report:
+    """The result of a conformance check: one row of figures per backend x dtype x device.
+
+    :func:`flowbridge.check` makes it. Each row holds the figures of one built flow
+    against the float64 NumPy reference (``forward``, ``inverse``, ``round_trip``:
+    relative max-norm errors; ``fldj``, ``ildj``, ``jacobian``: log-det errors), its
+    ``backend``, ``dtype`` and ``device``, ``source`` (``"here"``, or ``"bundle"`` for a
+    row recorded on another machine), ``mode`` (``"evaluation"``, or ``"training"`` for
+    a batch norm's training-mode row, which has ``forward`` and ``fldj`` only) and
+    ``ok``. A figure passes when it is at most :data:`flowbridge.check.TOLERANCES` for the
+    row's dtype (``finite_difference`` for the ``jacobian`` of a backend without
+    autodiff).
+
+    Attributes:
+        spec (FlowSpec): the :class:`flowbridge.FlowSpec` checked.
+        rows (list): the rows, in the order they were measured, then any rows from a
+            bundle.
+        skipped (list): ``(backend, device, why)`` for each device asked for that a
+            backend cannot use here (default: none).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> report = fb.check(fb.realnvp(4, num_couplings=2, hidden=(8,)), backends=("numpy",))
+        >>> [(row.backend, row.dtype, row.device, row.ok) for row in report.rows]
+        [('numpy', 'float64', 'cpu', True)]
+        >>> report.skipped
+        [('numpy', 'cuda', 'the NumPy reference runs on the CPU only')]
+    """
+
     spec: FlowSpec
     rows: list[Row]
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (backend, device, why)
 
     @property
     def ok(self) -> bool:
+        """Whether the check passed, with at least one row and every figure in tolerance.
+
+        A report with no rows (no backend ran on the devices asked for) is not ok.
+
+        Returns:
+            bool: ``True`` when there is a row and every row passes.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+            >>> fb.check(spec, backends=("numpy",)).ok
+            True
+            >>> fb.check(spec, backends=("numpy",), devices=("cuda",)).ok  # nothing ran
+            False
+        """
         return bool(self.rows) and all(r.ok for r in self.rows)
 
     def table(self) -> str:
+        """The report as a plain-text table, for a terminal or a log.
+
+        A heading line names the spec (name, the first 16 hex digits of its hash, event
+        shape, number of layers); then one line per row with every figure (``-`` where
+        it does not apply), the row's tolerance and ``yes`` or ``NO``; a note for each
+        backend whose ``jacobian`` column is against finite differences; a line per
+        skipped device; and the verdict: ``PASS``, ``FAIL: a figure is over its
+        tolerance``, or ``NOTHING CHECKED`` when there are no rows.
+
+        Returns:
+            str: the table, lines joined by newlines.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> report = fb.check(fb.realnvp(4, num_couplings=2, hidden=(8,)), backends=("numpy",))
+            >>> print(report.table())
+            spec 'realnvp' sha256:... event shape (4,) 2 layers
+            backend dtype device forward inverse fldj ildj round_trip jacobian tol ok
+            ...
+            numpy float64 cpu ... 1e-12 yes
+            ...
+            PASS
+        """
         head = ["backend", "dtype", "device", *METRICS, "tol", "ok"]
         body = [
             [r.backend + (" (bundle)" if r.source == "bundle" else "")
@@ -187,16 +256,73 @@ def check(
     bundle: str | Path | None = None,
     save_bundle: str | Path | None = None,
 ) -> Report:
-    """Run the conformance check and return a :class:`Report` (``report.ok``).
+    """Run the conformance check: every backend against the float64 NumPy reference.
 
-    ``params`` default to ``init_params(spec, seed, init="random")``; ``backends`` to
-    every installed one; ``devices`` to every device each backend sees. ``bundle``
-    loads spec, params, inputs and reference outputs saved by ``save_bundle`` on
-    another machine, and lists that machine's rows next to this one's.
+    Each row (backend x dtype x device) is built from the *same* random, non-identity
+    parameters and fed fresh inputs (standard normal, or uniform in (0.02, 0.98) for a
+    flow whose first layer reads data in (0, 1)), so neither framework's cache answers.
+    Its figures: ``forward``, ``inverse``, ``round_trip`` (relative max-norm error
+    ``max|a - ref| / max|ref|``; the round trip ``inverse(forward(x))`` against ``x``),
+    ``fldj``, ``ildj`` (log-det error ``max(|a - ref| / (1 + |ref|))``) and ``jacobian``
+    (the row's forward log-det against ``log|det J|`` of its autodiff Jacobian, finite
+    differences for NumPy). A figure passes when it is at most
+    :data:`flowbridge.check.TOLERANCES` for its dtype. Flows are checked in evaluation mode; a
+    flow with a batch norm also gets a training-mode row per backend, dtype and device.
+    The reference backend always runs in float64, the others in the ``dtypes`` asked
+    for that they support.
+
+    Args:
+        spec: the :class:`flowbridge.FlowSpec` to check, or its dict.
+        params: neutral parameters for ``spec``; default ``None``:
+            ``init_params(spec, seed, init="random")`` (:func:`flowbridge.init_params`).
+        backends: the backends' names to check, e.g. ``("numpy", "pyro")``; default
+            ``None``: every installed one.
+        dtypes: some of ``"float32"`` and ``"float64"``; default both.
+        devices: some of ``"cpu"`` and ``"cuda"``; default ``None``: every device each
+            backend sees. A device a backend cannot use is listed in the report's
+            ``skipped`` with the reason.
+        batch: the number of inputs, default 64.
+        jacobian_rows: how many of the inputs the ``jacobian`` figure is taken on,
+            default 8.
+        seed: seeds the default parameters (``seed``) and the inputs (``seed + 1``),
+            default 0.
+        bundle: a bundle file written by ``save_bundle`` on another machine; its spec,
+            params, inputs and reference outputs are used (``spec`` and ``params`` given
+            here are not), and that machine's rows are listed next to this one's as
+            ``(bundle)`` rows. Default ``None``.
+        save_bundle: a path to write this run's bundle to (one safetensors file, written
+            atomically: spec, params, inputs, reference and every backend's outputs),
+            for comparing another machine with this one. Default ``None``.
+
+    Returns:
+        Report: the :class:`flowbridge.Report`; ``report.ok`` says whether it passed,
+        ``report.table()`` shows every figure.
+
+    Raises:
+        ValueError: ``dtypes`` holds a name other than float32 or float64, ``devices``
+            one other than cpu or cuda, or ``backends`` an unknown backend name.
+        SpecError: ``spec`` is a dict that is not a valid spec.
+        BackendUnavailable: a backend named in ``backends`` is not installed.
+        ParamError: ``params`` do not fit ``spec``, or ``bundle`` is missing or not a
+            well-formed bundle (the message says what is wrong).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+        >>> report = fb.check(spec, backends=("numpy",))
+        >>> report.ok
+        True
+        >>> print(report.table().splitlines()[-1])
+        PASS
     """
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown:
         raise ValueError(f"dtypes: expected some of {', '.join(DTYPES)}, got {unknown[0]!r}")
+    unknown = [d for d in devices or () if d not in B.DEVICES]
+    if unknown:
+        raise ValueError(f"devices: expected some of {', '.join(B.DEVICES)}, got {unknown[0]!r}")
+    if isinstance(spec, dict):
+        spec = FlowSpec.from_dict(spec)
     recorded: list[Row] = []
     if bundle is not None:
         spec, params, ref, recorded = load_bundle(bundle)

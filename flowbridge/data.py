@@ -33,8 +33,37 @@ def _integer(value: Any, name: str, least: int) -> int:
 
 
 def dequantize(values, levels: int, rng: np.random.Generator) -> np.ndarray:
-    """``(k + u) / levels`` in float64 for integers ``k`` in ``[0, levels)``, ``u`` uniform
-    in ``[0, 1)`` from ``rng``; values outside that range are a ValueError."""
+    """Dequantize integer data: ``x = (k + u) / levels`` in float64.
+
+    RealNVP's recipe for discrete data such as image pixels: each integer ``k`` in
+    ``[0, levels)`` gets its own ``u`` uniform in ``[0, 1)`` from ``rng``, so ``x`` lies in
+    ``[0, 1)``, ready for a flow whose first layer is the logit preprocessing
+    (:class:`flowbridge.Logit`). Report the fit with :func:`flowbridge.bits_per_dim`.
+
+    Args:
+        values: integers ``k`` in ``[0, levels)``, an array-like of any shape (a batch of
+            images ``(*batch, C, H, W)``, say); integer-valued floats are accepted.
+        levels: the number of values each entry takes, an integer >= 2 (256 for 8-bit
+            pixels).
+        rng: the ``numpy.random.Generator`` the noise ``u`` is drawn from.
+
+    Returns:
+        ``numpy.ndarray``: float64 values in ``[0, 1)``, of the shape of ``values``.
+
+    Raises:
+        ValueError: ``levels`` is not an integer >= 2 (a bool is refused), or ``values``
+            holds a value outside ``[0, levels)`` or one that is not an integer.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> pixels = np.array([[0, 128, 255]], dtype=np.uint8)
+        >>> x = fb.dequantize(pixels, 256, np.random.default_rng(0))
+        >>> x.shape, x.dtype.name, bool(np.all((0 <= x) & (x < 1)))
+        ((1, 3), 'float64', True)
+        >>> np.array_equal(np.floor(x * 256), pixels)  # each k is recovered
+        True
+    """
     k = np.asarray(values)
     levels = _integer(levels, "levels", 2)
     if k.size and (k.min() < 0 or k.max() >= levels or not np.all(k == np.round(k))):
@@ -44,26 +73,80 @@ def dequantize(values, levels: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def bits_per_dim(log_prob, dims: int, levels: int) -> np.ndarray:
-    """The discrete bits per entry of dequantized data from its continuous ``log_prob``
-    (nats, one per example) over ``dims`` entries of ``levels`` values each: ``dims`` an
-    integer >= 1, ``levels`` one >= 2 (else a ValueError naming the argument)."""
+    """The discrete bits per entry of dequantized data, from its continuous ``log_prob``.
+
+    For data dequantized with :func:`flowbridge.dequantize` and modelled with a continuous
+    density ``p``, ``log P(k) >= E_u[log p(x)] - D log L``; the figure is that bound in
+    bits per entry: ``bits/dim = -log p(x) / (D log 2) + log2(L)``, with ``D = dims``
+    and ``L = levels``.
+
+    Args:
+        log_prob: the continuous log-density ``log p(x)`` of each example in nats, an
+            array-like of shape ``(*batch,)`` (one per example).
+        dims: the number of entries ``D`` of one example (``C * H * W`` for an image), an
+            integer >= 1.
+        levels: the number of values ``L`` each entry takes, an integer >= 2.
+
+    Returns:
+        ``numpy.ndarray``: float64 bits per dimension, of the shape of ``log_prob``.
+
+    Raises:
+        ValueError: ``dims`` is not an integer >= 1 or ``levels`` not an integer >= 2 (a
+            bool is refused); the message names the argument.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> # the uniform density on [0, 1)^D (log p = 0) costs log2(256) = 8 bits an entry
+        >>> fb.bits_per_dim(np.zeros(2), dims=3 * 32 * 32, levels=256)
+        array([8., 8.])
+    """
     dims, levels = _integer(dims, "dims", 1), _integer(levels, "levels", 2)
     log_prob = np.asarray(log_prob, dtype=np.float64)
     return -log_prob / (dims * math.log(2.0)) + math.log2(levels)
 
 
 def actnorm_init(spec: FlowSpec, params: Any, x: Any, *, eps: float = 1e-6) -> dict[str, np.ndarray]:
-    """Glow's data-dependent initialisation, as an explicit step: ``params`` with every
-    layer that has one (its plan's ``data_init`` hook) initialised from data: each ActNorm
-    layer's ``log_scale`` and ``shift`` set so that the layer's output over the
-    batch ``x`` (``(n, *event_shape)``) has zero mean and unit variance per channel (per
-    entry for vectors), layer after layer in the float64 reference (a later ActNorm sees
-    the earlier ones already set). Both backends then start from the same weights.
+    """Glow's data-dependent initialisation, as an explicit step.
 
-    ``x`` must hold finite real numbers (else a ParamError naming x). ``eps`` (a
-    positive number) is added to each standard deviation: a channel with no variance in
-    ``x`` gets the finite scale ``1 / eps`` (and its output is about 0), never an
-    infinite one; a value that would overflow float64 is a ParamError naming it.
+    Every layer that has one (its plan's ``data_init`` hook, :class:`flowbridge.layers.Plan`)
+    is initialised from data: each :class:`flowbridge.ActNorm` layer's ``log_scale`` and
+    ``shift`` are set so that the layer's output over the batch ``x`` has zero mean and
+    unit variance per channel (per entry for vectors), layer after layer in the float64
+    reference (a later ActNorm sees the earlier ones already set). Every backend then
+    starts from the same weights. ``eps`` is added to each standard deviation: a channel
+    with no variance in ``x`` gets the finite scale ``1 / eps`` (and its output is about
+    0), never an infinite one.
+
+    Args:
+        spec: the flow, a :class:`flowbridge.FlowSpec`.
+        params: neutral parameters for ``spec`` (:func:`flowbridge.init_params`), checked
+            with :func:`flowbridge.check_params`; not modified.
+        x: a batch of at least 2 examples, ``(n, *event_shape)`` (``(n, D)``, or
+            ``(n, C, H, W)`` for an image flow), of finite real numbers (integers or
+            floats, used as float64).
+        eps: a positive finite number added to each standard deviation, default 1e-6.
+
+    Returns:
+        ``dict[str, numpy.ndarray]``: a new neutral parameter set, ``params`` with the
+        data-initialised parameters replaced.
+
+    Raises:
+        ValueError: ``eps`` is not a positive finite number.
+        ParamError: ``params`` do not fit ``spec``; ``x`` is not an array of finite real
+            numbers, or has fewer than 2 examples or not the event shape (the message
+            names ``x``); or a value set from ``x`` overflows float64 (the message names
+            the parameter: raise ``eps`` or rescale ``x``).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.FlowSpec(name="a", event_shape=(3,), layers=[fb.ActNorm()])
+        >>> x = np.random.default_rng(0).normal(5.0, 2.0, (100, 3))
+        >>> params = fb.actnorm_init(spec, fb.init_params(spec), x)
+        >>> y = fb.to_numpy(spec, params).forward(x)
+        >>> np.allclose(y.mean(axis=0), 0), np.allclose(y.std(axis=0), 1)
+        (True, True)
     """
     real = isinstance(eps, (int, float, np.integer, np.floating)) and not isinstance(eps, bool)
     if not real or not 0 < eps < math.inf:

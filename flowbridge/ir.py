@@ -31,7 +31,11 @@ import numpy as np
 EFFECTS = ("assign",)
 
 #: Every op the IR knows, with its arity (number of tensor arguments) and the names of
-#: its static attributes. Emitters must cover exactly this table (a test asserts it).
+#: its static attributes: op name -> ``(arity, attribute names)``, an arity of ``-1``
+#: taking any number of tensors (``call``). Layer definitions reach each op as
+#: ``ops.<name>(*tensors, **attributes)`` (``ops.slice(x, axis=-1, start=None, stop=2)``).
+#: Emitters must cover exactly this table (a test asserts it;
+#: :func:`flowbridge.backends.contract.check_emitter` names an op left out).
 OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     # arithmetic
     "add": (2, ()),
@@ -91,7 +95,23 @@ class Function:
 
 
 class ShapeError(TypeError):
-    """A traced op's arguments do not fit (a bug in a layer definition, not in a spec)."""
+    """A traced op's arguments do not fit (a bug in a layer definition, not in a spec).
+
+    Each op checks its arguments' shapes while tracing, so a layer definition whose
+    shapes do not fit fails when it is traced, with the op and the shapes in the message
+    (``*batch`` for a batched value), before any code is emitted. The code generator
+    raises it too when a traced output's shape is not the plan's. A subclass of
+    ``TypeError``.
+
+    Example:
+        >>> from flowbridge.ir import ShapeError, ops, source
+        >>> x = source("x", (4,), batched=True)
+        >>> try:
+        ...     ops.concat(x, source("self.log_scale", (4,)), axis=-1)
+        ... except ShapeError as error:
+        ...     print(error)
+        op 'concat' on (*batch, 4), (4,): shapes must agree except along axis -1
+    """
 
 
 @dataclass(eq=False)
@@ -116,7 +136,33 @@ class Node:
 
 
 class Value:
-    """A symbolic tensor produced while tracing."""
+    """A symbolic tensor produced while tracing.
+
+    Made by :func:`source`, :func:`call` and the ops, never directly. Layer definitions
+    combine Values with the ops of :data:`OPS` and with ``+``, ``-``, ``*`` and unary
+    ``-`` (a number may stand on either side); each operation appends a node to the
+    traced graph and checks its arguments' shapes (:class:`ShapeError`). A Value has no
+    truth value: Python-level branching is on the layer's static configuration only.
+
+    Attributes:
+        node: the graph node that computes it: its op, arguments, static attributes and
+            shape.
+        shape: the trailing, static dimensions, all known: ``event`` for an input ``x``
+            of shape ``(*batch, *event)``, a parameter's whole shape.
+        batched: whether ``*batch`` precedes ``shape`` (an input ``x``, and what is
+            computed from it); a parameter is not batched.
+
+    Example:
+        >>> from flowbridge.ir import ops, source
+        >>> x = source("x", (4,), batched=True)
+        >>> y = x * ops.exp(source("self.log_scale", (4,)))
+        >>> y.shape, y.batched, y.node.op
+        ((4,), True, 'mul')
+        >>> bool(y)
+        Traceback (most recent call last):
+        ...
+        TypeError: a traced Value has no truth value: branch on static config only
+    """
 
     __slots__ = ("node",)
 
@@ -343,13 +389,42 @@ def source(
     value: Any = None,
     hint: str | None = None,
 ) -> Value:
-    """An input of a traced function: an argument (``x``, batched, of the event's shape),
-    an attribute (``self.log_scale``, a parameter of ``shape``), an index buffer
-    (``value`` its list of indices) or a static int (``value`` the int, usable only as
-    an op's attribute, as a slice bound say).
+    """An input of a traced function, as a :class:`Value`.
+
+    An input is an argument (``x``, batched, of the event's shape), an attribute
+    (``self.log_scale``, a parameter of ``shape``), an index buffer (``value`` its list
+    of indices) or a static int (``value`` the int, usable only as an op's attribute, as
+    a slice bound say).
 
     ``expr`` is written verbatim into every backend's code, so it comes only from
     flowbridge's own layer definitions, never from a spec.
+
+    Args:
+        expr: the Python expression the input stands for in emitted code (``"x"``,
+            ``"self.log_scale"``).
+        shape: its static, trailing dimensions (the event's for an argument); an index
+            buffer's is ``(len(value),)`` whatever is given. Default ``()``.
+        batched: whether ``*batch`` precedes ``shape`` (``True`` for an argument such as
+            ``x``). Default ``False``.
+        value: an index buffer's list of indices, or a static int; ``None`` (the
+            default) for a tensor.
+        hint: a preferred variable name in emitted code; default ``None``.
+
+    Returns:
+        :class:`Value`: the symbolic input, a ``source`` node.
+
+    Raises:
+        TypeError: ``shape`` is not a sequence of ints. Nothing else is checked here: the
+            ops that use the value check its shape (:class:`ShapeError`) and that a
+            static int is not used as a tensor.
+
+    Example:
+        >>> from flowbridge.ir import ops, source
+        >>> x = source("x", (3,), batched=True)
+        >>> index = source("self.trans_idx", value=[2, 0])  # an index buffer, shape (2,)
+        >>> split = source("self.split", value=1)  # a static int
+        >>> ops.take(x, index, axis=-1).shape, ops.slice(x, axis=-1, start=split, stop=None).shape
+        ((2,), (2,))
     """
     if isinstance(value, list):
         shape = (len(value),)
@@ -358,10 +433,37 @@ def source(
 
 
 def call(method: str, fn, params: tuple[str, ...], *args: Value) -> Value:
-    """``fn(*args)``, traced once over fresh sources named ``params`` (shaped as
-    ``args``) into a :class:`Function`, and recorded as one ``call`` node: the emitted
-    code calls ``self.{method}(...)``, whose body is the function's, written once per
-    class however many directions call it."""
+    """Trace ``fn(*args)`` as a sub-function that the emitted code calls as a method.
+
+    ``fn`` is traced once over fresh sources named ``params`` (shaped as ``args``) into
+    a ``Function``, and recorded as one ``call`` node: the emitted code calls
+    ``self.{method}(...)``, whose body is the function's, written once per class however
+    many directions call it (a coupling's conditioner, say).
+
+    Args:
+        method: the method's name in the generated class (``"conditioner"``).
+        fn: a function of ``len(params)`` :class:`Value` arguments, written over the ops,
+            returning one :class:`Value`.
+        params: the method's parameter names, one per argument (``("x_a",)``).
+        *args: the :class:`Value` arguments of this call.
+
+    Returns:
+        :class:`Value`: the call's result, of ``fn``'s output shape and batching, named
+        as ``fn``'s output.
+
+    Raises:
+        TypeError: ``params`` and ``args`` differ in number.
+        ShapeError: ``fn``'s ops do not fit the arguments' shapes.
+
+    Example:
+        >>> from flowbridge.ir import call, ops, source
+        >>> x_a = source("x_a", (2,), batched=True)
+        >>> out = call("conditioner", lambda h: ops.tanh(h), ("x_a",), x_a)
+        >>> out.node.op, out.node.attrs["method"], out.shape, out.batched
+        ('call', 'conditioner', (2,), True)
+        >>> out.node.attrs["function"].params
+        ('x_a',)
+    """
     if len(params) != len(args):
         raise TypeError(f"call {method!r}: {len(params)} parameter names for {len(args)} arguments")
     inputs = [source(name, a.shape, batched=a.batched) for name, a in zip(params, args, strict=True)]

@@ -38,8 +38,32 @@ from .ir import Value, ops, source
 
 @dataclass(frozen=True)
 class Init:
-    """How one parameter starts: ``zeros``, or uniform in ``+-bound``. A fan-in rule
-    (:meth:`fan_in_uniform`) records its ``fan_in``; ``bound = fan_in ** -0.5``."""
+    """How one parameter starts: ``zeros``, or uniform in ``+-bound``.
+
+    A fan-in rule (``Init.fan_in_uniform(fan_in)``, torch's ``nn.Linear`` kernel rule)
+    records its ``fan_in``; ``bound = fan_in ** -0.5``. ``Init.uniform(bound)`` makes a
+    plain uniform rule, and ``draw(rng, shape)`` a float64 array of ``shape`` from a
+    ``numpy.random.Generator`` (zeros use no randomness).
+
+    Attributes:
+        rule: ``"zeros"`` (every entry 0) or ``"uniform"`` (uniform in
+            ``[-bound, bound]``).
+        bound: the half-width of the uniform range; ``0.0`` (the default) for zeros.
+        fan_in: the fan-in a fan-in rule was made from (``bound = fan_in ** -0.5``);
+            ``None`` (the default) for any other rule.
+
+    Example:
+        >>> import numpy as np
+        >>> from flowbridge.layers import Init
+        >>> rule = Init.fan_in_uniform(4)
+        >>> rule.rule, rule.bound, rule.fan_in
+        ('uniform', 0.5, 4)
+        >>> draw = rule.draw(np.random.default_rng(0), (3, 2))
+        >>> draw.shape, draw.dtype.name, bool(np.all(np.abs(draw) <= 0.5))
+        ((3, 2), 'float64', True)
+        >>> Init("zeros").draw(np.random.default_rng(0), (2,))
+        array([0., 0.])
+    """
 
     rule: Literal["zeros", "uniform"]
     bound: float = 0.0
@@ -66,10 +90,29 @@ ZEROS = Init("zeros")
 
 @dataclass(frozen=True)
 class Param:
-    """One learned tensor: its shape, how training starts (``init``: the flow is the
-    identity at init) and a non-identity draw for tests (``random_init``). Both
+    """One learned tensor of a layer: its shape and how it starts.
+
+    A plan states, per parameter, how training starts (``init``: the flow is the identity
+    at init) and a non-identity draw for tests (``random_init``). Both
     :func:`flowbridge.init_params` and the generated modules' own initialisers (their
-    ``PARAM_INIT`` table) read these; nothing else states an initialisation."""
+    ``PARAM_INIT`` table) read these; nothing else states an initialisation.
+
+    Attributes:
+        shape: the tensor's shape: ``(in, out)`` for a dense kernel, ``(out,)`` for a
+            bias, ``(D,)`` for a scaling's ``log_scale``.
+        init: the :class:`Init` training starts from (``init_params(init="identity")``
+            and the generated modules).
+        random_init: the :class:`Init` of a non-identity draw for tests and conformance
+            checks (``init_params(init="random")``).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> from flowbridge.layers import plan_flow
+        >>> plan = plan_flow(fb.nice(2, num_couplings=2, hidden=(4,)))[0]
+        >>> param = plan.params["conditioner.1.kernel"]  # the conditioner's last layer
+        >>> param.shape, param.init.rule, param.random_init.rule, param.random_init.fan_in
+        ((4, 1), 'zeros', 'uniform', 4)
+    """
 
     shape: tuple[int, ...]
     init: Init
@@ -103,12 +146,61 @@ class Field:
 class Plan:
     """A spec layer resolved against its input event shape.
 
-    Layers share a generated class exactly when the class's emitted text is the same
-    (:func:`flowbridge.codegen.generate` compares it): the docstring, the fields and both
-    traced bodies, so no hand-kept key can let two different layers share a class.
-    ``variant`` names what sets this configuration apart, as ``(short, detailed)``
-    identifier words per aspect (``("Clamp", "ClampM5To3")``); class names are the paper
-    name plus the words that tell the flow's configurations apart.
+    A layer type's definition (:func:`definition`) returns one; :func:`plan_flow` makes
+    one per layer of a flow. Layers share a generated class exactly when the class's
+    emitted text is the same (the code generator behind :func:`flowbridge.generate`
+    compares it): the docstring, the fields and both traced bodies, so no hand-kept key
+    can let two different layers share a class. Shapes: ``x`` is
+    ``(*batch, *event_shape)``, log-dets ``(*batch,)``.
+
+    Attributes:
+        class_name: the paper name of the generated class (``"AffineCoupling"``).
+        variant: what sets this configuration apart, as ``(short, detailed)`` identifier
+            words per aspect (``("Clamp", "ClampM5To3")``); class names are the paper name
+            plus the words that tell the flow's configurations apart.
+        config: the static configuration, in words, for the docstring.
+        doc: the generated class's docstring (its formulas).
+        fields (tuple): the generated class's attributes, each built from a constructor
+            argument (``flowbridge.layers.Field`` objects, of kind ``"dense"``, ``"conv"``,
+            ``"vector"``, ``"channel"``, ``"constant"``, ``"index"``, ``"int"`` or
+            ``"state"``).
+        args: the constructor's literal arguments: ints and lists of ints
+            (``{"sizes": [1, 4, 1], "split": 1}``).
+        params: neutral local names (``"conditioner.0.kernel"``, ``"log_scale"``) ->
+            :class:`Param`, each parameter's shape and initialisation.
+        constant_jacobian: whether the log-det does not depend on the input (an additive
+            coupling, a scaling).
+        event_shape: the input's event shape, ``(D,)`` or ``(C, H, W)``.
+        output_shape: the output's event shape (a squeeze's differs from its input's).
+        forward: ``(p, x[, context]) -> (y, log_det)`` over the IR, ``p`` a parameter view
+            whose attributes are symbolic (``p.kernel(0)`` stands for
+            ``self.kernels[0]`` in every backend).
+        inverse: ``(p, y[, context]) -> (x, log_det)``, the log-det of the inverse map
+            (``-`` the forward log-det at matching points).
+        context: the size of the context vector the layer reads; ``0`` (the default):
+            none.
+        buffers: constant tensors' shapes, name -> shape (a checkerboard's row and
+            column parities); default none.
+        domain: the values the input takes: ``"real"`` (the default), or
+            ``"unit_interval"`` (data in [0, 1]).
+        training_forward: a layer with a training mode (batch normalization): its
+            forward in that mode, ``(p, x) -> (y, log_det, effects)``, the effects being
+            state updates (``ops.assign``); ``None`` (the default) otherwise.
+        whole_tensor: acts on the whole event tensor, channels factored out before it
+            included (a factor-out, an identity there): never wrapped to act on the
+            active channels only. Default ``False``.
+        data_init: a data-dependent initialisation (Glow's ActNorm):
+            ``(h, eps) -> {local name: value}`` for the layer's input batch ``h``
+            ``(n, *event_shape)``, in float64 NumPy; ``None`` (the default) otherwise.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> from flowbridge.layers import plan_flow
+        >>> plan = plan_flow(fb.nice(2, num_couplings=2, hidden=(4,)))[0]
+        >>> plan.class_name, plan.args, plan.event_shape, plan.context
+        ('AdditiveCoupling', {'sizes': [1, 4, 1], 'split': 1}, (2,), 0)
+        >>> [(field.kind, field.name) for field in plan.fields]
+        [('dense', 'sizes'), ('int', 'split')]
     """
 
     class_name: str  # paper name of the generated class
@@ -185,14 +277,33 @@ def _tag(model: type) -> str:
 
 @dataclass(frozen=True)
 class LayerType:
-    """One layer type, registered once: its spec model (:mod:`flowbridge.spec`: the tag,
-    the fields, the rules it states against the event, its weight count) and its
-    neutral definition, the ``plan`` function that makes its :class:`Plan` (shapes,
-    parameters and their initialisation, forward and inverse over the IR, and hooks: a
-    training mode, acting on the whole tensor, a data-dependent initialisation).
-    Everything else (the ``Layer`` union and the schema's tags, the registry the code
-    generator plans from, ``check``'s training rows, ``actnorm_init``) derives from these
-    registrations and the plans."""
+    """One layer type, registered once: its spec model and its neutral definition.
+
+    The spec model (in ``flowbridge.spec``) holds the tag, the fields, the rules it states
+    against the event and its weight count; the neutral definition is the ``plan``
+    function that makes its :class:`Plan` (shapes, parameters and their initialisation,
+    forward and inverse over the IR, and hooks: a training mode, acting on the whole
+    tensor, a data-dependent initialisation). Everything else (the ``Layer`` union and the
+    schema's tags, the registry the code generator plans from, ``check``'s training rows,
+    ``actnorm_init``) derives from these registrations and the plans. :func:`definition`
+    registers them in ``flowbridge.layers.LAYER_TYPES`` (tag -> :class:`LayerType`, in
+    registration order); the ``tag`` property is the model's ``type`` value.
+
+    Attributes:
+        model: the spec layer model, a pydantic model class whose ``type`` field has
+            one value, the tag (:class:`flowbridge.AffineCoupling`, say).
+        plan: the definition, ``plan(layer, event_shape, context) -> Plan``: the spec
+            layer, its input event shape and the flow's context size (0: none; a layer
+            that reads no context ignores it).
+
+    Example:
+        >>> from flowbridge.layers import LAYER_TYPES
+        >>> kind = LAYER_TYPES["affine_coupling"]
+        >>> kind.tag, kind.model.__name__, kind.plan.__name__
+        ('affine_coupling', 'AffineCoupling', 'plan_coupling')
+        >>> list(LAYER_TYPES)[:3]
+        ['additive_coupling', 'affine_coupling', 'scaling']
+    """
 
     model: type
     plan: Callable[[Any, tuple[int, ...], int], Plan]
@@ -209,10 +320,34 @@ LAYER_TYPES: dict[str, LayerType] = {}
 def definition(*models: type) -> Callable:
     """Register the decorated plan function as the definition of each of ``models``.
 
+    Adding a layer type is one such definition (plus its spec model); no backend
+    changes. The decorator adds a :class:`LayerType` per model to
+    ``flowbridge.layers.LAYER_TYPES``, from which the code generator's registry derives.
+    A spec layer model left without a definition is refused when ``flowbridge.layers`` is
+    imported (an ``ImportError`` naming it).
+
+    Args:
+        *models: the spec layer model classes the plan function defines (pydantic models
+            with a one-value ``type`` field, as :class:`flowbridge.Scaling`); one function
+            may define several (NICE's and RealNVP's couplings share one).
+
+    Returns:
+        ``Callable``: the decorator. It registers the plan function, which takes
+        ``(layer, event_shape, context=0)`` and returns a :class:`Plan`, and returns it
+        unchanged.
+
+    Raises:
+        ValueError: on decorating, a model's tag already has a definition.
+
     Example:
-        >>> from flowbridge.layers import LAYER_TYPES
+        >>> from flowbridge import Scaling
+        >>> from flowbridge.layers import LAYER_TYPES, definition
         >>> LAYER_TYPES["scaling"].plan.__name__
         'plan_scaling'
+        >>> definition(Scaling)(lambda layer, event_shape, context=0: None)
+        Traceback (most recent call last):
+        ...
+        ValueError: layer type 'scaling' is defined twice
     """
 
     def register(plan: Callable) -> Callable:
@@ -1059,8 +1194,36 @@ check_definitions(S.LAYER_MODELS, LAYER_TYPES)  # a model without its definition
 
 
 def plan_flow(spec: S.FlowSpec) -> list[Plan]:
-    """One :class:`Plan` per spec layer, in application order, each planned against the
-    event shape the layers before it give (as zuko's transforms carry ``forward_shape``)."""
+    """Plan every layer of ``spec``: one :class:`Plan` per spec layer, in application order.
+
+    Each layer is planned against the event shape the layers before it give (as zuko's
+    transforms carry ``forward_shape``): its ``event_shape`` is the previous plan's
+    ``output_shape``. A layer acting on the active channels of an image (after a
+    factor-out) is planned on those and wrapped to act on the whole tensor. The code
+    generator (:func:`flowbridge.generate`), :func:`flowbridge.param_shapes` and
+    :func:`flowbridge.init_params` all read these plans.
+
+    Args:
+        spec: the flow, a validated :class:`flowbridge.FlowSpec`.
+
+    Returns:
+        ``list[Plan]``: one :class:`Plan` per entry of ``spec.layers``, in order.
+
+    Raises:
+        AttributeError: ``spec`` is not a :class:`flowbridge.FlowSpec` (a plain dict, say:
+            validate it first with ``FlowSpec.from_dict``).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> from flowbridge.layers import plan_flow
+        >>> plans = plan_flow(fb.nice(2, num_couplings=2, hidden=(4,)))
+        >>> [plan.class_name for plan in plans]
+        ['AdditiveCoupling', 'AdditiveCoupling', 'Scaling']
+        >>> plans[0].event_shape, plans[0].output_shape, plans[0].constant_jacobian
+        ((2,), (2,), True)
+        >>> list(plans[-1].params)
+        ['log_scale']
+    """
     plans = []
     image = len(spec.event_shape) == 3
     for layer, (shape, acted) in zip(spec.layers, S.layer_scopes(spec), strict=True):
@@ -1092,12 +1255,34 @@ def param_specs(spec: S.FlowSpec, plans: list[Plan] | None = None) -> dict[str, 
 
 
 def param_shapes(spec: S.FlowSpec) -> dict[str, tuple[int, ...]]:
-    """The neutral parameter layout: ``layers.{i}.{local name}`` -> shape, in order.
+    """The neutral parameter layout of ``spec``: ``layers.{i}.{local name}`` -> shape.
 
     Couplings: ``layers.{i}.conditioner.{j}.kernel`` ``(in, out)`` and ``.bias``
     ``(out,)``, ``j`` counting dense layers from the input; the last layer's output is
     ``[shift | raw log-scale]`` for affine couplings. Scaling: ``layers.{i}.log_scale``
     ``(D,)``. Permutations have none. A context embedding's dense layers come first, as
-    ``context_embedding.{j}.kernel`` ``(in, out)`` and ``.bias``.
+    ``context_embedding.{j}.kernel`` ``(in, out)`` and ``.bias``. Every backend's
+    parameters travel in this layout (:func:`flowbridge.init_params`,
+    :func:`flowbridge.check_params`, :func:`flowbridge.save_params`).
+
+    Args:
+        spec: the flow, a :class:`flowbridge.FlowSpec`.
+
+    Returns:
+        ``dict[str, tuple[int, ...]]``: neutral name -> shape, in order of application
+        (the context embedding's first, then layer by layer).
+
+    Raises:
+        AttributeError: ``spec`` is not a :class:`flowbridge.FlowSpec` (a plain dict, say:
+            validate it first with ``FlowSpec.from_dict``).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> fb.param_shapes(fb.nice(2, num_couplings=2, hidden=(4,)))
+        {'layers.0.conditioner.0.kernel': (1, 4), 'layers.0.conditioner.0.bias': (4,),
+         'layers.0.conditioner.1.kernel': (4, 1), 'layers.0.conditioner.1.bias': (1,),
+         'layers.1.conditioner.0.kernel': (1, 4), 'layers.1.conditioner.0.bias': (4,),
+         'layers.1.conditioner.1.kernel': (4, 1), 'layers.1.conditioner.1.bias': (1,),
+         'layers.2.log_scale': (2,)}
     """
     return {name: param.shape for name, param in param_specs(spec).items()}

@@ -34,7 +34,42 @@ MAX_INT = 2**63 - 1
 
 @dataclass(frozen=True)
 class Limits:
-    """The ceilings; every field is a positive integer."""
+    """The ceilings on what a spec may ask for; every field is a positive integer.
+
+    A spec is data from anywhere, so its size is bounded like any untrusted input, and
+    checked before anything is allocated: a spec over a ceiling is a
+    :exc:`flowbridge.SpecError` naming the field and the ceiling to raise. The defaults
+    hold every published NICE/RealNVP vector model with room to spare. The object is
+    frozen; the ceilings in force are changed with :func:`flowbridge.limits` (on the
+    command line: ``flowbridge --max-params N --max-width N ... COMMAND``).
+
+    Attributes:
+        event_size: entries in one event (``D``), also the most a ``context_dim`` or a
+            context embedding's ``features`` may be; default ``2**20``.
+        width: units in one hidden layer (channels of a ResNet conditioner); default
+            ``2**16``.
+        depth: hidden layers in one conditioner (blocks of a ResNet conditioner); default
+            64.
+        layers: layers in one flow; default 1024.
+        params: weights in one flow; default ``2**28`` (2 GiB as float64).
+        document_bytes: size of a spec file or text; default ``2**24`` (16 MiB).
+        document_values: values in a spec document, YAML aliases expanded; default
+            ``2**21``.
+
+    Raises:
+        ValueError: a field is not a positive integer (a bool is refused).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> fb.Limits().width, fb.Limits().depth
+        (65536, 64)
+        >>> fb.Limits(width=2**17).width
+        131072
+        >>> fb.Limits(depth=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: limits.depth: expected a positive integer, got 0
+    """
 
     event_size: int = 2**20  # entries in one event (D)
     width: int = 2**16  # units in one hidden layer
@@ -63,7 +98,37 @@ def current() -> Limits:
 
 @contextlib.contextmanager
 def limits(**overrides: int) -> Iterator[Limits]:
-    """Raise (or lower) ceilings inside a ``with`` block: ``limits(params=2**31)``."""
+    """Raise (or lower) ceilings inside a ``with`` block: ``limits(params=2**31)``.
+
+    The named ceilings replace those in force (the defaults of :class:`flowbridge.Limits`
+    unless an enclosing block changed them); the others stay as they are. On leaving the
+    block the previous ceilings are back. The ceilings are held in a context variable,
+    so a block affects only its own thread or task.
+
+    Args:
+        **overrides: ceilings by name (the fields of :class:`flowbridge.Limits`:
+            ``event_size``, ``width``, ``depth``, ``layers``, ``params``,
+            ``document_bytes``, ``document_values``), each a positive integer.
+
+    Yields:
+        Limits: the :class:`flowbridge.Limits` in force inside the block.
+
+    Raises:
+        TypeError: an override is not the name of a ceiling (raised on entering the
+            block).
+        ValueError: an override is not a positive integer.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> with fb.limits(width=2**17) as ceilings:
+        ...     spec = fb.realnvp(4, num_couplings=2, hidden=(70000,))
+        >>> ceilings.width, spec.layers[0].conditioner.hidden
+        (131072, (70000,))
+        >>> fb.realnvp(4, num_couplings=2, hidden=(70000,))  # the default ceiling again
+        Traceback (most recent call last):
+        ...
+        flowbridge.errors.SpecError: ...expected at most 65536 units, got 70000...
+    """
     unknown = sorted(set(overrides) - {f.name for f in fields(Limits)})
     if unknown:
         names = ", ".join(f.name for f in fields(Limits))

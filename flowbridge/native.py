@@ -38,12 +38,29 @@ from typing import Any
 
 import numpy as np
 
+from . import backends
 from . import spec as S
 from .errors import SpecError
 
 
 class NativeError(ValueError):
-    """A native flow piece cannot be converted; the message names it and says why."""
+    """A native flow piece cannot be converted; the message names it and says why.
+
+    A ``ValueError``, raised by :func:`flowbridge.from_pyro_native` and
+    :func:`flowbridge.from_tfp_native` for anything they do not take over exactly: a
+    custom hypernet or ``shift_and_log_scale_fn``, a ``bijector_fn``, another bijector or
+    transform, a conditioner without biases, an unsupported activation. The message
+    starts with where the piece is, e.g. ``parts[0] (ExpTransform): ...``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> from torch.distributions.transforms import ExpTransform
+        >>> try:
+        ...     fb.from_pyro_native(ExpTransform(), dim=2)
+        ... except fb.NativeError as err:
+        ...     print(err)
+        parts[0] (ExpTransform): cannot be converted; expected pyro AffineCoupling ...
+    """
 
 
 # ----------------------------------------------------------------------------- Pyro
@@ -104,11 +121,56 @@ def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int, context: int |
 
 
 def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec, dict]:
-    """``(spec, params)`` of a Pyro ``AffineCoupling``, ``Permute``, a list of them or a
-    ``ComposeTransform(Module)``; or of a conditional flow: ``ConditionalAffineCoupling``
-    (with a ``ConditionalDenseNN``) and ``Permute`` in a list or a
-    ``ConditionalComposeTransformModule``. ``dim`` is the event size; it is read from the
-    first coupling (``split_dim`` + its hypernet's output) or permutation when not given."""
+    """Take a flow built from Pyro's own layers over, exactly, as ``(spec, params)``.
+
+    Each piece becomes one flowbridge layer, in order. An ``AffineCoupling(split_dim,
+    DenseNN)`` becomes an ``affine_coupling`` whose ``split`` mask passes the first
+    ``split_dim`` entries, whose scale is ``clamp`` to ``[log_scale_min_clip,
+    log_scale_max_clip]`` (straight-through gradient) and whose conditioner is the
+    ``DenseNN`` (output ``[shift | log_scale]``); a ``Permute(p)`` becomes an explicit
+    ``permutation`` ``p``. A
+    conditional flow (``ConditionalAffineCoupling`` with a ``ConditionalDenseNN``) gets
+    ``context_dim`` = the hypernet's context size, its first kernel's rows reordered from
+    Pyro's ``[context | x_a]`` to the neutral ``[x_a | context]``. The weights are copied
+    as float64; the flow built from the result (:func:`flowbridge.to_pyro`,
+    :func:`flowbridge.to_tfp`, :func:`flowbridge.to_numpy`) computes what the native one
+    does.
+
+    Args:
+        transform: a Pyro ``AffineCoupling`` (with a ``DenseNN`` hypernet), ``Permute``, a
+            list of them or a ``ComposeTransform(Module)``; or the pieces of a
+            conditional flow: ``ConditionalAffineCoupling`` (with a
+            ``ConditionalDenseNN``) and ``Permute`` in a list or a
+            ``ConditionalComposeTransformModule``. Couplings and permutations must act on
+            the last axis (``dim=-1``).
+        dim: the event size ``D``; default ``None``: read from the first coupling
+            (``split_dim`` + its hypernet's output) or permutation.
+
+    Returns:
+        ``tuple[FlowSpec, dict[str, numpy.ndarray]]``: the :class:`flowbridge.FlowSpec`
+        (named ``"from_pyro"``, event shape ``(dim,)``) and its neutral parameters.
+
+    Raises:
+        NativeError: a piece cannot be converted (another transform, a hypernet of
+            another kind or shape or without biases, an activation other than ReLU,
+            Tanh, ELU with ``alpha=1``, LeakyReLU or exact GELU, a ``dim`` other than -1,
+            an unconditional coupling in a conditional flow, couplings reading contexts
+            of different sizes), ``transform`` holds no piece, the event size cannot be
+            told, or the converted flow is not valid.
+        ParamError: a native weight is not finite.
+        BackendUnavailable: Pyro is not installed (``pip install flowbridge[pyro]``).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import torch
+        >>> from pyro.distributions.transforms import AffineCoupling, Permute
+        >>> from pyro.nn import DenseNN
+        >>> coupling = AffineCoupling(2, DenseNN(2, [8], param_dims=[2, 2]))
+        >>> spec, params = fb.from_pyro_native([coupling, Permute(torch.tensor([3, 2, 1, 0]))])
+        >>> [layer.type for layer in spec.layers], spec.event_shape
+        (['affine_coupling', 'permutation'], (4,))
+    """
+    backends.get("pyro").runtime()  # BackendUnavailable, naming the extra, without Pyro
     from pyro.distributions.transforms import AffineCoupling, ConditionalAffineCoupling, Permute
 
     parts = _pyro_parts(transform)
@@ -217,10 +279,52 @@ def _tfp_parts(bijector: Any) -> list:
 
 
 def from_tfp_native(bijector: Any, dim: int | None = None) -> tuple[S.FlowSpec, dict]:
-    """``(spec, params)`` of a TFP ``RealNVP`` (conditioner from
-    ``real_nvp_default_template``, called once so its variables exist), ``Permute``, or a
-    ``Chain`` of them. ``dim``: the event size, read from the first ``Permute`` or
-    ``RealNVP`` that has seen an input when not given."""
+    """Take a flow built from TFP's own bijectors over, exactly, as ``(spec, params)``.
+
+    Each piece becomes one flowbridge layer. ``RealNVP(num_masked=k)`` gets a ``split``
+    mask of the first ``k`` entries, or the last ``-k``; ``RealNVP(fraction_masked=f)`` a
+    ``split`` of ``int(round(D * |f|))`` entries (NumPy's half-to-even), first if
+    ``f > 0`` else last. The ``real_nvp_default_template`` conditioner keeps its hidden
+    layers and activation, output split ``[shift | log_scale]``, scale ``exp``
+    (unclamped): an ``affine_coupling``, or an ``additive_coupling`` (NICE) for
+    ``shift_only=True``. ``Permute(p)`` becomes an explicit ``permutation`` ``p``. A
+    ``Chain([b2, b1, b0])`` gives layers ``[b0, b1, b2]`` (``Chain`` applies last-first).
+    The weights are copied as float64.
+
+    Args:
+        bijector: a TFP ``RealNVP`` (its conditioner from ``real_nvp_default_template``,
+            called once so its variables exist), a ``Permute`` (of the last axis), or a
+            ``Chain`` of them; a list or tuple of them is read in its own order.
+        dim: the event size ``D``; default ``None``: read from the first ``Permute``, or
+            ``RealNVP`` that has seen an input.
+
+    Returns:
+        ``tuple[FlowSpec, dict[str, numpy.ndarray]]``: the :class:`flowbridge.FlowSpec`
+        (named ``"from_tfp"``, event shape ``(dim,)``) and its neutral parameters.
+
+    Raises:
+        NativeError: a piece cannot be converted (another bijector, a ``bijector_fn``, a
+            custom ``shift_and_log_scale_fn``, a template with extra dense-layer
+            arguments or not yet called, an activation other than ``tf.nn.relu``,
+            ``tf.math.tanh``, ``tf.nn.elu``, ``tf.nn.gelu`` or ``tf.nn.leaky_relu``, a
+            ``Permute`` of another axis), ``bijector`` holds no piece, the event size
+            cannot be told, or the converted flow is not valid.
+        ParamError: a native weight is not finite.
+        BackendUnavailable: TensorFlow Probability is not installed
+            (``pip install flowbridge[tfp]``).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> from tensorflow_probability import bijectors as tfb
+        >>> template = tfb.real_nvp_default_template(hidden_layers=[8])
+        >>> nvp = tfb.RealNVP(num_masked=2, shift_and_log_scale_fn=template)
+        >>> _ = nvp.forward(np.zeros((1, 4), np.float32))  # the template makes its variables
+        >>> spec, params = fb.from_tfp_native(tfb.Chain([tfb.Permute([3, 2, 1, 0]), nvp]))
+        >>> [layer.type for layer in spec.layers]  # a Chain applies its list last-first
+        ['affine_coupling', 'permutation']
+    """
+    backends.get("tfp").runtime()  # BackendUnavailable, naming the extra, without TFP
     import tensorflow_probability as tfp
 
     tfb = tfp.bijectors

@@ -29,8 +29,10 @@ def init_params(
     *,
     init: Literal["identity", "random"] = "identity",
 ) -> dict[str, np.ndarray]:
-    """Fresh float64 parameters for ``spec``, each drawn by the rule its layer's plan
-    states (:class:`flowbridge.layers.Param`), in the neutral order, from one
+    """Draw a fresh float64 parameter set for ``spec`` in the neutral layout.
+
+    Each parameter is drawn by the rule its layer's plan states
+    (:class:`flowbridge.layers.Param`), in the neutral order, from one
     ``numpy.random.default_rng(seed)``.
 
     ``init="identity"`` (the default) is how the generated modules start: hidden kernels
@@ -38,6 +40,37 @@ def init_params(
     every ``log_scale`` zero, so the flow is the identity map. ``init="random"`` draws
     those too (last kernels in ``+-1/sqrt(fan_in)``, biases in ``+-0.1``, ``log_scale``
     in ``+-0.3``): a non-identity flow for tests and conformance checks.
+
+    Args:
+        spec: the flow, a :class:`flowbridge.FlowSpec`.
+        seed: the seed of the one ``numpy.random.default_rng`` that every parameter is
+            drawn from, in the neutral order; the same seed gives the same parameters.
+            Default ``0``.
+        init: ``"identity"`` (the default: the flow starts as the identity map) or
+            ``"random"`` (the zero-started parameters drawn too: a non-identity flow).
+
+    Returns:
+        ``dict[str, numpy.ndarray]``: neutral name -> float64 array of the shape
+        :func:`flowbridge.param_shapes` gives, in the neutral order.
+
+    Raises:
+        ValueError: ``init`` is neither ``"identity"`` nor ``"random"``.
+        AttributeError: ``spec`` is not a :class:`flowbridge.FlowSpec` (a plain dict, say:
+            validate it first with ``FlowSpec.from_dict``).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+        >>> params = fb.init_params(spec)
+        >>> params["layers.0.conditioner.1.kernel"].shape, {a.dtype.name for a in params.values()}
+        ((8, 4), {'float64'})
+        >>> x = np.ones((3, 4))
+        >>> np.allclose(fb.to_numpy(spec, params).forward(x), x)  # the identity map at init
+        True
+        >>> random = fb.init_params(spec, seed=1, init="random")
+        >>> np.allclose(fb.to_numpy(spec, random).forward(x), x)
+        False
     """
     if init not in ("identity", "random"):
         raise ValueError(f"init: expected 'identity' or 'random', got {init!r}")
@@ -51,10 +84,41 @@ def init_params(
 def check_params(
     spec: FlowSpec, params: Any, shapes: Mapping[str, tuple[int, ...]] | None = None
 ) -> dict[str, np.ndarray]:
-    """``params`` as NumPy arrays, after checking every name, shape and dtype against
-    ``spec``; raises :class:`ParamError` naming the first parameter that does not fit.
-    ``shapes``: the spec's :func:`~flowbridge.param_shapes` where the caller has them
-    (a loaded module's ``PARAM_SHAPES``), else planned here."""
+    """Check a parameter set against ``spec`` and return it as NumPy arrays.
+
+    Every name, shape and dtype is checked against ``spec``; a :class:`flowbridge.ParamError`
+    names the first parameter that does not fit. Values may be NumPy arrays, ``torch.Tensor``
+    (detached and moved to the CPU), TensorFlow tensors or nested lists; they must be
+    floating point (each kept in its own dtype, not cast) and finite.
+
+    Args:
+        spec: the flow, a :class:`flowbridge.FlowSpec`.
+        params: a mapping of neutral names (:func:`flowbridge.param_shapes`) to arrays;
+            every name of the spec must be present and no other.
+        shapes: the spec's :func:`~flowbridge.param_shapes` where the caller has them
+            (a loaded module's ``PARAM_SHAPES``), else planned here. Default ``None``.
+
+    Returns:
+        ``dict[str, numpy.ndarray]``: neutral name -> array, in the neutral order, each
+        of the shape the spec gives it and of its own floating dtype.
+
+    Raises:
+        ParamError: ``params`` is not a mapping; a name is missing (the message names the
+            first and counts them) or unexpected; a value is not an array, not floating
+            point, of the wrong shape, or holds NaN or infinity.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.nice(2, num_couplings=2, hidden=(4,))
+        >>> params = fb.check_params(spec, fb.init_params(spec))
+        >>> params["layers.2.log_scale"].shape
+        (2,)
+        >>> fb.check_params(spec, {**params, "layers.2.log_scale": np.zeros(3)})
+        Traceback (most recent call last):
+        ...
+        flowbridge.errors.ParamError: layers.2.log_scale: expected shape (2,), got (3,)
+    """
     if not isinstance(params, Mapping):
         raise ParamError(f"params: expected a mapping of names to arrays, got {type(params).__name__}")
     shapes = param_shapes(spec) if shapes is None else {k: tuple(v) for k, v in shapes.items()}
@@ -89,8 +153,41 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
 
 
 def save_params(params: Mapping[str, Any], path: str | Path, spec: FlowSpec | None = None) -> None:
-    """Write ``params`` to a safetensors file, atomically (checked against ``spec`` when
-    given, and then stamped with its hash, which :func:`load_params` compares)."""
+    """Write a parameter set to a safetensors file, atomically.
+
+    With ``spec``, ``params`` is checked against it first (:func:`flowbridge.check_params`)
+    and the file is stamped with the spec's hash, which :func:`flowbridge.load_params`
+    compares. The write goes to a temporary file beside ``path`` that is renamed into
+    place, so an interrupted write never leaves a truncated file.
+
+    Args:
+        params: a mapping of neutral names to floating-point arrays (NumPy arrays,
+            ``torch.Tensor``, TensorFlow tensors or nested lists), saved in their own
+            dtype.
+        path: the file to write (``str`` or ``pathlib.Path``); an existing file is
+            replaced.
+        spec: the flow the parameters belong to, a :class:`flowbridge.FlowSpec`, or
+            ``None`` (the default: no check, and no spec hash in the file).
+
+    Raises:
+        ParamError: ``params`` does not fit ``spec`` (see :func:`flowbridge.check_params`);
+            without a spec, ``params`` is not a mapping or a value is not a
+            floating-point array.
+        OSError: the file cannot be written (a missing directory, a full disk); an old
+            file at ``path`` is left untouched.
+
+    Example:
+        >>> import os, tempfile
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.nice(2, num_couplings=2, hidden=(4,))
+        >>> params = fb.init_params(spec, init="random")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     fb.save_params(params, os.path.join(tmp, "flow.safetensors"), spec)
+        ...     loaded = fb.load_params(os.path.join(tmp, "flow.safetensors"), spec)
+        >>> all(np.array_equal(params[name], loaded[name]) for name in params)
+        True
+    """
     from safetensors.numpy import save
 
     if spec is not None:
@@ -149,13 +246,50 @@ def _short(exc: Exception) -> str:
 def load_params(
     path: str | Path, spec: FlowSpec | None = None, *, allow_other_spec: bool = False
 ) -> dict[str, np.ndarray]:
-    """Read parameters from a safetensors file, checked against ``spec`` when given.
+    """Read a parameter set from a safetensors file, checked against ``spec`` when given.
 
-    A file written by :func:`save_params` with a spec carries that spec's hash. Loading
-    it for another spec, or loading a file that carries no hash, raises a
-    :class:`ParamError` naming both hashes: equal shapes do not make equal flows (another
-    scale map or mask gives other outputs from the same weights). ``allow_other_spec=True``
-    loads the weights anyway when every name and shape fits.
+    A file written by :func:`flowbridge.save_params` with a spec carries that spec's hash.
+    Loading it for another spec, or loading a file that carries no hash, raises a
+    :class:`flowbridge.ParamError` naming both hashes: equal shapes do not make equal flows
+    (another scale map or mask gives other outputs from the same weights).
+    ``allow_other_spec=True`` loads the weights anyway when every name and shape fits.
+
+    Args:
+        path: the safetensors file (``str`` or ``pathlib.Path``); its tensors must be
+            float16, float32 or float64.
+        spec: the flow the parameters are for, a :class:`flowbridge.FlowSpec`, or
+            ``None`` (the default: every tensor of the file returned, unchecked against
+            a spec).
+        allow_other_spec: load the weights even when the file was saved for another
+            spec or carries no spec hash, as long as every name and shape fits. Default
+            ``False``.
+
+    Returns:
+        ``dict[str, numpy.ndarray]``: neutral name -> array in the dtype it was saved in;
+        with a spec, checked by :func:`flowbridge.check_params` and in the neutral order.
+
+    Raises:
+        ParamError: the file does not exist or is not a readable safetensors file; a
+            tensor is not float16/32/64 (bfloat16, float8 or integers: convert it
+            first); with ``spec``, the file was saved for another spec or without a spec
+            hash (unless ``allow_other_spec``), or its parameters do not fit the spec.
+
+    Example:
+        >>> import os, tempfile
+        >>> import flowbridge as fb
+        >>> spec = fb.nice(2, num_couplings=2, hidden=(4,))
+        >>> other = fb.nice(2, num_couplings=2, hidden=(4,), activation="tanh")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = os.path.join(tmp, "params.safetensors")
+        ...     fb.save_params(fb.init_params(spec), path, spec)
+        ...     try:
+        ...         fb.load_params(path, other)  # another activation: refused
+        ...     except fb.ParamError as error:
+        ...         print("not for this spec" in str(error))
+        ...     params = fb.load_params(path, other, allow_other_spec=True)
+        True
+        >>> params["layers.2.log_scale"].shape
+        (2,)
     """
     metadata, params = read_safetensors(path, "params file")
     if spec is None:
@@ -187,10 +321,71 @@ def _export(flow: Any, backend: str) -> dict[str, np.ndarray]:
 
 
 def params_from_pyro(flow: Any) -> dict[str, np.ndarray]:
-    """The neutral parameters of a flowbridge Pyro flow, in the flow's own dtype."""
+    """Export the neutral parameters of a flowbridge Pyro flow, in the flow's own dtype.
+
+    The inverse of building with :func:`flowbridge.to_pyro`: the trained weights come
+    back under their neutral names, ready for :func:`flowbridge.save_params`,
+    :func:`flowbridge.to_tfp` or :func:`flowbridge.to_numpy`. A flow with a context
+    embedding gives its ``context_embedding.*`` parameters first.
+
+    Args:
+        flow: a flow built by :func:`flowbridge.to_pyro` or by a generated Pyro module's
+            ``build_flow``: the flow, a list of its layers, or one layer.
+
+    Returns:
+        ``dict[str, numpy.ndarray]``: neutral name -> a copy of the weight, in the
+        neutral order and the flow's own dtype (float32 or float64).
+
+    Raises:
+        BackendUnavailable: torch or pyro is not installed.
+        ParamError: a layer is not a flowbridge layer (a native Pyro transform: convert
+            it with :func:`flowbridge.from_pyro_native`).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+        >>> params = fb.init_params(spec, seed=1, init="random")
+        >>> exported = fb.params_from_pyro(fb.to_pyro(spec, params, dtype="float64"))
+        >>> list(exported) == list(params)
+        True
+        >>> all(np.allclose(params[k], exported[k]) for k in params)
+        True
+    """
     return _export(flow, "pyro")
 
 
 def params_from_tfp(bijector: Any) -> dict[str, np.ndarray]:
-    """The neutral parameters of a flowbridge TFP flow (a ``Chain`` or one layer)."""
+    """Export the neutral parameters of a flowbridge TFP flow (a ``Chain`` or one layer).
+
+    The inverse of building with :func:`flowbridge.to_tfp`: the trained weights come back
+    under their neutral names (an image flow's layout ``Transpose`` bijectors are
+    skipped), ready for :func:`flowbridge.save_params`, :func:`flowbridge.to_pyro` or
+    :func:`flowbridge.to_numpy`. A flow with a context embedding gives its
+    ``context_embedding.*`` parameters first.
+
+    Args:
+        bijector: a flow built by :func:`flowbridge.to_tfp` or by a generated TFP module's
+            ``build_flow`` (a ``Chain``), or one of its layers.
+
+    Returns:
+        ``dict[str, numpy.ndarray]``: neutral name -> a copy of the weight, in the
+        neutral order and the flow's own dtype (float32 or float64).
+
+    Raises:
+        BackendUnavailable: tensorflow or tensorflow_probability is not installed.
+        ParamError: a layer is not a flowbridge layer (a native TFP bijector: convert it
+            with :func:`flowbridge.from_tfp_native`).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+        >>> params = fb.init_params(spec, seed=1, init="random")
+        >>> exported = fb.params_from_tfp(fb.to_tfp(spec, params, dtype="float64"))
+        >>> list(exported) == list(params)
+        True
+        >>> all(np.allclose(params[k], exported[k]) for k in params)
+        True
+    """
     return _export(bijector, "tfp")

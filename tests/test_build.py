@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 import flowbridge as fb
 
@@ -80,3 +81,15 @@ def test_a_first_build_plans_the_flow_once(monkeypatch):
         monkeypatch.setattr(module, "plan_flow", counting)
     fb.to_numpy(spec, params)
     assert calls == [spec.hash]
+
+
+def test_builders_and_check_refuse_bad_options_by_name():
+    """Found while documenting: an unknown device was dropped silently (an empty report),
+    a dict spec failed inside check, an unknown dtype name failed inside torch."""
+    spec = fb.nice(2)
+    with pytest.raises(ValueError, match="devices: expected some of cpu, cuda, got 'tpu'"):
+        fb.check(spec, backends=("numpy",), devices=("tpu",))
+    assert fb.check(spec.to_dict(), backends=("numpy",)).ok
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="dtype: expected 'float32', 'float64' or a torch"):
+        fb.to_pyro(spec, dtype="float33")

@@ -36,7 +36,36 @@ DTYPES = ("float32", "float64")
 
 @dataclass(frozen=True)
 class Backend:
-    """One backend and its capabilities."""
+    """One backend and its capabilities: an entry of the registry.
+
+    Code generation, the conformance check, building, parameter export and the CLI all
+    read the registry's entries (:func:`get`); none of them lists backends or branches on
+    a backend's name. ``available()`` says whether the frameworks are installed (importing
+    nothing), ``require()`` raises :class:`flowbridge.BackendUnavailable` naming the extra
+    unless they are, ``emitter()`` gives the backend's
+    :class:`~flowbridge.backends.contract.Emitter` (checked against the contract the first
+    time, importing no framework) and ``runtime()`` its checked ``runtime`` module, once
+    the framework is known to be installed (see
+    :class:`~flowbridge.backends.contract.Runtime`).
+
+    Attributes:
+        name: the CLI's and the API's word (``--backend pyro``): ``"numpy"``, ``"pyro"``
+            or ``"tfp"``; also the backend's folder under ``flowbridge/backends/``.
+        modules: what must be importable to run it (``("torch", "pyro")``).
+        extra: the pip extra that installs ``modules`` (``None``: a core dependency).
+        dtypes: the dtypes its flows are built in (``("float32", "float64")``).
+        autodiff: Jacobians by automatic differentiation (else finite differences).
+        reference: whether it is the float64 reference every other backend is checked
+            against. Default ``False``.
+
+    Example:
+        >>> from flowbridge import backends
+        >>> reference = backends.get("numpy")
+        >>> reference.name, reference.dtypes, reference.reference, reference.autodiff
+        ('numpy', ('float64',), True, False)
+        >>> reference.available(), type(reference.emitter()).__name__
+        (True, 'NumpyEmitter')
+    """
 
     name: str  # the CLI's and the API's word (``--backend pyro``)
     modules: tuple[str, ...]  # what must be importable to run it
@@ -102,7 +131,29 @@ REFERENCE = next(b.name for b in BACKENDS.values() if b.reference)
 
 
 def get(name: str) -> Backend:
-    """The backend called ``name``; a ValueError naming the choices otherwise."""
+    """The backend called ``name``; a ValueError naming the choices otherwise.
+
+    Looks the name up only: whether the backend's frameworks are installed is
+    :class:`Backend`'s ``available()`` and ``require()``.
+
+    Args:
+        name: ``"numpy"`` (the float64 reference), ``"pyro"`` or ``"tfp"``.
+
+    Returns:
+        :class:`Backend`: the registry's entry.
+
+    Raises:
+        ValueError: ``name`` is not a backend; the message names the choices.
+
+    Example:
+        >>> from flowbridge import backends
+        >>> backends.get("pyro").modules, backends.get("pyro").extra
+        (('torch', 'pyro'), 'pyro')
+        >>> backends.get("jax")
+        Traceback (most recent call last):
+        ...
+        ValueError: backend: expected one of numpy, pyro, tfp, got 'jax'
+    """
     if name not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(NAMES)}, got {name!r}")
     return BACKENDS[name]

@@ -39,7 +39,22 @@ from .. import ir
 
 
 class ContractError(TypeError):
-    """A backend that does not implement the contract; the message names each part."""
+    """A backend that does not implement the contract; the message names each part.
+
+    Raised by :func:`check_emitter` and :func:`check_runtime` (which run when the
+    registry hands a backend's emitter or runtime out), and by :class:`Prelude` for a
+    definition its module lacks, before any code is generated. A subclass of
+    ``TypeError``.
+
+    Example:
+        >>> import types
+        >>> from flowbridge.backends.contract import ContractError, check_runtime
+        >>> try:
+        ...     check_runtime(types.ModuleType("bare"), "mine")
+        ... except ContractError as error:
+        ...     print(error)
+        backend mine: runtime functions missing: prepare, layers_of, devices, ...
+    """
 
 
 # ------------------------------------------------------------------------ prelude
@@ -80,14 +95,23 @@ def _imports(path: Path) -> str:
 class Prelude:
     """A prelude module read as source (never imported here: it imports its framework).
 
+    A backend's prelude is a real module (imported, linted and unit-tested) whose
+    definitions are *inlined* into generated modules from its source, definition by
+    definition, so those stay standalone. ``names()`` gives every name it defines at top
+    level, ``imports()`` its import statements as written, and ``source(names)`` the
+    definitions called ``names``, in that order, two blank lines apart (a
+    :class:`ContractError` for a name it does not define).
+
     Args:
-        path: the module's file.
+        path: the module's file (``str`` or ``pathlib.Path``).
 
     Example:
+        >>> from pathlib import Path
         >>> from flowbridge.backends import prelude
-        >>> text = Prelude(Path(prelude.__file__)).source(["_under"])
-        >>> text.splitlines()[0]
-        'def _under(table, prefix):'
+        >>> from flowbridge.backends.contract import Prelude
+        >>> shared = Prelude(Path(prelude.__file__))
+        >>> "_under" in shared.names(), shared.source(["_under"]).splitlines()[0]
+        (True, 'def _under(table, prefix):')
     """
 
     def __init__(self, path: Path):
@@ -137,7 +161,7 @@ SHARED_OPS: dict[str, str] = {
 
 
 class Emitter(abc.ABC):
-    """A backend's code generator: the declared interface :mod:`flowbridge.codegen` uses.
+    """A backend's code generator: the declared interface ``flowbridge.codegen`` uses.
 
     Class attributes (all required unless a default is shown):
 
@@ -154,7 +178,7 @@ class Emitter(abc.ABC):
       the layer's constant buffers (``{name}``, ``{value}``; a checkerboard's mask):
       a non-persistent buffer in Pyro, so ``state_dict`` keys never change.
     - ``IN_PLACE``, ``SPLIT``: optional peepholes, as data (see
-      :func:`flowbridge.codegen.emit_body`); ``None`` where the framework has none.
+      ``flowbridge.codegen.emit_body``); ``None`` where the framework has none.
     - ``PRELUDE``: the backend's prelude module file.
     - ``BASE``: prelude definitions every generated module has, in order;
       ``UNCONDITIONAL`` those of a flow without a context (default none),
@@ -165,6 +189,20 @@ class Emitter(abc.ABC):
       a module needs when a traced body uses that op or a layer has that field kind.
     - ``DOMAINS``: input domain -> its closed interval (default: ``unit_interval``,
       [0, 1]); see :meth:`domain_lines`.
+
+    A subclass implements :meth:`layer_class`, :meth:`embedding_class` and
+    :meth:`flow_code`; :meth:`effect`, :meth:`shape_arg` and :meth:`domain_lines` have
+    defaults. :func:`check_emitter` checks a subclass against this contract. The registry
+    hands out one instance per backend (``emitter()`` of a
+    :class:`flowbridge.backends.Backend`).
+
+    Example:
+        >>> from flowbridge import backends, ir
+        >>> emitter = backends.get("numpy").emitter()
+        >>> type(emitter).__name__, emitter.OPS["exp"], emitter.OPS["add"]
+        ('NumpyEmitter', 'np.exp({0})', '{0} + {1}')
+        >>> set(ir.OPS) <= set(emitter.OPS)  # a template for every IR op
+        True
     """
 
     TITLE: ClassVar[str]
@@ -206,11 +244,33 @@ class Emitter(abc.ABC):
     DOMAINS: ClassVar[dict[str, tuple[float, float]]] = {"unit_interval": (0.0, 1.0)}
 
     def domain_lines(self, plan: Any) -> list[str]:
-        """The class-body lines of a layer whose input is not any real vector: its
+        """The class-body lines that state a layer's input domain, if it is not the reals.
+
+        For a layer whose input is not any real vector: its
         ``domain_interval = (low, high)`` (the prelude's ``_Layer`` has ``None``, the
         reals), against which the prelude checks the input (always in the reference, when
         validating in a framework), then a blank line; none where ``plan.domain`` is
-        ``"real"``."""
+        ``"real"``. The interval comes from ``DOMAINS``.
+
+        Args:
+            plan: the layer's :class:`flowbridge.layers.Plan`.
+
+        Returns:
+            ``list[str]``: the lines, indented for a class body; empty for a real domain.
+
+        Raises:
+            KeyError: ``plan.domain`` is neither ``"real"`` nor a key of ``DOMAINS``.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> from flowbridge.backends import get
+            >>> from flowbridge.layers import plan_flow
+            >>> spec = fb.realnvp_image((3, 4, 4), num_scales=1, blocks=1, channels=4, logit=0.05)
+            >>> logit, coupling = plan_flow(spec)[:2]
+            >>> emitter = get("numpy").emitter()
+            >>> emitter.domain_lines(logit), emitter.domain_lines(coupling)
+            (['    domain_interval = (0.0, 1.0)  # unit_interval', ''], [])
+        """
         if plan.domain == "real":
             return []
         low, high = self.DOMAINS[plan.domain]
@@ -218,12 +278,52 @@ class Emitter(abc.ABC):
 
     @staticmethod
     def shape_arg(plan: Any) -> str:
-        """The constructor argument that gives a plan's "vector" field its shape."""
+        """The constructor argument that gives a plan's "vector" field its shape.
+
+        A layer acting on the active channels of an image (after a factor-out) has an
+        ``active_shape`` argument; every other layer's vector fields take the
+        ``event_shape``.
+
+        Args:
+            plan: the layer's :class:`flowbridge.layers.Plan`.
+
+        Returns:
+            ``str``: ``"active_shape"`` or ``"event_shape"``.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> from flowbridge.backends.contract import Emitter
+            >>> from flowbridge.layers import plan_flow
+            >>> plans = plan_flow(fb.realnvp_image((3, 8, 8), num_scales=2, blocks=1, channels=4))
+            >>> Emitter.shape_arg(plans[0]), Emitter.shape_arg(plans[-1])  # after a factor-out
+            ('event_shape', 'active_shape')
+        """
         return "active_shape" if "active_shape" in plan.args else "event_shape"
 
     def effect(self, op: str, args: list[str]) -> str:
-        """The statement for one state update (an IR effect such as ``assign``): by
-        default the op's template; a functional backend returns the new value instead."""
+        """The statement for one state update (an IR effect such as ``assign``).
+
+        By default the op's template from ``OPS``, filled with ``args``; a functional
+        backend overrides it to return the new value instead of writing in place.
+
+        Args:
+            op: the effect's IR op (``"assign"``; see ``flowbridge.ir.EFFECTS``).
+            args: the printed arguments, in order (for ``assign``: the state, then the
+                new value).
+
+        Returns:
+            ``str``: one line of code.
+
+        Raises:
+            KeyError: ``op`` has no template in ``OPS``.
+
+        Example:
+            >>> from flowbridge.backends import get
+            >>> get("numpy").emitter().effect("assign", ["self.running_mean", "new_mean"])
+            'self.running_mean[...] = new_mean'
+            >>> get("tfp").emitter().effect("assign", ["self.running_mean", "new_mean"])
+            'self.running_mean.assign(new_mean)'
+        """
         return self.OPS[op].format(*args)
 
     @abc.abstractmethod
@@ -237,27 +337,122 @@ class Emitter(abc.ABC):
         methods: tuple[str, ...] = (),
         constants: tuple[str, ...] = (),
     ) -> str:
-        """The source of one layer class called ``name`` for ``plan``
-        (:class:`flowbridge.layers.Plan`), around the printed ``forward``, ``inverse``
-        and (for a layer with a training mode) ``training`` bodies; ``methods`` are the
-        class's called sub-functions (its conditioner), given to
-        :func:`flowbridge.source.traced_methods`, and ``constants`` the lines that end its
-        ``__init__``, building constants once."""
+        """The source of one layer class called ``name`` for ``plan``.
+
+        The class is written around the bodies the code generator printed from traces of
+        the plan's ``forward``, ``inverse`` and (for a layer with a training mode)
+        ``training_forward``; it never holds a layer's formula itself. Each body is the
+        lines computing ``y`` (or ``x``) and ``log_det`` from ``x`` (or ``y``).
+
+        Args:
+            name: the generated class's name.
+            plan: the layer's :class:`flowbridge.layers.Plan` (docstring, fields,
+                constructor arguments, shapes, domain).
+            forward: the printed forward body, one string per line.
+            inverse: the printed inverse body.
+            training: the printed training-mode forward body, for a layer with a
+                training mode; ``None`` (the default) otherwise.
+            methods: the class's called sub-functions (its conditioner), as source, given
+                to ``flowbridge.source.traced_methods``. Default none.
+            constants: the lines that end its ``__init__``, building constants once.
+                Default none.
+
+        Returns:
+            ``str``: the class's source.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> from flowbridge.backends import get
+            >>> from flowbridge.codegen import emit_body, trace
+            >>> from flowbridge.layers import plan_flow
+            >>> em, plan = get("numpy").emitter(), plan_flow(fb.nice(2, hidden=(4,)))[-1]
+            >>> forward = emit_body(trace(plan, "forward")[0], {"self", "x"}, em.OPS)
+            >>> inverse = emit_body(trace(plan, "inverse")[0], {"self", "y"}, em.OPS)
+            >>> text = em.layer_class("Scaling", plan, forward, inverse)
+            >>> print(text.splitlines()[0], "y = x * scale" in text)
+            class Scaling(_Layer): True
+        """
 
     @abc.abstractmethod
     def embedding_class(self, plan: Any, body: list[str]) -> str:
-        """The source of the ``ContextEmbedding`` class around its printed body."""
+        """The source of the ``ContextEmbedding`` class around its printed body.
+
+        A flow with a context embedding applies it once to the context before the
+        couplings; the body computes ``features`` from ``context``.
+
+        Args:
+            plan: the flow's embedding plan (``flowbridge.layers.plan_embedding``): its
+                docstring, constructor arguments (``{"sizes": [...]}``) and parameters.
+            body: the printed body, one string per line.
+
+        Returns:
+            ``str``: the class's source.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> from flowbridge.backends import get
+            >>> from flowbridge.layers import plan_embedding
+            >>> embedding = fb.ContextEmbedding(hidden=(), features=2)
+            >>> spec = fb.realnvp(4, hidden=(8,), context_dim=3, context_embedding=embedding)
+            >>> body = ["features = np.matmul(context, self.kernels[0]) + self.biases[0]"]
+            >>> text = get("numpy").emitter().embedding_class(plan_embedding(spec), body)
+            >>> print(text.splitlines()[0], "self.biases[0]" in text)
+            class ContextEmbedding: True
+        """
 
     @abc.abstractmethod
     def flow_code(self, spec: Any, calls: list[tuple[str, dict]], embedding: Any = None) -> str:
-        """The module's ``build_flow`` (and what it needs that depends on the spec):
-        ``calls`` is each layer's class name and constructor arguments, in order."""
+        """The module's ``build_flow`` (and what it needs that depends on the spec).
+
+        Args:
+            spec: the flow's :class:`flowbridge.FlowSpec`.
+            calls: each layer's class name and constructor arguments, in order.
+            embedding: the flow's embedding plan, or ``None`` (the default) when it has
+                no context embedding.
+
+        Returns:
+            ``str``: the source of ``build_flow`` and what it needs.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> from flowbridge.backends import get
+            >>> spec = fb.FlowSpec(event_shape=[2], layers=[fb.Scaling()])
+            >>> code = get("numpy").emitter().flow_code(spec, [("Scaling", {"event_shape": (2,)})])
+            >>> print(code.splitlines()[0])
+            def build_flow(params=None, seed=0):
+            >>> "Scaling(event_shape=(2,), init=init[0], rng=rng)," in code
+            True
+        """
 
 
 def check_emitter(cls: type, name: str = "") -> None:
-    """Raise :class:`ContractError` naming every part of the contract the emitter class
+    """Check an :class:`Emitter` subclass against the backend contract.
+
+    Raises a :class:`ContractError` naming every part of the contract the emitter class
     ``cls`` leaves out: an abstract method, a required attribute, an IR op without a
-    template, a prelude definition the prelude does not have."""
+    template, a prelude definition the prelude does not have. It runs when the registry
+    first hands a backend out (``emitter()`` of a :class:`flowbridge.backends.Backend`).
+
+    Args:
+        cls: the emitter class (not an instance).
+        name: the backend's name for the message; default ``""``: the class's name.
+
+    Raises:
+        ContractError: ``cls`` leaves a part out; the message lists every one.
+
+    Example:
+        >>> from flowbridge.backends.contract import check_emitter
+        >>> from flowbridge.backends.numpy.emit import NumpyEmitter
+        >>> check_emitter(NumpyEmitter) is None  # the NumPy reference keeps the contract
+        True
+        >>> class NoOps(NumpyEmitter):
+        ...     OPS = {}
+        >>> check_emitter(NoOps, "mine")
+        Traceback (most recent call last):
+        ...
+        flowbridge.backends.contract.ContractError: backend mine: IR ops without a template:
+        add, assign, ...
+    """
     where = name or cls.__name__
     problems = []
     missing = sorted(getattr(cls, "__abstractmethods__", ()))
@@ -292,7 +487,28 @@ def check_emitter(cls: type, name: str = "") -> None:
 @runtime_checkable
 class Runtime(Protocol):
     """What the conformance check and the in-process builders need of a backend's
-    ``runtime`` module (functions at module level; arrays in and out are NumPy)."""
+    ``runtime`` module (functions at module level; arrays in and out are NumPy).
+
+    The functions: ``prepare()`` (set the framework up once, a quiet import say),
+    ``layers_of(flow)`` (a built flow's layers, in application order), ``devices()`` and
+    ``unavailable_devices()`` (``{device: why not}``), ``precise()`` (reduced-precision
+    shortcuts such as TF32 off), ``make(module, params, *options)`` and
+    ``build(module, params, dtype, device)`` (a flow from a loaded generated module,
+    ``build``'s in evaluation mode), ``training(flow)``, ``forward(flow, x, context=None)``
+    and ``inverse(flow, y, context=None)`` (output and log-det, any cache bypassed),
+    ``round_trip(flow, x, context=None)`` and ``jacobian_log_det(flow, x, context=None)``
+    (``log|det J|`` of the forward map per row, from the framework's Jacobian). Shapes:
+    ``x`` is ``(*batch, D)`` or ``(*batch, C, H, W)``, log-dets ``(*batch,)``.
+    :func:`check_runtime` checks a module against this protocol.
+
+    Example:
+        >>> from flowbridge.backends.contract import Runtime, check_runtime
+        >>> from flowbridge.backends.numpy import runtime
+        >>> check_runtime(runtime) is None, isinstance(runtime, Runtime)
+        (True, True)
+        >>> runtime.devices()
+        ['cpu']
+    """
 
     def prepare(self) -> None:
         """Set the framework up once before use (a quiet import, say)."""
@@ -339,8 +555,25 @@ RUNTIME_API: tuple[str, ...] = tuple(
 
 
 def check_runtime(module: ModuleType, name: str = "") -> None:
-    """Raise :class:`ContractError` naming each :class:`Runtime` function ``module``
-    lacks."""
+    """Check a backend's ``runtime`` module against the :class:`Runtime` protocol.
+
+    Raises a :class:`ContractError` naming each :class:`Runtime` function ``module``
+    lacks. It runs whenever a backend's runtime is asked for (``runtime()`` of a
+    :class:`flowbridge.backends.Backend`).
+
+    Args:
+        module: the backend's ``runtime`` module.
+        name: the backend's name for the message; default ``""``: the module's name.
+
+    Raises:
+        ContractError: a :class:`Runtime` function is missing or not callable.
+
+    Example:
+        >>> from flowbridge.backends.contract import check_runtime
+        >>> from flowbridge.backends.numpy import runtime
+        >>> check_runtime(runtime, "numpy") is None
+        True
+    """
     missing = [f for f in RUNTIME_API if not callable(getattr(module, f, None))]
     if missing:
         where = name or module.__name__

@@ -14,6 +14,7 @@ in :meth:`check`, which the flow calls (:mod:`flowbridge.spec.flow`).
 
 from __future__ import annotations
 
+import inspect
 import math
 import typing
 from typing import Annotated, Any, Literal
@@ -91,9 +92,46 @@ class _Model(BaseModel):
             raise translate(exc, TAGS) from None
 
 
+def _schema_description(description: str) -> ConfigDict:
+    """A model's config that gives its JSON Schema ``description`` (cleaned as a docstring
+    is), where pydantic would copy the class docstring: the docstrings carry the API
+    reference's sections and examples, the published schema keeps its own text."""
+    return ConfigDict(json_schema_extra={"description": inspect.cleandoc(description)})
+
+
 # ----------------------------------------------------------------------------- masks
 class HalfMask(_Model):
-    """Pass the first or last part of the event through; the rest is transformed."""
+    """Pass the first or last part of a vector event through; the rest is transformed.
+
+    Of the ``D`` entries of a vector event ``(D,)``, the passed part has ``floor(D / 2)``
+    (``rounding="floor"``, Pyro's ``split_dim = D // 2``) or ``ceil(D / 2)``
+    (``rounding="ceil"``). It is the default mask of a coupling.
+
+    Attributes:
+        kind: ``"half"``, the tag that picks this mask in a spec's dict (a dict must give
+            it; the constructor fills it in).
+        part: ``"first"`` (default) or ``"last"``: the end of the event that passes
+            through.
+        rounding: ``"floor"`` (default) or ``"ceil"``: the passed part's size,
+            ``floor(D / 2)`` or ``ceil(D / 2)``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> from flowbridge.spec import mask_indices
+        >>> mask = {"kind": "half", "part": "last", "rounding": "ceil"}
+        >>> spec = fb.FlowSpec.from_dict(
+        ...     {"event_shape": [5], "layers": [{"type": "affine_coupling", "mask": mask}]})
+        >>> mask_indices(spec.layers[0].mask, 5)  # (passed, transformed)
+        ([2, 3, 4], [0, 1])
+        >>> fb.HalfMask(part="middle")
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: part: expected one of 'first' or 'last', got 'middle'
+    """
+
+    model_config = _schema_description(
+        "Pass the first or last part of the event through; the rest is transformed."
+    )
 
     kind: Literal["half"] = "half"
     part: Literal["first", "last"] = "first"
@@ -101,8 +139,36 @@ class HalfMask(_Model):
 
 
 class SplitMask(_Model):
-    """Pass the first or last ``size`` entries through (TFP's ``num_masked``; a negative
-    ``num_masked`` is ``part="last"``)."""
+    """Pass the first or last ``size`` entries of a vector event through.
+
+    TFP's ``num_masked``: a positive ``num_masked`` is ``size`` with ``part="first"``, a
+    negative ``num_masked`` is ``part="last"`` (``size=-num_masked``). The other
+    entries are transformed, so the flow checks that ``size`` is below the event size
+    ``D``.
+
+    Attributes:
+        kind: ``"split"``, the tag that picks this mask in a spec's dict.
+        part: ``"first"`` (default) or ``"last"``: the end of the event that passes
+            through.
+        size: the number of entries passed through, a positive integer below ``D``
+            (required).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> layer = {"type": "affine_coupling", "mask": {"kind": "split", "size": 3}}
+        >>> fb.FlowSpec.from_dict({"event_shape": [4], "layers": [layer]}).layers[0].mask
+        SplitMask(kind='split', part='first', size=3)
+        >>> layer["mask"]["size"] = 4
+        >>> fb.FlowSpec.from_dict({"event_shape": [4], "layers": [layer]})
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0].mask.size: expected fewer than ..., got 4
+    """
+
+    model_config = _schema_description(
+        """Pass the first or last ``size`` entries through (TFP's ``num_masked``; a negative
+        ``num_masked`` is ``part="last"``)."""
+    )
 
     kind: Literal["split"] = "split"
     part: Literal["first", "last"] = "first"
@@ -110,32 +176,128 @@ class SplitMask(_Model):
 
 
 class ParityMask(_Model):
-    """Pass the even (0, 2, ...) or odd indices through."""
+    """Pass the even (0, 2, ...) or odd (1, 3, ...) indices of a vector event through.
+
+    Of ``D`` entries, ``even`` passes ``ceil(D / 2)`` and ``odd`` passes ``floor(D / 2)``;
+    the others are transformed. :func:`flowbridge.nice` alternates the two.
+
+    Attributes:
+        kind: ``"parity"``, the tag that picks this mask in a spec's dict.
+        parity: ``"even"`` (default) or ``"odd"``: the indices that pass through.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> from flowbridge.spec import mask_indices
+        >>> mask_indices(fb.ParityMask(parity="odd"), 5)  # (passed, transformed)
+        ([1, 3], [0, 2, 4])
+        >>> coupling = fb.AdditiveCoupling(mask=fb.ParityMask(parity="odd"))
+        >>> fb.FlowSpec(event_shape=(1,), layers=[coupling])
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0].mask: expected a mask that passes ..., got 0 passed
+    """
+
+    model_config = _schema_description("Pass the even (0, 2, ...) or odd indices through.")
 
     kind: Literal["parity"] = "parity"
     parity: Literal["even", "odd"] = "even"
 
 
 class ExplicitMask(_Model):
-    """One boolean per event entry; ``true`` passes through."""
+    """One boolean per entry of a vector event; ``true`` passes through.
+
+    The flow checks that there is one boolean per event entry and that the mask passes at
+    least one entry and transforms at least one.
+
+    Attributes:
+        kind: ``"explicit"``, the tag that picks this mask in a spec's dict.
+        values: ``D`` booleans, ``true`` for an entry that passes through, ``false`` for one
+            that is transformed (required; strict: ``1`` and ``0`` are refused).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> from flowbridge.spec import mask_indices
+        >>> mask = {"kind": "explicit", "values": [True, False, False, True]}
+        >>> layers = [{"type": "affine_coupling", "mask": mask}]
+        >>> spec = fb.FlowSpec.from_dict({"event_shape": [4], "layers": layers})
+        >>> mask_indices(spec.layers[0].mask, 4)  # (passed, transformed)
+        ([0, 3], [1, 2])
+        >>> fb.FlowSpec.from_dict({"event_shape": [3], "layers": layers})
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0].mask.values: expected 3 booleans ..., got 4
+    """
+
+    model_config = _schema_description("One boolean per event entry; ``true`` passes through.")
 
     kind: Literal["explicit"] = "explicit"
     values: tuple[StrictBool, ...]
 
 
 class CheckerboardMask(_Model):
-    """Image events ``(C, H, W)``: pass the entries at ``(c, h, w)`` with ``(h + w) % 2``
-    equal to 0 (``even``) or 1 (``odd``), in every channel alike (RealNVP's spatial
-    checkerboard). The conditioner reads the whole image with the transformed entries
-    zeroed, and its outputs at the passed entries are ignored."""
+    """RealNVP's spatial checkerboard mask, for image events ``(C, H, W)``.
+
+    It passes the entries at ``(c, h, w)`` with ``(h + w) % 2`` equal to 0 (``even``) or
+    1 (``odd``), in every channel alike (RealNVP's spatial checkerboard, arXiv:1605.08803).
+    The conditioner (a :class:`flowbridge.ResNetConditioner`) reads the whole image with
+    the transformed entries zeroed, and its outputs at the passed entries are ignored.
+
+    Attributes:
+        kind: ``"checkerboard"``, the tag that picks this mask in a spec's dict.
+        parity: ``"even"`` (default) or ``"odd"``: the value of ``(h + w) % 2``, 0 or 1, at
+            the entries that pass through.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> coupling = fb.AffineCoupling(mask=fb.CheckerboardMask(parity="odd"),
+        ...                              conditioner=fb.ResNetConditioner(blocks=1, channels=8))
+        >>> fb.FlowSpec(event_shape=(2, 4, 4), layers=[coupling]).output_shape
+        (2, 4, 4)
+        >>> fb.FlowSpec(event_shape=(4,), layers=[coupling])
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0].mask.kind: expected a half, ... got 'checkerboard'
+    """
+
+    model_config = _schema_description(
+        """Image events ``(C, H, W)``: pass the entries at ``(c, h, w)`` with ``(h + w) % 2``
+        equal to 0 (``even``) or 1 (``odd``), in every channel alike (RealNVP's spatial
+        checkerboard). The conditioner reads the whole image with the transformed entries
+        zeroed, and its outputs at the passed entries are ignored."""
+    )
 
     kind: Literal["checkerboard"] = "checkerboard"
     parity: Literal["even", "odd"] = "even"
 
 
 class ChannelMask(_Model):
-    """Image events ``(C, H, W)``: pass the first or last ``floor(C / 2)`` channels
-    (RealNVP's channel-wise mask); the other channels are transformed."""
+    """RealNVP's channel-wise mask, for image events ``(C, H, W)``.
+
+    It passes the first or last ``floor(C / 2)`` channels (RealNVP's channel-wise mask,
+    arXiv:1605.08803); the other channels are transformed. The conditioner (a
+    :class:`flowbridge.ResNetConditioner`) reads the passed channels and writes the
+    transformed ones, so the events need at least 2 channels.
+
+    Attributes:
+        kind: ``"channel"``, the tag that picks this mask in a spec's dict.
+        part: ``"first"`` (default) or ``"last"``: the channels that pass through.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> net = {"kind": "resnet", "blocks": 1, "channels": 8}
+        >>> layers = [{"type": "affine_coupling", "mask": {"kind": "channel"}, "conditioner": net}]
+        >>> fb.FlowSpec.from_dict({"event_shape": [2, 4, 4], "layers": layers}).layers[0].mask
+        ChannelMask(kind='channel', part='first')
+        >>> fb.FlowSpec.from_dict({"event_shape": [1, 4, 4], "layers": layers})
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0].mask: expected at least 2 channels ..., got 1
+    """
+
+    model_config = _schema_description(
+        """Image events ``(C, H, W)``: pass the first or last ``floor(C / 2)`` channels
+        (RealNVP's channel-wise mask); the other channels are transformed."""
+    )
 
     kind: Literal["channel"] = "channel"
     part: Literal["first", "last"] = "first"
@@ -151,14 +313,64 @@ IMAGE_MASKS = ("checkerboard", "channel")
 
 # ------------------------------------------------------------------------ scale maps
 class ExpScale(_Model):
-    """``scale = exp(s)``, log-scale ``s`` (RealNVP, TFP's ``RealNVP``)."""
+    """The exponential scale map: ``scale = exp(s)``, log-scale ``s``.
+
+    The scale of RealNVP (arXiv:1605.08803) and of TFP's ``RealNVP``: an affine coupling
+    computes ``y_b = x_b * scale + shift`` from the conditioner's raw output ``s``, with
+    log-det ``sum(s)`` over the transformed entries. It is the default scale map of an
+    :class:`flowbridge.AffineCoupling`.
+
+    Attributes:
+        kind: ``"exp"``, the tag that picks this scale map in a spec's dict (a dict must
+            give it; the constructor fills it in).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> layers = [{"type": "affine_coupling", "scale": {"kind": "exp"}}]
+        >>> fb.FlowSpec.from_dict({"event_shape": [4], "layers": layers}).layers[0].scale
+        ExpScale(kind='exp')
+        >>> fb.AffineCoupling().scale == fb.ExpScale()
+        True
+    """
+
+    model_config = _schema_description(
+        "``scale = exp(s)``, log-scale ``s`` (RealNVP, TFP's ``RealNVP``)."
+    )
 
     kind: Literal["exp"] = "exp"
 
 
 class ClampScale(_Model):
-    """``scale = exp(clamp(s, low, high))``, gradient passed straight through the clamp
-    (Pyro's ``AffineCoupling`` with ``log_scale_min_clip=-5``, ``log_scale_max_clip=3``)."""
+    """The clamped scale map: ``scale = exp(clamp(s, low, high))``.
+
+    The log-scale is the conditioner's raw output ``s`` clamped to ``[low, high]``, with the
+    gradient passed straight through the clamp (Pyro's ``AffineCoupling`` with
+    ``log_scale_min_clip=-5``, ``log_scale_max_clip=3``, the defaults here). The flow
+    checks ``low < high``.
+
+    Attributes:
+        kind: ``"clamp"``, the tag that picks this scale map in a spec's dict.
+        low: the lowest log-scale, default ``-5.0``; 0 or a magnitude in float32's normal
+            range ``[1.175494e-38, 3.402823e+38]``.
+        high: the highest log-scale, default ``3.0``; the same range, and above ``low``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> scale = {"kind": "clamp", "low": -2.0, "high": 2.0}
+        >>> layers = [{"type": "affine_coupling", "scale": scale}]
+        >>> fb.FlowSpec.from_dict({"event_shape": [4], "layers": layers}).layers[0].scale
+        ClampScale(kind='clamp', low=-2.0, high=2.0)
+        >>> scale["high"] = -3.0
+        >>> fb.FlowSpec.from_dict({"event_shape": [4], "layers": layers})
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0].scale.high: expected a value > low (-2.0), got -3.0
+    """
+
+    model_config = _schema_description(
+        """``scale = exp(clamp(s, low, high))``, gradient passed straight through the clamp
+        (Pyro's ``AffineCoupling`` with ``log_scale_min_clip=-5``, ``log_scale_max_clip=3``)."""
+    )
 
     kind: Literal["clamp"] = "clamp"
     low: Finite = -5.0
@@ -166,7 +378,31 @@ class ClampScale(_Model):
 
 
 class SoftClampScale(_Model):
-    """``scale = exp(c * tanh(s / c))`` with ``c = bound``: a smooth clamp to (-c, c)."""
+    """The soft-clamped scale map: ``scale = exp(c * tanh(s / c))`` with ``c = bound``.
+
+    The log-scale ``c * tanh(s / c)`` is a smooth clamp of the conditioner's raw output
+    ``s`` to ``(-c, c)``.
+
+    Attributes:
+        kind: ``"soft_clamp"``, the tag that picks this scale map in a spec's dict.
+        bound: ``c``, default ``3.0``; a number in ``[1.175494e-38, 8.507059e+37]`` (both
+            ``bound`` and ``1 / bound`` are written into the generated code, so both must be
+            float32 normals).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> layers = [{"type": "affine_coupling", "scale": {"kind": "soft_clamp"}}]
+        >>> fb.FlowSpec.from_dict({"event_shape": [4], "layers": layers}).layers[0].scale
+        SoftClampScale(kind='soft_clamp', bound=3.0)
+        >>> fb.SoftClampScale(bound=0.0)
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: bound: expected a number in [1.175494e-38, ...], got 0.0
+    """
+
+    model_config = _schema_description(
+        "``scale = exp(c * tanh(s / c))`` with ``c = bound``: a smooth clamp to (-c, c)."
+    )
 
     kind: Literal["soft_clamp"] = "soft_clamp"
     # 1 / bound is written into the code too, so both must be float32 normals
@@ -174,11 +410,36 @@ class SoftClampScale(_Model):
 
 
 class SigmoidScale(_Model):
-    """Glow's ``scale = sigmoid(s + offset)`` (offset 2), log-scale ``log_sigmoid(s + 2)``.
+    """Glow's scale map: ``scale = sigmoid(s + offset)``, log-scale ``log_sigmoid(s + offset)``.
 
-    flowbridge keeps RealNVP's order ``y = x * scale + shift`` for every scale map; Glow's
-    code adds the shift before scaling, which is the same family under another weighting.
+    Glow (arXiv:1807.03039) uses offset 2: ``scale = sigmoid(s + 2)``, log-scale
+    ``log_sigmoid(s + 2)``, a scale in (0, 1). flowbridge keeps RealNVP's order
+    ``y = x * scale + shift`` for every scale map; Glow's code adds the shift before
+    scaling, which is the same family under another weighting.
+
+    Attributes:
+        kind: ``"sigmoid"``, the tag that picks this scale map in a spec's dict.
+        offset: added to ``s`` before the sigmoid, default ``2.0``; 0 or a magnitude in
+            float32's normal range ``[1.175494e-38, 3.402823e+38]``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> layers = [{"type": "affine_coupling", "scale": {"kind": "sigmoid"}}]
+        >>> fb.FlowSpec.from_dict({"event_shape": [4], "layers": layers}).layers[0].scale
+        SigmoidScale(kind='sigmoid', offset=2.0)
+        >>> fb.SigmoidScale(offset=float("nan"))
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: offset: expected a finite number, got nan
     """
+
+    model_config = _schema_description(
+        """Glow's ``scale = sigmoid(s + offset)`` (offset 2), log-scale ``log_sigmoid(s + 2)``.
+
+        flowbridge keeps RealNVP's order ``y = x * scale + shift`` for every scale map; Glow's
+        code adds the shift before scaling, which is the same family under another weighting.
+        """
+    )
 
     kind: Literal["sigmoid"] = "sigmoid"
     offset: Finite = 2.0
@@ -192,10 +453,43 @@ ScaleMap = Annotated[
 class Conditioner(_Model):
     """The MLP that maps the passed-through entries to the coupling's parameters.
 
-    ``hidden`` lists hidden-layer widths (empty: a single affine map). The output layer
-    has ``n_trans`` units for an additive coupling and ``2 * n_trans`` for an affine one,
-    ordered ``[shift | raw log-scale]``.
+    The conditioner of a coupling on vector events ``(D,)``: dense layers
+    ``n_pass (+ context) -> *hidden -> n_out`` with the activation between them and none
+    after the last. ``hidden`` lists hidden-layer widths (empty: a single affine map).
+    The output layer has ``n_trans`` units for an additive coupling and ``2 * n_trans`` for
+    an affine one, ordered ``[shift | raw log-scale]``. In a conditional flow it reads
+    ``[x_a | c]`` (see :class:`flowbridge.FlowSpec`). Its weights are
+    ``layers.{i}.conditioner.{j}.kernel`` ``(in, out)`` and ``.bias`` ``(out,)``; the last
+    layer starts at zero, so the coupling starts as the identity.
+
+    Attributes:
+        hidden: the hidden-layer widths, positive integers, default ``(64, 64)``; at most
+            ``depth`` layers of at most ``width`` units (the ceilings of
+            :func:`flowbridge.limits`).
+        activation: ``"relu"`` (default), ``"tanh"``, ``"leaky_relu"``, ``"elu"`` or
+            ``"gelu"``.
+        negative_slope: the slope of ``leaky_relu`` below zero, in ``[0, 1]``, default
+            ``0.01``; read only with ``activation="leaky_relu"``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> coupling = fb.AffineCoupling(conditioner=fb.Conditioner(hidden=(8,)))
+        >>> fb.param_count(fb.FlowSpec(event_shape=(4,), layers=[coupling]))  # 2->8->4
+        60
+        >>> fb.Conditioner(hidden=(8, 0))
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: hidden[1]: expected a positive integer, got 0
     """
+
+    model_config = _schema_description(
+        """The MLP that maps the passed-through entries to the coupling's parameters.
+
+        ``hidden`` lists hidden-layer widths (empty: a single affine map). The output layer
+        has ``n_trans`` units for an additive coupling and ``2 * n_trans`` for an affine one,
+        ordered ``[shift | raw log-scale]``.
+        """
+    )
 
     hidden: tuple[PosInt, ...] = (64, 64)
     activation: Activation = "relu"
@@ -210,13 +504,51 @@ def _odd(value: int) -> int:
 
 
 class ResNetConditioner(_Model):
-    """RealNVP's convolutional residual conditioner, for image events: a
-    ``kernel_size`` convolution to ``channels`` feature maps, ``blocks`` residual blocks
+    """RealNVP's convolutional residual conditioner, for image events ``(C, H, W)``.
+
+    A ``kernel_size`` convolution to ``channels`` feature maps, ``blocks`` residual blocks
     (activation, convolution, activation, convolution, added to the block's input), the
     activation, and a ``kernel_size`` convolution to the coupling's parameters, ordered
     ``[shift | raw log-scale]`` along channels. Convolutions are stride 1 with "same"
     zero padding; the last one starts at zero (the coupling starts as the identity).
-    RealNVP also normalises inside its blocks; flowbridge's blocks hold no state."""
+    Kernels are ``(k, k, in, out)``. RealNVP (arXiv:1605.08803) also normalises inside its
+    blocks; flowbridge's blocks hold no state. Image couplings need this conditioner, and
+    vector couplings a :class:`flowbridge.Conditioner`.
+
+    Attributes:
+        kind: ``"resnet"``, required in a spec's dict (a conditioner without it is an
+            MLP, :class:`flowbridge.Conditioner`); the constructor fills it in.
+        blocks: the number of residual blocks, a non-negative integer, default 2; at most
+            the ``depth`` ceiling of :func:`flowbridge.limits`.
+        channels: the feature maps inside, a positive integer, default 64; at most the
+            ``width`` ceiling.
+        kernel_size: ``k``, an odd positive integer (same padding), default 3.
+        activation: ``"relu"`` (default), ``"tanh"``, ``"leaky_relu"``, ``"elu"`` or
+            ``"gelu"``.
+        negative_slope: the slope of ``leaky_relu`` below zero, in ``[0, 1]``, default
+            ``0.01``; read only with ``activation="leaky_relu"``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> net = fb.ResNetConditioner(blocks=0, channels=4, kernel_size=1)
+        >>> coupling = fb.AffineCoupling(mask=fb.CheckerboardMask(), conditioner=net)
+        >>> fb.param_count(fb.FlowSpec(event_shape=(2, 4, 4), layers=[coupling]))  # 2->4->4
+        32
+        >>> fb.ResNetConditioner(kernel_size=4)
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: kernel_size: expected an odd kernel size (same padding), got 4
+    """
+
+    model_config = _schema_description(
+        """RealNVP's convolutional residual conditioner, for image events: a
+        ``kernel_size`` convolution to ``channels`` feature maps, ``blocks`` residual blocks
+        (activation, convolution, activation, convolution, added to the block's input), the
+        activation, and a ``kernel_size`` convolution to the coupling's parameters, ordered
+        ``[shift | raw log-scale]`` along channels. Convolutions are stride 1 with "same"
+        zero padding; the last one starts at zero (the coupling starts as the identity).
+        RealNVP also normalises inside its blocks; flowbridge's blocks hold no state."""
+    )
 
     kind: Literal["resnet"] = "resnet"
     blocks: NonNegInt = 2
@@ -245,14 +577,49 @@ AnyConditioner = Annotated[
 
 
 class ContextEmbedding(Conditioner):
-    """An MLP applied once to the context before the couplings (as sbi's embedding nets):
+    """An MLP applied once to the context before the couplings (as sbi's embedding nets).
+
     ``features = e(c)``, dense layers ``context_dim -> *hidden -> features`` with the
     activation between them and none after the last, so with ``hidden=()`` it is a
     learned linear projection. Every coupling's conditioner then reads
     ``[x_a | features]``; its weights are ``context_embedding.{j}.kernel`` ``(in, out)``
     and ``.bias``, and every kernel (the last included) starts uniform in
     ``+-1/sqrt(fan_in)`` (the couplings' zero last layers already make the flow start
-    as the identity; a zero last layer here would start every context alike)."""
+    as the identity; a zero last layer here would start every context alike). A flow
+    with one needs ``context_dim > 0`` (:class:`flowbridge.FlowSpec`).
+
+    Attributes:
+        features: the size of the embedding, a positive integer (required); at most the
+            ``event_size`` ceiling of :func:`flowbridge.limits`.
+        hidden: the hidden-layer widths, positive integers, default ``(64,)``; at most
+            ``depth`` layers of at most ``width`` units.
+        activation: ``"relu"`` (default), ``"tanh"``, ``"leaky_relu"``, ``"elu"`` or
+            ``"gelu"``.
+        negative_slope: the slope of ``leaky_relu`` below zero, in ``[0, 1]``, default
+            ``0.01``; read only with ``activation="leaky_relu"``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.realnvp(4, num_couplings=1, hidden=(8,), context_dim=3,
+        ...                   context_embedding={"features": 2, "hidden": []})
+        >>> spec.context_features, fb.param_count(spec)  # 3->2, then (2 + 2)->8->4
+        (2, 84)
+        >>> fb.realnvp(4, context_embedding={"features": 2})
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: context_embedding: expected context_dim > 0 ...
+    """
+
+    model_config = _schema_description(
+        """An MLP applied once to the context before the couplings (as sbi's embedding nets):
+        ``features = e(c)``, dense layers ``context_dim -> *hidden -> features`` with the
+        activation between them and none after the last, so with ``hidden=()`` it is a
+        learned linear projection. Every coupling's conditioner then reads
+        ``[x_a | features]``; its weights are ``context_embedding.{j}.kernel`` ``(in, out)``
+        and ``.bias``, and every kernel (the last included) starts uniform in
+        ``+-1/sqrt(fan_in)`` (the couplings' zero last layers already make the flow start
+        as the identity; a zero last layer here would start every context alike)."""
+    )
 
     features: PosInt
     hidden: tuple[PosInt, ...] = (64,)
@@ -360,14 +727,94 @@ class _Coupling(_LayerModel):
 
 
 class AdditiveCoupling(_Coupling):
-    """NICE additive coupling (arXiv:1410.8516): ``y_b = x_b + m(x_a)``, log-det 0."""
+    """NICE's additive coupling layer (Dinh et al. 2015, arXiv:1410.8516).
+
+    The mask splits the event into the passed entries ``x_a`` and the transformed entries
+    ``x_b``; the conditioner ``m`` (one output per transformed entry) reads ``x_a`` (and
+    the context ``c`` in a conditional flow, ``m([x_a | c])``):
+
+    - forward: ``y_a = x_a``, ``y_b = x_b + m(x_a)``, log-det 0;
+    - inverse: ``x_a = y_a``, ``x_b = y_b - m(y_a)``, log-det 0.
+
+    Attributes:
+        type: ``"additive_coupling"``, the tag that picks this layer in a spec's dict (a
+            dict must give it; the constructor fills it in).
+        mask: which entries pass through: a vector mask (:class:`flowbridge.HalfMask`,
+            :class:`flowbridge.SplitMask`, :class:`flowbridge.ParityMask`,
+            :class:`flowbridge.ExplicitMask`) for vector events ``(D,)``, an image mask
+            (:class:`flowbridge.CheckerboardMask`, :class:`flowbridge.ChannelMask`) for
+            image events ``(C, H, W)``; a model or its dict with ``kind``. Default
+            ``HalfMask()``.
+        conditioner: the network ``m``: a :class:`flowbridge.Conditioner` (an MLP, default
+            ``Conditioner()``) for vector events, a :class:`flowbridge.ResNetConditioner`
+            for image events.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> net = fb.Conditioner(hidden=(8,))
+        >>> layer = fb.AdditiveCoupling(mask=fb.ParityMask(), conditioner=net)
+        >>> spec = fb.FlowSpec(event_shape=(4,), layers=[layer])
+        >>> flow = fb.to_numpy(spec, fb.init_params(spec, init="random"))
+        >>> y, log_det = flow.forward_with_log_det(np.ones((3, 4)))
+        >>> log_det, np.allclose(flow.inverse(y), 1.0)
+        (array([0., 0., 0.]), True)
+    """
+
+    model_config = _schema_description(
+        "NICE additive coupling (arXiv:1410.8516): ``y_b = x_b + m(x_a)``, log-det 0."
+    )
 
     type: Literal["additive_coupling"] = "additive_coupling"
 
 
 class AffineCoupling(_Coupling):
-    """RealNVP affine coupling (arXiv:1605.08803):
-    ``y_b = x_b * scale(s(x_a)) + t(x_a)``, log-det ``sum(log scale)``."""
+    """RealNVP's affine coupling layer (Dinh et al. 2017, arXiv:1605.08803).
+
+    The mask splits the event into the passed entries ``x_a`` and the transformed entries
+    ``x_b``; the conditioner reads ``x_a`` (with the context, ``[x_a | c]``) and gives
+    ``[t | s] = m(x_a)`` (two outputs per transformed entry, shift first), and the scale
+    map turns the raw ``s`` into ``log_scale`` (default :class:`flowbridge.ExpScale`,
+    ``log_scale = s``):
+
+    - forward: ``y_a = x_a``, ``y_b = x_b * scale(s(x_a)) + t(x_a)`` with
+      ``scale = exp(log_scale)``, log-det ``sum(log scale)`` over the transformed entries;
+    - inverse: ``x_a = y_a``, ``x_b = (y_b - t(y_a)) * exp(-log_scale)``, log-det
+      ``-sum(log scale)``.
+
+    Attributes:
+        type: ``"affine_coupling"``, the tag that picks this layer in a spec's dict (a
+            dict must give it; the constructor fills it in).
+        mask: which entries pass through: a vector mask (:class:`flowbridge.HalfMask`,
+            :class:`flowbridge.SplitMask`, :class:`flowbridge.ParityMask`,
+            :class:`flowbridge.ExplicitMask`) for vector events ``(D,)``, an image mask
+            (:class:`flowbridge.CheckerboardMask`, :class:`flowbridge.ChannelMask`) for
+            image events ``(C, H, W)``; a model or its dict with ``kind``. Default
+            ``HalfMask()``.
+        conditioner: the network ``m``: a :class:`flowbridge.Conditioner` (an MLP, default
+            ``Conditioner()``) for vector events, a :class:`flowbridge.ResNetConditioner`
+            for image events.
+        scale: the scale map: :class:`flowbridge.ExpScale` (default),
+            :class:`flowbridge.ClampScale`, :class:`flowbridge.SoftClampScale` or
+            :class:`flowbridge.SigmoidScale`; a model or its dict with ``kind``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> net = fb.Conditioner(hidden=(8,))
+        >>> layer = fb.AffineCoupling(conditioner=net, scale=fb.ClampScale())
+        >>> spec = fb.FlowSpec(event_shape=(4,), layers=[layer])
+        >>> flow = fb.to_numpy(spec, fb.init_params(spec, init="random"))
+        >>> y, log_det = flow.forward_with_log_det(np.ones((3, 4)))
+        >>> x, inverse_log_det = flow.inverse_with_log_det(y)
+        >>> y.shape, np.allclose(x, 1.0), np.allclose(log_det, -inverse_log_det)
+        ((3, 4), True, True)
+    """
+
+    model_config = _schema_description(
+        """RealNVP affine coupling (arXiv:1605.08803):
+        ``y_b = x_b * scale(s(x_a)) + t(x_a)``, log-det ``sum(log scale)``."""
+    )
 
     type: Literal["affine_coupling"] = "affine_coupling"
     scale: ScaleMap = Field(default_factory=ExpScale)
@@ -384,7 +831,31 @@ class AffineCoupling(_Coupling):
 
 
 class Scaling(_LayerModel):
-    """NICE's diagonal scaling layer: ``y = x * exp(s)`` with a learned vector ``s``."""
+    """NICE's diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
+
+    ``y = x * exp(s)`` with a learned vector ``s`` (the weight ``log_scale``, one entry
+    per event entry, shaped as the event it acts on; it starts at zero, the identity):
+
+    - forward: ``y = x * exp(s)``, log-det ``sum(s)``;
+    - inverse: ``x = y * exp(-s)``, log-det ``-sum(s)``.
+
+    Attributes:
+        type: ``"scaling"``, the tag that picks this layer in a spec's dict (a dict must
+            give it; the constructor fills it in).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.FlowSpec.from_dict({"event_shape": [3], "layers": [{"type": "scaling"}]})
+        >>> flow = fb.to_numpy(spec, {"layers.0.log_scale": np.log([1.0, 2.0, 4.0])})
+        >>> y, log_det = flow.forward_with_log_det(np.ones((1, 3)))
+        >>> y, np.allclose(log_det, np.log(8.0))
+        (array([[1., 2., 4.]]), True)
+    """
+
+    model_config = _schema_description(
+        "NICE's diagonal scaling layer: ``y = x * exp(s)`` with a learned vector ``s``."
+    )
 
     type: Literal["scaling"] = "scaling"
 
@@ -393,8 +864,41 @@ class Scaling(_LayerModel):
 
 
 class Permutation(_LayerModel):
-    """A fixed permutation ``y = x[..., indices]``: ``reverse``, ``random`` (``seed``
-    drawn with ``numpy.random.default_rng(seed).permutation(D)``) or ``explicit``."""
+    """A fixed permutation of a vector event's entries, ``y = x[..., indices]``.
+
+    ``reverse``, ``random`` (``seed`` drawn with
+    ``numpy.random.default_rng(seed).permutation(D)``) or ``explicit`` (``indices``). It
+    takes vector events ``(D,)`` only and holds no weights:
+
+    - forward: ``y[..., i] = x[..., indices[i]]``, log-det 0;
+    - inverse: ``x = y[..., inverse_indices]`` (``indices`` inverted), log-det 0.
+
+    Attributes:
+        type: ``"permutation"``, the tag that picks this layer in a spec's dict (a dict
+            must give it; the constructor fills it in).
+        kind: ``"reverse"`` (default), ``"random"`` or ``"explicit"``.
+        seed: a non-negative integer, required with ``kind="random"`` and refused
+            otherwise; default ``None``.
+        indices: a permutation of ``0..D-1``, required with ``kind="explicit"`` and
+            refused otherwise; default ``None``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> layer = fb.Permutation(kind="explicit", indices=(2, 0, 1))
+        >>> flow = fb.to_numpy(fb.FlowSpec(event_shape=(3,), layers=[layer]))
+        >>> flow.forward(np.array([10.0, 20.0, 30.0]))
+        array([30., 10., 20.])
+        >>> fb.FlowSpec(event_shape=(3,), layers=[fb.Permutation(kind="random")])
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0].seed: expected a non-negative integer ..., got None
+    """
+
+    model_config = _schema_description(
+        """A fixed permutation ``y = x[..., indices]``: ``reverse``, ``random`` (``seed``
+        drawn with ``numpy.random.default_rng(seed).permutation(D)``) or ``explicit``."""
+    )
 
     type: Literal["permutation"] = "permutation"
     kind: Literal["reverse", "random", "explicit"] = "reverse"
@@ -421,10 +925,39 @@ class Permutation(_LayerModel):
 
 
 class Squeeze(_LayerModel):
-    """RealNVP's squeeze, 2x2 space-to-depth on image events: ``(C, H, W)`` to
-    ``(4C, H/2, W/2)`` with ``y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]`` (each
-    channel's 2x2 blocks become four consecutive channels, row-major within the block;
-    torch's ``pixel_unshuffle`` order), log-det 0."""
+    """RealNVP's squeeze (Dinh et al. 2017, arXiv:1605.08803), 2x2 space-to-depth on images.
+
+    It takes image events ``(C, H, W)`` with an even height and width to
+    ``(4C, H/2, W/2)``, moving the whole tensor (channels factored out before it too):
+
+    - forward: ``y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]`` (each channel's 2x2 blocks
+      become four consecutive channels, row-major within the block; torch's
+      ``pixel_unshuffle`` order), log-det 0;
+    - inverse: the matching depth-to-space, log-det 0.
+
+    Attributes:
+        type: ``"squeeze"``, the tag that picks this layer in a spec's dict (a dict must
+            give it; the constructor fills it in).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.FlowSpec(event_shape=(1, 4, 4), layers=[fb.Squeeze()])
+        >>> y = fb.to_numpy(spec).forward(np.arange(16.0).reshape(1, 1, 4, 4))
+        >>> spec.output_shape, y[0, :, 0, 0]  # x[0, 0, 0], x[0, 0, 1], x[0, 1, 0], x[0, 1, 1]
+        ((4, 2, 2), array([0., 1., 4., 5.]))
+        >>> fb.FlowSpec(event_shape=(1, 3, 4), layers=[fb.Squeeze()])
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0]: expected an even height and width to squeeze, ...
+    """
+
+    model_config = _schema_description(
+        """RealNVP's squeeze, 2x2 space-to-depth on image events: ``(C, H, W)`` to
+        ``(4C, H/2, W/2)`` with ``y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]`` (each
+        channel's 2x2 blocks become four consecutive channels, row-major within the block;
+        torch's ``pixel_unshuffle`` order), log-det 0."""
+    )
 
     type: Literal["squeeze"] = "squeeze"
     ranks: typing.ClassVar[tuple[int, ...]] = (3,)
@@ -445,10 +978,13 @@ class Squeeze(_LayerModel):
 
 
 class FactorOut(_LayerModel):
-    """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6): of the ``A``
-    channels still active, the last ``A - floor(A / 2)`` leave the flow and pass to the
-    output unchanged; every later layer but a squeeze acts on the first ``floor(A / 2)``.
-    An identity map, log-det 0: what it changes is what the layers after it see.
+    """RealNVP's multi-scale factor-out (Dinh et al. 2017, arXiv:1605.08803, sec. 3.6).
+
+    Of the ``A`` channels of an image event still active, the last ``A - floor(A / 2)``
+    leave the flow and pass to the output unchanged; every later layer but a squeeze acts
+    on the first ``floor(A / 2)``. An identity map, log-det 0 (forward ``y = x``, inverse
+    ``x = y``): what it changes is what the layers after it see. It needs at least 2
+    active channels.
 
     Output layout: the flow keeps one tensor. Factored channels stay where they are,
     after the active ones; a later squeeze moves every channel alike (channel ``c``'s four
@@ -456,7 +992,38 @@ class FactorOut(_LayerModel):
     block is squeezed with the rest, a fixed permutation of latent coordinates (log-det
     0) that RealNVP's separate outputs do not make; with an i.i.d. base density the
     density of every image is the same. The flow's output holds the last scale's latent
-    in its first channels, then the factored blocks, latest first."""
+    in its first channels, then the factored blocks, latest first.
+
+    Attributes:
+        type: ``"factor_out"``, the tag that picks this layer in a spec's dict (a dict
+            must give it; the constructor fills it in).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.FlowSpec(event_shape=(1, 4, 4),
+        ...                    layers=[fb.Squeeze(), fb.FactorOut(), fb.ActNorm()])
+        >>> spec.output_shape, fb.param_count(spec)  # the ActNorm sees 2 of the 4 channels
+        ((4, 2, 2), 4)
+        >>> fb.FlowSpec(event_shape=(1, 4, 4), layers=[fb.FactorOut()])
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[0]: expected at least 2 active channels ..., got 1
+    """
+
+    model_config = _schema_description(
+        """RealNVP's multi-scale factor-out (Dinh et al. 2017, sec. 3.6): of the ``A``
+        channels still active, the last ``A - floor(A / 2)`` leave the flow and pass to the
+        output unchanged; every later layer but a squeeze acts on the first ``floor(A / 2)``.
+        An identity map, log-det 0: what it changes is what the layers after it see.
+
+        Output layout: the flow keeps one tensor. Factored channels stay where they are,
+        after the active ones; a later squeeze moves every channel alike (channel ``c``'s four
+        children are ``4c .. 4c + 3``), so the active channels stay first and each factored
+        block is squeezed with the rest, a fixed permutation of latent coordinates (log-det
+        0) that RealNVP's separate outputs do not make; with an i.i.d. base density the
+        density of every image is the same. The flow's output holds the last scale's latent
+        in its first channels, then the factored blocks, latest first."""
+    )
 
     type: Literal["factor_out"] = "factor_out"
     ranks: typing.ClassVar[tuple[int, ...]] = (3,)
@@ -472,12 +1039,43 @@ class FactorOut(_LayerModel):
 
 
 class ActNorm(_LayerModel):
-    """Glow's activation normalization (Kingma & Dhariwal 2018): ``y = x * exp(log_scale)
-    + shift`` per channel of an image (``log_scale``, ``shift`` of shape ``(C,)``) or per
-    entry of a vector; log-det ``H * W * sum(log_scale)`` (``sum(log_scale)`` for
-    vectors). Both start at zero (the identity); Glow's data-dependent initialisation is
-    an explicit step, :func:`flowbridge.actnorm_init`, which sets them so that the
-    layer's output over a batch has zero mean and unit variance per channel."""
+    """Glow's activation normalization (Kingma & Dhariwal 2018, arXiv:1807.03039).
+
+    An affine map per channel of an image (``log_scale``, ``shift`` of shape ``(C,)``,
+    broadcast over H and W) or per entry of a vector (shape ``(D,)``):
+
+    - forward: ``y = x * exp(log_scale) + shift``, log-det ``H * W * sum(log_scale)``
+      (``sum(log_scale)`` for vectors);
+    - inverse: ``x = (y - shift) * exp(-log_scale)``, log-det ``-H * W * sum(log_scale)``.
+
+    Both start at zero (the identity); Glow's data-dependent initialisation is an
+    explicit step, :func:`flowbridge.actnorm_init`, which sets them so that the layer's
+    output over a batch has zero mean and unit variance per channel.
+
+    Attributes:
+        type: ``"actnorm"``, the tag that picks this layer in a spec's dict (a dict must
+            give it; the constructor fills it in).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> layers = [{"type": "actnorm"}]
+        >>> spec = fb.FlowSpec.from_dict({"event_shape": [2, 1, 1], "layers": layers})
+        >>> params = {"layers.0.log_scale": np.log([2.0, 4.0]),
+        ...           "layers.0.shift": np.array([1.0, -1.0])}
+        >>> y, log_det = fb.to_numpy(spec, params).forward_with_log_det(np.ones((1, 2, 1, 1)))
+        >>> y.ravel(), np.allclose(log_det, np.log(8.0))
+        (array([3., 3.]), True)
+    """
+
+    model_config = _schema_description(
+        """Glow's activation normalization (Kingma & Dhariwal 2018): ``y = x * exp(log_scale)
+        + shift`` per channel of an image (``log_scale``, ``shift`` of shape ``(C,)``) or per
+        entry of a vector; log-det ``H * W * sum(log_scale)`` (``sum(log_scale)`` for
+        vectors). Both start at zero (the identity); Glow's data-dependent initialisation is
+        an explicit step, :func:`flowbridge.actnorm_init`, which sets them so that the
+        layer's output over a batch has zero mean and unit variance per channel."""
+    )
 
     type: Literal["actnorm"] = "actnorm"
 
@@ -486,10 +1084,15 @@ class ActNorm(_LayerModel):
 
 
 class BatchNorm(_LayerModel):
-    """Batch normalization as a flow layer (Dinh et al. 2017, sec. 3.7; TFP's
-    ``BatchNormalization`` bijector), per channel of an image (per entry of a vector),
-    in the data-to-latent direction: ``y = (x - mean) / sqrt(var + eps) *
-    exp(log_gamma) + beta``, log-det ``H * W * sum(log_gamma - log(var + eps) / 2)``.
+    """Batch normalization as a flow layer (Dinh et al. 2017, arXiv:1605.08803, sec. 3.7).
+
+    As TFP's ``BatchNormalization`` bijector, per channel of an image (per entry of a
+    vector), in the data-to-latent direction:
+
+    - forward: ``y = (x - mean) / sqrt(var + eps) * exp(log_gamma) + beta``, log-det
+      ``H * W * sum(log_gamma - log(var + eps) / 2)`` (without ``H * W`` for vectors);
+    - inverse: ``x = (y - beta) * exp(-log_gamma) * sqrt(var + eps) + mean`` with the
+      running averages, log-det the forward's negated.
 
     Training mode (Pyro's ``module.train()``; TFP's and NumPy's ``layer.training = True``,
     the default in all three, as a torch module's) takes ``mean`` and the biased ``var``
@@ -501,7 +1104,45 @@ class BatchNorm(_LayerModel):
     batch statistics constant, as RealNVP and TFP do. State: ``running_mean`` and
     ``running_log_var`` (the log of the running variance, so both start at zero: mean 0,
     variance 1) are neutral parameters too, so they move between backends; they are
-    buffers in Pyro and non-trainable variables in TFP."""
+    buffers in Pyro and non-trainable variables in TFP. With ``log_gamma`` and ``beta``
+    that is 4 weights per channel (per entry of a vector).
+
+    Attributes:
+        type: ``"batch_norm"``, the tag that picks this layer in a spec's dict (a dict
+            must give it; the constructor fills it in).
+        momentum: the running averages' update weight, a number in
+            ``[1.175494e-38, 1]``, default ``0.1``.
+        eps: added to the variance, a number in ``[1.175494e-38, 1]``, default ``1e-5``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> layers = [{"type": "batch_norm", "momentum": 0.01}]
+        >>> fb.param_count(fb.FlowSpec.from_dict({"event_shape": [3, 8, 8], "layers": layers}))
+        12
+        >>> fb.BatchNorm(momentum=0.0)
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: momentum: expected a number in [1.175494e-38, 1], got 0.0
+    """
+
+    model_config = _schema_description(
+        """Batch normalization as a flow layer (Dinh et al. 2017, sec. 3.7; TFP's
+        ``BatchNormalization`` bijector), per channel of an image (per entry of a vector),
+        in the data-to-latent direction: ``y = (x - mean) / sqrt(var + eps) *
+        exp(log_gamma) + beta``, log-det ``H * W * sum(log_gamma - log(var + eps) / 2)``.
+
+        Training mode (Pyro's ``module.train()``; TFP's and NumPy's ``layer.training = True``,
+        the default in all three, as a torch module's) takes ``mean`` and the biased ``var``
+        of the batch, over every batch dimension and H and W, and moves the running averages:
+        ``running = (1 - momentum) * running + momentum * batch`` (torch's convention; a
+        Keras momentum ``m`` is ``1 - m`` here). Evaluation mode uses the running averages.
+        The inverse always uses the running averages (it has no batch of ``x`` to measure),
+        so it inverts the evaluation-mode forward exactly. The per-example log-det holds the
+        batch statistics constant, as RealNVP and TFP do. State: ``running_mean`` and
+        ``running_log_var`` (the log of the running variance, so both start at zero: mean 0,
+        variance 1) are neutral parameters too, so they move between backends; they are
+        buffers in Pyro and non-trainable variables in TFP."""
+    )
 
     type: Literal["batch_norm"] = "batch_norm"
     momentum: _constant(F32_TINY, 1.0, positive=True) = 0.1
@@ -512,12 +1153,43 @@ class BatchNorm(_LayerModel):
 
 
 class Logit(_LayerModel):
-    """RealNVP's logit preprocessing (Dinh et al. 2017, sec. 4.1), the first layer of a
-    flow on data in (0, 1) (dequantized pixels, :func:`flowbridge.dequantize`):
-    ``y = logit(p)``, ``p = alpha + (1 - 2 alpha) x``, log-det
-    ``sum(log(1 - 2 alpha) - log(p) - log(1 - p))``; inverse
-    ``x = (sigmoid(y) - alpha) / (1 - 2 alpha)``. ``alpha`` (the paper's 0.05) keeps
-    ``p`` away from 0 and 1."""
+    """RealNVP's logit preprocessing (Dinh et al. 2017, arXiv:1605.08803, sec. 4.1).
+
+    The first layer of a flow on data in (0, 1) (dequantized pixels,
+    :func:`flowbridge.dequantize`); the flow refuses it anywhere else. ``alpha`` (the
+    paper's 0.05) keeps ``p`` away from 0 and 1:
+
+    - forward: ``y = logit(p)``, ``p = alpha + (1 - 2 alpha) x``, log-det
+      ``sum(log(1 - 2 alpha) - log(p) - log(1 - p))``;
+    - inverse: ``x = (sigmoid(y) - alpha) / (1 - 2 alpha)``, log-det the forward's
+      negated.
+
+    Attributes:
+        type: ``"logit"``, the tag that picks this layer in a spec's dict (a dict must
+            give it; the constructor fills it in).
+        alpha: a number in ``[1.175494e-38, 0.49]``, default ``0.05``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> flow = fb.to_numpy(fb.FlowSpec(event_shape=(1,), layers=[fb.Logit()]))
+        >>> y, log_det = flow.forward_with_log_det(np.array([[0.5]]))  # p = 0.5
+        >>> y, np.allclose(log_det, np.log(0.9 / 0.25))
+        (array([[0.]]), True)
+        >>> fb.FlowSpec(event_shape=(1,), layers=[fb.Scaling(), fb.Logit()])
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[1]: expected a logit layer first ... at position 1
+    """
+
+    model_config = _schema_description(
+        """RealNVP's logit preprocessing (Dinh et al. 2017, sec. 4.1), the first layer of a
+        flow on data in (0, 1) (dequantized pixels, :func:`flowbridge.dequantize`):
+        ``y = logit(p)``, ``p = alpha + (1 - 2 alpha) x``, log-det
+        ``sum(log(1 - 2 alpha) - log(p) - log(1 - p))``; inverse
+        ``x = (sigmoid(y) - alpha) / (1 - 2 alpha)``. ``alpha`` (the paper's 0.05) keeps
+        ``p`` away from 0 and 1."""
+    )
 
     type: Literal["logit"] = "logit"
     alpha: _constant(F32_TINY, 0.49, positive=True) = 0.05

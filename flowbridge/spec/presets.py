@@ -66,16 +66,54 @@ def nice(
     context_embedding: Any = None,
     name: str = "nice",
 ) -> FlowSpec:
-    """NICE (Dinh et al. 2015, arXiv:1410.8516): additive couplings whose masks
-    alternate between the even and odd entries, then a diagonal scaling layer.
+    """NICE (Dinh et al. 2015, arXiv:1410.8516) for vector events ``(D,)``.
+
+    Additive couplings (:class:`flowbridge.AdditiveCoupling`) whose masks alternate
+    between the even and odd entries (:class:`flowbridge.ParityMask`, even first), then
+    a diagonal scaling layer (:class:`flowbridge.Scaling`).
 
     The paper's MNIST model used 4 couplings of 5 hidden layers with 1000 units; pass
     ``hidden=(1000,) * 5`` for that size. The default is smaller for vector problems.
-    ``context_dim > 0`` makes it conditional (see :class:`FlowSpec`), and
-    ``context_embedding`` (a :class:`ContextEmbedding` or its dict, ``{"features": 8}``)
-    maps the context first. Every argument is validated like the spec field it fills,
-    and an error names the argument (``hidden: expected a list of positive integers,
-    got 64``).
+    ``context_dim > 0`` makes it conditional (see :class:`flowbridge.FlowSpec`), and
+    ``context_embedding`` (a :class:`flowbridge.ContextEmbedding` or its dict,
+    ``{"features": 8}``) maps the context first. Every argument is validated like the
+    spec field it fills, and an error names the argument (``hidden: expected a list of
+    positive integers, got 64``).
+
+    Args:
+        dim: the event size ``D``, a positive integer.
+        num_couplings: the number of couplings, a positive integer; default 4.
+        hidden: every conditioner's hidden-layer widths, positive integers; default
+            ``(256, 256)``.
+        activation: the conditioners' activation, ``"relu"`` (default), ``"tanh"``,
+            ``"leaky_relu"``, ``"elu"`` or ``"gelu"``.
+        scaling: whether to end with the scaling layer (a ``bool``); default ``True``.
+        context_dim: the size of the context vector, a non-negative integer; default 0
+            (unconditional).
+        context_embedding: a :class:`flowbridge.ContextEmbedding`, its dict or ``None``
+            (default: the couplings read the context itself); needs ``context_dim > 0``.
+        name: the spec's name (up to 64 letters, digits, ``_``, ``.``, spaces or ``-``);
+            default ``"nice"``.
+
+    Returns:
+        FlowSpec: ``num_couplings`` additive couplings, then a scaling layer if
+        ``scaling``.
+
+    Raises:
+        SpecError: an argument is not of the type of the field it fills or breaks its
+            rule (the message names the argument), or the flow breaks a rule of
+            :class:`flowbridge.FlowSpec` (an embedding without a context, a size over a
+            ceiling of :func:`flowbridge.limits`).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.nice(2, hidden=(8,))
+        >>> [layer.type for layer in spec.layers][-2:], spec.layers[1].mask.parity
+        (['additive_coupling', 'scaling'], 'odd')
+        >>> fb.nice(4, hidden=64)
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: hidden: expected a list of positive integers, got 64
     """
     dim, count = _argument("dim", PosInt, dim), _argument("num_couplings", PosInt, num_couplings)
     cond = _fill(Conditioner, hidden=hidden, activation=activation)
@@ -104,17 +142,65 @@ def realnvp(
     context_embedding: Any = None,
     name: str = "realnvp",
 ) -> FlowSpec:
-    """RealNVP (Dinh et al. 2017, arXiv:1605.08803) for vector events: affine couplings
-    whose masks alternate which part passes through (first/last half, or even/odd), or,
-    with ``permutation``, keep one mask and permute between couplings (as Pyro's
-    ``AffineCoupling`` + ``Permute`` stacks do).
+    """RealNVP (Dinh et al. 2017, arXiv:1605.08803) for vector events ``(D,)``.
+
+    Affine couplings (:class:`flowbridge.AffineCoupling`) whose masks alternate which
+    part passes through (first/last half, or even/odd), or, with ``permutation``, keep
+    one mask and permute between couplings (as Pyro's ``AffineCoupling`` + ``Permute``
+    stacks do).
 
     ``scale`` is a scale map or its dict (default ``{"kind": "exp"}``, the paper's
     ``exp(s)``); ``permutation`` optionally puts a ``reverse`` or seeded ``random``
     permutation between couplings (seeds ``seed``, ``seed + 1``, ...); ``context_dim > 0``
-    makes it conditional (see :class:`FlowSpec`) and ``context_embedding`` (a
-    :class:`ContextEmbedding` or its dict) maps the context first. Every argument is
-    validated like the spec field it fills, and an error names the argument.
+    makes it conditional (see :class:`flowbridge.FlowSpec`) and ``context_embedding`` (a
+    :class:`flowbridge.ContextEmbedding` or its dict) maps the context first. Every
+    argument is validated like the spec field it fills, and an error names the argument.
+
+    Args:
+        dim: the event size ``D``, a positive integer.
+        num_couplings: the number of couplings, a positive integer; default 4.
+        hidden: every conditioner's hidden-layer widths, positive integers; default
+            ``(256, 256)``.
+        activation: the conditioners' activation, ``"relu"`` (default), ``"tanh"``,
+            ``"leaky_relu"``, ``"elu"`` or ``"gelu"``.
+        scale: the couplings' scale map (:class:`flowbridge.ExpScale`,
+            :class:`flowbridge.ClampScale`, ...), its dict (``{"kind": "clamp"}``) or
+            ``None`` (default: ``exp``).
+        mask: ``"half"`` (default; :class:`flowbridge.HalfMask`, first half first) or
+            ``"parity"`` (:class:`flowbridge.ParityMask`, even first).
+        permutation: ``None`` (default: the masks alternate), ``"reverse"`` or
+            ``"random"``: a :class:`flowbridge.Permutation` between consecutive
+            couplings, and every coupling keeps the first mask.
+        seed: the first random permutation's seed, a non-negative integer; default 0
+            (read only with ``permutation="random"``).
+        context_dim: the size of the context vector, a non-negative integer; default 0
+            (unconditional).
+        context_embedding: a :class:`flowbridge.ContextEmbedding`, its dict or ``None``
+            (default: the couplings read the context itself); needs ``context_dim > 0``.
+        name: the spec's name (up to 64 letters, digits, ``_``, ``.``, spaces or ``-``);
+            default ``"realnvp"``.
+
+    Returns:
+        FlowSpec: ``num_couplings`` affine couplings, with ``num_couplings - 1``
+        permutations between them if ``permutation``.
+
+    Raises:
+        SpecError: an argument is not of the type of the field it fills or breaks its
+            rule (the message names the argument: ``scale.low: ...``), or the flow
+            breaks a rule of :class:`flowbridge.FlowSpec` (an embedding without a
+            context, a size over a ceiling of :func:`flowbridge.limits`).
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.realnvp(4, num_couplings=3, hidden=(8,), permutation="random", seed=5)
+        >>> [layer.type for layer in spec.layers]
+        ['affine_coupling', 'permutation', 'affine_coupling', 'permutation', 'affine_coupling']
+        >>> [layer.seed for layer in spec.layers if layer.type == "permutation"]
+        [5, 6]
+        >>> fb.realnvp(4, mask="checkerboard")
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: mask: expected one of 'half', 'parity', got 'checkerboard'
     """
     dim, count = _argument("dim", PosInt, dim), _argument("num_couplings", PosInt, num_couplings)
     cond = _fill(Conditioner, hidden=hidden, activation=activation)
@@ -153,17 +239,58 @@ def realnvp_image(
     name: str = "realnvp_image",
 ) -> FlowSpec:
     """RealNVP's multi-scale architecture for images ``(C, H, W)`` (Dinh et al. 2017,
-    sec. 3.6): each of the first ``num_scales - 1`` scales is 3 affine couplings with
-    checkerboard masks (parities even, odd, even), a squeeze, 3 with channel masks
-    (first, last, first) and a factor-out of half the channels; the last scale is 4
-    checkerboard couplings. Every coupling's conditioner is a ResNet of ``blocks``
-    residual blocks of ``channels`` feature maps with ``kernel_size`` convolutions (the
-    paper used 8 blocks of 64 for CIFAR-10; the default is smaller). ``scale`` is the
-    scale map or its dict (default ``exp``). ``logit`` (an ``alpha``, say the paper's
-    0.05) puts the logit preprocessing first, for dequantized data in (0, 1);
-    ``actnorm=True`` puts an ActNorm before every coupling (Glow's; initialise it from
-    data with :func:`flowbridge.actnorm_init`). ``H`` and ``W`` must halve
-    ``num_scales - 1`` times. Every argument is validated like the spec field it fills.
+    arXiv:1605.08803, sec. 3.6).
+
+    Each of the first ``num_scales - 1`` scales is 3 affine couplings with checkerboard
+    masks (parities even, odd, even), a squeeze, 3 with channel masks (first, last,
+    first) and a factor-out of half the channels; the last scale is 4 checkerboard
+    couplings. Every coupling's conditioner is a ResNet
+    (:class:`flowbridge.ResNetConditioner`) of ``blocks`` residual blocks of ``channels``
+    feature maps with ``kernel_size`` convolutions (the paper used 8 blocks of 64 for
+    CIFAR-10; the default is smaller). ``scale`` is the scale map or its dict (default
+    ``exp``). ``logit`` (an ``alpha``, say the paper's 0.05) puts the logit preprocessing
+    first, for dequantized data in (0, 1); ``actnorm=True`` puts an ActNorm before every
+    coupling (Glow's; initialise it from data with :func:`flowbridge.actnorm_init`).
+    ``H`` and ``W`` must halve ``num_scales - 1`` times. Every argument is validated like
+    the spec field it fills. Image flows are not conditional.
+
+    Args:
+        event_shape: ``(C, H, W)``, three positive integers.
+        num_scales: the number of scales, a positive integer; default 2.
+        blocks: each conditioner's residual blocks, a non-negative integer; default 2.
+        channels: each conditioner's feature maps, a positive integer; default 64.
+        kernel_size: the convolutions' size, an odd positive integer; default 3.
+        activation: the conditioners' activation, ``"relu"`` (default), ``"tanh"``,
+            ``"leaky_relu"``, ``"elu"`` or ``"gelu"``.
+        scale: the couplings' scale map (:class:`flowbridge.ExpScale`, ...), its dict or
+            ``None`` (default: ``exp``).
+        logit: ``None`` (default: no logit layer) or the ``alpha`` of a first
+            :class:`flowbridge.Logit` layer, a number in ``[1.175494e-38, 0.49]``.
+        actnorm: whether to put an :class:`flowbridge.ActNorm` before every coupling (a
+            ``bool``); default ``False``.
+        name: the spec's name (up to 64 letters, digits, ``_``, ``.``, spaces or ``-``);
+            default ``"realnvp_image"``.
+
+    Returns:
+        FlowSpec: the multi-scale image flow; its output shape is
+        ``(C * 4**k, H / 2**k, W / 2**k)`` with ``k = num_scales - 1``.
+
+    Raises:
+        SpecError: an argument is not of the type of the field it fills or breaks its
+            rule (the message names the argument: ``kernel_size: expected an odd kernel
+            size ...``), ``H`` or ``W`` does not halve ``num_scales - 1`` times (the
+            message names the squeeze), or a size is over a ceiling of
+            :func:`flowbridge.limits`.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.realnvp_image((3, 8, 8), blocks=1, channels=8, logit=0.05)
+        >>> len(spec.layers), spec.layers[0].type, spec.output_shape
+        (13, 'logit', (12, 4, 4))
+        >>> fb.realnvp_image((3, 6, 6), num_scales=3)
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: layers[11]: expected an even height and width to squeeze, ...
     """
     shape = _argument("event_shape", tuple[PosInt, PosInt, PosInt], event_shape, _IMAGE_WORDS)
     scales = _argument("num_scales", PosInt, num_scales)

@@ -14,10 +14,32 @@ def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of the spec format.
 
     It states every rule about a single field (types, choices, ranges of constants, the
-    default ceilings on sizes). Rules that relate fields are checked on load and listed
-    in the schema's ``description``: mask sizes against the event size, explicit masks
-    and permutations of length D, ``low < high`` for a clamp, and the ceilings on the
-    number of layers, conditioner depth and total parameter count.
+    ceilings on sizes in force: the defaults of :func:`flowbridge.limits` unless a
+    ``with`` block changed them, including the number of layers and the conditioners'
+    depth and width), and that each layer, mask and scale map needs its ``type`` or
+    ``kind`` tag. Rules that relate fields are checked on load and listed in the schema's
+    ``description``: the event shape is ``(D,)`` or ``(C, H, W)`` and each layer takes
+    its events, mask sizes against the event size, explicit masks and permutations of
+    length D, ``low < high`` for a clamp, a seed for a random permutation only, a context
+    embedding only with ``context_dim > 0``, and the ceiling on the total parameter count.
+    A document that loads (:meth:`flowbridge.FlowSpec.from_dict`) is valid under the
+    schema. ``flowbridge schema`` prints it.
+
+    Returns:
+        dict: the schema as JSON data: ``$schema``, ``title``, ``description``, the
+        spec's ``properties`` and ``required`` fields, and the layer models under
+        ``$defs``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> schema = fb.json_schema()
+        >>> schema["$schema"], schema["required"]
+        ('https://json-schema.org/draft/2020-12/schema', ['event_shape', 'layers'])
+        >>> schema["$defs"]["HalfMask"]["required"], schema["properties"]["layers"]["maxItems"]
+        (['kind'], 1024)
+        >>> with fb.limits(layers=10):
+        ...     fb.json_schema()["properties"]["layers"]["maxItems"]
+        10
     """
     schema = FlowSpec.model_json_schema()
     defs = schema.get("$defs", {})
