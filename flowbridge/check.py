@@ -275,7 +275,7 @@ def check(
         spec: the :class:`flowbridge.FlowSpec` to check, or its dict.
         params: neutral parameters for ``spec``; default ``None``:
             ``init_params(spec, seed, init="random")`` (:func:`flowbridge.init_params`).
-        backends: the backends' names to check, e.g. ``("numpy", "pyro")``; default
+        backends: the backends' names to check, e.g. ``("pyro",)``; default
             ``None``: every installed one.
         dtypes: some of ``"float32"`` and ``"float64"``; default both.
         devices: some of ``"cpu"`` and ``"cuda"``; default ``None``: every device each
