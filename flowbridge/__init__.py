@@ -6,7 +6,7 @@ only when a flow for it is built.
 
 from __future__ import annotations
 
-from .build import generate, module_for, to_numpy, to_pyro, to_tfp
+from .build import generate, module_for, to_jax, to_numpy, to_pyro, to_tfp
 from .check import TOLERANCES, Report, check
 from .data import actnorm_init, bits_per_dim, dequantize
 from .errors import BackendUnavailable, ParamError, SpecError
@@ -17,6 +17,7 @@ from .params import (
     check_params,
     init_params,
     load_params,
+    params_from_jax,
     params_from_pyro,
     params_from_tfp,
     save_params,
@@ -54,6 +55,23 @@ from .spec import (
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``flowbridge.to_numpyro``, imported when first asked for: it needs NumPyro, which
+    ``import flowbridge`` never imports (a missing one is a BackendUnavailable, an
+    ImportError naming the extra)."""
+    if name == "to_numpyro":
+        import importlib.util
+
+        missing = [m for m in ("jax", "numpyro") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendUnavailable(f"to_numpyro needs {', '.join(missing)}: "
+                                     "pip install 'flowbridge[jax]'")  # fmt: skip
+        from .numpyro import to_numpyro
+
+        return to_numpyro
+    raise AttributeError(f"module 'flowbridge' has no attribute {name!r}")
 
 __all__ = [
     "ActNorm",
@@ -103,12 +121,15 @@ __all__ = [
     "nice",
     "param_count",
     "param_shapes",
+    "params_from_jax",
     "params_from_pyro",
     "params_from_tfp",
     "realnvp",
     "realnvp_image",
     "save_params",
+    "to_jax",
     "to_numpy",
+    "to_numpyro",
     "to_pyro",
     "to_tfp",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 from . import backends, codegen
 from .errors import SpecError
 from .layers import param_specs, plan_flow
-from .params import check_params
+from .params import check_params, check_traced_params
 from .spec import FlowSpec
 
 
@@ -267,6 +267,82 @@ def to_tfp(
     _bool(validate_args, "validate_args")
     module, checked = _prepared(spec, params, "tfp")
     return backends.get("tfp").runtime().make(module, checked, dtype, data_format, validate_args)
+
+
+def to_jax(
+    spec: FlowSpec | dict,
+    params: Any = None,
+    *,
+    dtype: str = "float32",
+    validate_args: bool = False,
+):
+    """The flow as a generated JAX flow: a pytree of its weights whose methods are pure.
+
+    ``flow.forward(x)``, ``flow.inverse(y)``, ``flow.forward_log_det_jacobian(x)``,
+    ``flow.inverse_log_det_jacobian(y)`` and ``flow.forward_with_log_det(x)`` (with a
+    context ``c`` after the input for a conditional flow) take ``(*batch, D)`` or, for an
+    image flow, ``(*batch, C, H, W)`` (channels first, the neutral layout); log-dets are
+    ``(*batch,)``. The flow is a pytree whose leaves are its weights, so ``jax.jit``,
+    ``jax.grad`` and ``jax.vmap`` take it as an argument, and
+    ``flowbridge.backends.jax`` modules' ``neutral_params``/``replace`` move weights in
+    and out by neutral name. A batch norm's training-mode forward is
+    ``flow.forward_training(x)``, which returns ``(y, log_det, state)``: the new running
+    averages by neutral name, for ``replace`` (JAX arrays are never written in place).
+
+    float64 needs JAX's 64-bit mode, a process-wide switch flowbridge leaves to the
+    program: ``jax.config.update("jax_enable_x64", True)`` at its start, or build and run
+    the flow inside ``with jax.enable_x64(True):``. Without it ``dtype="float64"`` is
+    refused, naming the switch, rather than computing in float32.
+
+    Args:
+        spec: the :class:`flowbridge.FlowSpec`, or its dict.
+        params: neutral parameters (:func:`flowbridge.init_params`; NumPy or JAX arrays,
+            traced ones too, so a flow can be built inside ``jax.jit``: their names and
+            shapes are checked, their values not); ``None`` keeps the generated module's
+            own identity-at-init weights.
+        dtype: ``"float32"`` (default) or ``"float64"``.
+        validate_args: check inputs against the layers' domains (the data in [0, 1] a
+            logit preprocessing reads: a ValueError names the layer), eagerly; inside
+            ``jax.jit`` the check is skipped, as TFP's XLA drops its assertions.
+
+    Returns:
+        The generated ``Flow`` (``ConditionalFlow`` or ``EmbeddedFlow`` for a
+        conditional spec), a pytree.
+
+    Raises:
+        SpecError: ``spec`` is neither a :class:`flowbridge.FlowSpec` nor a dict, or the
+            dict is not a valid spec.
+        ValueError: ``dtype`` is not float32 or float64, or is float64 while JAX's
+            64-bit mode is off.
+        TypeError: ``validate_args`` is not ``True`` or ``False``.
+        BackendUnavailable: JAX is not installed (``pip install flowbridge[jax]``).
+        ParamError: ``params`` do not fit the spec.
+
+    Example:
+        >>> import jax
+        >>> import numpy as np
+        >>> import flowbridge as fb
+        >>> spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+        >>> params = fb.init_params(spec, seed=0, init="random")
+        >>> flow = fb.to_jax(spec, params)
+        >>> x = np.random.default_rng(1).normal(size=(3, 4))
+        >>> y = jax.jit(lambda flow, x: flow.forward(x))(flow, x)
+        >>> y.shape, y.dtype.name
+        ((3, 4), 'float32')
+        >>> bool(np.allclose(y, fb.to_numpy(spec, params).forward(x), atol=1e-5))
+        True
+    """
+    spec = _spec(spec)
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    _bool(validate_args, "validate_args")
+    runtime = backends.get("jax").runtime()
+    if params is not None and runtime.traced(params):  # inside jax.jit: shapes known only
+        module = module_for(spec, "jax")
+        checked = check_traced_params(spec, params, module.PARAM_SHAPES)
+    else:
+        module, checked = _prepared(spec, params, "jax")
+    return runtime.make(module, checked, dtype, validate_args)
 
 
 def to_numpy(spec: FlowSpec | dict, params: Any = None):

@@ -119,6 +119,22 @@ def check_params(
         ...
         flowbridge.errors.ParamError: layers.2.log_scale: expected shape (2,), got (3,)
     """
+    shapes = _names_fit(spec, params, shapes)
+    out = {}
+    for name, shape in shapes.items():
+        value = _float_array(_to_numpy(params[name], name), name)
+        if value.shape != shape:
+            raise ParamError(f"{name}: expected shape {shape}, got {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ParamError(f"{name}: expected finite values, got NaN or infinity")
+        out[name] = value
+    return out
+
+
+def _names_fit(
+    spec: FlowSpec, params: Any, shapes: Mapping[str, tuple[int, ...]] | None
+) -> dict[str, tuple[int, ...]]:
+    """The expected shapes, once ``params`` is a mapping with exactly their names."""
     if not isinstance(params, Mapping):
         raise ParamError(f"params: expected a mapping of names to arrays, got {type(params).__name__}")
     shapes = param_shapes(spec) if shapes is None else {k: tuple(v) for k, v in shapes.items()}
@@ -130,15 +146,21 @@ def check_params(
     if extra:
         raise ParamError(f"{extra[0]}: unexpected parameter for this spec; it expects "
                          f"{len(shapes)} parameters (see flowbridge.param_shapes)")  # fmt: skip
-    out = {}
+    return shapes
+
+
+def check_traced_params(
+    spec: FlowSpec, params: Any, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> dict[str, Any]:
+    """Names and shapes of ``params`` checked against ``spec``, values kept as they are:
+    for arrays whose values are not known yet (JAX tracers, inside ``jax.jit``), whose
+    shapes are. The values are checked when they are known (:func:`check_params`)."""
+    shapes = _names_fit(spec, params, shapes)
     for name, shape in shapes.items():
-        value = _float_array(_to_numpy(params[name], name), name)
-        if value.shape != shape:
-            raise ParamError(f"{name}: expected shape {shape}, got {value.shape}")
-        if not np.all(np.isfinite(value)):
-            raise ParamError(f"{name}: expected finite values, got NaN or infinity")
-        out[name] = value
-    return out
+        got = tuple(getattr(params[name], "shape", ()))
+        if got != shape:
+            raise ParamError(f"{name}: expected shape {shape}, got {got}")
+    return {name: params[name] for name in shapes}
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
@@ -389,3 +411,38 @@ def params_from_tfp(bijector: Any) -> dict[str, np.ndarray]:
         True
     """
     return _export(bijector, "tfp")
+
+
+def params_from_jax(flow: Any) -> dict[str, np.ndarray]:
+    """Export the neutral parameters of a flowbridge JAX flow, in the flow's own dtype.
+
+    The inverse of building with :func:`flowbridge.to_jax` (or of a NumPyro guide's
+    trained ``numpyro.param`` values, which are these names): the weights come back
+    under their neutral names as NumPy arrays, ready for :func:`flowbridge.save_params`,
+    :func:`flowbridge.to_pyro`, :func:`flowbridge.to_tfp` or :func:`flowbridge.to_numpy`.
+    A flow with a context embedding gives its ``context_embedding.*`` parameters first.
+
+    Args:
+        flow: a flow built by :func:`flowbridge.to_jax` or a generated JAX module's
+            ``build_flow`` (trained or not), or one of its layers.
+
+    Returns:
+        ``dict[str, numpy.ndarray]``: neutral name -> a copy of the weight, in the
+        neutral order and the flow's own dtype (float32 or float64).
+
+    Raises:
+        BackendUnavailable: jax is not installed.
+        ParamError: a layer is not a flowbridge layer.
+
+    Example:
+        >>> import numpy as np
+        >>> import flowbridge as fb
+        >>> spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+        >>> params = fb.init_params(spec, seed=0, init="random")
+        >>> back = fb.params_from_jax(fb.to_jax(spec, params))
+        >>> back["layers.0.conditioner.0.kernel"].dtype.name
+        'float32'
+        >>> all(np.array_equal(back[k], params[k].astype(np.float32)) for k in params)
+        True
+    """
+    return _export(flow, "jax")

@@ -124,6 +124,7 @@ BACKENDS: dict[str, Backend] = {
         Backend("pyro", ("torch", "pyro"), "pyro", ("float32", "float64"), autodiff=True),
         Backend("tfp", ("tensorflow", "tensorflow_probability"), "tfp",
                 ("float32", "float64"), autodiff=True),  # fmt: skip
+        Backend("jax", ("jax",), "jax", ("float32", "float64"), autodiff=True),
     )
 }
 NAMES = tuple(BACKENDS)

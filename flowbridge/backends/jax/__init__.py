@@ -1,0 +1,1 @@
+"""The JAX backend: pure functions over a pytree of weights, for jax.jit, grad and vmap."""

@@ -1,0 +1,509 @@
+"""The jax backend's prelude: what every generated JAX module needs at run time, as real
+code (imported, linted and tested here) that flowbridge.codegen inlines into each
+generated module, definition by definition, from this source.
+
+A generated JAX flow is a pytree: its leaves are the weights (and a batch norm's running
+averages), under their neutral names, so ``jax.jit``, ``jax.grad`` and ``jax.vmap`` take
+the flow itself as an argument and a gradient comes back as a flow of the same shape.
+Everything else a layer holds (shapes, index buffers, constants, its dtype) is static
+data of the pytree, compared by value, so a flow rebuilt with the same spec reuses a
+jitted function's compilation. Nothing is written in place: loading weights gives a new
+flow, and a batch norm's training-mode forward returns its new running averages.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _batch_mean(x, event_ndims):
+    """The mean per channel of an image (C, H, W) or per entry of a vector, over every
+    batch dimension (and H, W): (C,)."""
+    flat = x.reshape((-1,) + x.shape[x.ndim - event_ndims :])
+    return flat.mean(axis=(0, 2, 3) if event_ndims == 3 else 0)
+
+
+def _clamp_straight_through(x, low, high):
+    """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
+    return jax.lax.stop_gradient(jnp.clip(x, low, high)) + (x - jax.lax.stop_gradient(x))
+
+
+def _conv(sizes, kernel_size, init, rng, dtype):
+    """Convolutions sizes[0] -> ... -> sizes[-1] channels, kernels (k, k, in, out) (the
+    neutral layout), each weight started by its bound in ``init``."""
+    kernels, biases = [], []
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        shape = (kernel_size, kernel_size, n_in, n_out)
+        kernels.append(_initial(init[f"conditioner.{j}.kernel"], shape, rng, dtype))
+        biases.append(_initial(init[f"conditioner.{j}.bias"], (n_out,), rng, dtype))
+    return kernels, biases
+
+
+def _conv2d(x, kernel, bias):
+    """Stride-1 "same" cross-correlation: x (*batch, C_in, H, W), kernel (k, k, C_in,
+    C_out), bias (C_out,) -> (*batch, C_out, H, W), at full precision (no TF32)."""
+    flat = x.reshape((-1,) + x.shape[-3:])
+    out = jax.lax.conv_general_dilated(
+        flat, kernel, (1, 1), "SAME", dimension_numbers=("NCHW", "HWIO", "NCHW"),
+        precision=jax.lax.Precision.HIGHEST,
+    )  # fmt: skip
+    return (out + bias[:, None, None]).reshape(x.shape[:-3] + out.shape[1:])
+
+
+def _linear(x, kernel, bias):
+    """x (*batch, in) @ kernel (in, out) + bias (out,), at full precision (no TF32)."""
+    return jnp.matmul(x, kernel, precision=jax.lax.Precision.HIGHEST) + bias
+
+
+def _squeeze2x2(x):
+    """(*batch, C, H, W) -> (*batch, 4C, H/2, W/2): y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]."""
+    c, height, width = x.shape[-3:]
+    y = x.reshape(-1, c, height // 2, 2, width // 2, 2).transpose(0, 1, 3, 5, 2, 4)
+    return y.reshape(x.shape[:-3] + (4 * c, height // 2, width // 2))
+
+
+def _unsqueeze2x2(y):
+    """The inverse of a 2x2 squeeze: (*batch, 4C, H/2, W/2) -> (*batch, C, H, W)."""
+    c4, height, width = y.shape[-3:]
+    x = y.reshape(-1, c4 // 4, 2, 2, height, width).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(y.shape[:-3] + (c4 // 4, 2 * height, 2 * width))
+
+
+def _initial(bound, shape, rng, dtype):
+    """An array uniform in +-bound, or zeros where the bound is 0 (PARAM_INIT), drawn
+    with NumPy's ``rng`` (so a seed gives the NumPy module's weights) in ``dtype``."""
+    if bound == 0.0:
+        return jnp.zeros(shape, dtype)
+    return jnp.asarray(rng.uniform(-bound, bound, size=shape), dtype)
+
+
+def _dense(sizes, init, rng, dtype, prefix="conditioner."):
+    """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
+    by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)."""
+    kernels, biases = [], []
+    for j, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        kernels.append(_initial(init[f"{prefix}{j}.kernel"], (n_in, n_out), rng, dtype))
+        biases.append(_initial(init[f"{prefix}{j}.bias"], (n_out,), rng, dtype))
+    return kernels, biases
+
+
+def _dtype(dtype):
+    """The NumPy dtype of a flow: float32, or float64 where JAX's 64-bit mode is on."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype: float64 needs JAX's 64-bit mode, which is off: call "
+            "jax.config.update('jax_enable_x64', True) at the start of the program, or "
+            "build and run the flow inside `with jax.enable_x64(True):`"
+        )
+    return dtype
+
+
+def _checked(layer, value, name, event):
+    """``value`` as an array of the layer's dtype if it holds real numbers of shape
+    (*batch, *event); else a TypeError or ValueError naming what was expected. NumPy
+    arrays and Python numbers convert to the flow's dtype (as TFP's bijectors convert
+    them); a JAX array of another floating dtype is refused, never cast, and complex or
+    boolean values are refused."""
+    where = f"{type(layer).__name__}: {name}"
+    if isinstance(value, jax.Array):
+        kind = np.dtype(value.dtype).kind
+        if kind not in "iuf":
+            raise TypeError(f"{where}: expected real numbers, got dtype {value.dtype}")
+        if kind == "f" and value.dtype != layer.dtype:
+            raise TypeError(f"{where}: expected dtype {np.dtype(layer.dtype).name} (the flow's), "
+                            f"got {value.dtype}")  # fmt: skip
+        array = value
+    else:
+        host = np.asarray(value)
+        if host.dtype.kind not in "iuf":
+            raise TypeError(f"{where}: expected real numbers, got dtype {host.dtype}")
+        array = host
+    if array.ndim < len(event) or tuple(array.shape[array.ndim - len(event) :]) != event:
+        want = ", ".join(["*batch", *map(str, event)])
+        raise ValueError(f"{where}: expected shape ({want}), got {tuple(array.shape)}")
+    return jnp.asarray(array, layer.dtype)
+
+
+def _in_domain(layer, value, name):
+    """``value`` if every entry lies in the layer's ``domain_interval`` (None: the reals)
+    or the layer does not validate (``validate_args`` off, the default, as TFP's); else a
+    ValueError naming the layer, the input and the interval. The check needs concrete
+    values: inside ``jax.jit`` it is skipped, as TFP's XLA drops its assertions."""
+    if layer.domain_interval is None or not layer.validate_args:
+        return value
+    if isinstance(value, jax.core.Tracer):
+        return value
+    low, high = layer.domain_interval
+    host = np.asarray(value)
+    outside = ~((host >= low) & (host <= high))
+    if outside.any():
+        raise ValueError(
+            f"{type(layer).__name__}: {name}: expected values in [{low:g}, {high:g}] (the "
+            f"layer's domain), got {host[outside].flat[0]:g} ({int(outside.sum())} of "
+            f"{host.size} entries outside)"
+        )
+    return value
+
+
+def _static_key(value):
+    """A hashable stand-in for a layer's static attribute (arrays by dtype, shape and
+    bytes), so two flows of one spec have equal pytree structures."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_static_key(v) for v in value))
+    if isinstance(value, np.dtype):
+        return ("dtype", value.str)
+    return value
+
+
+class _Static:
+    """A layer's static data (everything but its weights): the pytree's aux data."""
+
+    def __init__(self, items):
+        self.items = dict(items)
+        self._key = tuple((k, _static_key(v)) for k, v in sorted(self.items.items()))
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self._key == other._key
+
+    def __hash__(self):
+        return hash(self._key)
+
+
+def _neutral_set(layer, params):
+    """Store ``params`` (this layer's local neutral names -> arrays) in ``layer``:
+    ``conditioner.{j}.kernel``/``.bias`` (``{j}.*`` in an embedding) are its dense or
+    convolution weights, any other name the attribute of that name."""
+    for key, value in params.items():
+        parts = key.split(".")
+        if len(parts) >= 2 and parts[-2].isdigit() and parts[-1] in ("kernel", "bias"):
+            weights = layer.kernels if parts[-1] == "kernel" else layer.biases
+            weights[int(parts[-2])] = value
+        else:
+            setattr(layer, key, value)
+
+
+class _Tree:
+    """Registers every subclass as a pytree whose children are its ``neutral_params()``
+    (a dict of local neutral names -> arrays) and whose aux data is the rest of it."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, cls._tree_flatten, cls._tree_unflatten)
+
+    def _tree_flatten(self):
+        leaves = self._leaves()
+        static = {k: v for k, v in self.__dict__.items() if k not in ("kernels", "biases")}
+        for name in leaves:
+            static.pop(name.split(".")[0], None)
+        return (leaves,), _Static(static)
+
+    def _leaves(self):
+        return self.neutral_params()
+
+    @classmethod
+    def _tree_unflatten(cls, static, children):
+        new = object.__new__(cls)
+        new.__dict__.update(static.items)
+        new._restore(children[0])
+        return new
+
+    def _restore(self, leaves):
+        """Set the weights from ``leaves`` (local neutral names -> arrays), in new lists."""
+        count = len({k.rsplit(".", 1)[0] for k in leaves if k.endswith((".kernel", ".bias"))})
+        if count:
+            self.kernels, self.biases = [None] * count, [None] * count
+        _neutral_set(self, leaves)
+
+
+class _Layer(_Tree):
+    """The API shared by every layer: checked inputs in the flow's dtype, pure functions
+    of the weights. A layer whose input is not any real vector (a logit's data in [0, 1])
+    says so in ``domain_interval``; with ``validate_args`` its input is checked against it
+    (eagerly; not inside ``jax.jit``)."""
+
+    domain_interval = None  # the closed interval every input entry lies in; None: the reals
+    validate_args = False
+
+    def __init__(self, event_shape, output_shape=None, dtype="float32"):
+        self.event_shape = tuple(event_shape)
+        self.output_shape = tuple(output_shape or event_shape)
+        self.dtype = _dtype(dtype)
+
+    def forward_with_log_det(self, x):
+        """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
+        x = _in_domain(self, _checked(self, x, "x", self.event_shape), "x")
+        return self._forward_with_log_det(x)
+
+    def inverse_with_log_det(self, y):
+        """(x, log|det dx/dy|) for y of shape (*batch, *output_shape)."""
+        return self._inverse_with_log_det(_checked(self, y, "y", self.output_shape))
+
+    def forward_training(self, x):
+        """(y, log|det dy/dx|, updates): the training-mode forward (a batch norm's uses the
+        batch's statistics) and the new values of the layer's state, {local name: array}
+        (empty for a layer without a training mode); apply them with :func:`replace`."""
+        x = _in_domain(self, _checked(self, x, "x", self.event_shape), "x")
+        if hasattr(self, "_forward_training"):
+            return self._forward_training(x)
+        return (*self._forward_with_log_det(x), {})
+
+    def forward(self, x):
+        return self.forward_with_log_det(x)[0]
+
+    def inverse(self, y):
+        return self.inverse_with_log_det(y)[0]
+
+    def forward_log_det_jacobian(self, x):
+        return self.forward_with_log_det(x)[1]
+
+    def inverse_log_det_jacobian(self, y):
+        return self.inverse_with_log_det(y)[1]
+
+
+def _checked_context(layer, context, x=None):
+    """``context`` as an array of the layer's dtype if it holds real numbers of shape
+    (*batch, context_dim) whose batch broadcasts to x's (when x is given: a context
+    embedding's input has none yet); else a TypeError or ValueError naming both sizes."""
+    where = f"{type(layer).__name__}: context"
+    kind = np.dtype(context.dtype if isinstance(context, jax.Array) else np.asarray(context).dtype).kind
+    if kind not in "iuf":
+        raise TypeError(f"{where}: expected real numbers, got dtype "
+                        f"{getattr(context, 'dtype', np.asarray(context).dtype)}")  # fmt: skip
+    if isinstance(context, jax.Array) and kind == "f" and context.dtype != layer.dtype:
+        raise TypeError(f"{where}: expected dtype {np.dtype(layer.dtype).name} (the flow's), "
+                        f"got {context.dtype}")  # fmt: skip
+    shape = tuple(np.shape(context))
+    if len(shape) < 1 or shape[-1] != layer.context_dim:
+        raise ValueError(
+            f"{where}: expected shape (*batch, {layer.context_dim}) (the flow's context_dim), "
+            f"got {shape}"
+        )
+    if x is not None:
+        batch = tuple(x.shape[: x.ndim - len(layer.event_shape)])
+        try:
+            fits = np.broadcast_shapes(shape[:-1], batch) == batch
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{where}: its batch shape {shape[:-1]} does not broadcast to "
+                             f"x's {batch}")  # fmt: skip
+    return jnp.asarray(context, layer.dtype)
+
+
+class _ConditionalLayer(_Layer):
+    """A layer that reads the context: every call takes it after the input."""
+
+    def __init__(self, event_shape, context_dim, dtype="float32"):
+        super().__init__(event_shape, dtype=dtype)
+        self.context_dim = context_dim
+
+    def forward_with_log_det(self, x, context):
+        """(y, log|det dy/dx|) for x (*batch, *event_shape), context (*batch, context_dim)."""
+        x = _checked(self, x, "x", self.event_shape)
+        return self._forward_with_log_det(x, _checked_context(self, context, x))
+
+    def inverse_with_log_det(self, y, context):
+        """(x, log|det dx/dy|) for y (*batch, *event_shape), context (*batch, context_dim)."""
+        y = _checked(self, y, "y", self.output_shape)
+        return self._inverse_with_log_det(y, _checked_context(self, context, y))
+
+    def forward_training(self, x, context):
+        """As ``_Layer.forward_training``, at ``context``."""
+        x = _checked(self, x, "x", self.event_shape)
+        context = _checked_context(self, context, x)
+        if hasattr(self, "_forward_training"):
+            return self._forward_training(x, context)
+        return (*self._forward_with_log_det(x, context), {})
+
+    def forward(self, x, context):
+        return self.forward_with_log_det(x, context)[0]
+
+    def inverse(self, y, context):
+        return self.inverse_with_log_det(y, context)[0]
+
+    def forward_log_det_jacobian(self, x, context):
+        return self.forward_with_log_det(x, context)[1]
+
+    def inverse_log_det_jacobian(self, y, context):
+        return self.inverse_with_log_det(y, context)[1]
+
+
+def _zeros_batch(x, event_shape):
+    """Zeros of x's batch shape (*batch,) in x's dtype: where log-dets add up."""
+    return jnp.zeros(x.shape[: x.ndim - len(event_shape)], x.dtype)
+
+
+def _copied(obj):
+    """A shallow copy of a layer or flow (the same arrays, a new object)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def _flow_flatten(flow):
+    """A flow's pytree children: its layers (and its context embedding, if any)."""
+    parts = ("layers", "embedding") if "embedding" in flow.__dict__ else ("layers",)
+    static = {k: v for k, v in flow.__dict__.items() if k not in parts}
+    return tuple(getattr(flow, k) for k in parts), _Static(static)
+
+
+def _flow_unflatten(cls, static, children):
+    new = object.__new__(cls)
+    new.__dict__.update(static.items)
+    new.layers = list(children[0])
+    if len(children) > 1:
+        new.embedding = children[1]
+    return new
+
+
+class Flow(_Layer):
+    """The layers applied first to last; log-dets add up. A pytree: its children are the
+    layers."""
+
+    _tree_flatten = _flow_flatten
+    _tree_unflatten = classmethod(_flow_unflatten)
+
+    def __init__(self, layers):
+        first = layers[0]
+        super().__init__(first.event_shape, layers[-1].output_shape, first.dtype)
+        self.layers = list(layers)
+
+    def _forward_with_log_det(self, x):
+        total = _zeros_batch(x, self.event_shape)
+        for layer in self.layers:
+            x, log_det = layer.forward_with_log_det(x)
+            total = total + log_det
+        return x, total
+
+    def _inverse_with_log_det(self, y):
+        total = _zeros_batch(y, self.output_shape)
+        for layer in reversed(self.layers):
+            y, log_det = layer.inverse_with_log_det(y)
+            total = total + log_det
+        return y, total
+
+    def _forward_training(self, x):
+        total, state = _zeros_batch(x, self.event_shape), {}
+        for i, layer in enumerate(self.layers):
+            x, log_det, updates = layer.forward_training(x)
+            total = total + log_det
+            state.update({f"layers.{i}.{name}": value for name, value in updates.items()})
+        return x, total, state
+
+
+def neutral_params(flow):
+    """{neutral name: array} of a flow made by build_flow: the context embedding's first,
+    where the flow has one, then each layer's."""
+    params = {}
+    embedding = getattr(flow, "embedding", None)
+    if embedding is not None:
+        for name, value in embedding.neutral_params().items():
+            params[f"context_embedding.{name}"] = value
+    for i, layer in enumerate(flow.layers):
+        for name, value in layer.neutral_params().items():
+            params[f"layers.{i}.{name}"] = value
+    return params
+
+
+def replace(flow, params):
+    """A new flow: ``flow`` with the arrays of ``params`` (neutral names -> arrays, some or
+    all of the flow's, such as the state ``forward_training`` returns) in its dtype; the
+    flow itself is unchanged. Works on traced values too (inside ``jax.jit``)."""
+    own = neutral_params(flow)
+    extra = sorted(params.keys() - own.keys())
+    if extra:
+        raise KeyError(f"params do not fit the flow: unexpected {extra}")
+    new = _copied(flow)
+    new.layers = list(flow.layers)
+    parts = [(new, "context_embedding.", "embedding")] if hasattr(flow, "embedding") else []
+    parts += [(new.layers, f"layers.{i}.", i) for i in range(len(new.layers))]
+    for owner, prefix, key in parts:
+        mine = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+        if not mine:
+            continue
+        part = _copied(owner[key] if isinstance(key, int) else getattr(owner, key))
+        local = part.neutral_params()
+        for name, value in mine.items():
+            value = jnp.asarray(value, part.dtype)
+            if value.shape != local[name].shape:
+                raise ValueError(f"{prefix}{name}: expected shape {local[name].shape}, got "
+                                 f"{value.shape}")  # fmt: skip
+            local[name] = value
+        part._restore(local)
+        if isinstance(key, int):
+            owner[key] = part
+        else:
+            setattr(owner, key, part)
+    return new
+
+
+def load_neutral_params(flow, params):
+    """``flow`` with every weight taken from ``params`` (neutral names -> arrays), checking
+    names and shapes: a new flow (JAX arrays are not written in place)."""
+    own = neutral_params(flow)
+    missing, extra = sorted(own.keys() - params.keys()), sorted(params.keys() - own.keys())
+    if missing or extra:
+        raise KeyError(f"params do not fit the flow: missing {missing}, unexpected {extra}")
+    return replace(flow, params)
+
+
+class ConditionalFlow(_ConditionalLayer):
+    """The layers applied first to last, each that reads the context given it; log-dets
+    add up."""
+
+    def __init__(self, layers, context_dim):
+        super().__init__(layers[0].event_shape, context_dim, layers[0].dtype)
+        self.layers = list(layers)
+
+    _tree_flatten = _flow_flatten
+    _tree_unflatten = classmethod(_flow_unflatten)
+
+    def _forward_with_log_det(self, x, context):
+        total = _zeros_batch(x, self.event_shape)
+        for layer in self.layers:
+            given = (context,) if isinstance(layer, _ConditionalLayer) else ()
+            x, log_det = layer.forward_with_log_det(x, *given)
+            total = total + log_det
+        return x, total
+
+    def _inverse_with_log_det(self, y, context):
+        total = _zeros_batch(y, self.output_shape)
+        for layer in reversed(self.layers):
+            given = (context,) if isinstance(layer, _ConditionalLayer) else ()
+            y, log_det = layer.inverse_with_log_det(y, *given)
+            total = total + log_det
+        return y, total
+
+    def _forward_training(self, x, context):
+        total, state = _zeros_batch(x, self.event_shape), {}
+        for i, layer in enumerate(self.layers):
+            given = (context,) if isinstance(layer, _ConditionalLayer) else ()
+            x, log_det, updates = layer.forward_training(x, *given)
+            total = total + log_det
+            state.update({f"layers.{i}.{name}": value for name, value in updates.items()})
+        return x, total, state
+
+
+class EmbeddedFlow(ConditionalFlow):
+    """The flow behind its context embedding: each call embeds the context once
+    (``self.embedding``) and the layers read the features."""
+
+    def __init__(self, layers, embedding):
+        super().__init__(layers, embedding.context_dim)
+        self.embedding = embedding
+
+    def _forward_with_log_det(self, x, context):
+        return super()._forward_with_log_det(x, self.embedding(context))
+
+    def _inverse_with_log_det(self, y, context):
+        return super()._inverse_with_log_det(y, self.embedding(context))
+
+    def _forward_training(self, x, context):
+        return super()._forward_training(x, self.embedding(context))

@@ -1,0 +1,144 @@
+"""Drive a generated JAX flow from flowbridge: dtypes, devices, autodiff Jacobians.
+
+JAX computes in float64 only in its 64-bit mode, a process-wide switch that flowbridge
+never turns on for the user's program: the conformance check runs each float64 call
+inside ``jax.enable_x64(True)`` and each float32 call with the mode off, JAX's default,
+as a user's program has it. Jacobians come from ``jax.jacfwd``, one row at a time under
+``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def prepare() -> None:
+    """Nothing to set up: JAX imports quietly."""
+
+
+def layers_of(flow) -> list:
+    """The layers of a flow in application order (one layer: itself)."""
+    flow = getattr(flow, "flow", flow)  # a training-mode view
+    return list(flow.layers) if hasattr(flow, "layers") else [flow]
+
+
+def _gpus() -> list:
+    import jax
+
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:  # no GPU backend in this jaxlib, or no device
+        return []
+
+
+def devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if _gpus() else [])
+
+
+def unavailable_devices() -> dict[str, str]:
+    return {} if _gpus() else {"cuda": "jax sees no GPU"}
+
+
+def precise() -> None:
+    """Nothing to switch: the generated matmuls and convolutions ask for full precision
+    (``jax.lax.Precision.HIGHEST``) themselves, so float32 on a GPU is never TF32."""
+
+
+def _mode(dtype):
+    """JAX's 64-bit mode on for a float64 flow, off (JAX's default) for a float32 one."""
+    import jax
+
+    return jax.enable_x64(np.dtype(dtype) == np.float64)
+
+
+def traced(params) -> bool:
+    """Whether any of ``params`` is a JAX tracer (its value unknown: inside ``jax.jit``)."""
+    import jax
+
+    return any(isinstance(v, jax.core.Tracer) for v in params.values()) if hasattr(
+        params, "values") else False  # fmt: skip
+
+
+def make(module, params, dtype="float32", validate_args=False):
+    """The flow of the loaded generated ``module`` in ``dtype`` with checked neutral
+    ``params`` (None: the module's own initial weights); ``validate_args``: inputs checked
+    against the layers' domains (eagerly)."""
+    flow = module.build_flow(params, dtype=dtype)
+    if validate_args:
+        for layer in [flow, *layers_of(flow)]:
+            layer.validate_args = True
+    return flow
+
+
+def build(module, params, dtype: str, device: str):
+    """The flow on ``device`` (its weights put there), for the conformance check."""
+    import jax
+
+    with _mode(dtype):
+        flow = make(module, params, dtype)
+        target = _gpus()[0] if device == "cuda" else jax.devices("cpu")[0]
+        flow = jax.device_put(flow, target)
+    flow._flowbridge_device = target
+    return flow
+
+
+class _Training:
+    """A flow's training-mode view: its forward is the batch-statistics one (the new
+    running averages it returns are dropped: the check compares outputs)."""
+
+    def __init__(self, flow):
+        self.flow, self.dtype = flow, flow.dtype
+        self._flowbridge_device = getattr(flow, "_flowbridge_device", None)
+
+    def forward_with_log_det(self, x, *context):
+        return self.flow.forward_training(x, *context)[:2]
+
+
+def training(flow):
+    """``flow``'s training-mode view (a batch norm's batch statistics)."""
+    return _Training(flow)
+
+
+def _array(flow, a):
+    """A fresh JAX array of ``a`` in the flow's dtype on its device."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.device_put(jnp.asarray(np.array(a), flow.dtype), flow._flowbridge_device)
+
+
+def _given(flow, context) -> tuple:
+    return () if context is None else (_array(flow, context),)
+
+
+def forward(flow, x: np.ndarray, context: np.ndarray | None = None):
+    with _mode(flow.dtype):
+        y, ld = flow.forward_with_log_det(_array(flow, x), *_given(flow, context))
+        return np.asarray(y, np.float64), np.asarray(ld, np.float64)
+
+
+def inverse(flow, y: np.ndarray, context: np.ndarray | None = None):
+    with _mode(flow.dtype):
+        x, ld = flow.inverse_with_log_det(_array(flow, y), *_given(flow, context))
+        return np.asarray(x, np.float64), np.asarray(ld, np.float64)
+
+
+def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    with _mode(flow.dtype):
+        given = _given(flow, context)
+        return np.asarray(flow.inverse(flow.forward(_array(flow, x), *given), *given), np.float64)
+
+
+def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    import jax
+
+    with _mode(flow.dtype):
+        if context is None:
+            rows = jax.vmap(jax.jacfwd(lambda xi: flow.forward(xi[None])[0]))(_array(flow, x))
+        else:
+            rows = jax.vmap(jax.jacfwd(lambda xi, ci: flow.forward(xi[None], ci[None])[0]))(
+                _array(flow, x), _array(flow, context)
+            )
+        jac = np.asarray(rows, np.float64)
+    n, d = len(x), x[0].size  # (n, *out, *in) -> (n, D, D)
+    return np.linalg.slogdet(jac.reshape(n, jac[0].size // d, d))[1]
