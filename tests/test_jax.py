@@ -1,0 +1,215 @@
+"""What JAX users rely on (``flowbridge/backends/jax``): flows that are pytrees of their
+weights, so jit, grad and vmap transform every forward, inverse and log-det; dtypes
+and JAX's 64-bit mode; functional batch-norm state; inputs refused at the door; gradients
+equal to Pyro's; parameters that move between frameworks bit for bit. Conformance of
+every case against the reference is in ``test_conformance.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowbridge as fb
+
+from .cases import CASES, IMAGE_CASES
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+
+SPEC = CASES["example_mixed_d7_explicit"]()  # every vector layer type, gathers and slices
+PARAMS = fb.init_params(SPEC, 11, init="random")
+REF = fb.to_numpy(SPEC, PARAMS)
+X = np.random.default_rng(0).standard_normal((5, 7))
+
+
+def _f64(spec=SPEC, params=PARAMS):
+    return fb.to_jax(spec, params, dtype="float64")
+
+
+def test_float64_needs_the_64_bit_mode_and_flowbridge_never_switches_it_on():
+    assert not jax.config.jax_enable_x64  # the default, and flowbridge leaves it so
+    with pytest.raises(ValueError, match="jax_enable_x64"):
+        fb.to_jax(SPEC, PARAMS, dtype="float64")
+    with jax.enable_x64(True):
+        y = _f64().forward(X)
+        assert y.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(y), REF.forward(X), atol=1e-12)
+    assert not jax.config.jax_enable_x64
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_a_float32_flow_stays_float32_in_either_mode(x64):
+    with jax.enable_x64(x64):
+        flow = fb.to_jax(SPEC, PARAMS)
+        y, ld = flow.forward_with_log_det(X)  # float64 NumPy input, converted as TFP does
+        x, ild = flow.inverse_with_log_det(y)
+        assert {a.dtype for a in (y, ld, x, ild)} == {jnp.dtype("float32")}
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(flow))
+        np.testing.assert_allclose(np.asarray(y), REF.forward(X), rtol=1e-5, atol=1e-5)
+
+
+def test_the_flow_is_a_pytree_of_its_neutral_weights():
+    flow = fb.to_jax(SPEC, PARAMS)
+    leaves = jax.tree_util.tree_leaves(flow)
+    assert len(leaves) == len(fb.param_shapes(SPEC))
+    assert sorted(leaf.shape for leaf in leaves) == sorted(fb.param_shapes(SPEC).values())
+    doubled = jax.tree_util.tree_map(lambda a: 2 * a, flow)  # a flow of the same structure
+    back = fb.params_from_jax(doubled)
+    for name, value in fb.params_from_jax(flow).items():
+        np.testing.assert_array_equal(back[name], 2 * value)
+    # two flows of one spec have one structure: a jitted function is traced once
+    other = fb.to_jax(SPEC, fb.init_params(SPEC, 3, init="random"))
+    assert jax.tree_util.tree_structure(flow) == jax.tree_util.tree_structure(other)
+    traces = []
+
+    @jax.jit
+    def forward(flow, x):
+        traces.append(1)
+        return flow.forward(x)
+
+    a, b = forward(flow, X), forward(other, X)
+    assert len(traces) == 1 and not np.allclose(np.asarray(a), np.asarray(b))
+
+
+def test_jit_grad_and_vmap_of_every_direction():
+    with jax.enable_x64(True):
+        flow = _f64()
+        x = jnp.asarray(X)
+        y_ref, ld_ref = REF.forward_with_log_det(X)
+        for fn, want in [(lambda f, v: f.forward(v), y_ref),
+                         (lambda f, v: f.forward_log_det_jacobian(v), ld_ref),
+                         (lambda f, v: f.inverse(v), REF.inverse(X)),
+                         (lambda f, v: f.inverse_log_det_jacobian(v), REF.inverse_log_det_jacobian(X))]:  # fmt: skip
+            np.testing.assert_allclose(np.asarray(jax.jit(fn)(flow, x)), want, atol=1e-12)
+            # vmap over the batch: one event at a time gives the batched result
+            np.testing.assert_allclose(np.asarray(jax.vmap(lambda v, fn=fn: fn(flow, v))(x)), want,
+                                       atol=1e-12)  # fmt: skip
+        # grad with respect to the input: the forward log-det's gradient by autodiff
+        # against central differences of the reference
+        g = jax.grad(lambda v: flow.forward_log_det_jacobian(v).sum())(x)
+        eps, fd = 1e-6, np.zeros_like(X)
+        for i in range(X.shape[1]):
+            step = np.zeros_like(X)
+            step[:, i] = eps
+            fd[:, i] = (REF.forward_log_det_jacobian(X + step) - REF.forward_log_det_jacobian(X - step)) / (2 * eps)
+        np.testing.assert_allclose(np.asarray(g), fd, atol=1e-7)
+
+
+def test_gradients_with_respect_to_the_weights_equal_pyros():
+    """The loss of ``test_frameworks``' cross-framework check: the same gradient for
+    every neutral parameter in JAX as in Pyro (float64), so training in one equals
+    training in the other."""
+    torch = pytest.importorskip("torch")
+    import pyro.distributions as dist
+
+    e = np.random.default_rng(0).standard_normal((64, 7))
+    mean = np.arange(7.0) / 3
+    pf = fb.to_pyro(SPEC, PARAMS, dtype="float64")
+    qd = dist.TransformedDistribution(dist.Normal(torch.zeros(7, dtype=torch.float64), 1.0).to_event(1), [pf])
+    z = pf(torch.tensor(e))
+    loss = (qd.log_prob(z) + 0.5 * ((z - torch.tensor(mean)) ** 2).sum(-1)).mean()
+    loss.backward()
+    torch_grads = {k: v.grad.numpy() for k, v in fb.module_for(SPEC, "pyro").neutral_params(pf).items()}
+
+    def jax_loss(flow):
+        z, ld = flow.forward_with_log_det(e)  # log q(z) = log N(e) - log|det|
+        log_q = -0.5 * jnp.sum(jnp.asarray(e) ** 2, -1) - 3.5 * jnp.log(2 * jnp.pi) - ld
+        return jnp.mean(log_q + 0.5 * jnp.sum((z - mean) ** 2, -1))
+
+    with jax.enable_x64(True):
+        value, grads = jax.value_and_grad(jax_loss)(_f64())
+        named = fb.params_from_jax(grads)
+    assert float(value) == pytest.approx(loss.item(), rel=1e-12)
+    assert named.keys() == torch_grads.keys()
+    for name, g in named.items():
+        scale = 1 + np.abs(torch_grads[name]).max()
+        assert np.abs(g - torch_grads[name]).max() / scale < 1e-12, name
+
+
+def test_batch_norm_state_is_returned_not_written():
+    """The training-mode forward returns the new running averages by neutral name;
+    ``replace`` makes the flow that has them; the flow it ran on is unchanged. Both
+    equal the reference's, which moves its averages in place."""
+    spec = IMAGE_CASES["image_batch_norm_coupling_c2_4x4"]()
+    params = fb.init_params(spec, 5, init="random")
+    x = np.random.default_rng(1).standard_normal((6, 2, 4, 4))
+    ref = fb.to_numpy(spec, params)  # training mode: the default in the reference
+    y_ref, ld_ref = ref.forward_with_log_det(x)
+    with jax.enable_x64(True):
+        flow = fb.to_jax(spec, params, dtype="float64")
+        before = fb.params_from_jax(flow)
+        y, ld, state = flow.forward_training(x)
+        np.testing.assert_allclose(np.asarray(y), y_ref, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(ld), ld_ref, atol=1e-12)
+        assert state and all(".running_" in name for name in state)
+        after_ref = fb.module_for(spec, "numpy").neutral_params(ref)  # moved in place
+        for name, value in state.items():
+            np.testing.assert_allclose(np.asarray(value), after_ref[name], atol=1e-12)
+        for name, value in fb.params_from_jax(flow).items():  # the flow itself is unchanged
+            np.testing.assert_array_equal(value, before[name])
+        module = fb.module_for(spec, "jax")
+        updated = module.replace(flow, state)
+        for name in state:
+            np.testing.assert_array_equal(fb.params_from_jax(updated)[name], np.asarray(state[name]))
+        # and the training step jits, state and all
+        y_jit, _, state_jit = jax.jit(lambda f, v: f.forward_training(v))(flow, x)
+        np.testing.assert_allclose(np.asarray(y_jit), y_ref, atol=1e-12)
+        for name in state:
+            np.testing.assert_allclose(np.asarray(state_jit[name]), np.asarray(state[name]), atol=1e-12)
+
+
+def test_inputs_are_refused_at_the_door():
+    flow = fb.to_jax(SPEC, PARAMS)
+    with pytest.raises(ValueError, match=r"expected shape \(\*batch, 7\), got \(2, 9\)"):
+        flow.forward(np.zeros((2, 9)))
+    with pytest.raises(TypeError, match="expected real numbers, got dtype complex"):
+        flow.forward(np.zeros((2, 7), complex))
+    with pytest.raises(TypeError, match="expected real numbers, got dtype bool"):
+        flow.inverse(jnp.zeros((2, 7), bool))
+    with jax.enable_x64(True):
+        with pytest.raises(TypeError, match="expected dtype float32 .the flow's., got float64"):
+            flow.forward(jnp.zeros((2, 7), jnp.float64))
+    with pytest.raises(ValueError, match="dtype: expected 'float32' or 'float64'"):
+        fb.to_jax(SPEC, PARAMS, dtype="float16")
+
+
+def test_validate_args_checks_the_logit_domain_eagerly():
+    spec = fb.realnvp_image((1, 4, 4), num_scales=1, blocks=1, channels=4, logit=0.05)
+    x = np.full((2, 1, 4, 4), 0.5)
+    x[1, 0, 2, 3] = 1.5
+    assert np.isnan(np.asarray(fb.to_jax(spec).forward(x))).any()  # off: as TFP's default
+    with pytest.raises(ValueError, match=r"Logit: x: expected values in \[0, 1\]"):
+        fb.to_jax(spec, validate_args=True).forward(x)
+
+
+def test_a_flow_built_inside_jit_from_traced_params():
+    """NumPyro's guides hand their parameters over traced: their names and shapes are
+    checked, their values flow through, and the module is generated once."""
+    spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in fb.init_params(spec, 0, init="random").items()}
+
+    @jax.jit
+    def forward(params, x):
+        return fb.to_jax(spec, params).forward(x)
+
+    x = np.random.default_rng(2).standard_normal((3, 4))
+    np.testing.assert_allclose(np.asarray(forward(params, x)), fb.to_numpy(spec, params).forward(x),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    wrong = dict(params, **{"layers.0.conditioner.0.kernel": jnp.zeros((3, 8))})
+    with pytest.raises(fb.ParamError, match=r"layers.0.conditioner.0.kernel: expected shape \(2, 8\), got \(3, 8\)"):
+        forward(wrong, x)
+
+
+def test_weights_move_between_jax_pyro_and_tfp_bit_for_bit():
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow_probability")
+    trained = jax.tree_util.tree_map(lambda a: a * 1.5 + 0.01, fb.to_jax(SPEC, PARAMS))  # "trained"
+    weights = fb.params_from_jax(trained)
+    assert all(w.dtype == np.float32 for w in weights.values())
+    through_pyro = fb.params_from_pyro(fb.to_pyro(SPEC, weights))
+    backs = [through_pyro, fb.params_from_tfp(fb.to_tfp(SPEC, weights)),
+             fb.params_from_jax(fb.to_jax(SPEC, through_pyro))]  # fmt: skip
+    for back in backs:
+        for name, value in weights.items():
+            assert back[name].dtype == np.float32
+            np.testing.assert_array_equal(back[name], value)
