@@ -109,7 +109,7 @@ def test_sample_posterior_predictive_quantiles_and_transform(fitted):
     q = guide.quantiles(result.params, [0.5])
     np.testing.assert_allclose(np.asarray(q["z"][0]), [1.0, -1.0, 0.5], atol=0.1)
     transform = guide.get_transform(result.params)  # from the unit normal to the latent
-    parts = getattr(transform, "transforms", [transform])
+    parts = getattr(transform, "parts", [transform])
     assert any(isinstance(p, FlowTransform) for p in parts), parts
     with pytest.raises(ValueError, match=r"quantiles: expected values in \[0, 1\]"):
         guide.quantiles(result.params, [1.5])
