@@ -46,7 +46,8 @@ def test_quick_preset_smoke(tmp_path):
     data = json.loads((tmp_path / "quick.json").read_text())
     impls = {row["impl"] for run in data["runs"] for row in run["rows"]}
     installed = {name for name, version in peers.installed().items() if version}
-    assert impls == set(vector.TORCH_IMPLS) | set(vector.TF_IMPLS) | installed
+    jax = set(vector.JAX_IMPLS) if available("jax") else set()
+    assert impls == set(vector.TORCH_IMPLS) | set(vector.TF_IMPLS) | jax | installed
     assert all(row["seconds"] > 0 for run in data["runs"] for row in run["rows"])
     assert (tmp_path / "quick.md").read_text().startswith("# flowbridge benchmarks (quick)")
     assert (tmp_path / "quick.png").stat().st_size > 10_000
@@ -68,6 +69,18 @@ def test_conditional_workers_time_identical_conditional_flows():
         assert {row["impl"] for row in got["rows"]} == impls
         assert all(row["seconds"] > 0 for row in got["rows"])
     assert runner.configs("conditional") == [vector.CONDITIONAL]
+
+
+@pytest.mark.skipif(not available("jax"), reason="needs jax")
+@pytest.mark.parametrize("context", [0, 4])
+def test_jax_worker_times_the_same_flow_jitted(context):
+    """The jax worker checks flowbridge-JAX against the float64 reference before timing,
+    unconditional and conditional, and times every operation and its floor."""
+    cfg = {**vector.TARGET, "dim": 8, "hidden": 16, "batch": 32, "couplings": 2, "context": context}
+    got = runner._run_worker("jax", cfg, 1, 1, 0.001, False)
+    assert {(row["impl"], row["op"]) for row in got["rows"]} == {
+        ("flowbridge-jax", op) for op in vector.OPS} | {("floor-jax", "forward")}
+    assert all(row["seconds"] > 0 for row in got["rows"]) and got["info"]["jax"]
 
 
 @pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")

@@ -10,6 +10,7 @@ that times it (:mod:`~flowbridge.bench.vector`, :mod:`~flowbridge.bench.image` o
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -57,7 +58,8 @@ def worker_main(argv: list[str]) -> None:
         worker = image.torch_worker if group.startswith("torch") else image.tf_worker
         rows, info = worker(cfg, int(threads), int(repeats), min_time)
     else:
-        worker = vector.torch_worker if group.startswith("torch") else vector.tf_worker
+        worker = {"torch": vector.torch_worker, "tf": vector.tf_worker,
+                  "jax": vector.jax_worker}[group.split("-")[0]]  # fmt: skip
         rows, info = worker(cfg, int(threads), int(repeats), min_time, bool(compile_))
     print("BENCH " + json.dumps({"rows": rows, "info": info}))
 
@@ -91,6 +93,8 @@ def run(preset: str = "quick", *, threads: int = 2, repeats: int = 7, min_time: 
         if preset == "peers":
             continue
         jobs += [(cfg, "torch"), (cfg, "tf")]
+        if "image" not in cfg and importlib.util.find_spec("jax") is not None:
+            jobs.append((cfg, "jax"))  # jit-compiled at every size
         if cfg.get("context") or "image" in cfg:  # eager and tf.function (image: and XLA)
             continue
         if compile_at == "all" or (compile_at == "target" and cfg == vector.TARGET):

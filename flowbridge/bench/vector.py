@@ -39,6 +39,9 @@ AXES = {"dim": [2, 16, 64, 256, 784], "couplings": [4, 8, 16], "hidden": [64, 25
 OPS = ("forward", "log_prob", "sample", "train")
 TORCH_IMPLS = ("flowbridge-pyro", "flowbridge-pyro-compile", "native-pyro", "floor-torch")
 TF_IMPLS = ("flowbridge-tfp", "flowbridge-tfp-xla", "native-tfp", "floor-tf")
+#: JAX has no native coupling flow (NumPyro has none): flowbridge-JAX (``jax.jit``) and
+#: the floor, the conditioner MLPs alone, jitted too.
+JAX_IMPLS = ("flowbridge-jax", "floor-jax")
 
 
 # ------------------------------------------------------------------------ torch side
@@ -357,6 +360,88 @@ def _tf_ops(tf, tf_keras, flow, d, b, xla, route):
 
 
 # ------------------------------------------------------------------------- reporting
+def jax_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
+    """flowbridge-JAX under ``jax.jit`` (the same spec and weights as the other workers,
+    its forward checked against the float64 reference before timing) and the floor: the
+    conditioner MLPs alone, jitted. ``train`` is one Adam step of ``-mean(log_prob)``
+    (``jax.example_libraries.optimizers``). JAX keeps its own CPU thread pool."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.example_libraries import optimizers
+
+    import flowbridge as fb
+
+    dim, c, b, context = cfg["dim"], cfg["couplings"], cfg["batch"], cfg.get("context", 0)
+    spec, params = flow_and_params(cfg, "exp")
+    flow = fb.to_jax(spec, params)
+    device = "cuda" if fb.backends.get("jax").runtime().devices()[-1] == "cuda" else "cpu"
+    rng = np.random.default_rng(0)
+    xs = [jnp.asarray(rng.standard_normal((b, dim)), jnp.float32) for _ in range(2)]
+    cs = [jnp.asarray(rng.standard_normal((b, max(context, 1))), jnp.float32) for _ in range(2)]
+    given = (lambda ci: (ci,)) if context else (lambda ci: ())
+    ref = fb.to_numpy(spec, params).forward(np.asarray(xs[0]), *map(np.asarray, given(cs[0])))
+    y = np.asarray(flow.forward(xs[0], *given(cs[0])))
+    assert np.allclose(y, ref, rtol=1e-4, atol=1e-4), "flowbridge-jax differs from the reference"
+    half = 0.5 * dim * np.log(2 * np.pi)
+
+    def log_prob(flow, x, ci):
+        z, ld = flow.inverse_with_log_det(x, *given(ci))
+        return -0.5 * jnp.sum(z**2, -1) - half + ld
+
+    init, update, get = optimizers.adam(1e-5)
+    state = [init(flow)]
+
+    @jax.jit
+    def step(opt, x, ci):
+        loss, grads = jax.value_and_grad(lambda f: -jnp.mean(log_prob(f, x, ci)))(get(opt))
+        return update(0, grads, opt), loss
+
+    def train(x, ci):
+        state[0], loss = step(state[0], x, ci)
+        return loss
+
+    fns = {"forward": jax.jit(lambda f, x, ci: f.forward_with_log_det(x, *given(ci))),
+           "log_prob": jax.jit(log_prob),
+           "sample": jax.jit(lambda f, x, ci: f.forward(jax.random.normal(jax.random.PRNGKey(1),
+                                                                         x.shape), *given(ci)))}  # fmt: skip
+    counter = itertools.count()
+    todo: dict = {}
+    for op, fn in fns.items():
+        def run(fn=fn):
+            k = next(counter) % 2
+            return jax.block_until_ready(fn(flow, xs[k], cs[k]))
+
+        todo[("flowbridge-jax", op)] = run
+
+    def run_train():
+        k = next(counter) % 2
+        return jax.block_until_ready(train(xs[k], cs[k]))
+
+    todo[("flowbridge-jax", "train")] = run_train
+    nets = [[(jnp.asarray(params[f"layers.{i}.conditioner.{j}.kernel"]),
+              jnp.asarray(params[f"layers.{i}.conditioner.{j}.bias"])) for j in range(3)]
+            for i in range(0, 2 * c - 1, 2)]  # fmt: skip
+
+    @jax.jit
+    def floor(xi, ci):
+        total = jnp.zeros(())
+        for layer in nets:
+            hid = xi[..., : dim // 2]
+            if context:
+                hid = jnp.concatenate([hid, ci], axis=-1)
+            for j, (k, bias) in enumerate(layer):
+                hid = jnp.matmul(hid, k, precision=jax.lax.Precision.HIGHEST) + bias
+                if j < 2:
+                    hid = jax.nn.relu(hid)
+            total += hid[0, 0]
+        return total
+
+    todo[("floor-jax", "forward")] = lambda: jax.block_until_ready(floor(xs[0], cs[0]))
+    info = {"device": device, "jax": jax.__version__, "threads": "jax's own pool"}
+    return timeit_many(todo, repeats, min_time), info
+
+
 def _table(results: dict) -> dict:
     """{config key: {impl: {op: seconds}}} of this module's runs (empty without them)."""
     out: dict = {}
@@ -413,10 +498,12 @@ def markdown(results: dict) -> list[str]:
         given = f", context={context[0]} (conditional)" if context else ""
         lines += ["", f"## D={dim}, couplings={c}, hidden={h}, batch={b}{given}", "",
                   "| impl | " + " | ".join(OPS) + " |", "| --- |" + " --- |" * len(OPS)]  # fmt: skip
-        for impl in (*TORCH_IMPLS, *TF_IMPLS):
+        for impl in (*TORCH_IMPLS, *TF_IMPLS, *JAX_IMPLS):
             if impl not in impls:
                 continue
-            native = impls.get("native-pyro" if impl in TORCH_IMPLS else "native-tfp", {})
+            # ratios against the same framework's native flow; JAX has none
+            against = "native-pyro" if impl in TORCH_IMPLS else "native-tfp"
+            native = impls.get(against, {}) if impl not in JAX_IMPLS else {}
             cells = []
             for op in OPS:
                 if op not in impls[impl]:
@@ -445,7 +532,7 @@ def plot(results: dict, path: Path) -> None:
         others = [i for i in range(4) if i != index]
         fixed = [k for k in table if all(k[i] == tuple(TARGET.values())[i] for i in others)]
         fixed.sort(key=lambda k: k[index])
-        for impl in (*TORCH_IMPLS, *TF_IMPLS):
+        for impl in (*TORCH_IMPLS, *TF_IMPLS, *JAX_IMPLS):
             pts = [(k[index], table[k][impl]["forward"] * 1e3) for k in fixed
                    if impl in table[k] and "forward" in table[k][impl]]  # fmt: skip
             if len(pts) > 1:
@@ -461,7 +548,7 @@ def plot(results: dict, path: Path) -> None:
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(11, 4))
         key, impls = next(iter(table.items()))
-        names = [i for i in (*TORCH_IMPLS, *TF_IMPLS) if i in impls]
+        names = [i for i in (*TORCH_IMPLS, *TF_IMPLS, *JAX_IMPLS) if i in impls]
         for k, op in enumerate(OPS):
             ms = [impls[i].get(op, float("nan")) * 1e3 for i in names]
             ax.bar([j + 0.2 * k for j in range(len(names))], ms, width=0.2, label=op)
