@@ -140,3 +140,30 @@ def test_the_readmes_links_name_files_that_exist():
     assert targets, "the README links into the docs"
     missing = [t for t in targets if not (ROOT / t).exists()]
     assert not missing, missing
+
+
+def _python_blocks(path: Path) -> str:
+    """The page's ```python blocks, in order, as one program."""
+    return "\n".join(re.findall(r"^```python\n(.*?)^```", path.read_text(), re.M | re.S))
+
+
+#: Pages whose Python blocks are whole programs (the others quote fragments of a larger
+#: program); each runs in its own process, so the frameworks' threads and global state
+#: stay out of this one.
+RUNNABLE = ["README.md", "docs/getting-started.md", "docs/guides/pyro.md", "docs/guides/tfp.md",
+            "docs/guides/jax.md"]  # fmt: skip
+
+
+@pytest.mark.parametrize("page", RUNNABLE)
+def test_the_pages_code_runs(page, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow_probability")
+    if page.endswith("jax.md"):
+        pytest.importorskip("numpyro")
+    program = _python_blocks(ROOT / page)
+    assert program.strip(), f"{page} has no ```python block"
+    script = tmp_path / "page.py"
+    script.write_text(program)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]

@@ -22,8 +22,11 @@ CASES = {
     "eight_schools_tfp.py": ["flowbridge RealNVP", "NUTS (reference)", "eight_schools_tfp.png"],
     "train_in_pyro_run_in_tfp.py": ["mean NLL of the data", "train_in_pyro_run_in_tfp.png"],
     "port_native.py": ["Pyro AffineCoupling -> flowbridge TFP", "TFP RealNVP -> flowbridge Pyro"],
-    "npe_gaussian_linear.py": ["flowbridge Pyro", "flowbridge TFP", "mean-field Gaussian",
-                               "npe_gaussian_linear.png"],  # fmt: skip
+    "npe_gaussian_linear.py": ["flowbridge Pyro", "flowbridge TFP", "flowbridge JAX",
+                               "mean-field Gaussian", "npe_gaussian_linear.png"],  # fmt: skip
+    "eight_schools_numpyro.py": ["AutoNormal", "AutoIAFNormal", "flowbridge RealNVP",
+                                 "NUTS (reference)", "errors against NUTS",
+                                 "eight_schools_numpyro.png"],  # fmt: skip
     "amortized_guide_pyro.py": ["amortized flow (flowbridge)", "mean-field (AutoNormal)",
                                 "NUTS (reference)", "amortized_guide_pyro.png"],  # fmt: skip
     "npe_two_moons.py": ["flowbridge Pyro", "flowbridge TFP", "in box", "npe_two_moons.png"],
@@ -38,6 +41,9 @@ CASES = {
 }
 
 
+#: Scripts that also train in JAX (the jax extra).
+NEEDS_JAX = {"npe_gaussian_linear.py", "eight_schools_numpyro.py"}
+
 #: Scripts that print their figures and save no files.
 NO_OUT = {"port_native.py", "distributed_pyro.py", "distributed_tfp.py"}
 
@@ -46,6 +52,8 @@ NO_OUT = {"port_native.py", "distributed_pyro.py", "distributed_tfp.py"}
 def test_example_fast_mode(script, tmp_path):
     pytest.importorskip("matplotlib")
     pytest.importorskip("tqdm")
+    if script in NEEDS_JAX and not available("jax"):
+        pytest.skip("needs jax and numpyro (pip install flowbridge[jax])")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
     args = [sys.executable, str(EXAMPLES / script), "--fast"]
     if script not in NO_OUT:
