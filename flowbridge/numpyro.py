@@ -28,6 +28,7 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_uniform
 
 from .build import _spec, to_jax
+from .layers import plan_flow
 from .params import init_params
 from .spec import FlowSpec, realnvp
 
@@ -45,11 +46,20 @@ class FlowTransform(Transform):
     context with :meth:`condition`; the context broadcasts against the batch as in every
     backend.
 
+    A flow with a batch norm runs it in evaluation mode (its running averages) unless
+    the transform is given ``mutable``, the dict of a ``numpyro.primitives.mutable`` site holding the
+    running averages by neutral name (:func:`state_names`): then its forward is the
+    training mode (the batch's statistics, the data-to-latent direction, as in every
+    backend) and writes the new averages into that dict, which SVI carries from step to
+    step as mutable state; its log-det is the training mode's too.
+
     Args:
         flow: a flow from :func:`flowbridge.to_jax` (or a generated JAX module).
         context: for a conditional flow, the context ``(*batch, context_dim)``; ``None``
             for an unconditional one (or a conditional one not conditioned yet, which
             refuses to run).
+        mutable: ``None`` (evaluation mode), or a ``numpyro.primitives.mutable`` site's dict of the
+            flow's running averages (training mode).
 
     Raises:
         TypeError: a conditional flow called before :meth:`condition`.
@@ -65,9 +75,10 @@ class FlowTransform(Transform):
         (5,)
     """
 
-    def __init__(self, flow: Any, context: Any = None):
+    def __init__(self, flow: Any, context: Any = None, mutable: dict | None = None):
         self.flow = flow
         self.context = context
+        self.mutable = mutable
 
     @property
     def domain(self):
@@ -84,7 +95,15 @@ class FlowTransform(Transform):
                             f"{self.flow.context_dim})")  # fmt: skip
         return () if self.context is None else (self.context,)
 
+    def _training(self, x):
+        """The training-mode forward; its new running averages go into ``mutable``."""
+        y, log_det, state = self.flow.forward_training(x, *self._given())
+        self.mutable.update(state)
+        return y, log_det
+
     def __call__(self, x):
+        if self.mutable is not None:
+            return self._training(x)[0]
         return self.flow.forward(x, *self._given())
 
     def _inverse(self, y):
@@ -92,12 +111,16 @@ class FlowTransform(Transform):
 
     def call_with_intermediates(self, x):
         """The forward and its log-det, which ``log_abs_det_jacobian`` then reuses."""
+        if self.mutable is not None:
+            return self._training(x)
         return self.flow.forward_with_log_det(x, *self._given())
 
     def log_abs_det_jacobian(self, x, y, intermediates=None):
         """``log|det dy/dx|`` of shape ``(*batch,)``."""
         if intermediates is not None:
             return intermediates
+        if self.mutable is not None:  # the batch's statistics: from x, as the forward
+            return self.flow.forward_training(x, *self._given())[1]
         return -self.flow.inverse_log_det_jacobian(y, *self._given())
 
     def forward_shape(self, shape):
@@ -132,10 +155,10 @@ class FlowTransform(Transform):
         if not getattr(self.flow, "context_dim", 0):
             raise TypeError(f"{type(self.flow).__name__}: condition(c) is for a conditional "
                             "flow; this one reads no context")  # fmt: skip
-        return FlowTransform(self.flow, jnp.asarray(context, self.flow.dtype))
+        return FlowTransform(self.flow, jnp.asarray(context, self.flow.dtype), self.mutable)
 
     def tree_flatten(self):
-        return (self.flow, self.context), (("flow", "context"), {})
+        return (self.flow, self.context), (("flow", "context"), {"mutable": self.mutable})
 
     def __eq__(self, other):
         return self is other
@@ -143,7 +166,9 @@ class FlowTransform(Transform):
     __hash__ = object.__hash__
 
 
-def to_numpyro(spec: FlowSpec | dict, params: Any = None, *, dtype: str = "float32") -> FlowTransform:
+def to_numpyro(
+    spec: FlowSpec | dict, params: Any = None, *, dtype: str = "float32", mutable: dict | None = None
+) -> FlowTransform:
     """The flow as a NumPyro ``Transform`` (a :class:`flowbridge.numpyro.FlowTransform`).
 
     ``params`` may be NumPy or JAX arrays, ``numpyro.param`` values inside a guide
@@ -156,6 +181,10 @@ def to_numpyro(spec: FlowSpec | dict, params: Any = None, *, dtype: str = "float
         spec: the :class:`flowbridge.FlowSpec`, or its dict.
         params: neutral parameters; ``None`` keeps the module's identity-at-init weights.
         dtype: ``"float32"`` (default) or ``"float64"`` (JAX's 64-bit mode on).
+        mutable: for a flow with a batch norm trained in NumPyro, the dict of a
+            ``numpyro.primitives.mutable`` site holding its running averages (:func:`state_names`);
+            the transform then runs the training mode and writes the new averages
+            there. ``None`` (default): evaluation mode.
 
     Returns:
         A :class:`flowbridge.numpyro.FlowTransform`; ``.condition(c)`` for a conditional
@@ -179,7 +208,32 @@ def to_numpyro(spec: FlowSpec | dict, params: Any = None, *, dtype: str = "float
                [1., 1.],
                [1., 1.]], dtype=float32)
     """
-    return FlowTransform(to_jax(spec, params, dtype=dtype))
+    return FlowTransform(to_jax(spec, params, dtype=dtype), mutable=mutable)
+
+
+def state_names(spec: FlowSpec | dict) -> list[str]:
+    """The neutral names of a flow's state (a batch norm's running averages): what a
+    ``numpyro.primitives.mutable`` site holds, not ``numpyro.param`` sites.
+
+    Args:
+        spec: the :class:`flowbridge.FlowSpec`, or its dict.
+
+    Returns:
+        ``list[str]``: the names, in the neutral order (empty without a batch norm).
+
+    Raises:
+        SpecError: ``spec`` is not a valid spec.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> from flowbridge.numpyro import state_names
+        >>> spec = fb.FlowSpec(event_shape=(2,), layers=[fb.BatchNorm(), fb.AffineCoupling()])
+        >>> state_names(spec)
+        ['layers.0.running_mean', 'layers.0.running_log_var']
+    """
+    spec = _spec(spec)
+    return [f"layers.{i}.{f.name}" for i, plan in enumerate(plan_flow(spec))
+            for f in plan.fields if f.kind == "state"]  # fmt: skip
 
 
 def params_from_svi(params: dict, prefix: str = "auto") -> dict[str, np.ndarray]:
@@ -231,8 +285,8 @@ class AutoNormalizingFlow(AutoContinuous):
         seed: the seed of :func:`flowbridge.init_params` for the hidden layers' weights.
 
     Raises:
-        ValueError: the latent vector has one entry (a coupling needs two), or the
-            spec's event shape is not ``(latent_dim,)``.
+        ValueError: the latent vector has one entry (a coupling needs two), the spec's
+            event shape is not ``(latent_dim,)``, or the spec has a batch norm.
 
     Example:
         >>> import jax
@@ -270,8 +324,8 @@ class AutoNormalizingFlow(AutoContinuous):
             The :class:`flowbridge.FlowSpec`.
 
         Raises:
-            ValueError: the latent size is 1, or the spec's event shape is not
-                ``(latent_dim,)``.
+            ValueError: the latent size is 1, the spec's event shape is not
+                ``(latent_dim,)``, or the spec has a batch norm.
 
         Example:
             >>> import jax, numpyro, numpyro.distributions as dist
@@ -293,6 +347,9 @@ class AutoNormalizingFlow(AutoContinuous):
         if tuple(spec.event_shape) != (self.latent_dim,):
             raise ValueError(f"spec: expected event shape ({self.latent_dim},) (the model's "
                              f"latent size), got {tuple(spec.event_shape)}")  # fmt: skip
+        if state_names(spec):
+            raise ValueError("spec: a batch norm in a guide's flow would normalise by the "
+                             "statistics of the guide's own draws; use actnorm")  # fmt: skip
         return spec
 
     def _get_posterior(self):

@@ -146,3 +146,43 @@ def test_weights_trained_in_numpyro_run_in_pyro_and_tfp():
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
     for name, value in fb.params_from_pyro(fb.to_pyro(spec, weights)).items():
         np.testing.assert_array_equal(value, weights[name])  # bit for bit
+
+
+def test_batch_norm_trains_through_numpyro_mutable_state():
+    """Density estimation in NumPyro with a batch norm: the running averages live in a
+    ``numpyro.mutable`` site, the transform's training-mode forward writes them, and one
+    SVI step moves them exactly as the reference's training-mode forward moves its own
+    on the same batch."""
+    from flowbridge.numpyro import state_names
+
+    spec = fb.FlowSpec(event_shape=(2,), layers=[
+        fb.BatchNorm(momentum=0.2), fb.AffineCoupling(conditioner=fb.Conditioner(hidden=(8,))),
+        fb.Permutation(), fb.AffineCoupling(conditioner=fb.Conditioner(hidden=(8,)))])  # fmt: skip
+    start = fb.init_params(spec, 0, init="random")
+    names = state_names(spec)
+    assert names == ["layers.0.running_mean", "layers.0.running_log_var"]
+    data = np.random.default_rng(0).standard_normal((256, 2)) * [2.0, 0.5] + [1.0, -1.0]
+
+    def model(data):
+        params = {n: numpyro.param(f"flow.{n}", jnp.asarray(v, jnp.float32))
+                  for n, v in start.items() if n not in names}  # fmt: skip
+        state = numpyro.primitives.mutable("flow_state", {n: jnp.asarray(start[n], jnp.float32) for n in names})
+        t = fb.to_numpyro(spec, {**params, **state}, mutable=state)
+        base = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
+        numpyro.sample("x", dist.TransformedDistribution(base, [t.inv]), obs=data)
+
+    svi = SVI(model, lambda data: None, numpyro.optim.Adam(1e-3), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), jnp.asarray(data, jnp.float32))
+    state, _ = svi.update(state, jnp.asarray(data, jnp.float32))
+    moved = state.mutable_state["flow_state"]
+    ref = fb.to_numpy(spec, start)  # training mode, the reference's default
+    ref.forward(data)
+    expected = fb.module_for(spec, "numpy").neutral_params(ref)
+    for name in names:
+        assert not np.allclose(np.asarray(moved[name]), start[name])
+        np.testing.assert_allclose(np.asarray(moved[name]), expected[name], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="a batch norm in a guide's flow"):
+        guide = AutoNormalizingFlow(_model, lambda d: fb.FlowSpec(
+            event_shape=(d,), layers=[fb.BatchNorm(), fb.AffineCoupling()]))  # fmt: skip
+        with numpyro.handlers.seed(rng_seed=0):
+            guide()
