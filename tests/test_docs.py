@@ -151,7 +151,7 @@ def _python_blocks(path: Path) -> str:
 #: program); each runs in its own process, so the frameworks' threads and global state
 #: stay out of this one.
 RUNNABLE = ["README.md", "docs/getting-started.md", "docs/guides/pyro.md", "docs/guides/tfp.md",
-            "docs/guides/jax.md"]  # fmt: skip
+            "docs/guides/jax.md", "docs/guides/sbi.md"]  # fmt: skip
 
 
 @pytest.mark.parametrize("page", RUNNABLE)
@@ -160,6 +160,8 @@ def test_the_pages_code_runs(page, tmp_path):
     pytest.importorskip("tensorflow_probability")
     if page.endswith("jax.md"):
         pytest.importorskip("numpyro")
+    if page.endswith("sbi.md"):
+        pytest.importorskip("sbi")
     program = _python_blocks(ROOT / page)
     assert program.strip(), f"{page} has no ```python block"
     script = tmp_path / "page.py"

@@ -24,6 +24,7 @@ CASES = {
     "port_native.py": ["Pyro AffineCoupling -> flowbridge TFP", "TFP RealNVP -> flowbridge Pyro"],
     "npe_gaussian_linear.py": ["flowbridge Pyro", "flowbridge TFP", "flowbridge JAX",
                                "mean-field Gaussian", "npe_gaussian_linear.png"],  # fmt: skip
+    "npe_sbi.py": ["flowbridge RealNVP", "sbi maf", "sbi nsf", "C2ST", "npe_sbi.png"],
     "eight_schools_numpyro.py": ["AutoNormal", "AutoIAFNormal", "flowbridge RealNVP",
                                  "NUTS (reference)", "errors against NUTS",
                                  "eight_schools_numpyro.png"],  # fmt: skip
@@ -44,6 +45,9 @@ CASES = {
 #: Scripts that also train in JAX (the jax extra).
 NEEDS_JAX = {"npe_gaussian_linear.py", "eight_schools_numpyro.py"}
 
+#: Scripts that need sbi (the sbi extra).
+NEEDS_SBI = {"npe_sbi.py"}
+
 #: Scripts that print their figures and save no files.
 NO_OUT = {"port_native.py", "distributed_pyro.py", "distributed_tfp.py"}
 
@@ -54,6 +58,8 @@ def test_example_fast_mode(script, tmp_path):
     pytest.importorskip("tqdm")
     if script in NEEDS_JAX and not available("jax"):
         pytest.skip("needs jax and numpyro (pip install flowbridge[jax])")
+    if script in NEEDS_SBI:
+        pytest.importorskip("sbi")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
     args = [sys.executable, str(EXAMPLES / script), "--fast"]
     if script not in NO_OUT:
