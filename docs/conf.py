@@ -10,6 +10,8 @@ same build with warnings as errors and then follows every internal link
 
 from __future__ import annotations
 
+import importlib.util
+
 import flowbridge
 
 project = "flowbridge"
@@ -37,6 +39,9 @@ myst_heading_anchors = 3
 # autodoc: members in source order, type hints in the signature only; napoleon reads the
 # Google-style sections (Args, Returns, Raises, Example)
 autodoc_member_order = "bysource"
+# the adapters' frameworks, mocked where absent, so the docs extra alone builds the site
+autodoc_mock_imports = [m for m in ("jax", "numpyro", "sbi", "torch", "pyro")
+                        if importlib.util.find_spec(m) is None]
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 napoleon_google_docstring = True
@@ -61,6 +66,8 @@ nitpick_ignore_regex = [
 html_theme = "furo"
 html_title = f"flowbridge {release}"
 html_static_path: list[str] = []
+# a fence without a language is text (a diagram, a table the commands print), not Python
+highlight_language = "text"
 pygments_style = "friendly"
 pygments_dark_style = "monokai"
 
