@@ -5,6 +5,7 @@ recursion."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -105,10 +106,17 @@ def test_axis_and_event_ndims_ops_run_in_every_backend(backend):
         import tensorflow as tf
 
         namespace, args = {"tf": tf}, (tf.constant(x), tf.constant([1, 0]), tf.constant(w))
+    elif backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        namespace, args = {"jax": jax, "jnp": jnp}, (x, np.array([1, 0]), w)
     else:
         namespace, args = {"np": np}, (x, np.array([1, 0]), w)
     exec(compile(code, "<rank3>", "exec"), namespace)
-    out, total = (np.asarray(v) for v in namespace["program"](*args))
+    x64 = __import__("jax").enable_x64(True) if backend == "jax" else contextlib.nullcontext()
+    with x64:  # JAX computes in float64 only in its 64-bit mode
+        out, total = (np.asarray(v) for v in namespace["program"](*args))
     want_out, want_total = _expected(x, w)
     np.testing.assert_allclose(out, want_out, rtol=1e-13)
     assert out.shape == want_out.shape and total.shape == (5,)

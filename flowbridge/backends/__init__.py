@@ -150,10 +150,10 @@ def get(name: str) -> Backend:
         >>> from flowbridge import backends
         >>> backends.get("pyro").modules, backends.get("pyro").extra
         (('torch', 'pyro'), 'pyro')
-        >>> backends.get("jax")
+        >>> backends.get("mxnet")
         Traceback (most recent call last):
         ...
-        ValueError: backend: expected one of numpy, pyro, tfp, got 'jax'
+        ValueError: backend: expected one of numpy, pyro, tfp, jax, got 'mxnet'
     """
     if name not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(NAMES)}, got {name!r}")
