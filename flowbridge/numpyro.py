@@ -160,11 +160,6 @@ class FlowTransform(Transform):
     def tree_flatten(self):
         return (self.flow, self.context), (("flow", "context"), {"mutable": self.mutable})
 
-    def __eq__(self, other):
-        return self is other
-
-    __hash__ = object.__hash__
-
 
 def to_numpyro(
     spec: FlowSpec | dict, params: Any = None, *, dtype: str = "float32", mutable: dict | None = None

@@ -206,14 +206,11 @@ class _Tree:
         jax.tree_util.register_pytree_node(cls, cls._tree_flatten, cls._tree_unflatten)
 
     def _tree_flatten(self):
-        leaves = self._leaves()
+        leaves = self.neutral_params()
         static = {k: v for k, v in self.__dict__.items() if k not in ("kernels", "biases")}
         for name in leaves:
             static.pop(name.split(".")[0], None)
         return (leaves,), _Static(static)
-
-    def _leaves(self):
-        return self.neutral_params()
 
     @classmethod
     def _tree_unflatten(cls, static, children):
@@ -317,35 +314,38 @@ def neutral_params(flow):
     return params
 
 
+def _replaced(part, mine, prefix):
+    """``part`` (a layer or the context embedding) with ``mine`` (its local neutral names
+    -> arrays) in its dtype: a new object, or ``part`` itself when ``mine`` is empty."""
+    if not mine:
+        return part
+    local = part.neutral_params()
+    for name, value in mine.items():
+        value = jnp.asarray(value, part.dtype)
+        if value.shape != local[name].shape:
+            raise ValueError(f"{prefix}{name}: expected shape {local[name].shape}, got "
+                             f"{value.shape}")  # fmt: skip
+        local[name] = value
+    new = _copied(part)
+    new._restore(local)
+    return new
+
+
 def replace(flow, params):
     """A new flow: ``flow`` with the arrays of ``params`` (neutral names -> arrays, some or
     all of the flow's, such as the state ``forward_training`` returns) in its dtype; the
     flow itself is unchanged. Works on traced values too (inside ``jax.jit``)."""
-    own = neutral_params(flow)
-    extra = sorted(params.keys() - own.keys())
+    extra = sorted(params.keys() - neutral_params(flow).keys())
     if extra:
         raise KeyError(f"params do not fit the flow: unexpected {extra}")
     new = _copied(flow)
-    new.layers = list(flow.layers)
-    parts = [(new, "context_embedding.", "embedding")] if hasattr(flow, "embedding") else []
-    parts += [(new.layers, f"layers.{i}.", i) for i in range(len(new.layers))]
-    for owner, prefix, key in parts:
-        mine = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
-        if not mine:
-            continue
-        part = _copied(owner[key] if isinstance(key, int) else getattr(owner, key))
-        local = part.neutral_params()
-        for name, value in mine.items():
-            value = jnp.asarray(value, part.dtype)
-            if value.shape != local[name].shape:
-                raise ValueError(f"{prefix}{name}: expected shape {local[name].shape}, got "
-                                 f"{value.shape}")  # fmt: skip
-            local[name] = value
-        part._restore(local)
-        if isinstance(key, int):
-            owner[key] = part
-        else:
-            setattr(owner, key, part)
+    per_layer = _per_layer(params, len(flow.layers))
+    new.layers = [_replaced(layer, mine, f"layers.{i}.")
+                  for i, (layer, mine) in enumerate(zip(flow.layers, per_layer, strict=True))]  # fmt: skip
+    if "embedding" in flow.__dict__:
+        head = "context_embedding."
+        mine = {k[len(head) :]: v for k, v in params.items() if k.startswith(head)}
+        new.embedding = _replaced(flow.embedding, mine, head)
     return new
 
 

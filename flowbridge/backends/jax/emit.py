@@ -70,7 +70,8 @@ jax.config.update("jax_enable_x64", True)."""
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_dtype", "_checked", "_in_domain", "_static_key", "_Static",
             "_neutral_set", "_Tree", "_Layer", "_copied", "_zeros_batch", "_flow_flatten",
-            "_flow_unflatten", "neutral_params", "replace", "load_neutral_params")  # fmt: skip
+            "_flow_unflatten", "neutral_params", "_replaced", "replace",
+            "load_neutral_params")  # fmt: skip
     UNCONDITIONAL = ("Flow",)
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
     EMBEDDING = ("EmbeddedFlow",)
