@@ -2,6 +2,7 @@
 
     python examples/npe_sbi.py --out examples/results   # full run
     python examples/npe_sbi.py --fast                   # smoke test (CI)
+    python examples/npe_sbi.py --log-dir runs/npe_sbi   # keep sbi's TensorBoard logs
 
 The task is sbi's linear Gaussian (``sbi.simulators.linear_gaussian``): theta in R^5
 with prior N(0, I), x = theta + shift + noise (shift -1, noise covariance 0.3 I), whose
@@ -12,12 +13,16 @@ early stopping): a flowbridge conditional RealNVP (6 couplings, hidden 64x64, th
 ``posterior_nn("nsf")``. For each of a few observations, 1000 posterior samples are
 compared with 1000 exact ones by sbi's classifier two-sample test (``c2st``: 0.5 means
 indistinguishable). Saves ``npe_sbi.png`` (the first two coordinates for the first
-observation) in ``--out``.
+observation) in ``--out``. sbi's TensorBoard logs (one folder per estimator) go to
+``--log-dir``, or to a temporary folder removed at the end (sbi's own default,
+``./sbi-logs``, would write into the working directory).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +35,9 @@ from sbi.simulators.linear_gaussian import (
     true_posterior_linear_gaussian_mvn_prior,
 )
 from sbi.utils.metrics import c2st
+from sbi.utils.tracking import TensorBoardTracker
 from torch.distributions import MultivariateNormal
+from torch.utils.tensorboard import SummaryWriter
 
 from flowbridge.sbi import posterior_nn
 
@@ -42,7 +49,7 @@ PRIOR = MultivariateNormal(torch.zeros(DIM), torch.eye(DIM))
 
 def estimators() -> dict:
     return {
-        "flowbridge RealNVP": posterior_nn(num_couplings=6, hidden=(64, 64)),
+        "flowbridge RealNVP": posterior_nn("realnvp", num_transforms=6, hidden_features=64),
         "sbi maf": sbi_posterior_nn("maf"),
         "sbi nsf": sbi_posterior_nn("nsf"),
     }
@@ -52,7 +59,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="a short smoke run")
     parser.add_argument("--out", type=Path, default=Path("."), help="where the PNG goes")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="where sbi's TensorBoard logs go (default: a temporary folder, removed)")  # fmt: skip
     args = parser.parse_args()
+    if args.log_dir is None:
+        with tempfile.TemporaryDirectory(prefix="npe_sbi-logs-") as logs:
+            run(args, Path(logs))
+    else:
+        run(args, args.log_dir)
+        print(f"sbi's TensorBoard logs in {args.log_dir}")
+
+
+def run(args: argparse.Namespace, log_dir: Path) -> None:
     sims, observations, draws, epochs, folds = (500, 1, 200, 3, 2) if args.fast else (
         5000, 3, 1000, None, 5)  # fmt: skip
     torch.set_num_threads(2)
@@ -66,7 +84,9 @@ def main() -> None:
     scores, shown = {}, {}
     for name, builder in estimators().items():
         torch.manual_seed(1)
-        npe = NPE(PRIOR, density_estimator=builder, show_progress_bars=False)
+        writer = SummaryWriter(str(log_dir / re.sub(r"\W+", "_", name)))
+        npe = NPE(PRIOR, density_estimator=builder, tracker=TensorBoardTracker(writer),
+                  show_progress_bars=False)  # fmt: skip
         kwargs = {"max_num_epochs": epochs} if epochs else {}
         npe.append_simulations(theta, x).train(**kwargs)
         posterior = npe.build_posterior()
@@ -78,6 +98,7 @@ def main() -> None:
             scores[name].append(float(c2st(got, want, n_folds=folds)))
             if k == 0:
                 shown[name] = got.numpy()
+        writer.close()
         epochs_run = npe._summary["epochs_trained"][-1]
         print(f"trained {name}: {epochs_run} epochs", flush=True)
     print(f"\n{sims} simulations, {observations} observations, {draws} posterior and exact "

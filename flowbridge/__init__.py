@@ -1,4 +1,4 @@
-"""flowbridge: normalizing flows written once, generated into Pyro, TFP and NumPy.
+"""flowbridge: normalizing flows written once, generated into Pyro, TFP, JAX and NumPy.
 
 ``import flowbridge`` loads neither torch nor tensorflow; each framework is imported
 only when a flow for it is built.
@@ -6,6 +6,7 @@ only when a flow for it is built.
 
 from __future__ import annotations
 
+from . import persist as persist  # fb.persist: saving whole flows
 from .build import generate, module_for, to_jax, to_numpy, to_pyro, to_tfp
 from .check import TOLERANCES, Report, check
 from .data import actnorm_init, bits_per_dim, dequantize
@@ -32,6 +33,7 @@ from .spec import (
     ClampScale,
     Conditioner,
     ContextEmbedding,
+    ElementwiseAffine,
     ExplicitMask,
     ExpScale,
     FactorOut,
@@ -84,6 +86,7 @@ __all__ = [
     "ClampScale",
     "Conditioner",
     "ContextEmbedding",
+    "ElementwiseAffine",
     "ExpScale",
     "ExplicitMask",
     "FactorOut",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import types
 from typing import Any
 
 from . import backends, codegen
 from .errors import SpecError
 from .layers import param_specs, plan_flow
-from .params import check_params, check_traced_params
+from .params import check_params
 from .spec import FlowSpec
 
 
@@ -111,20 +112,35 @@ def _bool(value: Any, name: str) -> None:
         raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
-def _prepared(spec: FlowSpec, params: Any, backend: str) -> tuple[types.ModuleType, dict | None]:
+def _float_name(dtype: Any) -> str | None:
+    """The NumPy name of the floating dtype a flow is built in, given by name or as a
+    torch, TensorFlow or NumPy dtype (``None``: torch's default, float32 unless the
+    program changed it, read without importing torch); ``None`` where NumPy has no such
+    dtype (bfloat16)."""
+    if dtype is None:
+        torch = sys.modules.get("torch")
+        dtype = torch.get_default_dtype() if torch is not None else "float32"
+    name = str(dtype).removeprefix("torch.").removeprefix("<dtype: '").removesuffix("'>")
+    return name if name in ("float16", "float32", "float64") else None
+
+
+def _prepared(
+    spec: FlowSpec, params: Any, backend: str, dtype: str | None = None
+) -> tuple[types.ModuleType, dict | None]:
     """The loaded module of ``spec`` and ``params`` checked against it (None: none
-    given), in one pass: a cached module is used as it is (``params`` checked against
-    its PARAM_SHAPES); else the flow is planned once, ``params`` are checked against the
-    plans' shapes before any framework is imported, and the plans are handed on to code
-    generation."""
+    given; ``dtype``: the flow's, whose range the values must fit), in one pass: a cached
+    module is used as it is (``params`` checked against its PARAM_SHAPES); else the flow
+    is planned once, ``params`` are checked against the plans' shapes before any
+    framework is imported, and the plans are handed on to code generation."""
     require(backend)
     module = codegen.loaded(backend, spec.hash)
     if module is not None:
-        checked = None if params is None else check_params(spec, params, module.PARAM_SHAPES)
+        checked = None if params is None else check_params(spec, params, module.PARAM_SHAPES,
+                                                           dtype=dtype)  # fmt: skip
         return module, checked
     plans = plan_flow(spec)
     shapes = {name: p.shape for name, p in param_specs(spec, plans).items()}
-    checked = None if params is None else check_params(spec, params, shapes)
+    checked = None if params is None else check_params(spec, params, shapes, dtype=dtype)
     return codegen.load(codegen.generate(spec, backend, plans), backend, spec.hash), checked
 
 
@@ -178,7 +194,7 @@ def to_pyro(
         ValueError: ``dtype`` is a string other than ``"float32"`` or ``"float64"``.
         BackendUnavailable: torch or Pyro is not installed.
         ParamError: ``params`` do not fit the spec (a missing, extra or misshapen
-            parameter, or a value that is not finite).
+            parameter, or a value that is not finite or overflows the flow's dtype).
 
     Example:
         >>> import flowbridge as fb
@@ -196,7 +212,7 @@ def to_pyro(
     if isinstance(dtype, str) and dtype not in ("float32", "float64"):
         raise ValueError(f"dtype: expected 'float32', 'float64' or a torch dtype, got {dtype!r}")
     _bool(validate_args, "validate_args")
-    module, checked = _prepared(spec, params, "pyro")
+    module, checked = _prepared(spec, params, "pyro", _float_name(dtype))
     return backends.get("pyro").runtime().make(module, checked, dtype, device, validate_args)
 
 
@@ -246,7 +262,7 @@ def to_tfp(
         TypeError: ``validate_args`` is not ``True`` or ``False``.
         BackendUnavailable: TensorFlow or TensorFlow Probability is not installed.
         ParamError: ``params`` do not fit the spec (a missing, extra or misshapen
-            parameter, or a value that is not finite).
+            parameter, or a value that is not finite or overflows the flow's dtype).
 
     Example:
         >>> import flowbridge as fb
@@ -265,7 +281,7 @@ def to_tfp(
         raise ValueError(f"data_format: expected 'channels_last' or 'channels_first', got "
                          f"{data_format!r}")  # fmt: skip
     _bool(validate_args, "validate_args")
-    module, checked = _prepared(spec, params, "tfp")
+    module, checked = _prepared(spec, params, "tfp", _float_name(dtype))
     return backends.get("tfp").runtime().make(module, checked, dtype, data_format, validate_args)
 
 
@@ -297,9 +313,9 @@ def to_jax(
     Args:
         spec: the :class:`flowbridge.FlowSpec`, or its dict.
         params: neutral parameters (:func:`flowbridge.init_params`; NumPy or JAX arrays,
-            traced ones too, so a flow can be built inside ``jax.jit``: their names and
-            shapes are checked, their values not); ``None`` keeps the generated module's
-            own identity-at-init weights.
+            traced ones too, so a flow can be built inside ``jax.jit``: a traced value has
+            its dtype and shape checked, every other value its values too); ``None`` keeps
+            the generated module's own identity-at-init weights.
         dtype: ``"float32"`` (default) or ``"float64"``.
         validate_args: check inputs against the layers' domains (the data in [0, 1] a
             logit preprocessing reads: a ValueError names the layer), eagerly; inside
@@ -316,7 +332,9 @@ def to_jax(
             64-bit mode is off.
         TypeError: ``validate_args`` is not ``True`` or ``False``.
         BackendUnavailable: JAX is not installed (``pip install flowbridge[jax]``).
-        ParamError: ``params`` do not fit the spec.
+        ParamError: ``params`` do not fit the spec (a missing, extra or misshapen
+            parameter, a value that is not floating point, not finite or overflows
+            ``dtype``).
 
     Example:
         >>> import jax
@@ -337,11 +355,12 @@ def to_jax(
         raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
     _bool(validate_args, "validate_args")
     runtime = backends.get("jax").runtime()
-    if params is not None and runtime.traced(params):  # inside jax.jit: shapes known only
+    if params is not None and runtime.traced(params):  # inside jax.jit: some values unknown
         module = module_for(spec, "jax")
-        checked = check_traced_params(spec, params, module.PARAM_SHAPES)
+        checked = check_params(spec, params, module.PARAM_SHAPES, dtype=dtype,
+                               traced=runtime.is_traced)  # fmt: skip
     else:
-        module, checked = _prepared(spec, params, "jax")
+        module, checked = _prepared(spec, params, "jax", dtype)
     return runtime.make(module, checked, dtype, validate_args)
 
 

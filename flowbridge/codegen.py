@@ -227,7 +227,7 @@ def _method(plan: Plan, method: str, functions: list[ir.Function], em) -> str:
                           em.IN_PLACE, em.SPLIT)  # fmt: skip
         texts.add("\n".join(lines))
     if len(texts) != 1:
-        raise ir.ShapeError(f"{plan.class_name}: the directions call {method} with bodies that "
+        raise ir.DefinitionError(f"{plan.class_name}: the directions call {method} with bodies that "
                             f"differ")  # fmt: skip
     params = ", ".join(["self", *functions[0].params])
     doc = f"m({', '.join(functions[0].params)}): the {method} every direction calls."
@@ -364,7 +364,7 @@ def generate(spec: FlowSpec, backend: str, plans: list[Plan] | None = None) -> s
             for method, found in ir.functions(nodes).items():
                 called.setdefault(method, []).extend(found)
         if len(set(constants.values())) > 1:
-            raise ir.ShapeError(f"{plan.class_name}: the directions' constants differ")
+            raise ir.DefinitionError(f"{plan.class_name}: the directions' constants differ")
         methods = tuple(_method(plan, m, fs, em) for m, fs in called.items())
         text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],
                               bodies.get("training"), methods, constants["forward"])  # fmt: skip
@@ -498,14 +498,28 @@ def load(code: str, backend: str, spec_hash: str) -> types.ModuleType:
         return _load(code, name, backend, spec_hash)
 
 
+class _SourceLoader:
+    """The loader of a generated module (PEP 302's ``get_source``): ``linecache`` asks it
+    for the source whenever its cached lines are dropped, so ``inspect.getsource``,
+    tracebacks and TensorFlow's AutoGraph (which empties the cache entry before reading
+    it) always find the generated lines."""
+
+    def __init__(self, code: str):
+        self._code = code
+
+    def get_source(self, name: str) -> str:
+        return self._code
+
+
 def _load(code: str, name: str, backend: str, spec_hash: str) -> types.ModuleType:
-    filename = f"<flowbridge generated {backend} {spec_hash[:16]}>"
+    # a path-like name, not "<...>": linecache re-reads such a file through the module's
+    # loader, where it gives up on a "<...>" name
+    filename = f"flowbridge_generated/{backend}_{spec_hash[:16]}.py"
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     module = types.ModuleType(name)
     module.__file__ = filename
+    module.__loader__ = _SourceLoader(code)
     sys.modules.setdefault("flowbridge_generated", types.ModuleType("flowbridge_generated"))
     exec(compile(code, filename, "exec"), module.__dict__)
     sys.modules[name] = module
     return module
-
-

@@ -114,6 +114,19 @@ class ShapeError(TypeError):
     """
 
 
+class DefinitionError(ValueError):
+    """A layer definition the code generator cannot write as one class (a bug in the
+    definition, not in a spec): its directions call one sub-function with bodies that
+    differ, or hoist different constants. Shapes that do not fit are a
+    :class:`ShapeError` instead. A subclass of ``ValueError``.
+
+    Example:
+        >>> from flowbridge.ir import DefinitionError
+        >>> issubclass(DefinitionError, ValueError)
+        True
+    """
+
+
 @dataclass(eq=False)
 class Node:
     """One operation in a traced graph, with its result's static shape."""

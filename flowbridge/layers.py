@@ -4,7 +4,7 @@ Each definition turns one spec layer and its input event shape into a :class:`Pl
 the generated class's paper name and docstring, its constructor's literal arguments,
 each parameter's shape and initialisation (:class:`Param`), the output event shape, and
 ``forward`` and ``inverse`` as functions of a parameter view ``p`` whose attributes are
-symbolic (``p.kernel(0)`` stands for ``self.kernels[0]`` in every backend). Both return
+symbolic (``p.dense_kernel(0)`` stands for ``self.kernels[0]`` in every backend). Both return
 ``(output, log_det)``; ``inverse`` returns the log-det of the inverse map, so
 ``inverse log-det = -forward log-det`` at matching points. Shapes: ``x`` is
 ``(*batch, *event_shape)``, log-dets ``(*batch,)``; :func:`plan_flow` hands each layer
@@ -173,7 +173,7 @@ class Plan:
         event_shape: the input's event shape, ``(D,)`` or ``(C, H, W)``.
         output_shape: the output's event shape (a squeeze's differs from its input's).
         forward: ``(p, x[, context]) -> (y, log_det)`` over the IR, ``p`` a parameter view
-            whose attributes are symbolic (``p.kernel(0)`` stands for
+            whose attributes are symbolic (``p.dense_kernel(0)`` stands for
             ``self.kernels[0]`` in every backend).
         inverse: ``(p, y[, context]) -> (x, log_det)``, the log-det of the inverse map
             (``-`` the forward log-det at matching points).
@@ -241,6 +241,11 @@ class View:
         dense: str = "conditioner.",
         buffers: dict[str, tuple[int, ...]] | None = None,
     ):
+        taken = sorted({"dense_kernel", "dense_bias"} & {*params, *args, *(buffers or {})})
+        if taken:
+            raise AttributeError(f"a layer's parameter, buffer or argument may not be named "
+                                 f"{taken[0]!r}: View.{taken[0]}(j) is the j-th dense "
+                                 f"layer's")  # fmt: skip
         self._params, self._args, self._dense = params, args, dense
         self._buffers = buffers or {}
 
@@ -257,10 +262,12 @@ class View:
             return source(f"self.{name}", value=self._args[name])
         raise AttributeError(f"the layer declares no parameter or argument {name!r}")
 
-    def kernel(self, j: int) -> Value:
+    def dense_kernel(self, j: int) -> Value:
+        """The kernel of the conditioner's ``j``-th dense (or convolution) layer."""
         return source(f"self.kernels[{j}]", self._declared(f"{self._dense}{j}.kernel").shape)
 
-    def bias(self, j: int) -> Value:
+    def dense_bias(self, j: int) -> Value:
+        """The bias of the conditioner's ``j``-th dense (or convolution) layer."""
         return source(f"self.biases[{j}]", self._declared(f"{self._dense}{j}.bias").shape)
 
     def _declared(self, name: str) -> Param:
@@ -302,7 +309,7 @@ class LayerType:
         >>> kind.tag, kind.model.__name__, kind.plan.__name__
         ('affine_coupling', 'AffineCoupling', 'plan_coupling')
         >>> list(LAYER_TYPES)[:3]
-        ['additive_coupling', 'affine_coupling', 'scaling']
+        ['additive_coupling', 'affine_coupling', 'elementwise_affine']
     """
 
     model: type
@@ -522,7 +529,8 @@ class MLP:
             h = ops.name(ops.concat(h, ops.name(wide, "context_b"), axis=-1), "h_in")
         n = len(self.sizes) - 1
         for j in range(n):
-            h = ops.name(ops.linear(h, p.kernel(j), p.bias(j)), "h" if j < n - 1 else "out")
+            h = ops.linear(h, p.dense_kernel(j), p.dense_bias(j))
+            h = ops.name(h, "h" if j < n - 1 else "out")
             if j < n - 1:
                 h = ops.name(_activate(h, self.cond), "h")
         return h
@@ -562,15 +570,15 @@ class ResNet:
     def __call__(self, p: View, h: Value, context: Value | None = None) -> Value:
         """``conv_out(act(blocks(conv_in(h))))``, each block ``r + conv(act(conv(act(r))))``."""
         n = len(self.sizes) - 1
-        h = ops.name(ops.conv2d(h, p.kernel(0), p.bias(0)), "h")
+        h = ops.name(ops.conv2d(h, p.dense_kernel(0), p.dense_bias(0)), "h")
         for block in range(self.cond.blocks):
             r = h
             for j in (2 * block + 1, 2 * block + 2):
-                r = ops.name(ops.conv2d(ops.name(_activate(r, self.cond), "r"), p.kernel(j),
-                                        p.bias(j)), "r")  # fmt: skip
+                r = ops.name(ops.conv2d(ops.name(_activate(r, self.cond), "r"), p.dense_kernel(j),
+                                        p.dense_bias(j)), "r")  # fmt: skip
             h = ops.name(h + r, "h")
-        return ops.name(ops.conv2d(ops.name(_activate(h, self.cond), "h"), p.kernel(n - 1),
-                                   p.bias(n - 1)), "out")  # fmt: skip
+        return ops.name(ops.conv2d(ops.name(_activate(h, self.cond), "h"), p.dense_kernel(n - 1),
+                                   p.dense_bias(n - 1)), "out")  # fmt: skip
 
 
 def _activate(h: Value, cond: S.Conditioner | S.ResNetConditioner) -> Value:
@@ -756,6 +764,91 @@ def plan_coupling(
         inverse=inverse,
         context=context,
         buffers=part.buffers,
+    )
+
+
+class _Whole:
+    """The partition of an elementwise layer: every entry transformed, none passed."""
+
+    axis, masked = -1, False
+
+    def __init__(self, dim: int):
+        self.n_pass, self.n_trans = 0, dim
+
+    def restrict(self, p: View, value: Value, name: str) -> Value:
+        return value
+
+
+_ELEMENTWISE_DOC = """Elementwise affine map of every entry (a conditional Gaussian on a
+    one-dimensional event; flowbridge's layer where no coupling can split the entries).
+
+    {given}
+    scale = exp(log_scale),  log_scale = {formula}
+    forward:  y = x * scale + shift,   log|det J| = sum(log_scale)
+    inverse:  x = (y - shift) * exp(-log_scale),  log|det J^-1| = -sum(log_scale)"""
+
+
+@definition(S.ElementwiseAffine)
+def plan_elementwise_affine(layer: S.ElementwiseAffine, shape: tuple[int, ...],
+                            context: int = 0) -> Plan:  # fmt: skip
+    """With a context, ``[shift | s] = m(context)`` (the MLP reads the context alone, its
+    last layer starting at zero); without one, ``shift`` and ``s`` are learned vectors
+    starting at zero (test draws uniform in +-0.3). Either way the map starts as the
+    identity under the exp, clamp and soft-clamp scale maps."""
+    (dim,) = shape
+    emap = Affine(_Whole(dim), layer.scale)
+    formula = _SCALE_FORMULA[layer.scale.kind]
+    if context:
+        cond = MLP(layer.conditioner, context, 2 * dim)
+
+        def conditioner(p: View, like: Value, c: Value) -> Value:
+            wide = ops.name(ops.broadcast_batch(c, like, event_ndims=1), "context_b")
+            return ir.call("conditioner", lambda v: cond(p, v), ("context",), wide)
+
+        def forward(p: View, x: Value, c: Value):
+            return emap.forward(p, conditioner(p, x, c), x, x)
+
+        def inverse(p: View, y: Value, c: Value):
+            return emap.inverse(p, conditioner(p, y, c), y, y)
+
+        given = "[shift, s] = m(context): the conditioner reads the context alone"
+        legend = "m: the conditioner MLP, reading the context"
+        parts = dict(fields=(*cond.fields, *emap.fields), args={**cond.args, **emap.args},
+                     params=cond.params, variant=("Conditional", *cond.words, *emap.words))  # fmt: skip
+        config = f"{cond.text}; {emap.text}"
+    else:
+
+        def forward(p: View, x: Value):
+            log_scale, scale = emap._log_scale(p.s)
+            total = ops.name(ops.sum_all(log_scale), "sum_log_scale")
+            y = ops.name(ops.name(x * scale, "x_scaled") + p.shift, "y")
+            return y, ops.batch_fill(total, x, event_ndims=1)
+
+        def inverse(p: View, y: Value):
+            log_scale, _ = emap._log_scale(p.s)
+            inv_scale = ops.name(ops.exp(ops.name(-log_scale, "neg_log_scale")), "inv_scale")
+            total = ops.name(ops.sum_all(log_scale), "sum_log_scale")
+            x = ops.name(ops.name(y - p.shift, "y_unshifted") * inv_scale, "x")
+            return x, ops.batch_fill(ops.name(-total, "neg_sum_log_scale"), y, event_ndims=1)
+
+        given = "shift, s: learned vectors of the event size"
+        legend = "the flow has no context, so no conditioner: shift and s are the weights"
+        learned = Param(shape, ZEROS, Init.uniform(0.3))
+        parts = dict(fields=(Field("vector", "shift"), Field("vector", "s")), args={},
+                     params={"shift": learned, "s": learned}, variant=emap.words)  # fmt: skip
+        config = emap.text
+    doc = _ELEMENTWISE_DOC.format(given=given, formula=formula)
+    return Plan(
+        class_name="ElementwiseAffine",
+        config=config,
+        doc=f"{doc}\n    {_wrap(legend + '.')}\n    {_configuration(config)}",
+        constant_jacobian=not context,
+        event_shape=shape,
+        output_shape=shape,
+        forward=forward,
+        inverse=inverse,
+        context=context,
+        **parts,
     )
 
 

@@ -8,7 +8,7 @@ are safetensors, with the spec hash in their metadata.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,14 +82,21 @@ def init_params(
 
 
 def check_params(
-    spec: FlowSpec, params: Any, shapes: Mapping[str, tuple[int, ...]] | None = None
-) -> dict[str, np.ndarray]:
+    spec: FlowSpec,
+    params: Any,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    *,
+    dtype: str | None = None,
+    traced: Callable[[Any], bool] | None = None,
+) -> dict[str, Any]:
     """Check a parameter set against ``spec`` and return it as NumPy arrays.
 
     Every name, shape and dtype is checked against ``spec``; a :class:`flowbridge.ParamError`
     names the first parameter that does not fit. Values may be NumPy arrays, ``torch.Tensor``
-    (detached and moved to the CPU), TensorFlow tensors or nested lists; they must be
-    floating point (each kept in its own dtype, not cast) and finite.
+    (detached and moved to the CPU), TensorFlow tensors, JAX arrays or nested lists; they
+    must be floating point (each kept in its own dtype, not cast) and finite. Given the
+    flow's ``dtype``, a value that would overflow it (``1e39`` in a float32 flow, which
+    would become infinity) is refused too.
 
     Args:
         spec: the flow, a :class:`flowbridge.FlowSpec`.
@@ -97,15 +104,25 @@ def check_params(
             every name of the spec must be present and no other.
         shapes: the spec's :func:`~flowbridge.param_shapes` where the caller has them
             (a loaded module's ``PARAM_SHAPES``), else planned here. Default ``None``.
+        dtype: the name of the floating dtype the flow computes in (``"float16"``,
+            ``"float32"`` or ``"float64"``), whose range every value must fit; default
+            ``None``: no range check beyond finiteness.
+        traced: for the values of a flow built inside ``jax.jit``: a predicate that is
+            true of a value whose contents are not known yet (a JAX tracer); such a value
+            has its dtype (floating point) and shape checked and is returned as it is,
+            while every other value is checked in full. Default ``None``: every value is
+            checked in full.
 
     Returns:
         ``dict[str, numpy.ndarray]``: neutral name -> array, in the neutral order, each
-        of the shape the spec gives it and of its own floating dtype.
+        of the shape the spec gives it and of its own floating dtype (a traced value:
+        itself).
 
     Raises:
         ParamError: ``params`` is not a mapping; a name is missing (the message names the
             first and counts them) or unexpected; a value is not an array, not floating
-            point, of the wrong shape, or holds NaN or infinity.
+            point, of the wrong shape, holds NaN or infinity, or overflows ``dtype``.
+        ValueError: ``dtype`` is not one of the names above.
 
     Example:
         >>> import flowbridge as fb
@@ -118,17 +135,52 @@ def check_params(
         Traceback (most recent call last):
         ...
         flowbridge.errors.ParamError: layers.2.log_scale: expected shape (2,), got (3,)
+        >>> huge = {**params, "layers.2.log_scale": np.array([0.0, 1e39])}
+        >>> fb.check_params(spec, huge, dtype="float32")
+        Traceback (most recent call last):
+        ...
+        flowbridge.errors.ParamError: layers.2.log_scale: 1e+39 overflows float32 ...
     """
+    if dtype is not None and dtype not in ("float16", "float32", "float64"):
+        raise ValueError(f"dtype: expected 'float16', 'float32', 'float64' or None, got {dtype!r}")
     shapes = _names_fit(spec, params, shapes)
     out = {}
     for name, shape in shapes.items():
+        if traced is not None and traced(params[name]):
+            out[name] = _traced_fits(params[name], name, shape)
+            continue
         value = _float_array(_to_numpy(params[name], name), name)
         if value.shape != shape:
             raise ParamError(f"{name}: expected shape {shape}, got {value.shape}")
         if not np.all(np.isfinite(value)):
             raise ParamError(f"{name}: expected finite values, got NaN or infinity")
+        if dtype is not None:
+            _fits_range(value, name, np.dtype(dtype))
         out[name] = value
     return out
+
+
+def _traced_fits(value: Any, name: str, shape: tuple[int, ...]) -> Any:
+    """A traced value (its contents unknown) whose dtype is floating point and whose
+    shape is ``shape``; else a ParamError naming it."""
+    dtype = np.dtype(value.dtype)
+    if dtype.kind != "f":
+        raise ParamError(f"{name}: expected a floating-point array, got dtype {dtype}")
+    if tuple(value.shape) != shape:
+        raise ParamError(f"{name}: expected shape {shape}, got {tuple(value.shape)}")
+    return value
+
+
+def _fits_range(value: np.ndarray, name: str, dtype: np.dtype) -> None:
+    """Refuse a finite ``value`` that rounds to infinity in ``dtype``."""
+    if value.dtype.itemsize <= dtype.itemsize:
+        return
+    with np.errstate(over="ignore"):
+        over = np.isinf(value.astype(dtype))
+    if over.any():
+        largest = np.finfo(dtype).max
+        raise ParamError(f"{name}: {value[over].flat[0]:g} overflows {dtype.name} (the "
+                         f"flow's dtype, whose largest finite value is {largest:g})")
 
 
 def _names_fit(
@@ -147,20 +199,6 @@ def _names_fit(
         raise ParamError(f"{extra[0]}: unexpected parameter for this spec; it expects "
                          f"{len(shapes)} parameters (see flowbridge.param_shapes)")  # fmt: skip
     return shapes
-
-
-def check_traced_params(
-    spec: FlowSpec, params: Any, shapes: Mapping[str, tuple[int, ...]] | None = None
-) -> dict[str, Any]:
-    """Names and shapes of ``params`` checked against ``spec``, values kept as they are:
-    for arrays whose values are not known yet (JAX tracers, inside ``jax.jit``), whose
-    shapes are. The values are checked when they are known (:func:`check_params`)."""
-    shapes = _names_fit(spec, params, shapes)
-    for name, shape in shapes.items():
-        got = tuple(getattr(params[name], "shape", ()))
-        if got != shape:
-            raise ParamError(f"{name}: expected shape {shape}, got {got}")
-    return {name: params[name] for name in shapes}
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:

@@ -43,6 +43,17 @@ CASES = {
     "permutation_random_d6": _one(S.Permutation(kind="random", seed=3), 6, "h"),
     "permutation_explicit_d3": _one(S.Permutation(kind="explicit", indices=(2, 0, 1)), 3, "i"),
     "actnorm_d4": _one(S.ActNorm(), 4, "j"),
+    # every entry's affine map: learned vectors without a context, m(context) with one
+    "elementwise_affine_d1": _one(S.ElementwiseAffine(), 1, "k"),
+    "elementwise_affine_soft_clamp_d3": _one(
+        S.ElementwiseAffine(scale=S.SoftClampScale(bound=0.7)), 3, "k2"),
+    "elementwise_affine_conditional_d1_c3": lambda: fb.FlowSpec(
+        name="k3", event_shape=(1,), context_dim=3, layers=[S.ElementwiseAffine(
+            conditioner=S.Conditioner(hidden=(8,), activation="tanh"),
+            scale=S.ClampScale(low=-0.2, high=0.3))]),  # fmt: skip
+    "elementwise_affine_sigmoid_conditional_d2_c2": lambda: fb.FlowSpec(
+        name="k4", event_shape=(2,), context_dim=2, layers=[S.ElementwiseAffine(
+            conditioner=S.Conditioner(hidden=(8, 8)), scale=S.SigmoidScale(offset=2.0))]),  # fmt: skip
     # conditional flows: every coupling reads [x_a | context]; scaling and permutations not
     "realnvp_conditional_d5_c3": lambda: fb.realnvp(5, hidden=(16,), context_dim=3,
                                                     permutation="random"),  # fmt: skip

@@ -15,24 +15,14 @@ from flowbridge import backends as B
 from flowbridge import ir, layers
 
 from .cases import D7
+from .public import BUILDERS, public_calls
 
 PACKAGE = Path(fb.__file__).parent
 
 
 def _forward_fns(backend, spec, params):
-    """(forward, inverse, fldj) callables of ``backend`` taking NumPy float64 arrays."""
-    if backend == "numpy":
-        flow = fb.to_numpy(spec, params)
-        return flow.forward, flow.inverse, flow.forward_log_det_jacobian
-    if backend == "pyro":
-        torch = pytest.importorskip("torch")
-        flow = fb.to_pyro(spec, params, dtype="float64")
-        t = torch.as_tensor
-        return (lambda x: flow(t(x)).detach(), lambda y: flow.inv(t(y)).detach(),
-                lambda x: flow.log_abs_det_jacobian(t(x), flow(t(x))).detach())  # fmt: skip
-    pytest.importorskip("tensorflow_probability")
-    flow = fb.to_tfp(spec, params, dtype="float64")
-    return flow.forward, flow.inverse, lambda x: flow.forward_log_det_jacobian(x, event_ndims=1)
+    """(forward, inverse, fldj) of ``backend``'s float64 flow through its public API."""
+    return public_calls(backend, spec, params)
 
 
 # ------------------------------------------------------------------ one registry
@@ -65,6 +55,12 @@ def test_the_registry_declares_every_backend_folder():
     assert [b.name for b in B.BACKENDS.values() if b.reference] == [B.REFERENCE] == ["numpy"]
 
 
+def test_every_backend_has_its_own_public_calls_in_the_tests():
+    """The tests' builders of public calls name every backend, so no backend's row
+    falls through to another backend's flow."""
+    assert BUILDERS.keys() == set(B.NAMES)
+
+
 # ------------------------------------------------------------------ initial weights
 @pytest.mark.parametrize("backend", B.NAMES)
 def test_generated_modules_start_each_weight_by_its_stated_rule(backend):
@@ -73,13 +69,13 @@ def test_generated_modules_start_each_weight_by_its_stated_rule(backend):
     B.get(backend).require()
     spec = fb.realnvp(6, hidden=(32, 32), permutation="random")
     params = layers.param_specs(spec)
-    if backend == "pyro":
-        values = fb.params_from_pyro(fb.to_pyro(spec))
-    elif backend == "tfp":
-        values = fb.params_from_tfp(fb.to_tfp(spec))
-    else:
-        flow = fb.to_numpy(spec)
-        values = sys.modules[type(flow).__module__].neutral_params(flow)
+    builders = {
+        "numpy": lambda: sys.modules[type(f := fb.to_numpy(spec)).__module__].neutral_params(f),
+        "pyro": lambda: fb.params_from_pyro(fb.to_pyro(spec)),
+        "tfp": lambda: fb.params_from_tfp(fb.to_tfp(spec)),
+        "jax": lambda: fb.params_from_jax(fb.to_jax(spec)),
+    }
+    values = builders[backend]()
     assert values.keys() == params.keys()
     for name, p in params.items():
         v = np.abs(np.asarray(values[name], dtype=np.float64))

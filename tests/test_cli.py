@@ -222,3 +222,19 @@ def test_check_prints_no_tensorflow_startup_lines():
     assert run.returncode == 0, run.stderr
     for noise in ("I0000", "oneDNN", "cudart", "absl::InitializeLog", "W0000", "E0000"):
         assert noise not in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize("platforms, said", [("cuda", "no backend starts"),
+                                             ("bogus", "Unable to initialize backend 'bogus'")])  # fmt: skip
+def test_check_with_jax_unable_to_start_skips_its_rows_and_keeps_the_others(platforms, said):
+    """JAX_PLATFORMS naming a platform this machine lacks: the jax rows are skipped with
+    the reason, the numpy row stays, and the check passes (no internal error)."""
+    if not available("jax"):
+        pytest.skip("jax is not installed")
+    env = {**os.environ, "JAX_PLATFORMS": platforms}
+    run = subprocess.run([sys.executable, "-m", "flowbridge.cli", "check", "-b", "numpy", "-b", "jax",
+                          str(SPEC), "--device", "cpu"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "numpy    float64  cpu" in run.stdout
+    assert f"skipped jax on cpu: jax cannot start with JAX_PLATFORMS={platforms!r}" in run.stdout
+    assert said in run.stdout and "internal error" not in run.stdout + run.stderr

@@ -151,7 +151,7 @@ def _python_blocks(path: Path) -> str:
 #: program); each runs in its own process, so the frameworks' threads and global state
 #: stay out of this one.
 RUNNABLE = ["README.md", "docs/getting-started.md", "docs/guides/pyro.md", "docs/guides/tfp.md",
-            "docs/guides/jax.md", "docs/guides/sbi.md"]  # fmt: skip
+            "docs/guides/jax.md", "docs/guides/sbi.md", "docs/guides/saving.md"]  # fmt: skip
 
 
 @pytest.mark.parametrize("page", RUNNABLE)

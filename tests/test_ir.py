@@ -15,6 +15,7 @@ import flowbridge as fb
 from flowbridge import backends as B
 from flowbridge import codegen, ir, layers
 from flowbridge import spec as S
+from flowbridge.backends.contract import ContractError
 from flowbridge.ir import ops
 
 
@@ -69,6 +70,55 @@ def test_a_definition_whose_output_shape_is_wrong_fails_when_traced(monkeypatch)
         fb.generate(fb.FlowSpec(name="w", event_shape=(3,), layers=[S.Scaling()]), "numpy")
 
 
+def test_directions_calling_one_method_with_different_bodies_is_a_definition_error(monkeypatch):
+    """Not a shape fault: a DefinitionError (a ValueError), naming the class and method."""
+
+    def differing(layer, shape, context=0):
+        plan = layers.plan_scaling(layer, shape)
+
+        def forward(p, x):
+            y = ir.call("m", ops.tanh, ("h",), x)
+            return y, ops.batch_zeros(x, event_ndims=1)
+
+        def inverse(p, y):
+            x = ir.call("m", ops.exp, ("h",), y)
+            return x, ops.batch_zeros(y, event_ndims=1)
+
+        return dataclasses.replace(plan, forward=forward, inverse=inverse)
+
+    monkeypatch.setitem(layers.REGISTRY, "scaling", differing)
+    spec = fb.FlowSpec(name="w", event_shape=(3,), layers=[S.Scaling()])
+    with pytest.raises(ir.DefinitionError, match="Scaling: the directions call m with bodies"):
+        fb.generate(spec, "numpy")
+    assert not issubclass(ir.DefinitionError, ir.ShapeError)
+
+
+@pytest.mark.parametrize("name", ["dense_kernel", "dense_bias"])
+def test_a_parameter_may_not_take_the_name_of_a_view_accessor(name):
+    param = layers.Param((3,), layers.ZEROS, layers.Init.uniform(0.3))
+    with pytest.raises(AttributeError, match=f"may not be named {name!r}"):
+        layers.View({name: param}, {})
+
+
+def test_parameters_named_kernel_and_bias_are_the_parameters_not_the_dense_accessors():
+    param = layers.Param((3,), layers.ZEROS, layers.Init.uniform(0.3))
+    view = layers.View({"kernel": param, "bias": param}, {})
+    assert isinstance(view.kernel, ir.Value) and view.kernel.node.attrs["expr"] == "self.kernel"
+    assert isinstance(view.bias, ir.Value) and view.bias.shape == (3,)
+
+
+@pytest.mark.parametrize("backend", B.NAMES)
+def test_a_field_kind_an_emitter_does_not_store_is_refused_by_name(backend, monkeypatch):
+    def odd(layer, shape, context=0):
+        plan = layers.plan_scaling(layer, shape)
+        return dataclasses.replace(plan, fields=(layers.Field("matrix", "log_scale"),))
+
+    monkeypatch.setitem(layers.REGISTRY, "scaling", odd)
+    spec = fb.FlowSpec(name="w", event_shape=(3,), layers=[S.Scaling()])
+    with pytest.raises(ContractError, match="no field of kind 'matrix': it stores dense, conv"):
+        fb.generate(spec, backend)
+
+
 def _rank3_program():
     """Every structural op along a non-last axis and over a rank-3 event."""
     x, idx, w = _x(), ir.source("idx", value=[1, 0]), ir.source("w", (3, 4))
@@ -89,6 +139,7 @@ def _expected(x, w):
 
 
 @pytest.mark.parametrize("backend", B.NAMES)
+@pytest.mark.no_generated_code("runs the backend's emitted op texts, not a generated module")
 def test_axis_and_event_ndims_ops_run_in_every_backend(backend):
     """The emitted text of each op for an axis other than the last and a rank-3 event,
     run in the framework, against NumPy written by hand."""

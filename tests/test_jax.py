@@ -213,3 +213,84 @@ def test_weights_move_between_jax_pyro_and_tfp_bit_for_bit():
         for name, value in weights.items():
             assert back[name].dtype == np.float32
             np.testing.assert_array_equal(back[name], value)
+
+
+# ---------------------------------------------- hostile inputs (issue 25)
+
+
+def test_inside_jit_concrete_params_are_checked_and_traced_ones_by_dtype_and_shape():
+    """One traced parameter no longer switches off every value check: the concrete ones
+    are checked in full (values too), the traced ones by dtype and shape."""
+    spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+    params = fb.init_params(spec, 0, init="random")
+    kernel, bias = "layers.0.conditioner.0.kernel", "layers.1.conditioner.0.bias"
+    x = np.random.default_rng(2).standard_normal((3, 4))
+
+    def forward(mix):  # the kernel traced, the others concrete
+        return jax.jit(lambda k: fb.to_jax(spec, {**params, kernel: k, **mix(k)}).forward(x))(
+            jnp.asarray(params[kernel], jnp.float32))
+
+    with pytest.raises(fb.ParamError, match=f"{bias}: expected finite values, got NaN"):
+        forward(lambda k: {bias: np.full(8, np.nan)})
+    for dtype in (jnp.int32, jnp.bool_, jnp.complex64):
+        with pytest.raises(fb.ParamError, match=f"{kernel}: expected a floating-point array, got dtype"):
+            forward(lambda k, dtype=dtype: {kernel: k.astype(dtype)})
+    with pytest.raises(fb.ParamError, match=rf"{kernel}: expected shape \(2, 8\), got \(8, 2\)"):
+        forward(lambda k: {kernel: k.T})
+    # a valid nested list beside a traced value is taken
+    got = forward(lambda k: {bias: params[bias].tolist()})
+    np.testing.assert_allclose(np.asarray(got), fb.to_numpy(spec, params).forward(x), rtol=1e-5, atol=1e-5)
+
+
+def test_params_beyond_float32_range_are_refused_in_a_float32_flow_even_inside_jit():
+    spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+    params = {**fb.init_params(spec, 0), "layers.1.conditioner.0.bias": np.full(8, 1e39)}
+    with pytest.raises(fb.ParamError, match=r"layers.1.conditioner.0.bias: 1e\+39 overflows float32"):
+        fb.to_jax(spec, params)
+    kernel = "layers.0.conditioner.0.kernel"
+    with pytest.raises(fb.ParamError, match="overflows float32"):
+        jax.jit(lambda k: fb.to_jax(spec, {**params, kernel: k}).forward(np.zeros((1, 4))))(
+            jnp.zeros((2, 8)))
+    with jax.enable_x64(True):  # float64: in range
+        assert np.asarray(fb.to_jax(spec, params, dtype="float64").forward(np.zeros((1, 4)))).shape == (1, 4)
+
+
+def test_ragged_and_bfloat16_inputs_are_refused_naming_the_argument():
+    flow = fb.to_jax(SPEC, PARAMS)
+    for call, name in ((flow.forward, "x"), (flow.inverse, "y"), (flow.inverse_log_det_jacobian, "y")):
+        with pytest.raises(ValueError, match=rf"Flow: {name}: expected a rectangular array .*ragged list"):
+            call([[0.0] * 7, [0.0] * 6])
+        with pytest.raises(TypeError, match=rf"Flow: {name}: bfloat16 is a floating dtype this flow "
+                                            r"does not take: expected float32 \(the flow's dtype\)"):  # fmt: skip
+            call(jnp.zeros((2, 7), jnp.bfloat16))
+        with pytest.raises(TypeError, match=rf"Flow: {name}: bfloat16 is a floating dtype"):
+            call(np.zeros((2, 7), jnp.bfloat16))  # NumPy's (ml_dtypes) bfloat16 too
+        with pytest.raises(TypeError, match=rf"Flow: {name}: expected an array of real numbers, got None"):
+            call(None)
+    spec = fb.realnvp(2, num_couplings=2, hidden=(8,), context_dim=3)
+    cond = fb.to_jax(spec)
+    with pytest.raises(ValueError, match="ConditionalFlow: context: expected a rectangular array"):
+        cond.forward(np.zeros((2, 2)), [[0.0] * 3, [0.0]])
+    with pytest.raises(TypeError, match="ConditionalFlow: context: bfloat16 is a floating dtype"):
+        cond.forward(np.zeros((2, 2)), jnp.zeros((2, 3), jnp.bfloat16))
+    # integers and NumPy floats convert, as before
+    np.testing.assert_allclose(np.asarray(flow.forward(np.zeros((2, 7), np.int64))),
+                               REF.forward(np.zeros((2, 7))), rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_replace_names_the_parameter_it_refuses():
+    flow = fb.to_jax(SPEC, PARAMS)
+    module = fb.module_for(SPEC, "jax")
+    name = "layers.0.conditioner.0.bias"
+    shape = PARAMS[name].shape
+    cases = [(np.ones(shape, complex), TypeError, "expected real numbers, got dtype complex128"),
+             (np.ones(shape, bool), TypeError, "expected real numbers, got dtype bool"),
+             ("abc", TypeError, "expected real numbers, got dtype <U3"),
+             (None, TypeError, "expected real numbers, got dtype object"),
+             ([[0.0], [0.0, 1.0]], ValueError, "expected an array, got a ragged list"),
+             (np.ones(shape[0] + 1), ValueError, "expected shape")]  # fmt: skip
+    for value, error, message in cases:
+        with pytest.raises(error, match=f"^{name}: {message}"):
+            module.replace(flow, {name: value})
+    new = module.replace(flow, {name: np.ones(shape)})  # a float64 value: cast to the flow's
+    assert fb.params_from_jax(new)[name].dtype == np.float32

@@ -381,11 +381,38 @@ def _logit(layer, shape):
     return Formula(forward, inverse)
 
 
+def _elementwise_affine(layer):
+    """Every entry: ``y = x * exp(log_scale) + t``; ``[t | s] = m(c)`` from the context
+    alone (broadcast to x's batch) in a conditional flow, the weights ``shift`` and ``s``
+    otherwise."""
+
+    def maps(p, v, c):
+        if c is None:
+            t, s = p["shift"], p["s"]
+        else:
+            out = _mlp(p, "conditioner.", np.broadcast_to(c, v.shape[:-1] + c.shape[-1:]),
+                       layer.conditioner)  # fmt: skip
+            t, s = out[..., : v.shape[-1]], out[..., v.shape[-1] :]
+        ls = np.broadcast_to(_log_scale(s, layer.scale), v.shape)
+        return t, ls
+
+    def forward(p, x, c):
+        t, ls = maps(p, x, c)
+        return x * np.exp(ls) + t, ls.sum(-1)
+
+    def inverse(p, y, c):
+        t, ls = maps(p, y, c)
+        return (y - t) * np.exp(-ls), -ls.sum(-1)
+
+    return Formula(forward, inverse)
+
+
 #: Layer type -> its formula here, given the layer, the shape it acts on and the mode.
 FORMULAS: dict[str, Callable[..., Formula]] = {
     "additive_coupling": lambda layer, shape, training: _coupling(layer, shape),
     "affine_coupling": lambda layer, shape, training: _coupling(layer, shape),
     "scaling": lambda layer, shape, training: _scaling(layer, shape),
+    "elementwise_affine": lambda layer, shape, training: _elementwise_affine(layer),
     "permutation": lambda layer, shape, training: _permutation(layer, shape),
     "squeeze": lambda layer, shape, training: _squeeze(layer, shape),
     "factor_out": lambda layer, shape, training: _factor_out(layer, shape),
@@ -552,6 +579,21 @@ CASES: dict[str, Callable[[], Case]] = {
             A(mask=fb.HalfMask(part="last"), conditioner=_mlp_cond((), "relu"),
               scale=fb.ClampScale(low=-0.3, high=0.3))]),
         _vectors(4, batch=(2, 3)), [((4,), None)], context=_rng(2).standard_normal((1, 2)),
+        tags=frozenset({"context"})),
+    # every entry's affine map: weights without a context, m(c) from the context alone
+    "elementwise_affine_d1": lambda: _one(fb.ElementwiseAffine(), (1,), _vectors(1)),
+    "elementwise_affine_soft_clamp_d3": lambda: _one(
+        fb.ElementwiseAffine(scale=fb.SoftClampScale(bound=0.6)), (3,), _vectors(3)),
+    "elementwise_affine_conditional_d1": lambda: Case(
+        fb.FlowSpec(name="cond1", event_shape=(1,), context_dim=3, layers=[
+            fb.ElementwiseAffine(conditioner=_mlp_cond((8,), "tanh"))]),
+        _vectors(1, batch=(2, 3)), [((1,), None)], context=_rng(2).standard_normal((3, 3)),
+        tags=frozenset({"context"})),
+    "elementwise_affine_conditional_stack_d2": lambda: Case(
+        fb.FlowSpec(name="cond2", event_shape=(2,), context_dim=2, layers=[
+            fb.ElementwiseAffine(conditioner=_mlp_cond((6, 6)), scale=fb.SigmoidScale()),
+            fb.ElementwiseAffine(conditioner=_mlp_cond(()), scale=fb.ClampScale(low=-0.2))]),
+        _vectors(2), [((2,), None)] * 2, context=_rng(2).standard_normal((5, 2)),
         tags=frozenset({"context"})),
     "context_embedding": lambda: Case(
         fb.FlowSpec(name="embedded", event_shape=(4,), context_dim=3,

@@ -186,3 +186,217 @@ def test_batch_norm_trains_through_numpyro_mutable_state():
             event_shape=(d,), layers=[fb.BatchNorm(), fb.AffineCoupling()]))  # fmt: skip
         with numpyro.handlers.seed(rng_seed=0):
             guide()
+
+
+# ------------------------------------------------- JAX's 64-bit mode (issue 25)
+
+
+@pytest.fixture(params=[False, True], ids=["x64-off", "x64-on"])
+def x64(request):
+    """JAX's 64-bit mode on or off for the test, the previous mode restored after it."""
+    with jax.enable_x64(request.param):
+        yield request.param
+
+
+def _mode_dtype():
+    return "float64" if jax.config.jax_enable_x64 else "float32"
+
+
+def _small_guide(**kwargs):
+    return AutoNormalizingFlow(_model, lambda d: fb.realnvp(d, num_couplings=2, hidden=(8,)), **kwargs)
+
+
+def _train(guide, steps=150):
+    svi = SVI(_model, guide, numpyro.optim.Adam(0.01), Trace_ELBO(num_particles=4))
+    return svi.run(jax.random.PRNGKey(0), steps, progress_bar=False)
+
+
+def test_to_numpyro_follows_jaxs_mode_or_its_dtype(x64):
+    want = _mode_dtype()
+    t = fb.to_numpyro(SPEC, PARAMS)
+    assert t.flow.dtype == want
+    y = jnp.asarray(np.random.default_rng(5).standard_normal((4, 3)))  # JAX's default dtype
+    q = dist.TransformedDistribution(dist.Normal(jnp.zeros(3), 1.0).to_event(1), [t])
+    assert q.log_prob(y).dtype == want
+    z, ildj = fb.to_numpy(SPEC, PARAMS).inverse_with_log_det(np.asarray(y, np.float64))
+    ref = -0.5 * np.sum(z**2, -1) - 1.5 * np.log(2 * np.pi) + ildj
+    np.testing.assert_allclose(np.asarray(q.log_prob(y)), ref, rtol=1e-4, atol=1e-4)
+    # a float32 transform takes NumPyro's float64 draws in 64-bit mode (cast, as promoted)
+    t32 = fb.to_numpyro(SPEC, PARAMS, dtype="float32")
+    assert t32(y).dtype == jnp.float32 and t32.inv(y).dtype == jnp.float32
+    for bad in ("float16", "double", True, 3):
+        with pytest.raises(ValueError, match=r"dtype: expected 'float32', 'float64' or None"):
+            fb.to_numpyro(SPEC, PARAMS, dtype=bad)
+    if not x64:
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            fb.to_numpyro(SPEC, PARAMS, dtype="float64")
+
+
+def test_the_guide_trains_samples_predicts_and_gives_quantiles_in_either_mode(x64):
+    """A model written with the 64-bit mode on (or off) trains with the guide, whose
+    flow, weights, draws and quantiles are in that mode's dtype."""
+    want = _mode_dtype()
+    guide = _small_guide()
+    assert guide.dtype == want
+    result = _train(guide)
+    assert {v.dtype.name for v in result.params.values()} == {want}
+    assert np.isfinite(result.losses).all() and result.losses[-20:].mean() < result.losses[:20].mean()
+    draws = guide.sample_posterior(jax.random.PRNGKey(2), result.params, sample_shape=(500,))
+    assert draws["z"].shape == (500, 3) and draws["z"].dtype == want
+    predictive = Predictive(_model, guide=guide, params=result.params, num_samples=20,
+                            return_sites=["z"])  # fmt: skip
+    assert predictive(jax.random.PRNGKey(3))["z"].shape == (20, 3)
+    eager = guide.quantiles(result.params, [0.25, 0.75], num_samples=1000)
+    assert eager["z"].shape == (2, 3) and eager["z"].dtype == want
+    jitted = jax.jit(lambda p, q: guide.quantiles(p, q, num_samples=1000))(result.params, jnp.array([0.25, 0.75]))
+    np.testing.assert_allclose(np.asarray(jitted["z"]), np.asarray(eager["z"]), rtol=1e-4, atol=1e-4)
+
+
+def test_a_guide_trained_in_one_mode_samples_predicts_and_quantiles_in_the_other(x64):
+    """The issue's case: a float32-trained guide under ``jax_enable_x64`` (and back)."""
+    guide = _small_guide()
+    result = _train(guide, steps=20)
+    with jax.enable_x64(not x64):
+        other = "float32" if x64 else "float64"
+        assert guide.dtype == other
+        draws = guide.sample_posterior(jax.random.PRNGKey(2), result.params, sample_shape=(50,))
+        assert draws["z"].shape == (50, 3) and draws["z"].dtype == other
+        predictive = Predictive(_model, guide=guide, params=result.params, num_samples=5,
+                                return_sites=["z"])  # fmt: skip
+        assert predictive(jax.random.PRNGKey(3))["z"].shape == (5, 3)
+        assert guide.quantiles(result.params, [0.5], num_samples=100)["z"].shape == (1, 3)
+
+
+def test_the_guides_dtype_argument_fixes_it_and_is_checked_by_name(x64):
+    guide = _small_guide(dtype="float32")
+    assert guide.dtype == "float32"
+    result = _train(guide, steps=20)  # in 64-bit mode NumPyro's float64 draws are cast
+    assert {v.dtype.name for v in result.params.values()} == {"float32"}
+    draws = guide.sample_posterior(jax.random.PRNGKey(2), result.params, sample_shape=(10,))
+    assert draws["z"].dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"dtype: expected 'float32', 'float64' or None"):
+        _small_guide(dtype="float16")
+    if not x64:  # float64 needs the mode: refused, naming it, at the guide's first call
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            _train(_small_guide(dtype="float64"), steps=1)
+
+
+def test_quantiles_jit_and_refusals(x64):
+    """Values are checked where known (NaN included), dtypes and shapes always, under
+    ``jax.jit`` too; traced values are not checked (they are unknown)."""
+    guide = _small_guide()
+    params = _train(guide, steps=5).params
+    quantiles = lambda p, q: guide.quantiles(p, q, num_samples=200)  # noqa: E731
+    for bad in ([float("nan")], [1.5], [-0.1, 0.5]):
+        with pytest.raises(ValueError, match=r"quantiles: expected values in \[0, 1\]"):
+            quantiles(params, bad)
+        with pytest.raises(ValueError, match=r"quantiles: expected values in \[0, 1\]"):
+            jax.jit(lambda p, bad=bad: quantiles(p, bad))(params)  # a constant: known
+    traced = jax.jit(quantiles)(params, jnp.array([0.5, 1.5]))  # unknown: not checked
+    assert traced["z"].shape == (2, 3)
+    assert jax.jit(quantiles)(params, jnp.asarray(0.5))["z"].shape == (3,)
+    with pytest.raises(ValueError, match=r"quantiles: expected a number or a list of numbers \(1-D\), got shape \(1, 2\)"):
+        jax.jit(quantiles)(params, jnp.array([[0.25, 0.75]]))
+    with pytest.raises(TypeError, match="quantiles: expected numbers in .0, 1., got dtype complex"):
+        jax.jit(quantiles)(params, jnp.array([0.5 + 1j]))
+    with pytest.raises(TypeError, match="quantiles: expected numbers"):
+        quantiles(params, ["a"])
+    with pytest.raises(ValueError, match="quantiles: .* got a ragged list"):
+        quantiles(params, [[0.5], [0.1, 0.2]])
+    with pytest.raises(ValueError, match="num_samples: expected a positive integer, got 0"):
+        guide.quantiles(params, [0.5], num_samples=0)
+    with pytest.raises(TypeError, match="num_samples: expected a positive integer"):
+        guide.quantiles(params, [0.5], num_samples=10.0)
+
+
+def test_params_from_svi_gives_writable_arrays_and_refuses_a_non_mapping(x64):
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    guide = _small_guide()
+    result = _train(guide, steps=5)
+    weights = params_from_svi(result.params)
+    assert weights and all(isinstance(v, np.ndarray) and v.flags.writeable for v in weights.values())
+    assert {v.dtype.name for v in weights.values()} == {_mode_dtype()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "non-writable" warning would fail here
+        flow = fb.to_pyro(guide.flow_spec(), weights, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_allclose(flow(torch.tensor(x)).detach().numpy(),
+                               fb.to_numpy(guide.flow_spec(), weights).forward(x), atol=1e-12)  # fmt: skip
+    with pytest.raises(TypeError, match=r"params: expected SVI's parameter dict .*, got list"):
+        params_from_svi([1, 2])
+    with pytest.raises(TypeError, match="prefix: expected the guide's prefix, a string"):
+        params_from_svi(result.params, prefix=3)
+    with pytest.raises(KeyError, match="no site starts with 'other_flow.'"):
+        params_from_svi(result.params, prefix="other")
+
+
+# ---------------------------------------------- hostile inputs (issue 25)
+
+
+def test_condition_checks_the_context_before_converting_it():
+    spec = fb.realnvp(2, num_couplings=2, hidden=(8,), context_dim=3)
+    t = fb.to_numpyro(spec, fb.init_params(spec, 1, init="random"))
+    cases = [(None, TypeError, "context: expected an array of real numbers, got None"),
+             ("abc", TypeError, "context: expected real numbers, got dtype <U3"),
+             (np.ones(3, complex), TypeError, "context: expected real numbers, got dtype complex128"),
+             (np.ones(3, bool), TypeError, "context: expected real numbers, got dtype bool"),
+             (jnp.ones(3, jnp.bfloat16), TypeError, "context: bfloat16 is a floating dtype this flow does not take"),
+             ([[1.0, 2.0, 3.0], [1.0]], ValueError, "context: expected a rectangular array"),
+             (np.ones(4), ValueError, r"context: expected shape \(\*batch, 3\)")]  # fmt: skip
+    for context, error, message in cases:
+        with pytest.raises(error, match=message):
+            t.condition(context)
+    with pytest.raises(TypeError, match="context: .* reads no context"):
+        FlowTransform(fb.to_jax(SPEC), context=np.ones(3))
+    with jax.enable_x64(True):  # NumPyro's float64 arrays in a float32 transform: cast
+        assert t.condition(jnp.ones(3))(jnp.zeros((4, 2))).dtype == jnp.float32
+
+
+def test_to_numpyro_checks_mutable_against_the_flows_state_names():
+    spec = fb.FlowSpec(event_shape=(2,), layers=[fb.BatchNorm(), fb.AffineCoupling()])
+    with pytest.raises(TypeError, match=r"mutable: expected None or the dict .* \['layers.0.running_mean', "
+                                        r"'layers.0.running_log_var'\].*got list"):  # fmt: skip
+        fb.to_numpyro(spec, mutable=[])
+    with pytest.raises(ValueError, match=r"mutable: unexpected key 'foo': expected the flow's state names "
+                                         r"\(its keys among \['layers.0.running_mean'"):  # fmt: skip
+        fb.to_numpyro(spec, mutable={"foo": 1})
+    with pytest.raises(ValueError, match="mutable: unexpected key 'layers.0.running_mean'.*has none"):
+        fb.to_numpyro(SPEC, mutable={"layers.0.running_mean": 1})
+    with pytest.raises(TypeError, match="mutable: expected None or the dict"):
+        FlowTransform(fb.to_jax(SPEC), mutable=("a",))
+    assert fb.to_numpyro(spec, mutable={"layers.0.running_mean": jnp.zeros(2)}).mutable is not None
+
+
+def test_flow_transform_refuses_a_flow_that_is_not_a_jax_flow():
+    for flow in (fb.to_numpy(SPEC), None, SPEC, "flow"):
+        with pytest.raises(TypeError, match="flow: expected a flowbridge JAX flow"):
+            FlowTransform(flow)
+    flow = fb.to_jax(SPEC)
+    assert FlowTransform(flow).flow is flow
+
+
+def test_the_guide_takes_a_spec_its_dict_or_a_function_and_refuses_a_conditional_flow():
+    spec = fb.realnvp(3, num_couplings=2, hidden=(8,))
+    for given in (spec, spec.to_dict(), lambda d: fb.realnvp(d, num_couplings=2, hidden=(8,)).to_dict()):
+        guide = AutoNormalizingFlow(_model, given)
+        result = _train(guide, steps=2)
+        assert sorted(result.params) == sorted(f"auto_flow.{n}" for n in fb.param_shapes(spec))
+    conditional = fb.realnvp(3, hidden=(8,), context_dim=2)
+    for given in (conditional, conditional.to_dict()):  # refused at construction
+        with pytest.raises(ValueError, match="spec: a guide's flow must be unconditional .*context_dim=2"):
+            AutoNormalizingFlow(_model, given)
+    guide = AutoNormalizingFlow(_model, lambda d: fb.realnvp(d, hidden=(8,), context_dim=2))
+    with pytest.raises(ValueError, match="spec: a guide's flow must be unconditional"):
+        _train(guide, steps=1)  # a function's spec: refused at the first call
+    with pytest.raises(TypeError, match="spec: expected a FlowSpec, its dict, a function"):
+        AutoNormalizingFlow(_model, 3)
+    with pytest.raises(fb.SpecError):
+        AutoNormalizingFlow(_model, {"event_shape": [3]})
+    with pytest.raises(TypeError, match="model: expected a NumPyro model"):
+        AutoNormalizingFlow(None)
+    with pytest.raises(TypeError, match="prefix: expected a string"):
+        AutoNormalizingFlow(_model, prefix=1)
+    with pytest.raises(TypeError, match="seed: expected an integer"):
+        AutoNormalizingFlow(_model, seed=0.5)

@@ -180,3 +180,43 @@ def test_object_and_non_float_arrays_are_param_errors(tmp_path):
             fb.check_params(spec, {"layers.0.log_scale": value})
         with pytest.raises(fb.ParamError, match="layers.0.log_scale"):
             fb.save_params({"layers.0.log_scale": value}, tmp_path / "p")
+
+
+def test_check_params_refuses_values_that_overflow_the_flows_dtype():
+    """The shared check, so every backend refuses alike: 1e39 is finite in float64 and
+    infinity in float32."""
+    spec = fb.FlowSpec(event_shape=(4,), layers=[fb.Scaling()])
+    huge = {"layers.0.log_scale": np.array([0.0, -1e39, 0.0, 0.0])}
+    with pytest.raises(fb.ParamError, match=r"^layers.0.log_scale: -1e\+39 overflows float32 \(the flow's dtype"):
+        fb.check_params(spec, huge, dtype="float32")
+    with pytest.raises(fb.ParamError, match=r"layers.0.log_scale: 70000 overflows float16"):
+        fb.check_params(spec, {"layers.0.log_scale": np.array([7e4, 0.0, 0.0, 0.0], np.float32)}, dtype="float16")
+    assert fb.check_params(spec, huge, dtype="float64")["layers.0.log_scale"][1] == -1e39
+    assert fb.check_params(spec, huge)["layers.0.log_scale"][1] == -1e39  # no dtype: no range
+    # float32's largest value fits; a float64 value that rounds to it too
+    edge = np.finfo(np.float32).max.astype(np.float64)
+    fb.check_params(spec, {"layers.0.log_scale": np.array([edge, -edge, 0.0, 0.0])}, dtype="float32")
+    with pytest.raises(ValueError, match="dtype: expected 'float16', 'float32', 'float64' or None"):
+        fb.check_params(spec, huge, dtype="bfloat16")
+
+
+@pytest.mark.parametrize("backend", ["jax", "pyro", "tfp"])
+def test_a_float32_flow_refuses_params_beyond_float32s_range(backend):
+    module = {"jax": "jax", "pyro": "torch", "tfp": "tensorflow_probability"}[backend]
+    pytest.importorskip(module)
+    spec = fb.realnvp(4, num_couplings=2, hidden=(8,))
+    params = {**fb.init_params(spec, 0), "layers.1.conditioner.0.bias": np.full(8, 1e39)}
+    build = getattr(fb, f"to_{backend}")
+    with pytest.raises(fb.ParamError, match=r"^layers.1.conditioner.0.bias: 1e\+39 overflows float32"):
+        build(spec, params)
+    with pytest.raises(fb.ParamError, match="overflows float32"):
+        build(spec, params, dtype="float32")
+    build(spec, fb.init_params(spec, 0), dtype="float32")  # in range: built
+    if backend != "jax":  # float64 holds it (JAX's float64 needs its 64-bit mode)
+        build(spec, params, dtype="float64")
+    if backend == "pyro":
+        import torch
+
+        with pytest.raises(fb.ParamError, match="overflows float32"):
+            build(spec, params, dtype=torch.float32)
+        build(spec, params, dtype=torch.float64)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import tracemalloc
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowbridge as fb
+from flowbridge import backends as B
 from flowbridge.check import inputs, runtime
 
 pytestmark = pytest.mark.fuzz
@@ -328,12 +330,12 @@ def _good(x) -> bool:
     return x.ndim >= 1 and x.shape[-1] == 5
 
 
-@pytest.mark.parametrize("backend", ["numpy", "pyro", "tfp"])
+@pytest.mark.parametrize("backend", B.NAMES)
 @_settings("inputs")
 @given(x=arrays())
 def test_inputs_give_a_correct_result_or_the_documented_error(backend, x):
     if backend == "numpy":
-        flow = REFERENCE
+        flow = fb.to_numpy(INPUT_SPEC, INPUT_PARAMS)  # this row's own (cached) module
         call = {"forward": flow.forward, "inverse": flow.inverse}
         real = x.dtype.kind in "iuf"
     elif backend == "pyro":
@@ -342,11 +344,24 @@ def test_inputs_give_a_correct_result_or_the_documented_error(backend, x):
         t = torch.as_tensor(x)
         call = {"forward": lambda _: flow(t).detach().numpy(), "inverse": lambda _: flow.inv(t).detach().numpy()}
         real = x.dtype == np.float64  # torch: the flow's own dtype
-    else:
+    elif backend == "tfp":
         pytest.importorskip("tensorflow_probability")
         flow = _framework_flow("tfp")
         call = {"forward": lambda _: flow.forward(x).numpy(), "inverse": lambda _: flow.inverse(x).numpy()}
         real = x.dtype.kind in "iuf"  # TFP converts NumPy inputs to the flow's dtype
+    else:
+        jax = pytest.importorskip("jax")
+        flow = _framework_flow("jax")
+
+        def in_x64(fn):
+            def run(_):
+                with jax.enable_x64(True):
+                    return np.asarray(fn(x))
+
+            return run
+
+        call = {"forward": in_x64(flow.forward), "inverse": in_x64(flow.inverse)}
+        real = x.dtype.kind in "iuf"  # JAX's flows take NumPy integers and floats alike
     for direction, fn in call.items():
         if real and _good(x):
             want = getattr(REFERENCE, direction)(x)
@@ -363,8 +378,9 @@ _FLOWS: dict = {}
 
 def _framework_flow(backend):
     if backend not in _FLOWS:
-        build = fb.to_pyro if backend == "pyro" else fb.to_tfp
-        _FLOWS[backend] = build(INPUT_SPEC, INPUT_PARAMS, dtype="float64")
+        build = getattr(fb, f"to_{backend}")
+        with pytest.importorskip("jax").enable_x64(True) if backend == "jax" else nullcontext():
+            _FLOWS[backend] = build(INPUT_SPEC, INPUT_PARAMS, dtype="float64")
     return _FLOWS[backend]
 
 

@@ -134,26 +134,49 @@ def _dtype(dtype):
     return dtype
 
 
-def _checked(layer, value, name, event):
-    """``value`` as an array of the layer's dtype if it holds real numbers of shape
-    (*batch, *event); else a TypeError or ValueError naming what was expected. NumPy
-    arrays and Python numbers convert to the flow's dtype (as TFP's bijectors convert
-    them); a JAX array of another floating dtype is refused, never cast, and complex or
-    boolean values are refused."""
-    where = f"{type(layer).__name__}: {name}"
+def _real(layer, value, where):
+    """``value`` as an array of real numbers, not cast yet: a JAX array (traced ones
+    too) as it is, anything else through NumPy; else a TypeError or ValueError that
+    starts with ``where`` and names the flow's dtype. Integers and NumPy float16, float32
+    and float64 are taken (they convert to the flow's dtype, as TFP's bijectors convert
+    them); a JAX array of another floating dtype, and any other floating dtype (bfloat16,
+    float8), is refused, never cast; booleans, complex numbers, strings, ``None`` and
+    ragged nested lists are refused."""
+    want = np.dtype(layer.dtype).name
+    if value is None:
+        raise TypeError(f"{where}: expected an array of real numbers, got None (the flow's "
+                        f"dtype is {want})")  # fmt: skip
     if isinstance(value, jax.Array):
-        kind = np.dtype(value.dtype).kind
-        if kind not in "iuf":
-            raise TypeError(f"{where}: expected real numbers, got dtype {value.dtype}")
-        if kind == "f" and value.dtype != layer.dtype:
-            raise TypeError(f"{where}: expected dtype {np.dtype(layer.dtype).name} (the flow's), "
-                            f"got {value.dtype}")  # fmt: skip
         array = value
     else:
-        host = np.asarray(value)
-        if host.dtype.kind not in "iuf":
-            raise TypeError(f"{where}: expected real numbers, got dtype {host.dtype}")
-        array = host
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError):  # NumPy's "inhomogeneous shape"
+            raise ValueError(
+                f"{where}: expected a rectangular array (nested lists of "
+                f"equal lengths), got a ragged {type(value).__name__}"
+            ) from None
+    dtype = np.dtype(array.dtype)
+    if jnp.issubdtype(dtype, jnp.floating):
+        if dtype.name not in ("float16", "float32", "float64"):
+            raise TypeError(
+                f"{where}: {dtype.name} is a floating dtype this flow does "
+                f"not take: expected {want} (the flow's dtype); cast it first"
+            )
+        if isinstance(array, jax.Array) and dtype != layer.dtype:
+            raise TypeError(f"{where}: expected dtype {want} (the flow's), got {dtype.name}")
+    elif not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{where}: expected real numbers, got dtype {dtype} (the flow's dtype "
+                        f"is {want})")  # fmt: skip
+    return array
+
+
+def _checked(layer, value, name, event):
+    """``value`` as an array of the layer's dtype if it holds real numbers of shape
+    (*batch, *event); else a TypeError or ValueError naming what was expected (the
+    dtypes taken are ``_real``'s)."""
+    where = f"{type(layer).__name__}: {name}"
+    array = _real(layer, value, where)
     if array.ndim < len(event) or tuple(array.shape[array.ndim - len(event) :]) != event:
         want = ", ".join(["*batch", *map(str, event)])
         raise ValueError(f"{where}: expected shape ({want}), got {tuple(array.shape)}")
@@ -339,11 +362,22 @@ def neutral_params(flow):
 
 def _replaced(part, mine, prefix):
     """``part`` (a layer or the context embedding) with ``mine`` (its local neutral names
-    -> arrays) in its dtype: a new object, or ``part`` itself when ``mine`` is empty."""
+    -> arrays of real numbers, cast to its dtype) in its dtype: a new object, or ``part``
+    itself when ``mine`` is empty. A value that is not an array of real numbers, or of
+    another shape, is refused naming the parameter (``{prefix}{name}``)."""
     if not mine:
         return part
     local = part.neutral_params()
     for name, value in mine.items():
+        if not isinstance(value, jax.Array):
+            try:
+                value = np.asarray(value)
+            except (TypeError, ValueError):  # NumPy's "inhomogeneous shape"
+                raise ValueError(f"{prefix}{name}: expected an array, got a ragged "
+                                 f"{type(value).__name__}") from None  # fmt: skip
+        kind = np.dtype(value.dtype)
+        if not (jnp.issubdtype(kind, jnp.floating) or jnp.issubdtype(kind, jnp.integer)):
+            raise TypeError(f"{prefix}{name}: expected real numbers, got dtype {kind}")
         value = jnp.asarray(value, part.dtype)
         if value.shape != local[name].shape:
             raise ValueError(f"{prefix}{name}: expected shape {local[name].shape}, got "
@@ -363,8 +397,8 @@ def replace(flow, params):
         raise KeyError(f"params do not fit the flow: unexpected {extra}")
     new = _copied(flow)
     per_layer = _per_layer(params, len(flow.layers))
-    new.layers = [_replaced(layer, mine, f"layers.{i}.")
-                  for i, (layer, mine) in enumerate(zip(flow.layers, per_layer, strict=True))]  # fmt: skip
+    pairs = enumerate(zip(flow.layers, per_layer, strict=True))
+    new.layers = [_replaced(layer, mine, f"layers.{i}.") for i, (layer, mine) in pairs]
     if "embedding" in flow.__dict__:
         head = "context_embedding."
         mine = {k[len(head) :]: v for k, v in params.items() if k.startswith(head)}

@@ -160,6 +160,13 @@ SHARED_OPS: dict[str, str] = {
 }
 
 
+#: Every kind of layer field (``flowbridge.layers.Field``): each emitter's ``FIELD_INIT``
+#: says how its framework stores each one.
+FIELD_KINDS: tuple[str, ...] = (
+    "dense", "conv", "constant", "vector", "channel", "state", "index", "int",
+)  # fmt: skip
+
+
 class Emitter(abc.ABC):
     """A backend's code generator: the declared interface ``flowbridge.codegen`` uses.
 
@@ -171,6 +178,9 @@ class Emitter(abc.ABC):
     - ``IMAGE_SHAPES``: the shape convention of an image flow's module.
     - ``IMPORTS`` / ``CONDITIONAL_IMPORTS``: the framework imports a (conditional)
       generated module starts with.
+    - ``FIELD_INIT``: field kind (one of ``FIELD_KINDS``) -> the constructor statement(s)
+      that store a field of that kind (``{name}``, ``{shape}``); ``field_init(kind)``
+      reads it, refusing a kind it does not hold by name.
     - ``OPS``: IR op -> expression template (``{0}``, ``{1}``: arguments; ``{name}``:
       attributes); must cover every op of :data:`flowbridge.ir.OPS`.
     - ``OP_IMPORTS``: op -> a standard-library import it needs (default none).
@@ -229,7 +239,20 @@ class Emitter(abc.ABC):
     REQUIRED: ClassVar[tuple[str, ...]] = (
         "TITLE", "USAGE", "CONDITIONAL_USAGE", "IMAGE_SHAPES", "IMPORTS",
         "CONDITIONAL_IMPORTS", "OPS", "CONSTANT", "PRELUDE", "BASE", "CONDITIONAL", "EMBEDDING",
+        "FIELD_INIT",
     )  # fmt: skip
+
+    def field_init(self, kind: str):
+        """The ``FIELD_INIT`` entry of a field ``kind``.
+
+        Raises:
+            ContractError: the backend stores no field of that kind (the message names
+                the kind and the kinds it stores).
+        """
+        if kind not in self.FIELD_INIT:
+            raise ContractError(f"{type(self).__name__}: no field of kind {kind!r}: it stores "
+                                f"{', '.join(self.FIELD_INIT)}")  # fmt: skip
+        return self.FIELD_INIT[kind]
 
     @property
     def prelude(self) -> Prelude:
@@ -465,6 +488,10 @@ def check_emitter(cls: type, name: str = "") -> None:
         ops = sorted(ir.OPS.keys() - cls.OPS.keys())
         if ops:
             problems.append(f"IR ops without a template: {', '.join(ops)}")
+    if hasattr(cls, "FIELD_INIT"):
+        kinds = [k for k in FIELD_KINDS if k not in cls.FIELD_INIT]
+        if kinds:
+            problems.append(f"field kinds without a statement: {', '.join(kinds)}")
     if hasattr(cls, "PRELUDE"):
         path = Path(cls.PRELUDE)
         if not path.is_file():
@@ -497,7 +524,10 @@ class Runtime(Protocol):
     ``build``'s in evaluation mode), ``training(flow)``, ``forward(flow, x, context=None)``
     and ``inverse(flow, y, context=None)`` (output and log-det, any cache bypassed),
     ``round_trip(flow, x, context=None)`` and ``jacobian_log_det(flow, x, context=None)``
-    (``log|det J|`` of the forward map per row, from the framework's Jacobian). Shapes:
+    (``log|det J|`` of the forward map per row, from the framework's Jacobian), and
+    ``saved(module, flow)``/``restored(spec, state)`` (a flow as plain data and back,
+    for pickling: :func:`flowbridge.persist.rebuild`); ``make`` hands every flow it
+    builds to ``flowbridge.persist.register``. Shapes:
     ``x`` is ``(*batch, D)`` or ``(*batch, C, H, W)``, log-dets ``(*batch,)``.
     :func:`check_runtime` checks a module against this protocol.
 
@@ -547,6 +577,15 @@ class Runtime(Protocol):
 
     def jacobian_log_det(self, flow: Any, x: Any, context: Any = None) -> Any:
         """log|det J| of the forward map per row, from the framework's Jacobian."""
+
+    def saved(self, module: ModuleType, flow: Any) -> dict:
+        """What a pickled flow keeps beside its spec (``flowbridge.persist``): its
+        weights and state under their neutral names, its dtype and build options, as
+        plain data."""
+
+    def restored(self, spec: Any, state: dict) -> Any:
+        """The flow of a pickled ``state``: built again from ``spec`` with the saved
+        dtype, options and weights (:func:`flowbridge.persist.rebuild`)."""
 
 
 RUNTIME_API: tuple[str, ...] = tuple(

@@ -830,6 +830,67 @@ class AffineCoupling(_Coupling):
         return errors
 
 
+class ElementwiseAffine(_LayerModel):
+    """An affine map of every entry, ``y = x * scale(s) + t``: the layer a flow on a
+    one-dimensional event is made of, where no coupling can split the entries.
+
+    In a flow with a context ``c`` the conditioner reads the context alone,
+    ``[t | s] = m(c)`` (two outputs per entry, shift first: a conditional Gaussian for a
+    one-dimensional event, as sbi's ``nsf`` uses a context-only map for one-dimensional
+    θ); without a context, ``t`` and ``s`` are learned vectors (the weights ``shift`` and
+    ``s``, starting at zero). The scale map turns the raw ``s`` into ``log_scale`` as in
+    :class:`AffineCoupling`:
+
+    - forward: ``y = x * exp(log_scale) + t``, log-det ``sum(log_scale)``;
+    - inverse: ``x = (y - t) * exp(-log_scale)``, log-det ``-sum(log_scale)``.
+
+    A stack of such layers is one affine map, so :func:`flowbridge.realnvp` and
+    :func:`flowbridge.nice` give a one-dimensional flow one of them. It takes vector
+    events ``(D,)``, any ``D``.
+
+    Attributes:
+        type: ``"elementwise_affine"``, the tag that picks this layer in a spec's dict.
+        conditioner: the MLP ``m`` from the context to ``[t | s]``
+            (:class:`flowbridge.Conditioner`, default ``Conditioner()``), its last layer
+            starting at zero (the identity); unused in a flow without a context.
+        scale: the scale map (:class:`flowbridge.ExpScale`, default,
+            :class:`flowbridge.ClampScale`, :class:`flowbridge.SoftClampScale` or
+            :class:`flowbridge.SigmoidScale`); a model or its dict with ``kind``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> import numpy as np
+        >>> spec = fb.FlowSpec(event_shape=(1,), layers=[fb.ElementwiseAffine()])
+        >>> flow = fb.to_numpy(spec, {"layers.0.shift": [2.0], "layers.0.s": [np.log(3.0)]})
+        >>> y, log_det = flow.forward_with_log_det(np.ones((2, 1)))
+        >>> y[:, 0], np.allclose(log_det, np.log(3.0))
+        (array([5., 5.]), True)
+    """
+
+    model_config = _schema_description(
+        """An affine map of every entry, ``y = x * scale(s) + t``: ``[t | s] = m(c)`` from
+        the context alone in a conditional flow, learned vectors otherwise; log-det
+        ``sum(log scale)``. What a one-dimensional event's flow is made of."""
+    )
+
+    type: Literal["elementwise_affine"] = "elementwise_affine"
+    conditioner: Conditioner = Field(default_factory=Conditioner)
+    scale: ScaleMap = Field(default_factory=ExpScale)
+    ranks: typing.ClassVar[tuple[int, ...]] = (1,)
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        if self.scale.kind == "clamp" and not self.scale.low < self.scale.high:
+            return [(f"{at}.scale.high", f"expected a value > low ({self.scale.low}), "
+                     f"got {self.scale.high}")]  # fmt: skip
+        return []
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        if not context_dim:
+            return 2 * shape[0]
+        sizes = [context_dim, *self.conditioner.hidden, 2 * shape[0]]
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
 class Scaling(_LayerModel):
     """NICE's diagonal scaling layer (Dinh et al. 2015, arXiv:1410.8516, sec. 3.3).
 

@@ -31,6 +31,7 @@ from .models import (
     ChannelMask,
     CheckerboardMask,
     Conditioner,
+    ElementwiseAffine,
     ExpScale,
     FactorOut,
     HalfMask,
@@ -70,7 +71,10 @@ def nice(
 
     Additive couplings (:class:`flowbridge.AdditiveCoupling`) whose masks alternate
     between the even and odd entries (:class:`flowbridge.ParityMask`, even first), then
-    a diagonal scaling layer (:class:`flowbridge.Scaling`).
+    a diagonal scaling layer (:class:`flowbridge.Scaling`). For ``dim=1``, where no
+    coupling can split the entries, it is one :class:`flowbridge.ElementwiseAffine`
+    layer instead (with a context: a conditional Gaussian whose mean and scale an MLP of
+    the context gives; ``num_couplings`` is not used).
 
     The paper's MNIST model used 4 couplings of 5 hidden layers with 1000 units; pass
     ``hidden=(1000,) * 5`` for that size. The default is smaller for vector problems.
@@ -97,7 +101,7 @@ def nice(
 
     Returns:
         FlowSpec: ``num_couplings`` additive couplings, then a scaling layer if
-        ``scaling``.
+        ``scaling``; for ``dim=1`` one :class:`flowbridge.ElementwiseAffine`.
 
     Raises:
         SpecError: an argument is not of the type of the field it fills or breaks its
@@ -119,6 +123,12 @@ def nice(
     cond = _fill(Conditioner, hidden=hidden, activation=activation)
     scaling = _argument("scaling", StrictBool, scaling)
     context = _context(context_dim, context_embedding)
+    if dim == 1:  # no coupling splits one entry
+        if not scaling:
+            raise SpecError("scaling: a one-dimensional NICE flow is one ElementwiseAffine "
+                            "layer, which scales; expected True for dim=1, got False")  # fmt: skip
+        layers = [ElementwiseAffine(conditioner=cond)]
+        return FlowSpec(name=name, event_shape=(dim,), **context, layers=layers)
     layers: list[Any] = [
         AdditiveCoupling(mask=ParityMask(parity="even" if i % 2 == 0 else "odd"), conditioner=cond)
         for i in range(count)
@@ -147,7 +157,11 @@ def realnvp(
     Affine couplings (:class:`flowbridge.AffineCoupling`) whose masks alternate which
     part passes through (first/last half, or even/odd), or, with ``permutation``, keep
     one mask and permute between couplings (as Pyro's ``AffineCoupling`` + ``Permute``
-    stacks do).
+    stacks do). For ``dim=1``, where no coupling can split the entries, it is one
+    :class:`flowbridge.ElementwiseAffine` layer with the same conditioner and scale map
+    (a stack of affine maps is one affine map, so ``num_couplings``, ``mask`` and
+    ``permutation`` are not used): with a context, a conditional Gaussian whose mean and
+    scale an MLP of the context gives, as sbi's ``nsf`` uses for one-dimensional θ.
 
     ``scale`` is a scale map or its dict (default ``{"kind": "exp"}``, the paper's
     ``exp(s)``); ``permutation`` optionally puts a ``reverse`` or seeded ``random``
@@ -182,7 +196,8 @@ def realnvp(
 
     Returns:
         FlowSpec: ``num_couplings`` affine couplings, with ``num_couplings - 1``
-        permutations between them if ``permutation``.
+        permutations between them if ``permutation``; for ``dim=1`` one
+        :class:`flowbridge.ElementwiseAffine`.
 
     Raises:
         SpecError: an argument is not of the type of the field it fills or breaks its
@@ -209,6 +224,9 @@ def realnvp(
     permutation = _argument("permutation", None | PermutationKind, permutation)
     seed = _argument("seed", NonNegInt, seed)
     context = _context(context_dim, context_embedding)
+    if dim == 1:  # no coupling splits one entry; a stack of affine maps is one
+        layers = [ElementwiseAffine(conditioner=cond, scale=scale_map)]
+        return FlowSpec(name=name, event_shape=(dim,), **context, layers=layers)
     layers: list[Any] = []
     for i in range(count):
         # with a permutation between couplings the mask stays put and the permutation

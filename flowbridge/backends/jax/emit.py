@@ -43,6 +43,7 @@ jax.config.update("jax_enable_x64", True)."""
     IMAGE_SHAPES = "Shapes: images are (*batch, C, H, W), channels first; log-dets are (*batch,)."
     IMPORTS = CONDITIONAL_IMPORTS = "import jax\nimport jax.numpy as jnp\nimport numpy as np"
 
+    FIELD_INIT = _FIELD_INIT
     OPS = {
         **Emitter.OPS,
         "exp": "jnp.exp({0})",
@@ -68,9 +69,9 @@ jax.config.update("jax_enable_x64", True)."""
 
     CONSTANT = "self.{name} = np.asarray({value}, self.dtype)"
     PRELUDE = Path(__file__).with_name("prelude.py")
-    BASE = ("_initial", "_dense", "_dtype", "_checked", "_in_domain", "_static_key", "_Static",
-            "_neutral_set", "_Tree", "_Layer", "_copied", "_zeros_batch", "_flow_flatten",
-            "_flow_unflatten", "neutral_params", "_replaced", "replace",
+    BASE = ("_initial", "_dense", "_dtype", "_real", "_checked", "_in_domain", "_static_key",
+            "_Static", "_neutral_set", "_Tree", "_Layer", "_copied", "_zeros_batch",
+            "_flow_flatten", "_flow_unflatten", "neutral_params", "_replaced", "replace",
             "load_neutral_params")  # fmt: skip
     UNCONDITIONAL = ("Flow",)
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
@@ -95,7 +96,7 @@ jax.config.update("jax_enable_x64", True)."""
         self, name, plan, forward, inverse, training=None, methods=(), constants=()
     ) -> str:
         shape = self.shape_arg(plan)
-        init = [_FIELD_INIT[f.kind].format(name=f.name, shape=shape) for f in plan.fields]
+        init = [self.field_init(f.kind).format(name=f.name, shape=shape) for f in plan.fields]
         uses_rng = any(
             f.kind in ("dense", "conv", "vector", "channel", "state") for f in plan.fields
         )

@@ -9,7 +9,11 @@ as a user's program has it. Jacobians come from ``jax.jacfwd``, one row at a tim
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from ... import persist
 
 
 def prepare() -> None:
@@ -22,9 +26,25 @@ def layers_of(flow) -> list:
     return list(flow.layers) if hasattr(flow, "layers") else [flow]
 
 
+def _start_error() -> str | None:
+    """Why JAX cannot start here (``JAX_PLATFORMS`` naming a platform this machine lacks,
+    say), or None. JAX raises a bare AssertionError or a RuntimeError for these."""
+    import jax
+
+    try:
+        jax.devices()
+    except Exception as error:  # noqa: BLE001 (whatever JAX raises, the row is skipped)
+        said = str(error).split(" (set JAX_PLATFORMS")[0] or "no backend starts"
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        return f"jax cannot start with JAX_PLATFORMS={platforms!r}: {said}"
+    return None
+
+
 def _gpus() -> list:
     import jax
 
+    if _start_error() is not None:
+        return []
     try:
         return jax.devices("gpu")
     except RuntimeError:  # no GPU backend in this jaxlib, or no device
@@ -32,10 +52,15 @@ def _gpus() -> list:
 
 
 def devices() -> list[str]:
+    if _start_error() is not None:
+        return []
     return ["cpu"] + (["cuda"] if _gpus() else [])
 
 
 def unavailable_devices() -> dict[str, str]:
+    why = _start_error()
+    if why is not None:
+        return {"cpu": why, "cuda": why}
     return {} if _gpus() else {"cuda": "jax sees no GPU"}
 
 
@@ -51,12 +76,18 @@ def _mode(dtype):
     return jax.enable_x64(np.dtype(dtype) == np.float64)
 
 
-def traced(params) -> bool:
-    """Whether any of ``params`` is a JAX tracer (its value unknown: inside ``jax.jit``)."""
+def is_traced(value) -> bool:
+    """Whether ``value`` is a JAX tracer (its contents unknown: inside ``jax.jit``)."""
     import jax
 
-    return any(isinstance(v, jax.core.Tracer) for v in params.values()) if hasattr(
-        params, "values") else False  # fmt: skip
+    return isinstance(value, jax.core.Tracer)
+
+
+def traced(params) -> bool:
+    """Whether any of ``params`` is a JAX tracer: the flow is built inside ``jax.jit``,
+    and those values can have their dtypes and shapes checked, not their contents
+    (:func:`flowbridge.check_params`' ``traced``)."""
+    return any(is_traced(v) for v in params.values()) if hasattr(params, "values") else False
 
 
 def make(module, params, dtype="float32", validate_args=False):
@@ -67,7 +98,24 @@ def make(module, params, dtype="float32", validate_args=False):
     if validate_args:
         for layer in [flow, *layers_of(flow)]:
             layer.validate_args = True
-    return flow
+    return persist.register(flow)
+
+
+def saved(module, flow) -> dict:
+    """What a pickled flow keeps beside its spec: its weights as NumPy arrays, its dtype
+    and ``validate_args`` (a float64 flow loads where JAX's 64-bit mode is on, as
+    :func:`flowbridge.to_jax` builds one)."""
+    params = {k: np.array(v) for k, v in module.neutral_params(flow).items()}
+    return {"params": params, "dtype": np.dtype(flow.dtype).name,
+            "validate_args": bool(getattr(flow, "validate_args", False))}  # fmt: skip
+
+
+def restored(spec, state: dict):
+    """The flow of a pickled ``state`` (:func:`flowbridge.persist.rebuild`)."""
+    from ...build import to_jax
+
+    return to_jax(spec, state["params"], dtype=state["dtype"],
+                  validate_args=state["validate_args"])  # fmt: skip
 
 
 def build(module, params, dtype: str, device: str):

@@ -33,6 +33,7 @@ Every input is converted to float64; the flow has no state besides its weights."
     IMAGE_SHAPES = "Shapes: images are (*batch, C, H, W), channels first; log-dets are (*batch,)."
     IMPORTS = CONDITIONAL_IMPORTS = "import numpy as np"
 
+    FIELD_INIT = _FIELD_INIT
     OPS = {
         **Emitter.OPS,
         "exp": "np.exp({0})",
@@ -76,7 +77,7 @@ Every input is converted to float64; the flow has no state besides its weights."
         self, name, plan, forward, inverse, training=None, methods=(), constants=()
     ) -> str:
         shape = self.shape_arg(plan)
-        init = [_FIELD_INIT[f.kind].format(name=f.name, shape=shape) for f in plan.fields]
+        init = [self.field_init(f.kind).format(name=f.name, shape=shape) for f in plan.fields]
         uses_rng = any(
             f.kind in ("dense", "conv", "vector", "channel", "state") for f in plan.fields
         )

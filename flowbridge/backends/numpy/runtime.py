@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import persist
 from ..common import set_training
 
 STEP = 1e-6
@@ -37,7 +38,25 @@ def precise() -> None:
 def make(module, params):
     """The flow of the loaded generated ``module`` with checked neutral ``params``
     (None: the module's own initial weights)."""
-    return module.build_flow(params)
+    return persist.register(module.build_flow(params))
+
+
+def saved(module, flow) -> dict:
+    """What a pickled flow keeps beside its spec: its weights and batch-norm state, and
+    each layer's training mode."""
+    params = {k: np.array(v) for k, v in module.neutral_params(flow).items()}
+    return {"params": params, "training": [getattr(x, "training", None) for x in layers_of(flow)]}
+
+
+def restored(spec, state: dict):
+    """The flow of a pickled ``state`` (:func:`flowbridge.persist.rebuild`)."""
+    from ...build import to_numpy
+
+    flow = to_numpy(spec, state["params"])
+    for layer, training in zip(layers_of(flow), state["training"], strict=True):
+        if training is not None:
+            layer.training = training
+    return flow
 
 
 def build(module, params, dtype: str, device: str):

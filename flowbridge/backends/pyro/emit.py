@@ -57,6 +57,7 @@ from pyro.distributions.torch_transform import ComposeTransformModule, Transform
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform"""
 
+    FIELD_INIT = _FIELD_INIT
     OPS = {
         **Emitter.OPS,
         "exp": "torch.exp({0})",
@@ -120,7 +121,7 @@ from torch.distributions.transforms import Transform"""
         constants: tuple[str, ...] = (),
     ) -> str:
         init = [
-            _FIELD_INIT[f.kind].format(name=f.name, shape=self.shape_arg(plan))
+            self.field_init(f.kind).format(name=f.name, shape=self.shape_arg(plan))
             for f in plan.fields
         ]
         base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import persist
+
 
 def prepare() -> None:
     """Nothing to set up before torch is imported."""
@@ -54,7 +56,31 @@ def make(module, params, dtype=None, device=None, validate_args=False):
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     flow = module.build_flow(validate_args=validate_args)
     flow = flow.to(device=device, dtype=dtype or torch.get_default_dtype())
-    return module.load_neutral_params(flow, params) if params is not None else flow
+    flow = module.load_neutral_params(flow, params) if params is not None else flow
+    return persist.register(flow)
+
+
+def saved(module, flow) -> dict:
+    """What a pickled flow keeps beside its spec: its weights and batch-norm state as
+    detached tensors on their device (so ``torch.load``'s ``map_location`` moves them),
+    its dtype, ``validate_args`` and training mode."""
+    params = {k: v.detach().clone() for k, v in module.neutral_params(flow).items()}
+    first = next(iter(params.values()), None)
+    dtype = None if first is None else str(first.dtype).removeprefix("torch.")
+    return {"params": params, "dtype": dtype, "training": bool(flow.training),
+            "validate_args": bool(getattr(flow, "validate_args", False))}  # fmt: skip
+
+
+def restored(spec, state: dict):
+    """The flow of a pickled ``state`` (:func:`flowbridge.persist.rebuild`), on the
+    device its weights were loaded to."""
+    from ...build import to_pyro
+
+    params = state["params"]
+    device = next(iter(params.values())).device if params else None
+    flow = to_pyro(spec, {k: v.cpu() for k, v in params.items()}, dtype=state["dtype"],
+                   device=device, validate_args=state["validate_args"])  # fmt: skip
+    return flow.train(state["training"])
 
 
 def build(module, params, dtype: str, device: str):

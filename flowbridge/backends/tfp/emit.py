@@ -73,6 +73,7 @@ tf.Variable in flow.trainable_variables."""
     #: ``batch_fill``/``batch_zeros`` return scalars: they occur only where the log-det is
     #: the same for every example of a call (constant-Jacobian layers, whose log-det TFP
     #: caches once, and a batch norm), and TFP broadcasts a scalar over any batch.
+    FIELD_INIT = _FIELD_INIT
     OPS = {
         **Emitter.OPS,
         "exp": "tf.exp({0})",
@@ -128,7 +129,7 @@ tf.Variable in flow.trainable_variables."""
         init = [
             ln
             for f in plan.fields
-            for ln in _FIELD_INIT[f.kind]
+            for ln in self.field_init(f.kind)
             .format(name=f.name, shape=self.shape_arg(plan))
             .split("\n")
         ]

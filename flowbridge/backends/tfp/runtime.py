@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 
+from ... import persist
 from ..common import set_training
 
 
@@ -90,8 +91,30 @@ def make(module, params, dtype="float32", data_format="channels_last", validate_
     import tensorflow as tf
 
     layout = {"data_format": data_format} if len(module.EVENT_SHAPE) == 3 else {}
-    return module.build_flow(params, dtype=tf.as_dtype(dtype), validate_args=validate_args,
+    flow = module.build_flow(params, dtype=tf.as_dtype(dtype), validate_args=validate_args,
                              **layout)  # fmt: skip
+    flow._flowbridge_options = {"dtype": tf.as_dtype(dtype).name, "data_format": data_format,
+                                "validate_args": validate_args}  # fmt: skip
+    return persist.register(flow)
+
+
+def saved(module, flow) -> dict:
+    """What a pickled flow keeps beside its spec: its weights and batch-norm state as
+    NumPy arrays, the options it was built with and each layer's training mode."""
+    params = {k: np.array(v.numpy()) for k, v in module.neutral_params(flow).items()}
+    training = [getattr(layer, "training", None) for layer in layers_of(flow)]
+    return {"params": params, "options": dict(flow._flowbridge_options), "training": training}
+
+
+def restored(spec, state: dict):
+    """The flow of a pickled ``state`` (:func:`flowbridge.persist.rebuild`)."""
+    from ...build import to_tfp
+
+    flow = to_tfp(spec, state["params"], **state["options"])
+    for layer, training in zip(layers_of(flow), state["training"], strict=True):
+        if training is not None:
+            layer.training = training
+    return flow
 
 
 def build(module, params, dtype: str, device: str):
