@@ -213,19 +213,31 @@ def plot(x_obs, samplers, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     means, cov = posterior(x_obs)
-    chol = np.linalg.cholesky(cov)
-    rng = np.random.default_rng(5)
-    fig, axes = plt.subplots(1, len(x_obs), figsize=(4.2 * len(x_obs), 4.0))
+    circle = np.stack([np.cos(np.linspace(0, 2 * np.pi, 200)),
+                       np.sin(np.linspace(0, 2 * np.pi, 200))])  # fmt: skip
+
+    def ellipse(ax, mean, c, **style):
+        """The 1- and 2-sd ellipses of a 2-D Gaussian (mean, covariance c)."""
+        root, width = np.linalg.cholesky(c), style.pop("lw")
+        for k, scale in ((1, 1.0), (2, 0.6)):
+            pts = mean[:, None] + k * root @ circle
+            ax.plot(pts[0], pts[1], lw=width * scale, **style)
+
+    fig, axes = plt.subplots(1, len(x_obs), figsize=(4.4 * len(x_obs), 4.2))
+    styles = [("C0", "-"), ("C3", "--"), ("C2", ":")]
     for k, ax in enumerate(np.atleast_1d(axes)):
-        exact = means[k] + rng.standard_normal((3000, THETA)) @ chol.T
-        ax.scatter(exact[:, 0], exact[:, 1], s=2, alpha=0.25, color="0.5", label="exact")
-        for (name, sample), color in zip(samplers.items(), ("C0", "C3", "C2"), strict=True):
-            s = sample(x_obs[k], 1500)
-            ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.35, color=color, label=name)
+        ellipse(ax, means[k][:2], cov[:2, :2], color="black", lw=3.0, alpha=0.35)
+        ax.plot([], [], color="black", lw=3.0, alpha=0.35, label="exact")
+        for (name, sample), (color, line) in zip(samplers.items(), styles, strict=True):
+            s = np.asarray(sample(x_obs[k], 4000))[:, :2]
+            ellipse(ax, s.mean(0), np.cov(s.T), color=color, ls=line, lw=1.6)
+            ax.plot(*s.mean(0), marker="+", color=color, ms=10)
+            ax.plot([], [], color=color, ls=line, lw=1.6, label=name)
         ax.set_title(f"observation {k + 1}: p(theta_1, theta_2 | x)")
         ax.set_xlabel("theta_1")
         ax.set_ylabel("theta_2")
-    np.atleast_1d(axes)[0].legend(markerscale=6, loc="upper left")
+    np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8,
+                                  title="1 and 2 sd ellipses, + means")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

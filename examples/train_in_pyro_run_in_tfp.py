@@ -104,16 +104,23 @@ def plot(data, xs, ys, lp_pyro, lp_tfp, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharex=True, sharey=True,
+                             layout="constrained")  # fmt: skip
     axes[0].scatter(data[:, 0], data[:, 1], s=1, alpha=0.4)
-    axes[0].set_title("data (two moons)")
+    axes[0].set_title("data (two moons, 4000 points)")
+    top = float(np.exp(max(lp_pyro.max(), lp_tfp.max())))
     for ax, lp, title in [(axes[1], lp_pyro, "trained in Pyro"), (axes[2], lp_tfp, "run in TFP")]:
-        ax.pcolormesh(xs, ys, np.exp(lp).reshape(xs.shape), shading="auto")
+        mesh = ax.pcolormesh(xs, ys, np.exp(lp).reshape(xs.shape), shading="auto", vmin=0,
+                             vmax=top)  # fmt: skip
         ax.set_title(f"density, {title}")
+    fig.colorbar(mesh, ax=axes[1:], label="density p(x1, x2)", shrink=0.9)
     for ax in axes:
         ax.set_xlim(xs.min(), xs.max())
         ax.set_ylim(ys.min(), ys.max())
-    fig.tight_layout()
+        ax.set_xticks([-1, 0, 1, 2])
+        ax.set_yticks([-1, -0.5, 0, 0.5, 1, 1.5])
+        ax.set_xlabel("x1")
+    axes[0].set_ylabel("x2")
     fig.savefig(path, dpi=100)
     print(f"saved {path}")
 

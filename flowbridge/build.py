@@ -6,7 +6,7 @@ import sys
 import types
 from typing import Any
 
-from . import backends, codegen
+from . import backends, codegen, persist
 from .errors import SpecError
 from .layers import param_specs, plan_flow
 from .params import check_params
@@ -213,7 +213,8 @@ def to_pyro(
         raise ValueError(f"dtype: expected 'float32', 'float64' or a torch dtype, got {dtype!r}")
     _bool(validate_args, "validate_args")
     module, checked = _prepared(spec, params, "pyro", _float_name(dtype))
-    return backends.get("pyro").runtime().make(module, checked, dtype, device, validate_args)
+    flow = backends.get("pyro").runtime().make(module, checked, dtype, device, validate_args)
+    return persist.register(flow)
 
 
 def to_tfp(
@@ -282,7 +283,8 @@ def to_tfp(
                          f"{data_format!r}")  # fmt: skip
     _bool(validate_args, "validate_args")
     module, checked = _prepared(spec, params, "tfp", _float_name(dtype))
-    return backends.get("tfp").runtime().make(module, checked, dtype, data_format, validate_args)
+    flow = backends.get("tfp").runtime().make(module, checked, dtype, data_format, validate_args)
+    return persist.register(flow)
 
 
 def to_jax(
@@ -361,7 +363,7 @@ def to_jax(
                                traced=runtime.is_traced)  # fmt: skip
     else:
         module, checked = _prepared(spec, params, "jax", dtype)
-    return runtime.make(module, checked, dtype, validate_args)
+    return persist.register(runtime.make(module, checked, dtype, validate_args))
 
 
 def to_numpy(spec: FlowSpec | dict, params: Any = None):
@@ -401,4 +403,4 @@ def to_numpy(spec: FlowSpec | dict, params: Any = None):
     """
     spec = _spec(spec)
     module, checked = _prepared(spec, params, "numpy")
-    return backends.get("numpy").runtime().make(module, checked)
+    return persist.register(backends.get("numpy").runtime().make(module, checked))

@@ -9,9 +9,9 @@ parameters and fed fresh inputs, so neither framework's cache answers. Figures:
 - ``jacobian``: the same log-det error of the row's own forward log-det against
   ``log|det J|`` of its autodiff Jacobian (finite differences for NumPy).
 
-A figure passes when it is at most :data:`TOLERANCES` for its dtype. Flows are checked
-in evaluation mode; a flow with a batch norm also gets a training-mode row per backend,
-dtype and device: its forward and log-det (from the batch's statistics) against the
+A figure passes when it is at most :data:`flowbridge.TOLERANCES` for its dtype. Flows are
+checked in evaluation mode; a flow with a batch norm also gets a training-mode row per
+backend, dtype and device: its forward and log-det (from the batch's statistics) against the
 reference's in training mode (the other figures do not apply: the inverse uses the
 running averages, and the per-example log-det holds the batch statistics constant).
 """
@@ -32,12 +32,14 @@ from .layers import plan_flow
 from .params import check_params, init_params, read_safetensors
 from .spec import FlowSpec
 
-#: The conformance tolerances of :func:`flowbridge.check`, stated once: a dict from a
-#: dtype's name to the largest figure that passes in that dtype (``"float64"``: 1e-12,
-#: ``"float32"``: 1e-5), each 100x tighter than the one the project set out with (float64
-#: 1e-10, float32 1e-4). ``"finite_difference"`` (1e-6) bounds the NumPy reference's
-#: log-det against its central-difference Jacobian (step 1e-6), the ``jacobian`` figure
-#: of a backend without autodiff.
+#: The conformance tolerances of :func:`flowbridge.check`, stated once, as
+#: ``flowbridge.TOLERANCES``.
+#:
+#: A dict from a dtype's name to the largest figure that passes in that dtype:
+#: ``"float64"`` 1e-12 and ``"float32"`` 1e-5, each 100x tighter than the one the project
+#: set out with (float64 1e-10, float32 1e-4). ``"finite_difference"`` (1e-6) bounds the
+#: NumPy reference's log-det against its central-difference Jacobian (step 1e-6), the
+#: ``jacobian`` figure of a backend without autodiff.
 TOLERANCES = {"float64": 1e-12, "float32": 1e-5, "finite_difference": 1e-6}
 METRICS = ("forward", "inverse", "fldj", "ildj", "round_trip", "jacobian")
 DTYPES = B.DTYPES
@@ -81,7 +83,7 @@ class Report:
     ``backend``, ``dtype`` and ``device``, ``source`` (``"here"``, or ``"bundle"`` for a
     row recorded on another machine), ``mode`` (``"evaluation"``, or ``"training"`` for
     a batch norm's training-mode row, which has ``forward`` and ``fldj`` only) and
-    ``ok``. A figure passes when it is at most :data:`flowbridge.check.TOLERANCES` for the
+    ``ok``. A figure passes when it is at most :data:`flowbridge.TOLERANCES` for the
     row's dtype (``finite_difference`` for the ``jacobian`` of a backend without
     autodiff).
 
@@ -266,7 +268,7 @@ def check(
     ``fldj``, ``ildj`` (log-det error ``max(|a - ref| / (1 + |ref|))``) and ``jacobian``
     (the row's forward log-det against ``log|det J|`` of its autodiff Jacobian, finite
     differences for NumPy). A figure passes when it is at most
-    :data:`flowbridge.check.TOLERANCES` for its dtype. Flows are checked in evaluation mode; a
+    :data:`flowbridge.TOLERANCES` for its dtype. Flows are checked in evaluation mode; a
     flow with a batch norm also gets a training-mode row per backend, dtype and device.
     The reference backend always runs in float64, the others in the ``dtypes`` asked
     for that they support.

@@ -139,7 +139,7 @@ def _limits_option(name: str, field: str, what: str):
 @_limits_option("params", "params", "the total parameter count")
 @click.pass_context
 def main(ctx, debug, **ceilings):
-    """Normalizing flows written once, generated into Pyro, TFP and NumPy.
+    """Normalizing flows written once, generated into Pyro, TFP, JAX and NumPy.
 
     Exit codes: 0 success, 1 a conformance figure over its tolerance, 2 bad input,
     3 nothing could be checked, 4 a framework is missing, 70 internal error.
@@ -299,7 +299,7 @@ def init_params(spec, output, seed, random_):
               "peers, where installed); axes: one axis at a time; grid: every combination "
               "(hours); conditional: the target size with a context of 16; image: the RealNVP "
               "image flow against hand-written Pyro and TF ones; peers: the target size "
-              "against zuko, nflows and normflows (pip install flowbridge[bench]).")  # fmt: skip
+              "against zuko, nflows and normflows (the bench extra).")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
               show_default=True, help="Where the JSON, Markdown and PNG go.")  # fmt: skip
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024),
@@ -315,8 +315,8 @@ def init_params(spec, output, seed, random_):
               help="Time nothing: write the Markdown and the plots of a saved run's JSON "
               "again, beside it.")  # fmt: skip
 def bench(preset, out, threads, repeats, min_time, compile_at, saved):
-    """Time flowbridge against native Pyro and TFP, and the PyTorch peers (each framework
-    in its own process)."""
+    """Time flowbridge against native Pyro and TFP, flowbridge-JAX under jax.jit, and the
+    PyTorch peers (each framework in its own process)."""
     from .bench import markdown, run
 
     if saved is not None:

@@ -29,10 +29,13 @@ Decisions:
 from __future__ import annotations
 
 import copyreg
+import importlib.metadata
+import sys
 from typing import Any
 
-from . import backends
+from . import backends, codegen
 from .errors import ParamError, SpecError
+from .params import check_params
 
 #: The layout of the pickled state; a state of another format is refused by name.
 FORMAT = 1
@@ -58,9 +61,12 @@ class PersistError(ValueError):
 
 
 def _version() -> str:
-    from . import __version__
-
-    return __version__
+    """This flowbridge's version, from its installed metadata (not by importing the
+    package, which imports this module)."""
+    try:
+        return importlib.metadata.version("flowbridge")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 def backend_of(flow: Any) -> str | None:
@@ -74,8 +80,8 @@ def backend_of(flow: Any) -> str | None:
 
 def register(flow: Any) -> Any:
     """Make ``flow``'s class pickle through :func:`rebuild` (once per class) and
-    return ``flow``. Called by each backend's runtime on every flow it builds; a class
-    that no generated module defines is left as it is."""
+    return ``flow``. The builders (``fb.to_pyro``, ...) call it on every flow they
+    return; a class that no generated module defines is left as it is."""
     cls = type(flow)
     if backend_of(flow) is not None and copyreg.dispatch_table.get(cls) is not _reduce:
         copyreg.pickle(cls, _reduce)
@@ -84,7 +90,7 @@ def register(flow: Any) -> Any:
 
 def _reduce(flow: Any) -> tuple:
     backend = backend_of(flow)
-    module = __import__("sys").modules[type(flow).__module__]
+    module = sys.modules[type(flow).__module__]
     state = {
         "format": FORMAT,
         "flowbridge": _version(),
@@ -140,7 +146,10 @@ def rebuild(state: dict) -> Any:
     runtime = backends.get(backend).runtime()
     try:
         spec = FlowSpec.from_json(state["spec"])
-        return register(runtime.restored(spec, state))
+        module = codegen.loaded(backend, spec.hash) or codegen.load(
+            codegen.generate(spec, backend), backend, spec.hash)  # fmt: skip
+        params = check_params(spec, state["params"], module.PARAM_SHAPES)
+        return register(runtime.restored(module, params, state))
     except (SpecError, ParamError, KeyError) as error:
         raise PersistError(f"{where}: {error}") from error
 

@@ -8,6 +8,9 @@ pytest's temporary directory."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,10 +153,15 @@ def test_sbis_vocabulary_builds_what_it_names(role):
     them, and flowbridge's own names for the same settings."""
     make = BUILDERS[role]
     default = make()(THETA, X)
-    assert _types(default) == ["affine_coupling"] * 5  # sbi's defaults: five transforms
-    assert default.spec.layers[0].conditioner.hidden == (50, 50)  # of two hidden layers of 50
+    # ten couplings (a coupling transforms half the entries: twice sbi's five MAF layers)
+    # with alternating masks, a soft-clamped scale; two hidden layers of 50
+    assert _types(default) == ["affine_coupling"] * 10
+    assert {layer.scale.kind for layer in default.spec.layers if layer.type == "affine_coupling"} \
+        == {"soft_clamp"}  # fmt: skip
+    assert default.spec.layers[0].conditioner.hidden == (50, 50)
     assert _types(make("nice", num_transforms=2)(THETA, X)) == ["additive_coupling"] * 2 + ["scaling"]
-    assert _types(make(model="realnvp", num_couplings=3)(THETA, X)) == ["affine_coupling"] * 3
+    three = make(model="realnvp", num_couplings=3)(THETA, X)
+    assert _types(three) == ["affine_coupling"] * 3
     wide = make(hidden_features=20)(THETA, X).spec.layers[0].conditioner
     assert wide.hidden == (20, 20)
     assert make(hidden_features=[8, 4, 2])(THETA, X).spec.layers[0].conditioner.hidden == (8, 4, 2)
@@ -497,3 +505,19 @@ def test_sbis_npe_with_one_dimensional_theta(tracker):
               tracker=tracker, show_progress_bars=False)  # fmt: skip
     npe.append_simulations(theta, x).train(max_num_epochs=2)
     assert npe.build_posterior().sample((5,), x=x[0], show_progress_bars=False).shape == (5, 1)
+
+
+def test_flowbridge_leaves_torchs_validation_default_as_sbi_set_it():
+    """sbi switches torch's global Distribution validation off; Pyro's first import turns
+    it back on. flowbridge imports Pyro keeping the program's setting (sbi's own test
+    suite checks the default is untouched by every estimator)."""
+    code = ("import torch, sbi.neural_nets\n"
+            "before = torch.distributions.Distribution._validate_args\n"
+            "from flowbridge.sbi import posterior_nn\n"
+            "posterior_nn(hidden_features=8, num_transforms=2)(torch.randn(50, 2), torch.randn(50, 3))\n"
+            "print(before, torch.distributions.Distribution._validate_args)")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    before, after = run.stdout.split()
+    assert before == after

@@ -277,3 +277,19 @@ def test_schema_and_validator_agree_on_tags_and_integers():
     assert not jsonschema.Draft202012Validator(schema).is_valid(huge)
     with pytest.raises(fb.SpecError):
         fb.FlowSpec.from_dict(huge)
+
+
+def test_schema_descriptions_are_markdown_not_restructuredtext():
+    """The models' descriptions are written for Sphinx; a JSON Schema reader (an editor's
+    hover, `flowbridge schema`) shows them as Markdown: no double backquotes, no roles."""
+    schema = fb.json_schema()
+    descriptions = [n["description"] for n in S.schema._schema_nodes(schema)
+                    if isinstance(n.get("description"), str)]  # fmt: skip
+    assert len(descriptions) > 20
+    for text in descriptions:
+        assert "``" not in text and ":func:" not in text and ":class:" not in text, text
+        assert all("\n" not in paragraph for paragraph in text.split("\n\n")), text
+    assert schema["$defs"]["SplitMask"]["description"] == (
+        "Pass the first or last `size` entries through (TFP's `num_masked`; a negative "
+        '`num_masked` is `part="last"`).')  # fmt: skip
+    assert "an explicit step, `flowbridge.actnorm_init`, which" in schema["$defs"]["ActNorm"]["description"]

@@ -49,8 +49,8 @@ class Backend:
     :class:`~flowbridge.backends.contract.Runtime`).
 
     Attributes:
-        name: the CLI's and the API's word (``--backend pyro``): ``"numpy"``, ``"pyro"``
-            or ``"tfp"``; also the backend's folder under ``flowbridge/backends/``.
+        name: the CLI's and the API's word (``--backend pyro``): ``"numpy"``, ``"pyro"``,
+            ``"tfp"`` or ``"jax"``; also the backend's folder under ``flowbridge/backends/``.
         modules: what must be importable to run it (``("torch", "pyro")``).
         extra: the pip extra that installs ``modules`` (``None``: a core dependency).
         dtypes: the dtypes its flows are built in (``("float32", "float64")``).

@@ -525,9 +525,8 @@ class Runtime(Protocol):
     and ``inverse(flow, y, context=None)`` (output and log-det, any cache bypassed),
     ``round_trip(flow, x, context=None)`` and ``jacobian_log_det(flow, x, context=None)``
     (``log|det J|`` of the forward map per row, from the framework's Jacobian), and
-    ``saved(module, flow)``/``restored(spec, state)`` (a flow as plain data and back,
-    for pickling: :func:`flowbridge.persist.rebuild`); ``make`` hands every flow it
-    builds to ``flowbridge.persist.register``. Shapes:
+    ``saved(module, flow)``/``restored(module, params, state)`` (a flow as plain data and
+    back, for pickling: :func:`flowbridge.persist.rebuild`). Shapes:
     ``x`` is ``(*batch, D)`` or ``(*batch, C, H, W)``, log-dets ``(*batch,)``.
     :func:`check_runtime` checks a module against this protocol.
 
@@ -583,9 +582,10 @@ class Runtime(Protocol):
         weights and state under their neutral names, its dtype and build options, as
         plain data."""
 
-    def restored(self, spec: Any, state: dict) -> Any:
-        """The flow of a pickled ``state``: built again from ``spec`` with the saved
-        dtype, options and weights (:func:`flowbridge.persist.rebuild`)."""
+    def restored(self, module: ModuleType, params: dict, state: dict) -> Any:
+        """The flow of a pickled ``state``: built again from the loaded generated
+        ``module`` with the checked ``params`` and the saved options and training mode
+        (:func:`flowbridge.persist.rebuild`)."""
 
 
 RUNTIME_API: tuple[str, ...] = tuple(

@@ -546,17 +546,25 @@ def plot(results: dict, path: Path) -> None:
         axes[1].legend(fontsize=7)
     else:  # a single size draws no lines: bars of every op at that size instead
         plt.close(fig)
-        fig, ax = plt.subplots(figsize=(11, 4))
+        fig, ax = plt.subplots(figsize=(12, 5))
         key, impls = next(iter(table.items()))
         names = [i for i in (*TORCH_IMPLS, *TF_IMPLS, *JAX_IMPLS) if i in impls]
         for k, op in enumerate(OPS):
             ms = [impls[i].get(op, float("nan")) * 1e3 for i in names]
             ax.bar([j + 0.2 * k for j in range(len(names))], ms, width=0.2, label=op)
-        ax.set_xticks([j + 0.3 for j in range(len(names))], names, rotation=20, fontsize=7)
-        ax.set_ylabel("ms per call")
+            for j, value in enumerate(ms):  # a floor times only what it has: say so
+                if value != value:
+                    ax.text(j + 0.2 * k, 0, "n/a", ha="center", va="bottom", fontsize=7,
+                            rotation=90, color="0.4")  # fmt: skip
+        ax.set_xticks([j + 0.3 for j in range(len(names))], names, rotation=25, ha="right",
+                      fontsize=10)  # fmt: skip
+        ax.tick_params(axis="y", labelsize=10)
+        ax.set_ylabel("ms per call (lower is faster)", fontsize=11)
+        ax.set_xlabel("implementation (n/a: not timed; a floor times the bare conditioners' "
+                      "forward, and the torch floor a training step)", fontsize=11)  # fmt: skip
         ax.set_title("D={}, couplings={}, hidden={}, batch={}".format(*key[:4])
-                     + (f", context={key[4]}" if len(key) > 4 else ""))  # fmt: skip
-        ax.legend(fontsize=7)
+                     + (f", context={key[4]}" if len(key) > 4 else ""), fontsize=12)  # fmt: skip
+        ax.legend(fontsize=10, title="operation")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -4,6 +4,7 @@ constraints a validator wraps, the current size ceilings of :func:`flowbridge.li
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..limits import current
@@ -44,6 +45,10 @@ def json_schema() -> dict:
     schema = FlowSpec.model_json_schema()
     defs = schema.get("$defs", {})
     ceilings = current()
+    # the models' descriptions are written as reStructuredText: JSON readers get Markdown
+    for node in _schema_nodes(schema):
+        if isinstance(node.get("description"), str):
+            node["description"] = _markdown(node["description"])
     # constraints pydantic leaves under its own names when a validator wraps the type
     keywords = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
     for node in _schema_nodes(schema):
@@ -97,6 +102,36 @@ def json_schema() -> dict:
         f"most {ceilings.params} parameters (ceilings are raised with flowbridge.limits)."
     )
     return schema
+
+
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`]+)`")
+
+
+def _markdown(text: str) -> str:
+    r"""A description written as reStructuredText, as the Markdown a JSON Schema reader
+    shows: code in double backquotes gets single ones, a cross-reference (a ``:func:`` or
+    ``:class:`` role, with or without ``~``) becomes its name in backquotes, and the lines
+    of a paragraph become one line.
+
+    Example:
+        >>> from flowbridge.spec.schema import _markdown
+        >>> print(_markdown("An ``actnorm``, see\n:func:`flowbridge.actnorm_init` and "
+        ...                 ":class:`~flowbridge.ActNorm`.\n\nNext."))
+        An `actnorm`, see `flowbridge.actnorm_init` and `ActNorm`.
+        <BLANKLINE>
+        Next.
+    """
+
+    def reference(match: re.Match) -> str:
+        tilde, target = match[1], match[2].strip()
+        titled = re.fullmatch(r"(.+?)\s*<[^>]+>", target, re.S)  # :role:`title <target>`
+        if titled:
+            return f"`{titled[1]}`"
+        return f"`{target.rsplit('.', 1)[-1] if tilde else target}`"
+
+    text = re.sub(r"``(.+?)``", r"`\1`", _ROLE.sub(reference, text), flags=re.S)
+    paragraphs = re.split(r"\n\s*\n", text.strip())
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
 def _schema_nodes(node: Any):

@@ -13,8 +13,6 @@ import os
 
 import numpy as np
 
-from ... import persist
-
 
 def prepare() -> None:
     """Nothing to set up: JAX imports quietly."""
@@ -98,7 +96,7 @@ def make(module, params, dtype="float32", validate_args=False):
     if validate_args:
         for layer in [flow, *layers_of(flow)]:
             layer.validate_args = True
-    return persist.register(flow)
+    return flow
 
 
 def saved(module, flow) -> dict:
@@ -106,16 +104,16 @@ def saved(module, flow) -> dict:
     and ``validate_args`` (a float64 flow loads where JAX's 64-bit mode is on, as
     :func:`flowbridge.to_jax` builds one)."""
     params = {k: np.array(v) for k, v in module.neutral_params(flow).items()}
-    return {"params": params, "dtype": np.dtype(flow.dtype).name,
-            "validate_args": bool(getattr(flow, "validate_args", False))}  # fmt: skip
+    validate = bool(getattr(flow, "validate_args", False))
+    return {"params": params,
+            "options": {"dtype": np.dtype(flow.dtype).name, "validate_args": validate}}  # fmt: skip
 
 
-def restored(spec, state: dict):
-    """The flow of a pickled ``state`` (:func:`flowbridge.persist.rebuild`)."""
-    from ...build import to_jax
-
-    return to_jax(spec, state["params"], dtype=state["dtype"],
-                  validate_args=state["validate_args"])  # fmt: skip
+def restored(module, params, state: dict):
+    """The flow of a pickled ``state`` with its checked ``params``
+    (:func:`flowbridge.persist.rebuild`); a float64 one where JAX's 64-bit mode is on,
+    as ``fb.to_jax`` builds one."""
+    return make(module, params, **state["options"])
 
 
 def build(module, params, dtype: str, device: str):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import persist
 from ..common import set_training
 
 STEP = 1e-6
@@ -38,7 +37,7 @@ def precise() -> None:
 def make(module, params):
     """The flow of the loaded generated ``module`` with checked neutral ``params``
     (None: the module's own initial weights)."""
-    return persist.register(module.build_flow(params))
+    return module.build_flow(params)
 
 
 def saved(module, flow) -> dict:
@@ -48,11 +47,10 @@ def saved(module, flow) -> dict:
     return {"params": params, "training": [getattr(x, "training", None) for x in layers_of(flow)]}
 
 
-def restored(spec, state: dict):
-    """The flow of a pickled ``state`` (:func:`flowbridge.persist.rebuild`)."""
-    from ...build import to_numpy
-
-    flow = to_numpy(spec, state["params"])
+def restored(module, params, state: dict):
+    """The flow of a pickled ``state`` with its checked ``params``
+    (:func:`flowbridge.persist.rebuild`)."""
+    flow = make(module, params)
     for layer, training in zip(layers_of(flow), state["training"], strict=True):
         if training is not None:
             layer.training = training

@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import persist
-
 
 def prepare() -> None:
-    """Nothing to set up before torch is imported."""
+    """Import Pyro keeping torch's global ``Distribution`` validation default as it was:
+    Pyro's first import resets it (to ``__debug__``), and a program that set it (sbi
+    switches it off) must not see flowbridge change it. A program that imported Pyro
+    itself has Pyro's setting already."""
+    import sys
+
+    if "pyro.distributions" in sys.modules:
+        return
+    import torch
+
+    before = torch.distributions.Distribution._validate_args
+    import pyro.distributions  # noqa: F401
+
+    torch.distributions.Distribution.set_default_validate_args(before)
 
 
 def layers_of(flow) -> list:
@@ -56,30 +67,27 @@ def make(module, params, dtype=None, device=None, validate_args=False):
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     flow = module.build_flow(validate_args=validate_args)
     flow = flow.to(device=device, dtype=dtype or torch.get_default_dtype())
-    flow = module.load_neutral_params(flow, params) if params is not None else flow
-    return persist.register(flow)
+    return module.load_neutral_params(flow, params) if params is not None else flow
 
 
 def saved(module, flow) -> dict:
     """What a pickled flow keeps beside its spec: its weights and batch-norm state as
     detached tensors on their device (so ``torch.load``'s ``map_location`` moves them),
-    its dtype, ``validate_args`` and training mode."""
+    ``make``'s options (dtype, validate_args) and the training mode."""
     params = {k: v.detach().clone() for k, v in module.neutral_params(flow).items()}
     first = next(iter(params.values()), None)
     dtype = None if first is None else str(first.dtype).removeprefix("torch.")
-    return {"params": params, "dtype": dtype, "training": bool(flow.training),
-            "validate_args": bool(getattr(flow, "validate_args", False))}  # fmt: skip
+    validate = bool(getattr(flow, "validate_args", False))
+    return {"params": params, "options": {"dtype": dtype, "validate_args": validate},
+            "training": bool(flow.training)}  # fmt: skip
 
 
-def restored(spec, state: dict):
-    """The flow of a pickled ``state`` (:func:`flowbridge.persist.rebuild`), on the
-    device its weights were loaded to."""
-    from ...build import to_pyro
-
-    params = state["params"]
-    device = next(iter(params.values())).device if params else None
-    flow = to_pyro(spec, {k: v.cpu() for k, v in params.items()}, dtype=state["dtype"],
-                   device=device, validate_args=state["validate_args"])  # fmt: skip
+def restored(module, params, state: dict):
+    """The flow of a pickled ``state`` with its checked ``params``
+    (:func:`flowbridge.persist.rebuild`), on the device its weights were loaded to."""
+    saved = state["params"]
+    device = next(iter(saved.values())).device if saved else None
+    flow = make(module, params, device=device, **state["options"])
     return flow.train(state["training"])
 
 

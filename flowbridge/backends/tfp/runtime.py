@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 
-from ... import persist
 from ..common import set_training
 
 
@@ -95,7 +94,7 @@ def make(module, params, dtype="float32", data_format="channels_last", validate_
                              **layout)  # fmt: skip
     flow._flowbridge_options = {"dtype": tf.as_dtype(dtype).name, "data_format": data_format,
                                 "validate_args": validate_args}  # fmt: skip
-    return persist.register(flow)
+    return flow
 
 
 def saved(module, flow) -> dict:
@@ -106,11 +105,10 @@ def saved(module, flow) -> dict:
     return {"params": params, "options": dict(flow._flowbridge_options), "training": training}
 
 
-def restored(spec, state: dict):
-    """The flow of a pickled ``state`` (:func:`flowbridge.persist.rebuild`)."""
-    from ...build import to_tfp
-
-    flow = to_tfp(spec, state["params"], **state["options"])
+def restored(module, params, state: dict):
+    """The flow of a pickled ``state`` with its checked ``params``
+    (:func:`flowbridge.persist.rebuild`)."""
+    flow = make(module, params, **state["options"])
     for layer, training in zip(layers_of(flow), state["training"], strict=True):
         if training is not None:
             layer.training = training
