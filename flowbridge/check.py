@@ -305,8 +305,9 @@ def check(
             one other than cpu or cuda, or ``backends`` an unknown backend name.
         SpecError: ``spec`` is a dict that is not a valid spec.
         BackendUnavailable: a backend named in ``backends`` is not installed.
-        ParamError: ``params`` do not fit ``spec``, or ``bundle`` is missing or not a
-            well-formed bundle (the message says what is wrong).
+        ParamError: ``params`` do not fit ``spec`` (or hold a value float32 cannot, when
+            float32 rows are asked for), or ``bundle`` is missing or not a well-formed
+            bundle (the message says what is wrong).
 
     Example:
         >>> import flowbridge as fb
@@ -329,9 +330,10 @@ def check(
     if bundle is not None:
         spec, params, ref, recorded = load_bundle(bundle)
     else:
-        params = check_params(spec, params) if params is not None else init_params(
-            spec, seed, init="random"
-        )  # fmt: skip
+        # float32 rows asked for: a value float32 cannot hold is refused, not run as inf
+        narrowest = "float32" if "float32" in dtypes else None
+        params = check_params(spec, params, dtype=narrowest) if params is not None else \
+            init_params(spec, seed, init="random")  # fmt: skip
         rng = np.random.default_rng(seed + 1)
         x = inputs(spec, batch, rng)
         context = rng.standard_normal((batch, spec.context_dim)) if spec.context_dim else None

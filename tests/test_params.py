@@ -220,3 +220,14 @@ def test_a_float32_flow_refuses_params_beyond_float32s_range(backend):
         with pytest.raises(fb.ParamError, match="overflows float32"):
             build(spec, params, dtype=torch.float32)
         build(spec, params, dtype=torch.float64)
+
+
+def test_the_check_refuses_params_float32_cannot_hold_when_float32_rows_are_asked_for():
+    """``fb.check(params=...)``: a value beyond float32 is a ParamError naming it, not a
+    float32 row computed from infinity; asking for float64 rows only runs them."""
+    spec = fb.FlowSpec(event_shape=(4,), layers=[fb.Scaling()])
+    huge = {"layers.0.log_scale": np.array([0.0, 1e39, 0.0, 0.0])}
+    with pytest.raises(fb.ParamError, match=r"layers.0.log_scale: 1e\+39 overflows float32"):
+        fb.check(spec, params=huge, backends=("numpy",))
+    fine = {"layers.0.log_scale": np.array([0.0, 0.1, 0.0, 0.0])}
+    assert fb.check(spec, params=fine, backends=("numpy",), dtypes=("float64",)).ok
