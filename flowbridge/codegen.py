@@ -121,7 +121,7 @@ def emit_body(
             attrs = {"method": node.attrs["method"], "args": ", ".join(args)}
         else:
             attrs = {k: render(v) for k, v in node.attrs.items()}
-            attrs.update(_derived(node.op, node.attrs, attrs))
+            attrs.update(_derived(node, attrs))
         template = table[node.op]
         if in_place and node.op in in_place:
             arg = node.args[0].node if isinstance(node.args[0], ir.Value) else None
@@ -162,11 +162,17 @@ def _bound_key(bound: Any) -> Any:
     return bound
 
 
-def _derived(op: str, raw: dict[str, Any], text: dict[str, str]) -> dict[str, str]:
+def _derived(node: ir.Node, text: dict[str, str]) -> dict[str, str]:
     """Attribute texts every backend's templates share: ``index`` for a slice
     (``..., a:b`` then ``, :`` per axis after it, spaced as ruff formats it), ``axes``
-    for an ``event_ndims`` reduction (``-1``, or ``(-3, -2, -1)``)."""
-    out = {}
+    for an ``event_ndims`` reduction (``-1``, or ``(-3, -2, -1)``), ``ndims`` for a
+    reshape (how many static dims it replaces) and ``last`` for a bucket search (the last
+    bucket's index, ``K - 1``)."""
+    op, raw, out = node.op, node.attrs, {}
+    if op == "reshape":
+        out["ndims"] = str(len(node.args[0].shape))
+    if op == "bucket":
+        out["last"] = str(node.args[0].shape[-1] - 2)
     if op == "slice":
         start, stop = text.pop("start"), text.pop("stop")
         part = f"{start} : {stop}".strip() if "." in start + stop else f"{start}:{stop}"

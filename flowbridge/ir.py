@@ -22,6 +22,7 @@ with the op and the shapes in the message, before any code is emitted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,59 +31,48 @@ import numpy as np
 #: Ops whose node is an effect (a statement), not a value the outputs use.
 EFFECTS = ("assign",)
 
-#: Every op the IR knows, with its arity (number of tensor arguments) and the names of
-#: its static attributes: op name -> ``(arity, attribute names)``, an arity of ``-1``
-#: taking any number of tensors (``call``). Layer definitions reach each op as
-#: ``ops.<name>(*tensors, **attributes)`` (``ops.slice(x, axis=-1, start=None, stop=2)``).
-#: Emitters must cover exactly this table (a test asserts it;
-#: :func:`flowbridge.backends.contract.check_emitter` names an op left out).
-OPS: dict[str, tuple[int, tuple[str, ...]]] = {
-    # arithmetic
-    "add": (2, ()),
-    "sub": (2, ()),
-    "mul": (2, ()),
-    "neg": (1, ()),
-    # elementwise functions
-    "exp": (1, ()),
-    "log": (1, ()),
-    "tanh": (1, ()),
-    "sigmoid": (1, ()),
-    "log_sigmoid": (1, ()),
-    "clamp_st": (1, ("low", "high")),  # clamp, gradient passed straight through
-    # activations
-    "relu": (1, ()),
-    "leaky_relu": (1, ("negative_slope",)),
-    "elu": (1, ()),
-    "erf": (1, ()),  # the error function (GELU is built from it in flowbridge.layers)
-    # dense layer: x @ kernel + bias, kernel (in, out)
-    "linear": (3, ()),
-    # images (*batch, C, H, W), channels first: a stride-1 "same" convolution with kernel
-    # (k, k, C_in, C_out) and bias (C_out,) (cross-correlation, as torch's and TF's), and
-    # 2x2 space-to-depth and back: y[..., 4c + 2i + j, h, w] = x[..., c, 2h + i, 2w + j]
-    "conv2d": (3, ()),
-    "per_channel": (1, ()),  # a parameter (C,) as (C, 1, 1), to scale an image per channel
-    "squeeze2x2": (1, ()),
-    "unsqueeze2x2": (1, ()),
-    # structure along one axis (negative: counted from the last)
-    "slice": (1, ("axis", "start", "stop")),
-    "take": (2, ("axis",)),  # gather along an axis with an index buffer
-    "concat": (2, ("axis",)),
-    "broadcast_batch": (2, ("event_ndims",)),  # (c (*b, C), like (*batch, *event)) -> (*batch, C)
-    # batch statistics and state: the per-channel (per-entry) mean over every batch
-    # dimension (and H, W of an image): (*batch, C[, H, W]) -> (C,); and an update of a
-    # layer's state (a running average) to a value, emitted as a statement (an effect)
-    "batch_mean": (1, ("event_ndims",)),
-    "assign": (2, ()),
-    # reductions and batch-shaped constants
-    "sum_event": (1, ("event_ndims",)),  # (*batch, *event) -> (*batch,)
-    "sum_all": (1, ()),  # an unbatched tensor (a parameter) -> scalar
-    "batch_fill": (2, ("event_ndims",)),  # (scalar, like x) -> (*batch,) filled with it
-    "batch_zeros": (1, ("event_ndims",)),  # like x -> zeros of shape (*batch,)
-    # a sub-function traced once and emitted once per layer class, as a method every
-    # direction calls (``self.conditioner(x_a, context)``): any number of tensor
-    # arguments (arity -1), the method's name and the traced :class:`Function`
-    "call": (-1, ("method", "function")),
-}
+#: The dtypes a traced value has: floating point (the flow's dtype, float32 or float64
+#: as the backend computes), integer (an index: an index buffer, a bucket search's
+#: result) and boolean (a comparison, read by ``where``).
+DTYPES = ("float", "int", "bool")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One IR op, stated once: how it is called, what it takes and what it gives.
+
+    Every rule an op has lives in its entry of :data:`OPS`: adding an op is this entry,
+    one template per emitter (``Emitter.OPS``) and a test in ``tests/test_ir.py`` against
+    NumPy, nothing else (``docs/architecture.md``, "Adding an op").
+
+    Attributes:
+        arity: the number of tensor arguments; ``-1``: any number (``call``).
+        attrs: the names of its static attributes (``("axis",)``).
+        shape: the shape rule, ``rule(node) -> (shape, batched)``: it checks the
+            arguments' shapes (raising :class:`ShapeError` through ``_fail``) and gives the
+            result's static trailing shape and whether ``*batch`` precedes it.
+        inputs: each tensor argument's dtype (``"float"``, ``"int"``, ``"bool"``, or
+            ``"any"``), one per argument; an op of any arity gives one for all.
+        dtype: the result's dtype (:data:`DTYPES`), or a rule ``rule(node) -> dtype``
+            (``call``: its function's output's).
+        numbers: whether a plain Python number may stand for a tensor argument
+            (arithmetic, comparisons, ``where``'s branches); it broadcasts as a scalar.
+        doc: what the op computes, in one line, for the op table in the docs.
+
+    Example:
+        >>> from flowbridge.ir import OPS
+        >>> op = OPS["bucket"]
+        >>> op.arity, op.attrs, op.inputs, op.dtype
+        (2, (), ('float', 'float'), 'int')
+    """
+
+    arity: int
+    attrs: tuple[str, ...]
+    shape: Callable[[Node], tuple[tuple[int, ...], bool]]
+    inputs: tuple[str, ...] = ("float",)
+    dtype: str | Callable[[Node], str] = "float"
+    numbers: bool = False
+    doc: str = ""
 
 
 @dataclass(eq=False)
@@ -138,6 +128,7 @@ class Node:
     shape: tuple[int, ...] = ()  # the trailing, static dimensions
     batched: bool = False  # whether (*batch,) precedes ``shape``
     value: Any = None  # what a static source stands for: an int, or an index list
+    dtype: str = "float"  # "float", "int" or "bool" (see DTYPES)
 
     @property
     def inputs(self) -> list[Node]:
@@ -208,6 +199,12 @@ class Value:
     def __rmul__(self, other):
         return _apply("mul", other, self)
 
+    def __truediv__(self, other):
+        return _apply("div", self, other)
+
+    def __rtruediv__(self, other):
+        return _apply("div", other, self)
+
     def __neg__(self):
         return _apply("neg", self)
 
@@ -215,24 +212,33 @@ class Value:
         raise TypeError("a traced Value has no truth value: branch on static config only")
 
 
-def _check_arg(a):
+def _check_arg(node: Node, i: int, a: Any, op: Op) -> Any:
+    """Argument ``i`` of ``node``, checked against the op's dtypes (a number only where
+    the op takes numbers, and only for a float)."""
+    want = op.inputs[i] if len(op.inputs) > 1 else op.inputs[0]
     if isinstance(a, Value):
         if a.node.value is not None and not isinstance(a.node.value, list):
             raise TypeError(f"{a.node.attrs['expr']} is a static int, not a tensor")
+        if want != "any" and a.node.dtype != want:
+            raise _fail(node, f"argument {i + 1} must be a {want} tensor, got {a.node.dtype}")
         return a
     if isinstance(a, bool) or not isinstance(a, (int, float)):
         raise TypeError(f"IR arguments are Values or numbers, got {type(a).__name__}")
+    if not op.numbers or want != "float":
+        raise _fail(node, "expected tensors (traced Values), not numbers")
     return float(a)
 
 
 def _apply(op: str, *args, **attrs) -> Value:
-    arity, attr_names = OPS[op]
-    if arity >= 0 and len(args) != arity:
-        raise TypeError(f"op {op!r} takes {arity} tensor arguments, got {len(args)}")
-    if set(attrs) != set(attr_names):
-        raise TypeError(f"op {op!r} takes attributes {attr_names}, got {tuple(attrs)}")
-    node = Node(op, tuple(_check_arg(a) for a in args), dict(attrs))
-    node.shape, node.batched = _infer(node)
+    spec = OPS[op]
+    if spec.arity >= 0 and len(args) != spec.arity:
+        raise TypeError(f"op {op!r} takes {spec.arity} tensor arguments, got {len(args)}")
+    if set(attrs) != set(spec.attrs):
+        raise TypeError(f"op {op!r} takes attributes {spec.attrs}, got {tuple(attrs)}")
+    node = Node(op, tuple(args), dict(attrs))
+    node.args = tuple(_check_arg(node, i, a, spec) for i, a in enumerate(args))
+    node.shape, node.batched = spec.shape(node)
+    node.dtype = spec.dtype(node) if callable(spec.dtype) else spec.dtype
     return Value(node)
 
 
@@ -259,11 +265,10 @@ def _axis(node: Node, shape: tuple[int, ...]) -> int:
     return axis
 
 
-def _broadcast(node: Node) -> tuple[tuple[int, ...], bool]:
-    """Elementwise: batched operands must agree exactly (the batch never broadcasts
-    against event dims); an unbatched operand broadcasts into a batched one's event."""
-    parts = [(a.node.shape, a.node.batched) if isinstance(a, Value) else ((), False)
-             for a in node.args]  # fmt: skip
+def _joint(node: Node, parts: list[tuple[tuple[int, ...], bool]]) -> tuple[tuple[int, ...], bool]:
+    """Shapes combined elementwise: batched operands must agree exactly (the batch never
+    broadcasts against event dims); an unbatched operand broadcasts into a batched one's
+    event."""
     batched = {shape for shape, b in parts if b}
     if len(batched) > 1:
         raise _fail(node, "batched operands must have the same event shape")
@@ -277,103 +282,292 @@ def _broadcast(node: Node) -> tuple[tuple[int, ...], bool]:
     return out, bool(batched)
 
 
-def _infer(node: Node) -> tuple[tuple[int, ...], bool]:
-    op, args = node.op, node.args
-    if op in ("add", "sub", "mul"):
-        return _broadcast(node)
-    if not all(isinstance(a, Value) for a in args):
-        raise _fail(node, "expected tensors (traced Values), not numbers")
-    if op == "call":
-        out = node.attrs["function"].output
-        return out.shape, out.batched
-    first = args[0].node
-    if op == "linear":
-        kernel, bias = args[1].node, args[2].node
-        if (len(kernel.shape) != 2 or kernel.batched or bias.shape != kernel.shape[1:]
-                or not first.shape or first.shape[-1] != kernel.shape[0]):  # fmt: skip
-            raise _fail(node, "expected x (..., n_in), kernel (n_in, n_out), bias (n_out,)")
-        return first.shape[:-1] + kernel.shape[1:], first.batched
-    if op == "conv2d":
-        kernel, bias = args[1].node, args[2].node
-        if (len(first.shape) < 3 or len(kernel.shape) != 4 or kernel.batched
-                or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 != 1
-                or kernel.shape[2] != first.shape[-3] or bias.shape != kernel.shape[3:]):  # fmt: skip
-            raise _fail(node, "expected x (..., C_in, H, W), kernel (k, k, C_in, C_out) with k "
-                        "odd, bias (C_out,)")  # fmt: skip
-        return (*first.shape[:-3], kernel.shape[3], *first.shape[-2:]), first.batched
-    if op == "batch_mean":
-        n = node.attrs["event_ndims"]
-        if not first.batched or n not in (1, 3) or len(first.shape) != n:
-            raise _fail(node, "expected a batched vector (D,) or image (C, H, W)")
-        return first.shape[:1], False
-    if op == "assign":
-        state, value = first, args[1].node
-        if state.op != "source" or state.batched or value.batched or state.shape != value.shape:
-            raise _fail(node, "expected a layer's state and an unbatched value of its shape")
-        return value.shape, False
-    if op == "per_channel":
-        if first.batched or len(first.shape) != 1:
-            raise _fail(node, "expected an unbatched vector (C,)")
-        return (first.shape[0], 1, 1), False
-    if op in ("squeeze2x2", "unsqueeze2x2"):
-        if len(first.shape) < 3:
-            raise _fail(node, "expected an image (..., C, H, W)")
-        c, h, w = first.shape[-3:]
-        if op == "squeeze2x2":
-            if h % 2 or w % 2:
-                raise _fail(node, "expected an even height and width")
-            return (*first.shape[:-3], 4 * c, h // 2, w // 2), first.batched
-        if c % 4:
-            raise _fail(node, "expected a multiple of 4 channels")
-        return (*first.shape[:-3], c // 4, 2 * h, 2 * w), first.batched
-    if op == "slice":
-        axis = _axis(node, first.shape)
-        start, stop = _bound(node, "start"), _bound(node, "stop")
-        size = len(range(first.shape[axis])[start:stop])
-        if size == 0:
-            raise _fail(node, f"the slice {start}:{stop} of axis {axis} is empty")
-        return _replace(first.shape, axis, size), first.batched
-    if op == "take":
-        axis, index = _axis(node, first.shape), args[1].node
-        if not isinstance(index.value, list) or index.shape != (len(index.value),):
-            raise _fail(node, "expected an index buffer as the second argument")
-        if not all(0 <= i < first.shape[axis] for i in index.value):
-            raise _fail(node, f"an index is outside axis {axis} of size {first.shape[axis]}")
-        return _replace(first.shape, axis, len(index.value)), first.batched
-    if op == "concat":
-        other = args[1].node
-        axis = _axis(node, first.shape)
-        if (first.batched != other.batched or len(first.shape) != len(other.shape)
-                or _replace(first.shape, axis, 0) != _replace(other.shape, axis, 0)):  # fmt: skip
-            raise _fail(node, f"shapes must agree except along axis {axis}")
-        return _replace(first.shape, axis, first.shape[axis] + other.shape[axis]), first.batched
-    if op == "broadcast_batch":
-        like = args[1].node
-        n = node.attrs["event_ndims"]
-        if not (first.batched and like.batched and len(first.shape) == 1
-                and isinstance(n, int) and 1 <= n <= len(like.shape)):  # fmt: skip
-            raise _fail(node, "expected a batched vector and a batched tensor with "
-                        f"{n!r} event dims")  # fmt: skip
-        return first.shape, True
-    if op == "sum_all":
-        if first.batched:
-            raise _fail(node, "sum_all reduces an unbatched tensor (a parameter)")
-        return (), False
-    if op in ("sum_event", "batch_fill", "batch_zeros"):
-        like = args[-1].node
-        n = node.attrs["event_ndims"]
-        if not like.batched or not isinstance(n, int) or not 1 <= n <= len(like.shape):
-            raise _fail(node, f"expected a batched tensor with at least {n!r} event dims")
-        if op == "batch_fill" and (first.batched or first.shape != ()):
-            raise _fail(node, "the fill value must be an unbatched scalar")
-        return like.shape[:-n], True
-    return first.shape, first.batched  # elementwise functions and activations
+def _part(a: Any) -> tuple[tuple[int, ...], bool]:
+    return (a.node.shape, a.node.batched) if isinstance(a, Value) else ((), False)
+
+
+def _elementwise(node: Node) -> tuple[tuple[int, ...], bool]:
+    """Elementwise over its operands (numbers are scalars): see :func:`_joint`."""
+    return _joint(node, [_part(a) for a in node.args])
+
+
+def _last_axis(node: Node) -> tuple[tuple[int, ...], bool]:
+    """Along the last axis (softmax, cumulative sum): the shape is kept."""
+    first = node.args[0].node
+    if not first.shape:
+        raise _fail(node, "expected at least one static dim (the op works along the last)")
+    return first.shape, first.batched
+
+
+def _clamp(node: Node) -> tuple[tuple[int, ...], bool]:
+    low, high = node.attrs["low"], node.attrs["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) \
+            or not low < high:  # fmt: skip
+        raise _fail(node, f"expected numbers low < high, got {low!r}, {high!r}")
+    return node.args[0].node.shape, node.args[0].node.batched
+
+
+def _linear(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, kernel, bias = (a.node for a in node.args)
+    if (len(kernel.shape) != 2 or kernel.batched or bias.shape != kernel.shape[1:]
+            or not first.shape or first.shape[-1] != kernel.shape[0]):  # fmt: skip
+        raise _fail(node, "expected x (..., n_in), kernel (n_in, n_out), bias (n_out,)")
+    return first.shape[:-1] + kernel.shape[1:], first.batched
+
+
+def _conv2d(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, kernel, bias = (a.node for a in node.args)
+    if (len(first.shape) < 3 or len(kernel.shape) != 4 or kernel.batched
+            or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 != 1
+            or kernel.shape[2] != first.shape[-3] or bias.shape != kernel.shape[3:]):  # fmt: skip
+        raise _fail(node, "expected x (..., C_in, H, W), kernel (k, k, C_in, C_out) with k "
+                    "odd, bias (C_out,)")  # fmt: skip
+    return (*first.shape[:-3], kernel.shape[3], *first.shape[-2:]), first.batched
+
+
+def _batch_mean(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, n = node.args[0].node, node.attrs["event_ndims"]
+    if not first.batched or n not in (1, 3) or len(first.shape) != n:
+        raise _fail(node, "expected a batched vector (D,) or image (C, H, W)")
+    return first.shape[:1], False
+
+
+def _assign(node: Node) -> tuple[tuple[int, ...], bool]:
+    state, value = (a.node for a in node.args)
+    if state.op != "source" or state.batched or value.batched or state.shape != value.shape:
+        raise _fail(node, "expected a layer's state and an unbatched value of its shape")
+    return value.shape, False
+
+
+def _per_channel(node: Node) -> tuple[tuple[int, ...], bool]:
+    first = node.args[0].node
+    if first.batched or len(first.shape) != 1:
+        raise _fail(node, "expected an unbatched vector (C,)")
+    return (first.shape[0], 1, 1), False
+
+
+def _image(node: Node) -> tuple[int, ...]:
+    first = node.args[0].node
+    if len(first.shape) < 3:
+        raise _fail(node, "expected an image (..., C, H, W)")
+    return first.shape
+
+
+def _squeeze2x2(node: Node) -> tuple[tuple[int, ...], bool]:
+    shape = _image(node)
+    c, h, w = shape[-3:]
+    if h % 2 or w % 2:
+        raise _fail(node, "expected an even height and width")
+    return (*shape[:-3], 4 * c, h // 2, w // 2), node.args[0].node.batched
+
+
+def _unsqueeze2x2(node: Node) -> tuple[tuple[int, ...], bool]:
+    shape = _image(node)
+    c, h, w = shape[-3:]
+    if c % 4:
+        raise _fail(node, "expected a multiple of 4 channels")
+    return (*shape[:-3], c // 4, 2 * h, 2 * w), node.args[0].node.batched
+
+
+def _slice(node: Node) -> tuple[tuple[int, ...], bool]:
+    first = node.args[0].node
+    axis = _axis(node, first.shape)
+    start, stop = _bound(node, "start"), _bound(node, "stop")
+    size = len(range(first.shape[axis])[start:stop])
+    if size == 0:
+        raise _fail(node, f"the slice {start}:{stop} of axis {axis} is empty")
+    return _replace(first.shape, axis, size), first.batched
+
+
+def _take(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, index = (a.node for a in node.args)
+    axis = _axis(node, first.shape)
+    if not isinstance(index.value, list) or index.shape != (len(index.value),):
+        raise _fail(node, "expected an index buffer as the second argument")
+    if not all(0 <= i < first.shape[axis] for i in index.value):
+        raise _fail(node, f"an index is outside axis {axis} of size {first.shape[axis]}")
+    return _replace(first.shape, axis, len(index.value)), first.batched
+
+
+def _concat(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, other = (a.node for a in node.args)
+    axis = _axis(node, first.shape)
+    if (first.batched != other.batched or len(first.shape) != len(other.shape)
+            or _replace(first.shape, axis, 0) != _replace(other.shape, axis, 0)):  # fmt: skip
+        raise _fail(node, f"shapes must agree except along axis {axis}")
+    return _replace(first.shape, axis, first.shape[axis] + other.shape[axis]), first.batched
+
+
+def _pad(node: Node) -> tuple[tuple[int, ...], bool]:
+    first = node.args[0].node
+    before, after, value = (node.attrs[k] for k in ("before", "after", "value"))
+    counts = (before, after)
+    if not first.shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 0
+                              for n in counts):  # fmt: skip
+        raise _fail(node, f"expected a tensor with a last axis and counts >= 0, got {counts}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(node, f"the pad value must be a number, got {value!r}")
+    return (*first.shape[:-1], first.shape[-1] + before + after), first.batched
+
+
+def _reshape(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, shape = node.args[0].node, node.attrs["shape"]
+    if (not isinstance(shape, tuple) or not shape
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+            or int(np.prod(shape)) != int(np.prod(first.shape))):  # fmt: skip
+        raise _fail(node, f"expected a tuple of positive ints with {int(np.prod(first.shape))} "
+                    f"entries in all, got {shape!r}")  # fmt: skip
+    return shape, first.batched
+
+
+def _bucket(node: Node) -> tuple[tuple[int, ...], bool]:
+    edges, x = (a.node for a in node.args)
+    if len(edges.shape) < 1 or edges.shape[-1] < 2:
+        raise _fail(node, "expected edges (..., K + 1) with K >= 1 buckets")
+    return _joint(node, [(edges.shape[:-1], edges.batched), (x.shape, x.batched)])
+
+
+def _gather(node: Node) -> tuple[tuple[int, ...], bool]:
+    values, index = (a.node for a in node.args)
+    if not values.shape:
+        raise _fail(node, "expected values (..., K) to gather from along the last axis")
+    return _joint(node, [(values.shape[:-1], values.batched), (index.shape, index.batched)])
+
+
+def _broadcast_batch(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, like = (a.node for a in node.args)
+    n = node.attrs["event_ndims"]
+    if not (first.batched and like.batched and len(first.shape) == 1
+            and isinstance(n, int) and 1 <= n <= len(like.shape)):  # fmt: skip
+        raise _fail(node, f"expected a batched vector and a batched tensor with {n!r} event dims")
+    return first.shape, True
+
+
+def _sum_all(node: Node) -> tuple[tuple[int, ...], bool]:
+    if node.args[0].node.batched:
+        raise _fail(node, "sum_all reduces an unbatched tensor (a parameter)")
+    return (), False
+
+
+def _per_example(node: Node) -> tuple[tuple[int, ...], bool]:
+    """``sum_event``, ``batch_fill``, ``batch_zeros``: (*batch, *event) -> (*batch,)."""
+    like, n = node.args[-1].node, node.attrs["event_ndims"]
+    if not like.batched or not isinstance(n, int) or not 1 <= n <= len(like.shape):
+        raise _fail(node, f"expected a batched tensor with at least {n!r} event dims")
+    if node.op == "batch_fill" and (node.args[0].node.batched or node.args[0].node.shape != ()):
+        raise _fail(node, "the fill value must be an unbatched scalar")
+    return like.shape[:-n], True
+
+
+def _call(node: Node) -> tuple[tuple[int, ...], bool]:
+    out = node.attrs["function"].output
+    return out.shape, out.batched
+
+
+def _same(node: Node) -> tuple[tuple[int, ...], bool]:
+    """Elementwise functions and activations: the argument's shape."""
+    return node.args[0].node.shape, node.args[0].node.batched
 
 
 def _replace(shape: tuple[int, ...], axis: int, size: int) -> tuple[int, ...]:
     dims = list(shape)
     dims[axis] = size
     return tuple(dims)
+
+
+def _unary(doc: str, attrs: tuple[str, ...] = ()) -> Op:
+    return Op(1, attrs, _same, doc=doc)
+
+
+def _binary(doc: str, dtype: str = "float") -> Op:
+    return Op(2, (), _elementwise, ("float", "float"), dtype, numbers=True, doc=doc)
+
+
+#: Every op the IR knows, each an :class:`Op` stating its arity, static attributes,
+#: shape rule, argument and result dtypes: op name -> :class:`Op`. Layer definitions
+#: reach each op as ``ops.<name>(*tensors, **attributes)``
+#: (``ops.slice(x, axis=-1, start=None, stop=2)``). Emitters must cover exactly this table
+#: (a test asserts it; :func:`flowbridge.backends.contract.check_emitter` names an op
+#: left out). Ops "along the last axis" work on the last static dimension.
+OPS: dict[str, Op] = {
+    # arithmetic
+    "add": _binary("x + y"),
+    "sub": _binary("x - y"),
+    "mul": _binary("x * y"),
+    "div": _binary("x / y"),
+    "neg": _unary("-x"),
+    # elementwise functions
+    "exp": _unary("exp(x)"),
+    "log": _unary("log(x)"),
+    "sqrt": _unary("sqrt(x)"),
+    "abs": _unary("|x|"),
+    "tanh": _unary("tanh(x)"),
+    "sigmoid": _unary("1 / (1 + exp(-x))"),
+    "log_sigmoid": _unary("log(sigmoid(x))"),
+    "softplus": _unary("log(1 + exp(x)), computed without overflow"),
+    "clamp": Op(1, ("low", "high"), _clamp, doc="min(max(x, low), high), its gradient 0 outside"),
+    "clamp_st": Op(1, ("low", "high"), _clamp,
+                   doc="clamp(x, low, high), its gradient passed straight through"),  # fmt: skip
+    # activations
+    "relu": _unary("max(x, 0)"),
+    "leaky_relu": _unary("x if x > 0 else negative_slope * x", ("negative_slope",)),
+    "elu": _unary("x if x > 0 else exp(x) - 1"),
+    "erf": _unary("the error function (GELU is built from it in flowbridge.layers)"),
+    # comparisons and selection
+    "less": _binary("x < y, a boolean", "bool"),
+    "less_equal": _binary("x <= y, a boolean", "bool"),
+    "where": Op(3, (), _elementwise, ("bool", "float", "float"), numbers=True,
+                doc="x where the condition holds, else y (elementwise)"),  # fmt: skip
+    # along the last axis
+    "softmax": Op(1, (), _last_axis, doc="exp(x) / sum(exp(x)) along the last axis"),
+    "cumsum": Op(1, (), _last_axis, doc="the running sum along the last axis"),
+    "pad": Op(1, ("before", "after", "value"), _pad,
+              doc="the last axis with `before` and `after` entries of `value` added"),
+    # bucket search and a gather with data-dependent indices: bucket(edges, x) is the
+    # bin i of x with edges[i] <= x < edges[i + 1], counted as sum(x >= edges) - 1 and
+    # clamped into [0, K - 1] (edges (..., K + 1) increasing, broadcast against x);
+    # gather(values, index) is values[..., index] along the last axis (values (..., K),
+    # index (...) of integers, the leading dims broadcast)
+    "bucket": Op(2, (), _bucket, ("float", "float"), "int",
+                 doc="the bin of x among edges (..., K + 1): sum(x >= edges) - 1 in [0, K - 1]"),
+    "gather": Op(2, (), _gather, ("float", "int"),
+                 doc="values[..., index] along the last axis, index data-dependent"),
+    # dense layer: x @ kernel + bias, kernel (in, out)
+    "linear": Op(3, (), _linear, ("float",) * 3, doc="x @ kernel + bias, kernel (in, out)"),
+    # images (*batch, C, H, W), channels first: a stride-1 "same" convolution with kernel
+    # (k, k, C_in, C_out) and bias (C_out,) (cross-correlation, as torch's and TF's), and
+    # 2x2 space-to-depth and back: y[..., 4c + 2i + j, h, w] = x[..., c, 2h + i, 2w + j]
+    "conv2d": Op(3, (), _conv2d, ("float",) * 3,
+                 doc="stride-1 'same' convolution, kernel (k, k, C_in, C_out)"),  # fmt: skip
+    "per_channel": Op(1, (), _per_channel, doc="a parameter (C,) as (C, 1, 1)"),
+    "squeeze2x2": Op(1, (), _squeeze2x2, doc="2x2 space-to-depth"),
+    "unsqueeze2x2": Op(1, (), _unsqueeze2x2, doc="2x2 depth-to-space"),
+    # structure along one axis (negative: counted from the last)
+    "slice": Op(1, ("axis", "start", "stop"), _slice, doc="x[..., start:stop] along axis"),
+    "take": Op(2, ("axis",), _take, ("float", "int"),
+               doc="a gather along an axis with a static index buffer"),  # fmt: skip
+    "concat": Op(2, ("axis",), _concat, ("float", "float"), doc="two tensors joined along axis"),
+    "reshape": Op(1, ("shape",), _reshape, doc="the static dims reshaped to `shape`"),
+    "broadcast_batch": Op(2, ("event_ndims",), _broadcast_batch, ("float", "float"),
+                          doc="c (*b, C) broadcast to like's batch: (*batch, C)"),  # fmt: skip
+    # batch statistics and state: the per-channel (per-entry) mean over every batch
+    # dimension (and H, W of an image): (*batch, C[, H, W]) -> (C,); and an update of a
+    # layer's state (a running average) to a value, emitted as a statement (an effect)
+    "batch_mean": Op(1, ("event_ndims",), _batch_mean, doc="the per-channel batch mean"),
+    "assign": Op(2, (), _assign, ("float", "float"), doc="state <- value (an effect)"),
+    # reductions and batch-shaped constants
+    "sum_event": Op(1, ("event_ndims",), _per_example, doc="(*batch, *event) -> (*batch,)"),
+    "sum_all": Op(1, (), _sum_all, doc="an unbatched tensor (a parameter) -> scalar"),
+    "batch_fill": Op(2, ("event_ndims",), _per_example, ("float", "float"),
+                     doc="(scalar, like x) -> (*batch,) filled with it"),  # fmt: skip
+    "batch_zeros": Op(1, ("event_ndims",), _per_example, doc="like x -> zeros (*batch,)"),
+    # a sub-function traced once and emitted once per layer class, as a method every
+    # direction calls (``self.conditioner(x_a, context)``): any number of tensor
+    # arguments (arity -1), the method's name and the traced :class:`Function`
+    "call": Op(-1, ("method", "function"), _call, ("any",),
+               lambda node: node.attrs["function"].output.node.dtype,
+               doc="self.method(*args): a traced sub-function, written once per class"),
+}
 
 
 class _Ops:
@@ -401,6 +595,7 @@ def source(
     batched: bool = False,
     value: Any = None,
     hint: str | None = None,
+    dtype: str = "float",
 ) -> Value:
     """An input of a traced function, as a :class:`Value`.
 
@@ -422,6 +617,9 @@ def source(
         value: an index buffer's list of indices, or a static int; ``None`` (the
             default) for a tensor.
         hint: a preferred variable name in emitted code; default ``None``.
+        dtype: a tensor's dtype (:data:`DTYPES`): ``"float"`` (the default) or ``"int"``
+            (an index computed elsewhere); an index buffer's is ``"int"`` whatever is
+            given.
 
     Returns:
         :class:`Value`: the symbolic input, a ``source`` node.
@@ -442,6 +640,9 @@ def source(
     if isinstance(value, list):
         shape = (len(value),)
     node = Node("source", (), {"expr": expr}, hint, tuple(shape), batched, value)
+    if dtype not in DTYPES:
+        raise TypeError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    node.dtype = "int" if isinstance(value, list) else dtype
     return Value(node)
 
 

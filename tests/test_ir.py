@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 
 import numpy as np
 import pytest
@@ -138,40 +139,165 @@ def _expected(x, w):
     return d, d.sum((-3, -2, -1)) + w.sum()
 
 
+def _run(backend, outputs, inputs):
+    """The emitted text of ``outputs`` (``[(Value, name)]``) as a function of ``inputs``
+    (name -> float64 or integer NumPy array), run in ``backend``'s framework in float64:
+    the outputs as NumPy arrays."""
+    B.get(backend).require()
+    emitter = B.get(backend).emitter()
+    lines = codegen.emit_body(outputs, set(inputs), emitter.OPS)
+    code = f"def program({', '.join(inputs)}):\n" + "".join(f"    {ln}\n" for ln in lines)
+    code += f"    return {', '.join(name for _, name in outputs)},\n"
+    namespace = {}
+    helpers = {name for op, names in emitter.OP_HELPERS.items() for name in names}
+    if backend == "pyro":
+        import torch
+
+        namespace["torch"], args = torch, [torch.tensor(v) for v in inputs.values()]
+    elif backend == "tfp":
+        import tensorflow as tf
+
+        namespace["tf"], args = tf, [tf.constant(v) for v in inputs.values()]
+    elif backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        namespace.update(jax=jax, jnp=jnp)
+        args = list(inputs.values())
+    else:
+        args = list(inputs.values())
+    namespace["np"] = np
+    prelude = vars(importlib.import_module(f"flowbridge.backends.{backend}.prelude"))
+    namespace.update({name: prelude[name] for name in helpers})
+    exec(compile(code, "<program>", "exec"), namespace)
+    x64 = __import__("jax").enable_x64(True) if backend == "jax" else contextlib.nullcontext()
+    with x64:  # JAX computes in float64 only in its 64-bit mode
+        if backend == "jax":
+            args = [namespace["jnp"].asarray(v) for v in args]
+        return [np.asarray(v) for v in namespace["program"](*args)]
+
+
 @pytest.mark.parametrize("backend", B.NAMES)
 @pytest.mark.no_generated_code("runs the backend's emitted op texts, not a generated module")
 def test_axis_and_event_ndims_ops_run_in_every_backend(backend):
     """The emitted text of each op for an axis other than the last and a rank-3 event,
     run in the framework, against NumPy written by hand."""
-    B.get(backend).require()
-    lines = codegen.emit_body(_rank3_program(), {"x", "idx", "w"}, B.get(backend).emitter().OPS)
-    code = "def program(x, idx, w):\n" + "".join(f"    {ln}\n" for ln in lines)
-    code += "    return out, total\n"
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((5, 2, 3, 4)), rng.standard_normal((3, 4))
-    if backend == "pyro":
-        import torch
-
-        namespace, args = {"torch": torch}, (torch.tensor(x), torch.tensor([1, 0]), torch.tensor(w))
-    elif backend == "tfp":
-        import tensorflow as tf
-
-        namespace, args = {"tf": tf}, (tf.constant(x), tf.constant([1, 0]), tf.constant(w))
-    elif backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        namespace, args = {"jax": jax, "jnp": jnp}, (x, np.array([1, 0]), w)
-    else:
-        namespace, args = {"np": np}, (x, np.array([1, 0]), w)
-    exec(compile(code, "<rank3>", "exec"), namespace)
-    x64 = __import__("jax").enable_x64(True) if backend == "jax" else contextlib.nullcontext()
-    with x64:  # JAX computes in float64 only in its 64-bit mode
-        out, total = (np.asarray(v) for v in namespace["program"](*args))
+    out, total = _run(backend, _rank3_program(), {"x": x, "idx": np.array([1, 0]), "w": w})
     want_out, want_total = _expected(x, w)
     np.testing.assert_allclose(out, want_out, rtol=1e-13)
     assert out.shape == want_out.shape and total.shape == (5,)
     np.testing.assert_allclose(total, want_total, rtol=1e-13)
+
+
+def _inputs():
+    """x (*batch, 3, 4) batched, w (3, 4) positive, edges (3, 4, 6) increasing with x's
+    entries on, between and outside them, values (3, 4, 5), i (*batch, 3, 4) indices."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 3, 4)) * 2
+    edges = np.sort(rng.uniform(-3, 3, (3, 4, 6)), axis=-1)
+    x[0] = edges[..., 2]  # exactly on a knot
+    x[1, 0, :] = [-9.0, 9.0, edges[0, 2, 0], edges[0, 3, -1]]  # outside, on the ends
+    return {"x": x, "w": rng.uniform(0.5, 2.0, (3, 4)), "edges": edges,
+            "values": rng.standard_normal((3, 4, 5)),
+            "i": rng.integers(0, 5, (5, 3, 4))}  # fmt: skip
+
+
+def _sources(inputs):
+    return {"x": ir.source("x", (3, 4), batched=True), "w": ir.source("w", (3, 4)),
+            "edges": ir.source("edges", (3, 4, 6)), "values": ir.source("values", (3, 4, 5)),
+            "i": ir.source("i", (3, 4), batched=True, dtype="int")}  # fmt: skip
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _bucket(edges, x):
+    return np.clip(np.sum(x[..., None] >= edges, axis=-1) - 1, 0, edges.shape[-1] - 2)
+
+
+#: op -> (the program over the sources, the same written in NumPy by hand)
+_OP_CASES = {
+    "div": (lambda s: s["x"] / s["w"] + 2.0 / s["w"], lambda a: a["x"] / a["w"] + 2.0 / a["w"]),
+    "sqrt": (lambda s: ops.sqrt(s["w"]) * s["x"], lambda a: np.sqrt(a["w"]) * a["x"]),
+    "abs": (lambda s: ops.abs(s["x"]), lambda a: np.abs(a["x"])),
+    "softplus": (lambda s: ops.softplus(s["x"] * 30.0),
+                 lambda a: np.log1p(np.exp(-np.abs(30 * a["x"]))) + np.maximum(30 * a["x"], 0)),
+    "clamp": (lambda s: ops.clamp(s["x"], low=-0.5, high=0.7), lambda a: np.clip(a["x"], -0.5, 0.7)),
+    "less": (lambda s: ops.where(ops.less(s["x"], s["w"] - 1.0), s["x"], 2.0),
+             lambda a: np.where(a["x"] < a["w"] - 1, a["x"], 2.0)),
+    "less_equal": (lambda s: ops.where(ops.less_equal(0.3, s["x"]), 1.0, s["w"]),
+                   lambda a: np.where(0.3 <= a["x"], 1.0, a["w"] + 0 * a["x"])),
+    "where": (lambda s: ops.where(ops.less(s["x"], 0.0), s["w"], s["x"]),
+              lambda a: np.where(a["x"] < 0, a["w"], a["x"])),
+    "softmax": (lambda s: ops.softmax(s["x"] * 100.0),
+                lambda a: _softmax(100 * a["x"])),
+    "cumsum": (lambda s: ops.cumsum(s["x"]), lambda a: np.cumsum(a["x"], axis=-1)),
+    "pad": (lambda s: ops.pad(s["x"], before=1, after=2, value=0.5),
+            lambda a: np.concatenate([np.full((5, 3, 1), 0.5), a["x"], np.full((5, 3, 2), 0.5)], -1)),
+    "bucket": (lambda s: ops.gather(s["edges"], ops.bucket(s["edges"], s["x"])),
+               lambda a: np.take_along_axis(np.broadcast_to(a["edges"], (5, 3, 4, 6)),
+                                            _bucket(a["edges"], a["x"])[..., None], -1)[..., 0]),
+    "gather": (lambda s: ops.gather(s["values"], s["i"]),
+               lambda a: np.take_along_axis(np.broadcast_to(a["values"], (5, 3, 4, 5)),
+                                            a["i"][..., None], -1)[..., 0]),
+    "reshape": (lambda s: ops.reshape(s["x"], shape=(12,)), lambda a: a["x"].reshape(5, 12)),
+}
+
+
+def test_every_op_added_for_splines_has_a_case():
+    assert set(_OP_CASES) >= {"div", "sqrt", "abs", "softplus", "softmax", "cumsum", "less",
+                              "less_equal", "where", "bucket", "gather", "pad", "reshape"}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", B.NAMES)
+@pytest.mark.parametrize("op", sorted(_OP_CASES))
+@pytest.mark.no_generated_code("runs the backend's emitted op texts, not a generated module")
+def test_op_runs_in_every_backend_as_numpy_computes_it(op, backend):
+    """Each op's emitted text, run in the framework in float64, against NumPy written by
+    hand (inputs on, between and outside a bucket search's edges); its inferred shape is
+    the result's."""
+    inputs = _inputs()
+    program, numpy = _OP_CASES[op]
+    value = program(_sources(inputs))
+    (out,) = _run(backend, [(value, "out")], inputs)
+    want = numpy(inputs)
+    assert out.shape == want.shape == (5, *value.shape) and value.batched
+    np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: ops.where(_x(), _x(), _x()), "argument 1 must be a bool tensor, got float"),
+        (lambda: ops.gather(_x(), _x()), "argument 2 must be a int tensor, got float"),
+        (lambda: ops.exp(ops.bucket(ir.source("e", (4, 5)), _x())), "must be a float tensor"),
+        (lambda: ops.bucket(ir.source("e", (1,)), _x()), "K >= 1 buckets"),
+        (lambda: ops.bucket(ir.source("e", (3, 5)), _x()), "do not broadcast"),
+        (lambda: ops.softmax(ir.source("s", ())), "at least one static dim"),
+        (lambda: ops.pad(_x(), before=-1, after=0, value=0.0), "counts >= 0"),
+        (lambda: ops.pad(_x(), before=1, after=0, value="0"), "must be a number"),
+        (lambda: ops.reshape(_x(), shape=(5, 5)), "24 entries in all"),
+        (lambda: ops.clamp(_x(), low=1.0, high=0.0), "low < high"),
+        (lambda: ops.where(1.0, _x(), _x()), "not numbers"),
+        (lambda: ops.softplus(1.0), "not numbers"),
+    ],
+)
+def test_new_ops_refuse_dtypes_and_shapes_that_do_not_fit(build, message):
+    with pytest.raises(ir.ShapeError, match=message):
+        build()
+
+
+def test_ops_carry_dtypes():
+    x = _x()
+    edges = ir.source("e", (4, 5))
+    assert ops.less(x, 1.0).node.dtype == "bool" and ops.bucket(edges, x).node.dtype == "int"
+    assert ops.gather(edges, ops.bucket(edges, x)).node.dtype == "float"
+    assert ir.source("i", value=[0, 1]).node.dtype == "int"
+    assert ir.OPS["where"].inputs == ("bool", "float", "float")
 
 
 def test_a_500_layer_conditioner_traces_and_emits_without_recursion():

@@ -54,6 +54,19 @@ def _conv2d(x, kernel, bias):
     return (out + bias[:, None, None]).reshape(x.shape[:-3] + out.shape[1:])
 
 
+def _gather(values, index):
+    """values[..., index] along the last axis: values (..., K), index (...) of integers,
+    their leading dims broadcast."""
+    shape = jnp.broadcast_shapes(values.shape[:-1], index.shape)
+    values = jnp.broadcast_to(values, shape + values.shape[-1:])
+    return jnp.take_along_axis(values, jnp.broadcast_to(index, shape)[..., None], axis=-1)[..., 0]
+
+
+def _pad_last(x, before, after, value):
+    """x with ``before`` and ``after`` entries of ``value`` added along the last axis."""
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(before, after)], constant_values=value)
+
+
 def _linear(x, kernel, bias):
     """x (*batch, in) @ kernel (in, out) + bias (out,), at full precision (no TF32)."""
     return jnp.matmul(x, kernel, precision=jax.lax.Precision.HIGHEST) + bias

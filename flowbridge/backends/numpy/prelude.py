@@ -41,6 +41,25 @@ def _conv2d(x, kernel, bias):
     return out + bias[:, None, None]
 
 
+def _gather(values, index):
+    """values[..., index] along the last axis: values (..., K), index (...) of integers,
+    their leading dims broadcast."""
+    shape = np.broadcast_shapes(values.shape[:-1], index.shape)
+    values = np.broadcast_to(values, shape + values.shape[-1:])
+    return np.take_along_axis(values, np.broadcast_to(index, shape)[..., None], axis=-1)[..., 0]
+
+
+def _pad_last(x, before, after, value):
+    """x with ``before`` and ``after`` entries of ``value`` added along the last axis."""
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(before, after)], constant_values=value)
+
+
+def _softmax(x):
+    """exp(x) / sum(exp(x)) along the last axis, the maximum subtracted first."""
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
 _erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64
 
 

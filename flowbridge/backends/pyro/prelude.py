@@ -53,6 +53,14 @@ def _conv2d(x, kernel, bias):
     return out.reshape(*x.shape[:-3], *out.shape[-3:])
 
 
+def _gather(values, index):
+    """values[..., index] along the last axis: values (..., K), index (...) of integers,
+    their leading dims broadcast."""
+    shape = torch.broadcast_shapes(values.shape[:-1], index.shape)
+    values = values.expand(*shape, values.shape[-1])
+    return values.gather(-1, index.expand(shape).unsqueeze(-1)).squeeze(-1)
+
+
 def _squeeze2x2(x):
     """(*batch, C, H, W) -> (*batch, 4C, H/2, W/2): y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]."""
     c, height, width = x.shape[-3:]

@@ -23,6 +23,29 @@ def _broadcast_batch(context, like, event_ndims):
     return tf.broadcast_to(context, tf.concat([batch, tf.shape(context)[-1:]], 0))
 
 
+def _bucket(edges, x, last):
+    """The bin of x among edges (..., K + 1): sum(x >= edges) - 1, clamped into [0, last]."""
+    count = tf.math.count_nonzero(x[..., None] >= edges, axis=-1, dtype=tf.int32)
+    return tf.clip_by_value(count - 1, 0, last)
+
+
+def _gather(values, index):
+    """values[..., index] along the last axis: values (..., K), index (...) of integers,
+    their leading dims broadcast (as a one-hot product: broadcasting for free, and the
+    values here are finite)."""
+    return tf.reduce_sum(values * tf.one_hot(index, tf.shape(values)[-1], dtype=values.dtype), -1)
+
+
+def _pad_last(x, before, after, value):
+    """x with ``before`` and ``after`` entries of ``value`` added along the last axis."""
+    return tf.pad(x, [[0, 0]] * (x.shape.rank - 1) + [[before, after]], constant_values=value)
+
+
+def _reshape(x, ndims, shape):
+    """x with its last ``ndims`` dims reshaped to ``shape``."""
+    return tf.reshape(x, tf.concat([tf.shape(x)[:-ndims], shape], 0))
+
+
 def _clamp_straight_through(x, low, high):
     """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))
