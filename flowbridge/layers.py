@@ -33,6 +33,7 @@ import numpy as np
 
 from . import ir
 from . import spec as S
+from . import splines
 from .ir import Value, ops, source
 
 
@@ -140,6 +141,10 @@ class Field:
 
     kind: str
     name: str
+    #: a ``"vector"`` field with one more, trailing dimension: the name of the int
+    #: constructor argument that gives its size (an unconditional spline's raw widths
+    #: ``(D, bins)``); ``None`` (the default): the event's shape alone
+    per_entry: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,10 @@ class Plan:
         data_init: a data-dependent initialisation (Glow's ActNorm):
             ``(h, eps) -> {local name: value}`` for the layer's input batch ``h``
             ``(n, *event_shape)``, in float64 NumPy; ``None`` (the default) otherwise.
+        tolerances: a conformance tolerance the layer states, dtype name -> figure, where
+            :data:`flowbridge.TOLERANCES` cannot be met (a spline's float32 inverse:
+            :data:`flowbridge.splines.FLOAT32_TOLERANCE`); :func:`flowbridge.check` gives
+            a flow's rows the loosest its layers state. Default none.
 
     Example:
         >>> import flowbridge as fb
@@ -227,6 +236,9 @@ class Plan:
     # a data-dependent initialisation (Glow's ActNorm): (h, eps) -> {local name: value}
     # for the layer's input batch h (n, *event_shape), in float64 NumPy
     data_init: Callable | None = field(default=None, compare=False)
+    # a conformance tolerance the layer states, by dtype, looser than flowbridge.TOLERANCES
+    # (a spline's float32 inverse); flowbridge.check gives a flow's rows the loosest
+    tolerances: dict[str, float] = field(default_factory=dict)
 
 
 class View:
@@ -595,6 +607,7 @@ class Shift:
     per transformed entry)."""
 
     class_name, per_entry, constant_jacobian = "AdditiveCoupling", 1, True
+    tolerances: dict[str, float] = {}
     fields: tuple[Field, ...] = ()
     words: tuple[tuple[str, str], ...] = ()
     text = ""
@@ -632,6 +645,7 @@ class Affine:
     outputs per transformed entry, ordered ``[shift | s]``)."""
 
     class_name, per_entry, constant_jacobian = "AffineCoupling", 2, False
+    tolerances: dict[str, float] = {}
     fields = (Field("int", "n_trans"),)
     doc = """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
@@ -688,6 +702,26 @@ class Affine:
         log_scale = ops.name(log_scale, "log_scale")
         return log_scale, ops.name(ops.exp(log_scale), "scale")
 
+    # an unconditional elementwise affine map: shift and s are learned vectors
+    def learned(self, dim: int) -> tuple[tuple[Field, ...], dict[str, Any], dict[str, Param]]:
+        """``(fields, args, params)`` of the learned ``shift`` and ``s`` of ``dim`` entries."""
+        learned = Param((dim,), ZEROS, Init.uniform(0.3))
+        return (Field("vector", "shift"), Field("vector", "s")), {}, {"shift": learned,
+                                                                      "s": learned}  # fmt: skip
+
+    def forward_learned(self, p: View, x: Value):
+        log_scale, scale = self._log_scale(p.s)
+        total = ops.name(ops.sum_all(log_scale), "sum_log_scale")
+        y = ops.name(ops.name(x * scale, "x_scaled") + p.shift, "y")
+        return y, ops.batch_fill(total, x, event_ndims=1)
+
+    def inverse_learned(self, p: View, y: Value):
+        log_scale, _ = self._log_scale(p.s)
+        inv_scale = ops.name(ops.exp(ops.name(-log_scale, "neg_log_scale")), "inv_scale")
+        total = ops.name(ops.sum_all(log_scale), "sum_log_scale")
+        x = ops.name(ops.name(y - p.shift, "y_unshifted") * inv_scale, "x")
+        return x, ops.batch_fill(ops.name(-total, "neg_sum_log_scale"), y, event_ndims=1)
+
     def forward(self, p: View, out: Value, x_b: Value, x: Value):
         shift, log_scale, scale = self._unpack(p, out)
         y_b = ops.name(ops.name(x_b * scale, "x_b_scaled") + shift, "y_b")
@@ -718,16 +752,102 @@ def _word(value: float) -> str:
     return text.replace("-", "M").replace(".", "p")
 
 
+class SplineMap:
+    """The neural spline map: ``y_b = spline(x_b)`` per transformed entry, its raw
+    parameters from the conditioner (``3K - 1`` per entry, parameter-major: see
+    :class:`flowbridge.RationalQuadraticSpline`); log-det the sum of the spline's
+    log-derivatives. Its math is :func:`flowbridge.splines.spline`."""
+
+    class_name, constant_jacobian = "SplineCoupling", False
+    tolerances = {"float32": splines.FLOAT32_TOLERANCE}
+    fields: tuple[Field, ...] = ()
+    args: dict[str, Any] = {}
+
+    def __init__(self, part: Any, spline: S.RationalQuadraticSpline):
+        self.part, self.spline = part, spline
+        self.per_entry = spline.per_entry
+        self.doc = f"""Neural spline coupling (Durkan et al. 2019, arXiv:1906.04032).
+
+    raw = m(x_a);  y_a = x_a,  y_b = spline(x_b; raw),  log|det J| = sum(log spline'(x_b))
+    inverse:  x_b = spline^-1(y_b; raw),  log|det J^-1| = -sum(log spline'(x_b))
+    {splines.DOC}"""
+        detail = (f"Bins{spline.bins}B{_word(spline.bound)}W{_word(spline.min_bin_width)}"
+                  f"H{_word(spline.min_bin_height)}D{_word(spline.min_derivative)}"
+                  f"Edge{spline.edge_derivative.capitalize()}Eps{_word(spline.eps)}")  # fmt: skip
+        self.words = ((f"Bins{spline.bins}", detail),)
+        edge = "1" if spline.edge_derivative == "one" else "1 - min_derivative (Pyro's)"
+        self.text = (f"{spline.bins} bins on [-{spline.bound!r}, {spline.bound!r}], minimum "
+                     f"bin width {spline.min_bin_width!r}, height {spline.min_bin_height!r}, "
+                     f"derivative {spline.min_derivative!r}, edge derivative {edge}, bin "
+                     f"search eps {spline.eps!r}; "
+                     + splines.layout(part.n_trans, spline))  # fmt: skip
+
+    def _apply(self, raw: tuple[Value, Value, Value], v: Value, whole: Value, inverse: bool):
+        out, log_deriv = splines.spline(v, *raw, self.spline, inverse)
+        log_det = ops.name(ops.sum_event(log_deriv, event_ndims=len(whole.shape)), "log_det_b")
+        return out, log_det
+
+    def forward(self, p: View, out: Value, x_b: Value, x: Value):
+        return self._apply(splines.unpack(out, self.part.n_trans, self.spline), x_b, x, False)
+
+    def inverse(self, p: View, out: Value, y_b: Value, y: Value):
+        return self._apply(splines.unpack(out, self.part.n_trans, self.spline), y_b, y, True)
+
+    # an unconditional elementwise spline: the raw parameters are learned tensors
+    def learned(self, dim: int) -> tuple[tuple[Field, ...], dict[str, Any], dict[str, Param]]:
+        """``(fields, args, params)`` of the learned raw parameters of ``dim`` entries."""
+        shapes = splines.raw_shapes(dim, self.spline)
+        k = self.spline.bins
+        fields = (Field("vector", "widths", "bins"), Field("vector", "heights", "bins"),
+                  Field("vector", "derivatives", "inner_knots"))  # fmt: skip
+        params = {name: Param(shape, ZEROS, Init.uniform(1.0)) for name, shape in shapes.items()}
+        return fields, {"bins": k, "inner_knots": k - 1}, params
+
+    def forward_learned(self, p: View, x: Value):
+        return self._apply((p.widths, p.heights, p.derivatives), x, x, False)
+
+    def inverse_learned(self, p: View, y: Value):
+        return self._apply((p.widths, p.heights, p.derivatives), y, y, True)
+
+
+def _shift_map(part: Any, layer: Any) -> Shift:
+    return Shift(part)
+
+
+def _affine_map(part: Any, layer: Any) -> Affine:
+    return Affine(part, layer.scale)
+
+
+def _spline_map(part: Any, layer: Any) -> SplineMap:
+    return SplineMap(part, layer.spline)
+
+
+#: The elementwise maps, by the layer type that applies them: tag -> ``make(partition,
+#: layer)``. A coupling (the partition its mask's), an elementwise layer (every entry)
+#: and, later, an autoregressive layer all draw their map from here: a new map is one
+#: class (``forward(p, raw, v, whole)``, ``inverse``, ``per_entry`` raw outputs per entry)
+#: and its entries.
+MAPS: dict[str, Callable[[Any, Any], Any]] = {
+    "additive_coupling": _shift_map,
+    "affine_coupling": _affine_map,
+    "spline_coupling": _spline_map,
+    "elementwise_affine": _affine_map,
+    "elementwise_spline": _spline_map,
+}
+
+
 # ------------------------------------------------------------------ coupling layers
-@definition(S.AdditiveCoupling, S.AffineCoupling)
+@definition(S.AdditiveCoupling, S.AffineCoupling, S.SplineCoupling)
 def plan_coupling(
-    layer: S.AdditiveCoupling | S.AffineCoupling, shape: tuple[int, ...], context: int = 0
+    layer: S.AdditiveCoupling | S.AffineCoupling | S.SplineCoupling, shape: tuple[int, ...],
+    context: int = 0,
 ) -> Plan:
     """A coupling from its three parts: the mask's partition, the MLP conditioner (which
-    also reads the context when the flow has one) and the elementwise map
-    (:class:`Shift` for NICE, :class:`Affine` for RealNVP)."""
+    also reads the context when the flow has one) and the elementwise map from
+    :data:`MAPS` (:class:`Shift` for NICE, :class:`Affine` for RealNVP, :class:`SplineMap`
+    for a neural spline flow)."""
     part = Partition(layer.mask, shape)
-    emap = Affine(part, layer.scale) if layer.type == "affine_coupling" else Shift(part)
+    emap = MAPS[layer.type](part, layer)
     net = ResNet if isinstance(layer.conditioner, S.ResNetConditioner) else MLP
     cond = net(layer.conditioner, part.n_pass, emap.per_entry * part.n_trans, context)
 
@@ -764,6 +884,7 @@ def plan_coupling(
         inverse=inverse,
         context=context,
         buffers=part.buffers,
+        tolerances=emap.tolerances,
     )
 
 
@@ -779,7 +900,7 @@ class _Whole:
         return value
 
 
-_ELEMENTWISE_DOC = """Elementwise affine map of every entry (a conditional Gaussian on a
+_ELEMENTWISE_AFFINE_DOC = """Elementwise affine map of every entry (a conditional Gaussian on a
     one-dimensional event; flowbridge's layer where no coupling can split the entries).
 
     {given}
@@ -787,19 +908,29 @@ _ELEMENTWISE_DOC = """Elementwise affine map of every entry (a conditional Gauss
     forward:  y = x * scale + shift,   log|det J| = sum(log_scale)
     inverse:  x = (y - shift) * exp(-log_scale),  log|det J^-1| = -sum(log_scale)"""
 
+_ELEMENTWISE_SPLINE_DOC = """Elementwise rational-quadratic spline of every entry (Pyro's Spline and
+    ConditionalSpline).
 
-@definition(S.ElementwiseAffine)
-def plan_elementwise_affine(layer: S.ElementwiseAffine, shape: tuple[int, ...],
-                            context: int = 0) -> Plan:  # fmt: skip
-    """With a context, ``[shift | s] = m(context)`` (the MLP reads the context alone, its
-    last layer starting at zero); without one, ``shift`` and ``s`` are learned vectors
-    starting at zero (test draws uniform in +-0.3). Either way the map starts as the
-    identity under the exp, clamp and soft-clamp scale maps."""
+    {given}
+    forward:  y = spline(x),  log|det J| = sum(log spline'(x))
+    inverse:  x = spline^-1(y),  log|det J^-1| = -sum(log spline'(x))
+    {spline}"""
+
+
+@definition(S.ElementwiseAffine, S.ElementwiseSpline)
+def plan_elementwise(layer: S.ElementwiseAffine | S.ElementwiseSpline, shape: tuple[int, ...],
+                     context: int = 0) -> Plan:  # fmt: skip
+    """An elementwise map of every entry, drawn from :data:`MAPS`. With a context, its raw
+    parameters are ``m(context)`` (the MLP reads the context alone, its last layer
+    starting at zero); without one, they are learned tensors starting at zero (an affine
+    map's ``shift`` and ``s``, test draws uniform in +-0.3; a spline's ``widths``,
+    ``heights``, ``derivatives``, test draws in +-1). Either way the map starts as the
+    identity (under the exp, clamp and soft-clamp scale maps for an affine one)."""
     (dim,) = shape
-    emap = Affine(_Whole(dim), layer.scale)
-    formula = _SCALE_FORMULA[layer.scale.kind]
+    emap = MAPS[layer.type](_Whole(dim), layer)
+    spline = layer.type == "elementwise_spline"
     if context:
-        cond = MLP(layer.conditioner, context, 2 * dim)
+        cond = MLP(layer.conditioner, context, emap.per_entry * dim)
 
         def conditioner(p: View, like: Value, c: Value) -> Value:
             wide = ops.name(ops.broadcast_batch(c, like, event_ndims=1), "context_b")
@@ -811,43 +942,37 @@ def plan_elementwise_affine(layer: S.ElementwiseAffine, shape: tuple[int, ...],
         def inverse(p: View, y: Value, c: Value):
             return emap.inverse(p, conditioner(p, y, c), y, y)
 
-        given = "[shift, s] = m(context): the conditioner reads the context alone"
+        given = ("raw = m(context): the conditioner reads the context alone" if spline else
+                 "[shift, s] = m(context): the conditioner reads the context alone")  # fmt: skip
         legend = "m: the conditioner MLP, reading the context"
         parts = dict(fields=(*cond.fields, *emap.fields), args={**cond.args, **emap.args},
                      params=cond.params, variant=("Conditional", *cond.words, *emap.words))  # fmt: skip
         config = f"{cond.text}; {emap.text}"
     else:
-
-        def forward(p: View, x: Value):
-            log_scale, scale = emap._log_scale(p.s)
-            total = ops.name(ops.sum_all(log_scale), "sum_log_scale")
-            y = ops.name(ops.name(x * scale, "x_scaled") + p.shift, "y")
-            return y, ops.batch_fill(total, x, event_ndims=1)
-
-        def inverse(p: View, y: Value):
-            log_scale, _ = emap._log_scale(p.s)
-            inv_scale = ops.name(ops.exp(ops.name(-log_scale, "neg_log_scale")), "inv_scale")
-            total = ops.name(ops.sum_all(log_scale), "sum_log_scale")
-            x = ops.name(ops.name(y - p.shift, "y_unshifted") * inv_scale, "x")
-            return x, ops.batch_fill(ops.name(-total, "neg_sum_log_scale"), y, event_ndims=1)
-
-        given = "shift, s: learned vectors of the event size"
-        legend = "the flow has no context, so no conditioner: shift and s are the weights"
-        learned = Param(shape, ZEROS, Init.uniform(0.3))
-        parts = dict(fields=(Field("vector", "shift"), Field("vector", "s")), args={},
-                     params={"shift": learned, "s": learned}, variant=emap.words)  # fmt: skip
+        forward, inverse = emap.forward_learned, emap.inverse_learned
+        fields, args, params = emap.learned(dim)
+        given = ("widths, heights (D, K), derivatives (D, K - 1): the learned raw parameters"
+                 if spline else "shift, s: learned vectors of the event size")  # fmt: skip
+        legend = "the flow has no context, so no conditioner: the map's raw parameters are the weights"
+        parts = dict(fields=fields, args=args, params=params, variant=emap.words)
         config = emap.text
-    doc = _ELEMENTWISE_DOC.format(given=given, formula=formula)
+    if spline:
+        doc = _ELEMENTWISE_SPLINE_DOC.format(given=given, spline=splines.DOC)
+        name = "ElementwiseSpline"
+    else:
+        formula = _SCALE_FORMULA[layer.scale.kind]
+        doc, name = _ELEMENTWISE_AFFINE_DOC.format(given=given, formula=formula), "ElementwiseAffine"
     return Plan(
-        class_name="ElementwiseAffine",
+        class_name=name,
         config=config,
         doc=f"{doc}\n    {_wrap(legend + '.')}\n    {_configuration(config)}",
-        constant_jacobian=not context,
+        constant_jacobian=not context and not spline,
         event_shape=shape,
         output_shape=shape,
         forward=forward,
         inverse=inverse,
         context=context,
+        tolerances=emap.tolerances,
         **parts,
     )
 

@@ -326,6 +326,23 @@ class Emitter(abc.ABC):
         """
         return "active_shape" if "active_shape" in plan.args else "event_shape"
 
+    @staticmethod
+    def field_shape(plan: Any, field: Any) -> str:
+        """The shape expression of a ``"vector"`` field in a plan's constructor: the
+        event's (:meth:`shape_arg`), or with a trailing dimension where the field has one
+        (``(*event_shape, bins)``: ``field.per_entry`` names the int argument).
+
+        Example:
+            >>> import flowbridge as fb
+            >>> from flowbridge.backends.contract import Emitter
+            >>> from flowbridge.layers import plan_flow
+            >>> plan = plan_flow(fb.FlowSpec(event_shape=(2,), layers=[fb.ElementwiseSpline()]))[0]
+            >>> [Emitter.field_shape(plan, f) for f in plan.fields]
+            ['(*event_shape, bins)', '(*event_shape, bins)', '(*event_shape, inner_knots)']
+        """
+        shape = Emitter.shape_arg(plan)
+        return f"(*{shape}, {field.per_entry})" if field.per_entry else shape
+
     def effect(self, op: str, args: list[str]) -> str:
         """The statement for one state update (an IR effect such as ``assign``).
 

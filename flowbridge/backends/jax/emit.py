@@ -109,7 +109,8 @@ jax.config.update("jax_enable_x64", True)."""
         self, name, plan, forward, inverse, training=None, methods=(), constants=()
     ) -> str:
         shape = self.shape_arg(plan)
-        init = [self.field_init(f.kind).format(name=f.name, shape=shape) for f in plan.fields]
+        init = [self.field_init(f.kind).format(name=f.name, shape=self.field_shape(plan, f))
+                for f in plan.fields]
         uses_rng = any(
             f.kind in ("dense", "conv", "vector", "channel", "state") for f in plan.fields
         )

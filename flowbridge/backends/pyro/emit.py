@@ -134,7 +134,7 @@ from torch.distributions.transforms import Transform"""
         constants: tuple[str, ...] = (),
     ) -> str:
         init = [
-            self.field_init(f.kind).format(name=f.name, shape=self.shape_arg(plan))
+            self.field_init(f.kind).format(name=f.name, shape=self.field_shape(plan, f))
             for f in plan.fields
         ]
         base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])

@@ -145,7 +145,7 @@ tf.Variable in flow.trainable_variables."""
             ln
             for f in plan.fields
             for ln in self.field_init(f.kind)
-            .format(name=f.name, shape=self.shape_arg(plan))
+            .format(name=f.name, shape=self.field_shape(plan, f))
             .split("\n")
         ]
         const = plan.constant_jacobian
