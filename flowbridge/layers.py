@@ -31,9 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import ir
+from . import ir, splines
 from . import spec as S
-from . import splines
 from .ir import Value, ops, source
 
 
@@ -799,9 +798,9 @@ class SplineMap:
         shapes = splines.raw_shapes(dim, self.spline)
         k = self.spline.bins
         fields = (Field("vector", "widths", "bins"), Field("vector", "heights", "bins"),
-                  Field("vector", "derivatives", "inner_knots"))  # fmt: skip
+                  Field("vector", "derivatives", "inner"))  # fmt: skip
         params = {name: Param(shape, ZEROS, Init.uniform(1.0)) for name, shape in shapes.items()}
-        return fields, {"bins": k, "inner_knots": k - 1}, params
+        return fields, {"bins": k, "inner": k - 1}, params
 
     def forward_learned(self, p: View, x: Value):
         return self._apply((p.widths, p.heights, p.derivatives), x, x, False)

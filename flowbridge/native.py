@@ -15,6 +15,21 @@ ConditionalDenseNN)`` (in a                 ``context_dim`` = the hypernet's con
 ``ConditionalComposeTransformModule``)      its first kernel's rows reordered from Pyro's
                                            ``[context | x_a]`` to the neutral
                                            ``[x_a | context]``
+Pyro ``SplineCoupling(D, split_dim,        ``spline_coupling``, mask ``split`` first
+DenseNN, K, B, order="quadratic",          ``split_dim``, spline ``rational_quadratic``
+identity=True)``                           (``bins=K``, ``bound=B``, edge derivative
+                                           ``"pyro"``), conditioner from ``DenseNN``
+                                           (output ``[u_w | u_h | u_d]``, as it is) but
+                                           the last bias's ``u_d`` block less ``c`` =
+                                           ``log(expm1(1 - min_derivative))``
+Pyro ``Spline(D, K, B, order="quadratic")``  ``elementwise_spline``, spline as above;
+                                           learned ``widths``, ``heights`` Pyro's
+                                           unnormalized ones, ``derivatives`` Pyro's
+                                           less ``c``
+Pyro ``ConditionalSpline(DenseNN, D, K, B, ``elementwise_spline`` in a flow of
+order="quadratic")`` (``DenseNN`` reading  ``context_dim`` = the ``DenseNN``'s input
+the context)                               size; conditioner from it (reads the context
+                                           alone), its ``u_d`` biases less ``c``
 TFP ``RealNVP(num_masked=k)``              ``split`` mask: first ``k``, or last ``-k``
 TFP ``RealNVP(fraction_masked=f)``         ``split`` of ``int(round(D * |f|))`` (NumPy's
                                            half-to-even), first if ``f > 0`` else last
@@ -27,8 +42,10 @@ TFP ``Chain([b2, b1, b0])``                layers ``[b0, b1, b2]`` (Chain applie
 =========================================  ==============================================
 
 Anything else (a custom hypernet or ``shift_and_log_scale_fn``, ``bijector_fn``, another
-bijector or transform, a conditioner without biases) is refused with :class:`NativeError`
-naming the piece and why.
+bijector or transform, a conditioner without biases, a Pyro spline of ``order="linear"``
+(Pyro's default), a ``SplineCoupling`` with ``identity=False``, an unconditional coupling
+or ``Spline`` in a conditional flow) is refused with :class:`NativeError` naming the piece
+and why.
 """
 
 from __future__ import annotations
@@ -49,7 +66,8 @@ class NativeError(ValueError):
     A ``ValueError``, raised by :func:`flowbridge.from_pyro_native` and
     :func:`flowbridge.from_tfp_native` for anything they do not take over exactly: a
     custom hypernet or ``shift_and_log_scale_fn``, a ``bijector_fn``, another bijector or
-    transform, a conditioner without biases, an unsupported activation. The message
+    transform, a conditioner without biases, an unsupported activation, a Pyro spline of
+    ``order="linear"`` or a ``SplineCoupling`` with ``identity=False``. The message
     starts with where the piece is, e.g. ``parts[0] (ExpTransform): ...``.
 
     Example:
@@ -81,9 +99,10 @@ def _pyro_parts(transform: Any) -> list:
     return [transform]
 
 
-def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int, context: int | None = None):
-    """(conditioner, weights) of a ``DenseNN``, or (``context`` given) of a
-    ``ConditionalDenseNN`` reading that many context entries."""
+def _pyro_conditioner(net: Any, at: str, n_in: int, dims: list[int], context: int | None = None):
+    """(conditioner, weights) of a ``DenseNN`` reading ``n_in`` entries with output blocks
+    ``dims`` (its ``param_dims``), or (``context`` given) of a ``ConditionalDenseNN``
+    reading that many context entries besides."""
     import torch
     from pyro.nn import ConditionalDenseNN, DenseNN
 
@@ -91,9 +110,9 @@ def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int, context: int |
     if type(net) is not kind:
         raise NativeError(f"{at}.nn: a {type(net).__name__} hypernet cannot be converted; "
                           f"only pyro.nn.{kind.__name__} is supported here")  # fmt: skip
-    if list(net.param_dims) != [n_trans, n_trans] or net.input_dim != n_in:
-        raise NativeError(f"{at}.nn: expected {kind.__name__}({n_in}, ..., param_dims=[{n_trans}, "
-                          f"{n_trans}]), got input_dim={net.input_dim}, param_dims="
+    if list(net.param_dims) != list(dims) or net.input_dim != n_in:
+        raise NativeError(f"{at}.nn: expected {kind.__name__}({n_in}, ..., param_dims="
+                          f"{list(dims)}), got input_dim={net.input_dim}, param_dims="
                           f"{list(net.param_dims)}")  # fmt: skip
     name = type(net.f).__name__
     if name not in _TORCH_ACTIVATIONS:
@@ -120,6 +139,49 @@ def _pyro_conditioner(net: Any, at: str, n_in: int, n_trans: int, context: int |
     return cond, weights
 
 
+def _pyro_spline(source: Any, at: str) -> S.RationalQuadraticSpline:
+    """The :class:`RationalQuadraticSpline` of a Pyro spline (``Spline``,
+    ``ConditionalSpline``) with ``order="quadratic"``: its bins and bound, Pyro's edge
+    derivative ``1 - min_derivative`` (Pyro's other constants are flowbridge's defaults)."""
+    order = getattr(source, "order", "linear")
+    if order != "quadratic":
+        what = ("order='linear' (Pyro's default) is not convertible yet" if order == "linear"
+                else f"order={order!r} cannot be converted")  # fmt: skip
+        raise NativeError(f"{at}: {what}; build it with order='quadratic'")
+    try:
+        return S.RationalQuadraticSpline(bins=int(source.count_bins), bound=float(source.bound),
+                                         edge_derivative="pyro")  # fmt: skip
+    except SpecError as exc:
+        raise NativeError(f"{at}: count_bins={source.count_bins}, bound={source.bound} cannot "
+                          f"be converted: {exc}") from None  # fmt: skip
+
+
+def _spline_weights(part: Any, spline: S.RationalQuadraticSpline) -> dict:
+    """The learned raw parameters of a Pyro ``Spline``: its unnormalized widths, heights
+    and derivatives, the last less :func:`flowbridge.splines.derivative_offset` (flowbridge
+    reads ``softplus(u + c)`` where Pyro reads ``softplus(u)``)."""
+    from .splines import derivative_offset
+
+    def raw(t: Any) -> np.ndarray:
+        return t.detach().cpu().double().numpy().copy()
+
+    return {"widths": raw(part.unnormalized_widths), "heights": raw(part.unnormalized_heights),
+            "derivatives": raw(part.unnormalized_derivatives) - derivative_offset(spline)}  # fmt: skip
+
+
+def _shift_derivative_bias(weights: dict, n: int, spline: S.RationalQuadraticSpline) -> dict:
+    """The hypernet's weights with its last bias's ``u_d`` block (the last ``n * (K - 1)``
+    outputs) less :func:`flowbridge.splines.derivative_offset`: the layout
+    ``[u_w | u_h | u_d]`` is flowbridge's already."""
+    from .splines import derivative_offset
+
+    last = max(int(k.split(".")[1]) for k in weights)
+    bias = weights[f"conditioner.{last}.bias"]
+    start = bias.shape[0] - n * (spline.bins - 1)
+    bias[start:] -= derivative_offset(spline)
+    return weights
+
+
 def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec, dict]:
     """Take a flow built from Pyro's own layers over, exactly, as ``(spec, params)``.
 
@@ -131,20 +193,40 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     ``permutation`` ``p``. A
     conditional flow (``ConditionalAffineCoupling`` with a ``ConditionalDenseNN``) gets
     ``context_dim`` = the hypernet's context size, its first kernel's rows reordered from
-    Pyro's ``[context | x_a]`` to the neutral ``[x_a | context]``. The weights are copied
-    as float64; the flow built from the result (:func:`flowbridge.to_pyro`,
-    :func:`flowbridge.to_tfp`, :func:`flowbridge.to_numpy`) computes what the native one
-    does.
+    Pyro's ``[context | x_a]`` to the neutral ``[x_a | context]``.
+
+    Pyro's splines of ``order="quadratic"`` become rational-quadratic splines
+    (:class:`flowbridge.RationalQuadraticSpline` with ``bins=count_bins``, ``bound=bound``
+    and ``edge_derivative="pyro"``): a ``SplineCoupling(input_dim, split_dim, DenseNN,
+    count_bins, bound, order="quadratic", identity=True)`` a ``spline_coupling`` (``split``
+    mask of the first ``split_dim`` entries, conditioner the ``DenseNN``); a
+    ``Spline(input_dim, count_bins, bound, order="quadratic")`` an ``elementwise_spline``
+    whose learned ``widths``, ``heights`` and ``derivatives`` are Pyro's unnormalized ones;
+    a ``ConditionalSpline(DenseNN, input_dim, count_bins, bound, order="quadratic")`` (the
+    ``DenseNN`` reading the context, as ``conditional_spline`` builds it) an
+    ``elementwise_spline`` in a flow of ``context_dim`` = the ``DenseNN``'s input size. The
+    hypernets' output ``[u_w | u_h | u_d]`` (``param_dims=[n*K, n*K, n*(K-1)]``) is
+    flowbridge's layout as it is. flowbridge's inner derivative is ``min_derivative +
+    softplus(u_d + c)``, Pyro's ``min_derivative + softplus(u_d)``, so every raw derivative
+    (a ``Spline``'s ``unnormalized_derivatives``, the ``u_d`` block of a hypernet's last
+    bias) is taken over less ``c`` (:func:`flowbridge.splines.derivative_offset`).
+
+    The weights are copied as float64; the flow built from the result
+    (:func:`flowbridge.to_pyro`, :func:`flowbridge.to_tfp`, :func:`flowbridge.to_numpy`)
+    computes what the native one does.
 
     Args:
-        transform: a Pyro ``AffineCoupling`` (with a ``DenseNN`` hypernet), ``Permute``, a
-            list of them or a ``ComposeTransform(Module)``; or the pieces of a
-            conditional flow: ``ConditionalAffineCoupling`` (with a
-            ``ConditionalDenseNN``) and ``Permute`` in a list or a
-            ``ConditionalComposeTransformModule``. Couplings and permutations must act on
-            the last axis (``dim=-1``).
+        transform: a Pyro ``AffineCoupling`` (with a ``DenseNN`` hypernet),
+            ``SplineCoupling`` (``order="quadratic"``, ``identity=True``, a ``DenseNN``
+            hypernet), ``Spline`` (``order="quadratic"``), ``Permute``, a list of them or
+            a ``ComposeTransform(Module)``; or the pieces of a conditional flow:
+            ``ConditionalAffineCoupling`` (with a ``ConditionalDenseNN``),
+            ``ConditionalSpline`` (``order="quadratic"``, with a ``DenseNN`` reading the
+            context) and ``Permute`` in a list or a ``ConditionalComposeTransformModule``.
+            Couplings and permutations must act on the last axis (``dim=-1``).
         dim: the event size ``D``; default ``None``: read from the first coupling
-            (``split_dim`` + its hypernet's output) or permutation.
+            (``split_dim`` + its hypernet's output, or + its spline's ``input_dim``),
+            spline (``input_dim``) or permutation.
 
     Returns:
         ``tuple[FlowSpec, dict[str, numpy.ndarray]]``: the :class:`flowbridge.FlowSpec`
@@ -154,9 +236,13 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
         NativeError: a piece cannot be converted (another transform, a hypernet of
             another kind or shape or without biases, an activation other than ReLU,
             Tanh, ELU with ``alpha=1``, LeakyReLU or exact GELU, a ``dim`` other than -1,
-            an unconditional coupling in a conditional flow, couplings reading contexts
-            of different sizes), ``transform`` holds no piece, the event size cannot be
-            told, or the converted flow is not valid.
+            a spline of ``order="linear"`` (Pyro's default), a ``SplineCoupling`` with
+            ``identity=False`` (a second spline on the passed entries), a spline's
+            ``count_bins`` below 2 or ``bound`` out of range, a spline's ``input_dim``
+            not fitting the event, an unconditional coupling or ``Spline`` in a
+            conditional flow, conditional pieces reading contexts of different sizes),
+            ``transform`` holds no piece, the event size cannot be told, or the converted
+            flow is not valid.
         ParamError: a native weight is not finite.
         BackendUnavailable: Pyro is not installed (``pip install flowbridge[pyro]``).
 
@@ -169,21 +255,30 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
         >>> spec, params = fb.from_pyro_native([coupling, Permute(torch.tensor([3, 2, 1, 0]))])
         >>> [layer.type for layer in spec.layers], spec.event_shape
         (['affine_coupling', 'permutation'], (4,))
+        >>> from pyro.distributions.transforms import Spline
+        >>> spec, params = fb.from_pyro_native(Spline(4, count_bins=5, order="quadratic"))
+        >>> spec.layers[0].type, spec.layers[0].spline.edge_derivative
+        ('elementwise_spline', 'pyro')
+        >>> params["layers.0.widths"].shape, params["layers.0.derivatives"].shape
+        ((4, 5), (4, 4))
     """
     backends.get("pyro").runtime()  # BackendUnavailable, naming the extra, without Pyro
-    from pyro.distributions.transforms import AffineCoupling, ConditionalAffineCoupling, Permute
+    from pyro.distributions.transforms import (
+        AffineCoupling,
+        ConditionalAffineCoupling,
+        ConditionalSpline,
+        Permute,
+        Spline,
+        SplineCoupling,
+    )
 
     parts = _pyro_parts(transform)
     if not parts:
-        raise NativeError("transform: expected at least one AffineCoupling or Permute")
+        raise NativeError("transform: expected at least one AffineCoupling, SplineCoupling, "
+                          "Spline or Permute (or their conditional forms)")  # fmt: skip
     if dim is None:
         dim = _pyro_dim(parts)
-    contexts = {getattr(p.nn, "context_dim", None) for p in parts
-                if isinstance(p, ConditionalAffineCoupling)} - {None}  # fmt: skip
-    if len(contexts) > 1:
-        raise NativeError(f"transform: the conditional couplings read contexts of sizes "
-                          f"{sorted(contexts)}; a flow has one context_dim")  # fmt: skip
-    context = int(contexts.pop()) if contexts else 0
+    context = _pyro_context(parts)
     layers, params = [], {}
     for i, part in enumerate(parts):
         at = f"parts[{i}] ({type(part).__name__})"
@@ -200,7 +295,7 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
                 raise NativeError(f"{at}: dim={options['dim']}; only couplings over the last "
                                   "axis (dim=-1) convert")  # fmt: skip
             split = int(part.split_dim)
-            cond, weights = _pyro_conditioner(part.nn, at, split, dim - split,
+            cond, weights = _pyro_conditioner(part.nn, at, split, [dim - split] * 2,
                                               context if conditional else None)  # fmt: skip
             low = options.get("log_scale_min_clip", -5.0)
             high = options.get("log_scale_max_clip", 3.0)
@@ -209,6 +304,52 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
                 conditioner=cond,
                 scale=S.ClampScale(low=float(low), high=float(high)),
             ))  # fmt: skip
+            params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+        elif isinstance(part, SplineCoupling):
+            spline = _pyro_spline(part.upper_spline, at)
+            if not part.identity:
+                raise NativeError(f"{at}: identity=False (a second spline on the passed "
+                                  "entries, lower_spline) is not convertible yet; build it "
+                                  "with identity=True")  # fmt: skip
+            if context:
+                raise NativeError(f"{at}: an unconditional coupling in a conditional flow "
+                                  "cannot be converted (every flowbridge coupling reads the "
+                                  "context)")  # fmt: skip
+            split, n = int(part.split_dim), int(part.upper_spline.input_dim)
+            if split + n != dim:
+                raise NativeError(f"{at}: split_dim {split} + {n} transformed entries; "
+                                  f"expected an event of {dim}")  # fmt: skip
+            bins = spline.bins
+            cond, weights = _pyro_conditioner(part.upper_spline.nn, f"{at}.upper_spline", split,
+                                              [n * bins, n * bins, n * (bins - 1)])  # fmt: skip
+            layers.append(S.SplineCoupling(mask=S.SplitMask(part="first", size=split),
+                                           conditioner=cond, spline=spline))  # fmt: skip
+            weights = _shift_derivative_bias(weights, n, spline)
+            params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+        elif isinstance(part, Spline):
+            spline = _pyro_spline(part, at)
+            if context:
+                raise NativeError(f"{at}: an unconditional Spline in a conditional flow cannot "
+                                  "be converted (a flowbridge elementwise spline in a "
+                                  "conditional flow reads the context)")  # fmt: skip
+            if int(part.input_dim) != dim:
+                raise NativeError(f"{at}: input_dim={part.input_dim}; expected the event size "
+                                  f"{dim}")  # fmt: skip
+            layers.append(S.ElementwiseSpline(spline=spline))
+            weights = _spline_weights(part, spline)
+            params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+        elif isinstance(part, ConditionalSpline):
+            spline = _pyro_spline(part, at)
+            if int(part.input_dim) != dim:
+                raise NativeError(f"{at}: input_dim={part.input_dim}; expected the event size "
+                                  f"{dim}")  # fmt: skip
+            bins = spline.bins
+            # the hypernet reads the context alone (DenseNN(context_dim, ...)): no reordering
+            cond, weights = _pyro_conditioner(part.nn, at,
+                                              context or getattr(part.nn, "input_dim", 0),
+                                              [dim * bins, dim * bins, dim * (bins - 1)])  # fmt: skip
+            layers.append(S.ElementwiseSpline(conditioner=cond, spline=spline))
+            weights = _shift_derivative_bias(weights, dim, spline)
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, Permute):
             if getattr(part, "dim", -1) != -1:
@@ -219,12 +360,41 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
         else:
             raise NativeError(f"{at}: cannot be converted; expected pyro AffineCoupling (with "
                               "a DenseNN hypernet), ConditionalAffineCoupling (with a "
-                              "ConditionalDenseNN) or Permute")  # fmt: skip
+                              "ConditionalDenseNN), SplineCoupling, Spline or "
+                              "ConditionalSpline (order='quadratic', DenseNN hypernets) or "
+                              "Permute")  # fmt: skip
     return _finish(layers, params, dim, "from_pyro", context)
 
 
+def _pyro_context(parts: list) -> int:
+    """The flow's ``context_dim``: the context size its conditional pieces read (a
+    ``ConditionalAffineCoupling``'s ``ConditionalDenseNN.context_dim``, a
+    ``ConditionalSpline``'s ``DenseNN.input_dim``), 0 if none; one size for them all."""
+    from pyro.distributions.transforms import ConditionalAffineCoupling, ConditionalSpline
+    from pyro.nn import DenseNN
+
+    contexts = set()
+    for part in parts:
+        if isinstance(part, ConditionalAffineCoupling):
+            contexts.add(getattr(part.nn, "context_dim", None))
+        elif isinstance(part, ConditionalSpline) and type(part.nn) is DenseNN:
+            contexts.add(part.nn.input_dim)
+    contexts -= {None}
+    if len(contexts) > 1:
+        raise NativeError(f"transform: the conditional pieces read contexts of sizes "
+                          f"{sorted(contexts)}; a flow has one context_dim")  # fmt: skip
+    return int(contexts.pop()) if contexts else 0
+
+
 def _pyro_dim(parts: list) -> int:
-    from pyro.distributions.transforms import AffineCoupling, ConditionalAffineCoupling, Permute
+    from pyro.distributions.transforms import (
+        AffineCoupling,
+        ConditionalAffineCoupling,
+        ConditionalSpline,
+        Permute,
+        Spline,
+        SplineCoupling,
+    )
 
     for part in parts:
         if isinstance(part, (AffineCoupling, ConditionalAffineCoupling)):
@@ -233,6 +403,10 @@ def _pyro_dim(parts: list) -> int:
                 raise NativeError(f"{type(part).__name__}.nn: a {type(part.nn).__name__} "
                                   "hypernet cannot be converted; pass dim= to see why")  # fmt: skip
             return int(part.split_dim) + int(dims[0])
+        if isinstance(part, SplineCoupling):
+            return int(part.split_dim) + int(part.upper_spline.input_dim)
+        if isinstance(part, (Spline, ConditionalSpline)):
+            return int(part.input_dim)
         if isinstance(part, Permute):
             return len(part.permutation)
     raise NativeError("transform: cannot tell the event size; pass dim=")

@@ -234,8 +234,8 @@ _Z_SCORES = (None, "none", "independent", "structured")
 #: why.
 _SBI_ONLY = {
     "num_bins": (
-        "flowbridge has no spline couplings yet (num_bins counts a spline's bins); "
-        "use sbi's posterior_nn('nsf') for a spline flow, or leave num_bins out"
+        "flowbridge.sbi builds no spline flow yet (num_bins counts a spline's bins; "
+        "fb.nsf is the spline preset); use sbi's posterior_nn('nsf'), or leave num_bins out"
     ),
     "num_components": (
         "it is the number of components of sbi's mixture density network "

@@ -36,7 +36,7 @@ def derivative_offset(spline: S.RationalQuadraticSpline) -> float:
         >>> import flowbridge as fb
         >>> from flowbridge.splines import derivative_offset
         >>> round(derivative_offset(fb.RationalQuadraticSpline()), 6)
-        0.539727
+        0.539742
     """
     return math.log(math.expm1(1.0 - spline.min_derivative))
 

@@ -43,6 +43,20 @@ CASES = {
     "permutation_random_d6": _one(S.Permutation(kind="random", seed=3), 6, "h"),
     "permutation_explicit_d3": _one(S.Permutation(kind="explicit", indices=(2, 0, 1)), 3, "i"),
     "actnorm_d4": _one(S.ActNorm(), 4, "j"),
+    # neural splines: a coupling, an elementwise spline (learned raw parameters), Pyro's
+    # edge derivative, and both in a conditional flow
+    "spline_coupling_d4": _one(S.SplineCoupling(conditioner=S.Conditioner(hidden=(8,)),
+                                                spline=S.RationalQuadraticSpline(bins=5)), 4, "s"),
+    "spline_coupling_parity_pyro_d5": _one(S.SplineCoupling(
+        mask=S.ParityMask(), conditioner=S.Conditioner(hidden=(8,), activation="tanh"),
+        spline=S.RationalQuadraticSpline(bins=3, bound=2.0, edge_derivative="pyro")), 5, "s2"),
+    "elementwise_spline_d2": _one(S.ElementwiseSpline(spline=S.RationalQuadraticSpline(bins=4)),
+                                  2, "s3"),  # fmt: skip
+    "nsf_conditional_d3_c2": lambda: fb.FlowSpec(
+        name="s4", event_shape=(3,), context_dim=2, layers=[
+            S.SplineCoupling(conditioner=S.Conditioner(hidden=(8,))), S.Permutation(),
+            S.ElementwiseSpline(conditioner=S.Conditioner(hidden=(6,)),
+                                spline=S.RationalQuadraticSpline(bins=4))]),  # fmt: skip
     # every entry's affine map: learned vectors without a context, m(context) with one
     "elementwise_affine_d1": _one(S.ElementwiseAffine(), 1, "k"),
     "elementwise_affine_soft_clamp_d3": _one(

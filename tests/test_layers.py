@@ -407,12 +407,106 @@ def _elementwise_affine(layer):
     return Formula(forward, inverse)
 
 
+def _rq_spline(v, uw, uh, ud, spline, inverse):
+    """The rational-quadratic spline of Durkan et al. 2019 (arXiv:1906.04032, eqs. 4-6),
+    entry by entry in plain Python: bins from ``searchsorted``, the inverse from the roots
+    of the bin's quadratic (``np.roots``, one Newton step), identity outside [-B, B]. The
+    raw parameters ``uw``, ``uh`` ``(..., n, K)``, ``ud`` ``(..., n, K - 1)`` broadcast
+    against ``v`` ``(..., n)``; returns the output and each entry's log-derivative."""
+    k, bound = spline.bins, spline.bound
+
+    def softmax(u):
+        e = np.exp(u - u.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    widths = spline.min_bin_width + (1 - spline.min_bin_width * k) * softmax(uw)
+    heights = spline.min_bin_height + (1 - spline.min_bin_height * k) * softmax(uh)
+    offset = np.log(np.expm1(1 - spline.min_derivative))
+    inner = spline.min_derivative + np.logaddexp(0.0, ud + offset)
+    edge = 1.0 if spline.edge_derivative == "one" else 1.0 - spline.min_derivative
+    shape = v.shape
+    widths, heights = (np.broadcast_to(a, shape + (k,)) for a in (widths, heights))
+    inner = np.broadcast_to(inner, shape + (k - 1,))
+    out, log_deriv = np.array(v, dtype=float), np.zeros(shape)
+    for i in np.ndindex(shape):
+        val = v[i]
+        if abs(val) > bound:
+            continue
+        xk = np.concatenate([[-bound], -bound + 2 * bound * np.cumsum(widths[i])[:-1], [bound]])
+        yk = np.concatenate([[-bound], -bound + 2 * bound * np.cumsum(heights[i])[:-1], [bound]])
+        d = np.concatenate([[edge], inner[i], [edge]])
+        knots = yk if inverse else xk
+        b = int(np.clip(np.searchsorted(knots + spline.eps, val, side="right") - 1, 0, k - 1))
+        w, h = xk[b + 1] - xk[b], yk[b + 1] - yk[b]
+        s, d0, d1 = h / w, d[b], d[b + 1]
+
+        def g(t, s=s, d0=d0, d1=d1, y0=yk[b], h=h):  # the bin's map of theta, its slope
+            den = s + (d0 + d1 - 2 * s) * t * (1 - t)
+            y = y0 + h * (s * t**2 + d0 * t * (1 - t)) / den
+            return y, s**2 * (d1 * t**2 + 2 * s * t * (1 - t) + d0 * (1 - t) ** 2) / den**2
+
+        if inverse:  # (val - y_k) den(t) = h (s t^2 + d0 t (1 - t)), a quadratic in t
+            r, c2 = val - yk[b], d0 + d1 - 2 * s
+            roots = np.roots([-r * c2 - h * (s - d0), r * c2 - h * d0, r * s])
+            real = [t.real for t in np.atleast_1d(roots) if abs(t.imag) < 1e-9]
+            t = min(real, key=lambda t: abs(t - np.clip(t, 0, 1))) if real else 0.0
+            y, slope = g(t)
+            t -= (y - val) / (slope * w)  # one Newton step polishes np.roots' eigenvalues
+            out[i], log_deriv[i] = xk[b] + t * w, -np.log(g(t)[1])
+        else:
+            t = (val - xk[b]) / w
+            out[i], log_deriv[i] = g(t)[0], np.log(g(t)[1])
+    return out, log_deriv
+
+
+def _spline_raw(spline, out, n):
+    """``(uw, uh, ud)`` from a conditioner output in the parameter-major layout."""
+    k = spline.bins
+    lead = out.shape[:-1]
+    return (out[..., : n * k].reshape(lead + (n, k)), out[..., n * k : 2 * n * k].reshape(
+        lead + (n, k)), out[..., 2 * n * k :].reshape(lead + (n, k - 1)))  # fmt: skip
+
+
+def _spline_coupling(layer):
+    """The transformed entries through the spline, its raw parameters ``m(x_a)``."""
+
+    def run(p, v, c, inverse):
+        a, b = _passed(layer.mask, v.shape[-1])
+        raw = _spline_raw(layer.spline, _mlp(p, "conditioner.", _with_context(v[..., a], c),
+                                             layer.conditioner), len(b))  # fmt: skip
+        out, ld = _rq_spline(v[..., b], *raw, layer.spline, inverse)
+        w = v.copy()
+        w[..., b] = out
+        return w, ld.sum(-1)
+
+    return Formula(lambda p, x, c: run(p, x, c, False), lambda p, y, c: run(p, y, c, True))
+
+
+def _elementwise_spline(layer):
+    """Every entry through the spline: raw parameters ``m(c)`` from the context alone, or
+    the weights ``widths``, ``heights``, ``derivatives``."""
+
+    def run(p, v, c, inverse):
+        if c is None:
+            raw = (p["widths"], p["heights"], p["derivatives"])
+        else:
+            wide = np.broadcast_to(c, v.shape[:-1] + c.shape[-1:])
+            raw = _spline_raw(layer.spline, _mlp(p, "conditioner.", wide, layer.conditioner),
+                              v.shape[-1])  # fmt: skip
+        out, ld = _rq_spline(v, *raw, layer.spline, inverse)
+        return out, ld.sum(-1)
+
+    return Formula(lambda p, x, c: run(p, x, c, False), lambda p, y, c: run(p, y, c, True))
+
+
 #: Layer type -> its formula here, given the layer, the shape it acts on and the mode.
 FORMULAS: dict[str, Callable[..., Formula]] = {
     "additive_coupling": lambda layer, shape, training: _coupling(layer, shape),
     "affine_coupling": lambda layer, shape, training: _coupling(layer, shape),
     "scaling": lambda layer, shape, training: _scaling(layer, shape),
     "elementwise_affine": lambda layer, shape, training: _elementwise_affine(layer),
+    "spline_coupling": lambda layer, shape, training: _spline_coupling(layer),
+    "elementwise_spline": lambda layer, shape, training: _elementwise_spline(layer),
     "permutation": lambda layer, shape, training: _permutation(layer, shape),
     "squeeze": lambda layer, shape, training: _squeeze(layer, shape),
     "factor_out": lambda layer, shape, training: _factor_out(layer, shape),
@@ -457,6 +551,15 @@ def _vectors(d, batch=(5,), scale=1.5):
 
 def _images(shape, n=3):
     return _rng().standard_normal((n, *shape))
+
+
+def _spline_inputs(d, bound=3.0):
+    """Five standard normal rows (times 1.5) and four rows on the interval's ends, just
+    inside and outside them, deep in the tails, at 0 and at half the bound."""
+    edges = np.array([-bound, bound, -bound - 1e-9, bound + 1e-9, -bound + 1e-9, 0.0, 2 * bound,
+                      -3 * bound, bound / 2])  # fmt: skip
+    rows = np.resize(edges, (2, d))
+    return np.concatenate([_vectors(d), rows, np.roll(rows, 1, axis=-1)], axis=0)
 
 
 def _mlp_cond(hidden=(8,), activation="relu", **kw):
@@ -579,6 +682,24 @@ CASES: dict[str, Callable[[], Case]] = {
             A(mask=fb.HalfMask(part="last"), conditioner=_mlp_cond((), "relu"),
               scale=fb.ClampScale(low=-0.3, high=0.3))]),
         _vectors(4, batch=(2, 3)), [((4,), None)], context=_rng(2).standard_normal((1, 2)),
+        tags=frozenset({"context"})),
+    # neural splines: inputs on the interval's edges, in the tails and on the knots
+    "spline_coupling_d5": lambda: _one(
+        fb.SplineCoupling(conditioner=_mlp_cond((8,), "tanh"),
+                          spline=fb.RationalQuadraticSpline(bins=5)), (5,), _spline_inputs(5)),
+    "spline_coupling_parity_pyro_edges_d4": lambda: _one(
+        fb.SplineCoupling(mask=fb.ParityMask(), conditioner=_mlp_cond((6,)),
+                          spline=fb.RationalQuadraticSpline(bins=3, bound=2.0,
+                                                            edge_derivative="pyro")),
+        (4,), _spline_inputs(4, bound=2.0)),
+    "elementwise_spline_d3": lambda: _one(
+        fb.ElementwiseSpline(spline=fb.RationalQuadraticSpline(bins=6)), (3,), _spline_inputs(3)),
+    "spline_conditional_d3": lambda: Case(
+        fb.FlowSpec(name="cond_spline", event_shape=(3,), context_dim=2, layers=[
+            fb.SplineCoupling(mask=fb.SplitMask(size=2), conditioner=_mlp_cond((8,))),
+            fb.ElementwiseSpline(conditioner=_mlp_cond((6,), "tanh"),
+                                 spline=fb.RationalQuadraticSpline(bins=4, bound=4.0))]),
+        _spline_inputs(3), [((3,), None)] * 2, context=_rng(2).standard_normal((9, 2)),
         tags=frozenset({"context"})),
     # every entry's affine map: weights without a context, m(c) from the context alone
     "elementwise_affine_d1": lambda: _one(fb.ElementwiseAffine(), (1,), _vectors(1)),

@@ -193,7 +193,7 @@ CALL_REFUSALS = [
     ({"num_transforms": 2.5}, SpecError, r"num_transforms: expected a positive integer, got 2.5"),
     ({"num_transforms": 2, "num_couplings": 3}, ValueError, r"num_transforms and num_couplings: the same setting"),
     ({"hidden_features": 8, "hidden": (8,)}, ValueError, r"hidden_features and hidden: the same setting"),
-    ({"num_bins": 8}, TypeError, r"num_bins: not supported .*no spline couplings yet"),
+    ({"num_bins": 8}, TypeError, r"num_bins: not supported .*builds no spline flow yet"),
     ({"num_components": 4}, TypeError, r"num_components: not supported .*mixture density"),
     ({"num_blocks": 2}, TypeError, r"num_blocks: not an argument of flowbridge's"),
     ({"hiden": (8,)}, TypeError, r"hiden: not an argument"),

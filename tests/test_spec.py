@@ -83,7 +83,8 @@ BAD = [
     (_layer(mask={"kind": "stripes"}), "layers[0].mask.kind: expected one of"),
     (_layer(extra=1), "layers[0].extra: unknown field, got 1"),
     ({"event_shape": [4], "layers": [{"type": "glow"}]}, "layers[0].type: expected one of "
-     "'additive_coupling', 'affine_coupling', 'elementwise_affine', 'scaling', 'permutation', 'squeeze', "
+     "'additive_coupling', 'affine_coupling', 'elementwise_affine', 'spline_coupling', "
+     "'elementwise_spline', 'scaling', 'permutation', 'squeeze', "
      "'factor_out', 'actnorm', 'batch_norm', 'logit', got 'glow'"),
     ({"event_shape": [4], "layers": [{"mask": {}}]}, "layers[0]: expected a 'type' field"),
     ({"event_shape": [4], "layers": []}, "layers: expected at least one layer, got []"),

@@ -338,7 +338,7 @@ class Emitter(abc.ABC):
             >>> from flowbridge.layers import plan_flow
             >>> plan = plan_flow(fb.FlowSpec(event_shape=(2,), layers=[fb.ElementwiseSpline()]))[0]
             >>> [Emitter.field_shape(plan, f) for f in plan.fields]
-            ['(*event_shape, bins)', '(*event_shape, bins)', '(*event_shape, inner_knots)']
+            ['(*event_shape, bins)', '(*event_shape, bins)', '(*event_shape, inner)']
         """
         shape = Emitter.shape_arg(plan)
         return f"(*{shape}, {field.per_entry})" if field.per_entry else shape
@@ -494,7 +494,7 @@ def check_emitter(cls: type, name: str = "") -> None:
         Traceback (most recent call last):
         ...
         flowbridge.backends.contract.ContractError: backend mine: IR ops without a template:
-        add, assign, ...
+        abs, add, ...
     """
     where = name or cls.__name__
     problems = []

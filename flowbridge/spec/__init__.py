@@ -55,8 +55,8 @@ from .models import (
     NonNegInt,
     ParityMask,
     Permutation,
-    RationalQuadraticSpline,
     PosInt,
+    RationalQuadraticSpline,
     ResNetConditioner,
     ScaleMap,
     Scaling,
@@ -68,7 +68,7 @@ from .models import (
     mask_indices,
     permutation_indices,
 )
-from .presets import nice, realnvp, realnvp_image
+from .presets import nice, nsf, realnvp, realnvp_image
 from .schema import json_schema
 
 __all__ = [
@@ -119,6 +119,7 @@ __all__ = [
     "nice",
     "param_count",
     "permutation_indices",
+    "nsf",
     "realnvp",
     "realnvp_image",
 ]

@@ -47,6 +47,8 @@ def expected(err: dict) -> str:
         return "expected a non-negative number"
     if kind == "greater_than":
         return f"expected a number > {ctx.get('gt')}"
+    if kind == "greater_than_equal":
+        return f"expected a number >= {ctx.get('ge')}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return "expected an integer"
     if kind in ("float_type", "float_parsing"):

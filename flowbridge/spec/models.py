@@ -31,7 +31,8 @@ from pydantic import (
     StrictInt,
     Tag,
     ValidationError,
-    model_validator,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -922,8 +923,8 @@ class RationalQuadraticSpline(_Model):
         kind: ``"rational_quadratic"``, the tag that picks this map in a spec's dict.
         bins: ``K``, the number of bins; default 8.
         bound: ``B``, the half-width of the interval; default 3.0.
-        min_bin_width: the smallest bin width, as a fraction of ``2B``; default 1e-3
-            (``bins * min_bin_width`` must stay below 1).
+        min_bin_width: the smallest bin width, as a fraction of ``2B``; default 1e-3,
+            below ``1 / bins``.
         min_bin_height: the smallest bin height, likewise; default 1e-3.
         min_derivative: the smallest derivative at a knot; default 1e-3.
         edge_derivative: the derivative at ``-B`` and ``B``: ``"one"`` (1, the default, as
@@ -935,10 +936,10 @@ class RationalQuadraticSpline(_Model):
         >>> import flowbridge as fb
         >>> fb.RationalQuadraticSpline(bins=4).bins
         4
-        >>> fb.RationalQuadraticSpline(bins=2000)
+        >>> fb.RationalQuadraticSpline(bins=200, min_bin_width=0.01)
         Traceback (most recent call last):
             ...
-        flowbridge.errors.SpecError: bins: expected bins * min_bin_width (and min_bin_height) below 1, got 2000 * 0.001
+        flowbridge.errors.SpecError: min_bin_width: expected a value below 1 / bins = 0.005, got 0.01
     """
 
     model_config = _schema_description(
@@ -955,14 +956,14 @@ class RationalQuadraticSpline(_Model):
     edge_derivative: Literal["one", "pyro"] = "one"
     eps: _constant(1e-12, 1e-2, positive=True) = 1e-6
 
-    @model_validator(mode="after")
-    def _bins_fit(self) -> RationalQuadraticSpline:
-        for name in ("min_bin_width", "min_bin_height"):
-            if self.bins * getattr(self, name) >= 1.0:
-                raise PydanticCustomError(
-                    "bins", "expected bins * min_bin_width (and min_bin_height) below 1, got "
-                    "{bins} * {low}", {"bins": self.bins, "low": getattr(self, name)})
-        return self
+    @field_validator("min_bin_width", "min_bin_height")
+    @classmethod
+    def _bins_fit(cls, value: float, info: ValidationInfo) -> float:
+        bins = info.data.get("bins")
+        if bins is not None and bins * value >= 1.0:
+            raise PydanticCustomError("constant", "expected a value below 1 / bins = {limit}, "
+                                      "got {got}", {"limit": 1.0 / bins, "got": value})
+        return value
 
     @property
     def per_entry(self) -> int:

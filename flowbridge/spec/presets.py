@@ -32,6 +32,7 @@ from .models import (
     CheckerboardMask,
     Conditioner,
     ElementwiseAffine,
+    ElementwiseSpline,
     ExpScale,
     FactorOut,
     HalfMask,
@@ -40,9 +41,11 @@ from .models import (
     ParityMask,
     Permutation,
     PosInt,
+    RationalQuadraticSpline,
     ResNetConditioner,
     ScaleMap,
     Scaling,
+    SplineCoupling,
     Squeeze,
 )
 
@@ -237,6 +240,88 @@ def realnvp(
         else:
             m = ParityMask(parity="odd" if flip else "even")
         layers.append(AffineCoupling(mask=m, conditioner=cond, scale=scale_map))
+        if permutation and i < count - 1:
+            kind_seed = {"seed": seed + i} if permutation == "random" else {}
+            layers.append(Permutation(kind=permutation, **kind_seed))
+    return FlowSpec(name=name, event_shape=(dim,), **context, layers=layers)
+
+
+def nsf(
+    dim: int,
+    *,
+    num_couplings: int = 4,
+    hidden: tuple[int, ...] = (64, 64),
+    activation: Activation = "relu",
+    spline: Any = None,
+    permutation: PermutationKind | None = None,
+    seed: int = 0,
+    context_dim: int = 0,
+    context_embedding: Any = None,
+    name: str = "nsf",
+) -> FlowSpec:
+    """A neural spline flow (Durkan et al. 2019, arXiv:1906.04032) for vector events
+    ``(D,)``: rational-quadratic spline couplings (:class:`flowbridge.SplineCoupling`).
+
+    The couplings' half masks alternate which half passes through, or, with
+    ``permutation``, keep the first and permute between couplings, as :func:`realnvp`.
+    ``spline`` configures every coupling's spline (:class:`flowbridge.RationalQuadraticSpline`
+    or its dict; default 8 bins on ``[-3, 3]``, identity tails). For ``dim=1`` it is one
+    :class:`flowbridge.ElementwiseSpline` (with a context, its raw parameters an MLP of
+    the context, as sbi's ``nsf`` for one-dimensional θ). Every argument is validated like
+    the spec field it fills, and an error names the argument.
+
+    Args:
+        dim: the event size ``D``, a positive integer.
+        num_couplings: the number of couplings, a positive integer; default 4.
+        hidden: every conditioner's hidden-layer widths; default ``(64, 64)``.
+        activation: the conditioners' activation (as :func:`realnvp`'s); default
+            ``"relu"``.
+        spline: a :class:`flowbridge.RationalQuadraticSpline`, its dict
+            (``{"bins": 10, "bound": 4.0}``) or ``None`` (default: 8 bins, bound 3).
+        permutation: ``None`` (default: the masks alternate), ``"reverse"`` or
+            ``"random"`` (seeds ``seed``, ``seed + 1``, ...) between couplings.
+        seed: the first random permutation's seed; default 0.
+        context_dim: the size of the context vector; default 0 (unconditional).
+        context_embedding: a :class:`flowbridge.ContextEmbedding`, its dict or ``None``.
+        name: the spec's name; default ``"nsf"``.
+
+    Returns:
+        FlowSpec: ``num_couplings`` spline couplings (with permutations between them if
+        ``permutation``); for ``dim=1`` one :class:`flowbridge.ElementwiseSpline`.
+
+    Raises:
+        SpecError: an argument is not of the type of the field it fills or breaks its
+            rule (the message names the argument), or the flow breaks a rule of
+            :class:`flowbridge.FlowSpec`.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.nsf(4, num_couplings=2, hidden=(16,), spline={"bins": 6})
+        >>> [(layer.type, layer.mask.part, layer.spline.bins) for layer in spec.layers]
+        [('spline_coupling', 'first', 6), ('spline_coupling', 'last', 6)]
+        >>> [layer.type for layer in fb.nsf(1, context_dim=2).layers]
+        ['elementwise_spline']
+        >>> fb.nsf(4, spline={"bins": 1})
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: spline.bins: expected a number >= 2, got 1
+    """
+    dim, count = _argument("dim", PosInt, dim), _argument("num_couplings", PosInt, num_couplings)
+    cond = _fill(Conditioner, hidden=hidden, activation=activation)
+    chosen = _argument("spline", RationalQuadraticSpline | None, spline,
+                       "a RationalQuadraticSpline or its dict")  # fmt: skip
+    chosen = RationalQuadraticSpline() if chosen is None else chosen
+    permutation = _argument("permutation", None | PermutationKind, permutation)
+    seed = _argument("seed", NonNegInt, seed)
+    context = _context(context_dim, context_embedding)
+    if dim == 1:  # no coupling splits one entry
+        layers = [ElementwiseSpline(conditioner=cond, spline=chosen)]
+        return FlowSpec(name=name, event_shape=(dim,), **context, layers=layers)
+    layers: list[Any] = []
+    for i in range(count):
+        flip = i % 2 == 1 and not permutation
+        layers.append(SplineCoupling(mask=HalfMask(part="last" if flip else "first"),
+                                     conditioner=cond, spline=chosen))  # fmt: skip
         if permutation and i < count - 1:
             kind_seed = {"seed": seed + i} if permutation == "random" else {}
             layers.append(Permutation(kind=permutation, **kind_seed))

@@ -108,7 +108,6 @@ jax.config.update("jax_enable_x64", True)."""
     def layer_class(
         self, name, plan, forward, inverse, training=None, methods=(), constants=()
     ) -> str:
-        shape = self.shape_arg(plan)
         init = [self.field_init(f.kind).format(name=f.name, shape=self.field_shape(plan, f))
                 for f in plan.fields]
         uses_rng = any(

@@ -90,7 +90,6 @@ Every input is converted to float64; the flow has no state besides its weights."
     def layer_class(
         self, name, plan, forward, inverse, training=None, methods=(), constants=()
     ) -> str:
-        shape = self.shape_arg(plan)
         init = [self.field_init(f.kind).format(name=f.name, shape=self.field_shape(plan, f))
                 for f in plan.fields]
         uses_rng = any(

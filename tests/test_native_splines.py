@@ -1,0 +1,209 @@
+"""Pyro's own rational-quadratic splines (``order="quadratic"``) taken over exactly:
+``Spline``, ``SplineCoupling`` (``identity=True``) and ``ConditionalSpline``, against the
+float64 NumPy reference and flowbridge's Pyro flow built from the converted spec, forward,
+log-det and inverse to 1e-12; and the refusals (``order="linear"``, ``identity=False``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowbridge as fb
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pyro")
+
+TOL = dict(rtol=0.0, atol=1e-12)
+BOUND = 3.0
+#: entries beyond the bound (identity tails) and on it, besides the random draws
+EDGES = np.array([[-3.5, 3.0, 4.0, -3.0], [3.0, -3.5, -3.0, 4.0], [4.0, -3.0, 3.0, -3.5]])
+
+
+def _randomise(module, seed, std=0.3):
+    """Every parameter of ``module`` drawn afresh (float64), so no layer is the identity.
+
+    The hypernets' ``std`` stays at 0.3: at 0.5 their outputs make bins so steep and so flat
+    that the inverse is ill-conditioned (Pyro's own round trip is then off by ~1e-8, and
+    two float64 evaluations of the same inverse differ as much), while forward and log-det
+    still agree to 1e-12."""
+    torch.manual_seed(seed)
+    module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            torch.nn.init.normal_(p, std=std)
+    return module
+
+
+def _x(d, seed, n=64):
+    x = 2.5 * np.random.default_rng(seed).standard_normal((n, d))
+    assert np.any(np.abs(x) > BOUND)  # some draws lie in the tails
+    return np.concatenate([x, EDGES[:, :d]])
+
+
+def _compare(native, spec, params, x, c=None):
+    """Native Pyro vs the NumPy reference vs flowbridge's Pyro flow: forward, log-det and
+    inverse (of a fresh tensor, so no cache answers); returns the largest differences."""
+    ctx = () if c is None else (c,)
+    ct = None if c is None else torch.tensor(c)
+    ours = fb.to_pyro(spec, params, dtype=torch.float64)
+    if ct is not None:
+        native, ours = native.condition(ct), ours.condition(ct)
+    xt = torch.tensor(x)
+    y_t = native(xt)
+    ld_t = native.log_abs_det_jacobian(xt, y_t)
+    if ld_t.dim() == 2:  # an elementwise transform's log-det is per entry
+        ld_t = ld_t.sum(-1)
+    y_nat, ld_nat = y_t.detach().numpy(), ld_t.detach().numpy()
+    x_nat = native.inv(y_t.detach().clone()).detach().numpy()
+
+    ref = fb.to_numpy(spec, params)
+    y_ref, ld_ref = ref.forward_with_log_det(x, *ctx)
+    x_ref = ref.inverse(y_nat.copy(), *ctx)
+
+    y_fb = ours(xt)
+    ld_fb = ours.log_abs_det_jacobian(xt, y_fb).detach().numpy()
+    x_fb = ours.inv(y_t.detach().clone()).detach().numpy()
+    y_fb = y_fb.detach().numpy()
+
+    pairs = {
+        "forward (reference)": (y_ref, y_nat),
+        "forward (flowbridge Pyro)": (y_fb, y_nat),
+        "log-det (reference)": (ld_ref, ld_nat),
+        "log-det (flowbridge Pyro)": (ld_fb, ld_nat),
+        "inverse (reference)": (x_ref, x_nat),
+        "inverse (flowbridge Pyro)": (x_fb, x_nat),
+    }
+    errors = {}
+    for what, (got, want) in pairs.items():
+        assert got.shape == want.shape, what
+        errors[what] = float(np.max(np.abs(got - want)))
+    print({k: f"{v:.1e}" for k, v in errors.items()})
+    for what, (got, want) in pairs.items():
+        np.testing.assert_allclose(got, want, err_msg=what, **TOL)
+    np.testing.assert_allclose(x_nat, x, rtol=0.0, atol=1e-12)  # well-conditioned: round trip
+    assert np.max(np.abs(y_nat - x)) > 0.1 and np.max(np.abs(ld_nat)) > 0.1  # not the identity
+    return errors
+
+
+def test_spline_converts_exactly():
+    from pyro.distributions.transforms import Spline
+
+    native = _randomise(Spline(4, count_bins=6, bound=BOUND, order="quadratic"), 0, std=1.0)
+    spec, params = fb.from_pyro_native(native)
+    layer = spec.layers[0]
+    assert layer == fb.ElementwiseSpline(spline=fb.RationalQuadraticSpline(
+        bins=6, bound=BOUND, edge_derivative="pyro"))  # fmt: skip
+    assert spec.dim == 4 and spec.context_dim == 0
+    assert params["layers.0.widths"].shape == (4, 6)
+    assert params["layers.0.derivatives"].shape == (4, 5)
+    _compare(native, spec, params, _x(4, 1))
+
+
+@pytest.mark.parametrize("splits", [(1, 2), (2, 1)])
+def test_spline_couplings_with_a_permutation_convert_exactly(splits):
+    from pyro.distributions.torch_transform import ComposeTransformModule
+    from pyro.distributions.transforms import Permute, SplineCoupling
+    from pyro.nn import DenseNN
+
+    d, k = 4, 5
+    parts = []
+    for i, split in enumerate(splits):
+        n = d - split
+        net = DenseNN(split, [16, 16], param_dims=[n * k, n * k, n * (k - 1)])
+        parts.append(SplineCoupling(d, split, net, count_bins=k, bound=BOUND,
+                                    order="quadratic", identity=True))  # fmt: skip
+        if i == 0:
+            parts.append(Permute(torch.tensor([2, 0, 3, 1])))
+    native = _randomise(ComposeTransformModule(parts), 2)
+    spec, params = fb.from_pyro_native(native)
+    assert [la.type for la in spec.layers] == ["spline_coupling", "permutation", "spline_coupling"]
+    for layer, split in zip(spec.layers[::2], splits, strict=True):
+        assert layer.mask == fb.SplitMask(part="first", size=split)
+        assert layer.conditioner.hidden == (16, 16) and layer.conditioner.activation == "relu"
+        assert layer.spline == fb.RationalQuadraticSpline(bins=k, bound=BOUND,
+                                                          edge_derivative="pyro")  # fmt: skip
+    _compare(native, spec, params, _x(d, 3))
+
+
+def _conditional_spline(d, context, k=5, seed=4):
+    from pyro.distributions.transforms import ConditionalSpline
+    from pyro.nn import DenseNN
+
+    net = DenseNN(context, [12, 12], param_dims=[d * k, d * k, d * (k - 1)],
+                  nonlinearity=torch.nn.Tanh())  # fmt: skip
+    return _randomise(ConditionalSpline(net, d, count_bins=k, bound=BOUND, order="quadratic"),
+                      seed)  # fmt: skip
+
+
+def test_conditional_spline_converts_exactly():
+    native = _conditional_spline(4, 3)
+    spec, params = fb.from_pyro_native(native)
+    assert spec.context_dim == 3 and spec.dim == 4
+    layer = spec.layers[0]
+    assert layer.type == "elementwise_spline" and layer.conditioner.activation == "tanh"
+    assert params["layers.0.conditioner.0.kernel"].shape == (3, 12)  # reads the context alone
+    x = _x(4, 5)
+    c = np.random.default_rng(6).standard_normal((len(x), 3))
+    _compare(native, spec, params, x, c)
+
+
+def test_conditional_spline_beside_a_conditional_affine_coupling():
+    from pyro.distributions.conditional import ConditionalComposeTransformModule
+    from pyro.distributions.transforms import ConditionalAffineCoupling, Permute
+    from pyro.nn import ConditionalDenseNN
+
+    coupling = ConditionalAffineCoupling(2, ConditionalDenseNN(2, 3, [8], param_dims=[2, 2]))
+    parts = [_conditional_spline(4, 3), Permute(torch.tensor([3, 1, 0, 2])), coupling]
+    native = _randomise(ConditionalComposeTransformModule(parts), 7)
+    spec, params = fb.from_pyro_native(native)
+    assert spec.context_dim == 3
+    assert [la.type for la in spec.layers] == ["elementwise_spline", "permutation",
+                                               "affine_coupling"]  # fmt: skip
+    x = _x(4, 8)
+    c = np.random.default_rng(9).standard_normal((len(x), 3))
+    _compare(native, spec, params, x, c)
+
+
+# --------------------------------------------------------------------------- refusals
+def test_linear_order_is_refused_everywhere():
+    from pyro.distributions.transforms import ConditionalSpline, Spline, SplineCoupling
+    from pyro.nn import DenseNN
+
+    message = r"order='linear' \(Pyro's default\) is not convertible yet; build it with order='quadratic'"
+    with pytest.raises(fb.NativeError, match=r"parts\[0\] \(Spline\): " + message):
+        fb.from_pyro_native(Spline(4, count_bins=4))
+    coupling = SplineCoupling(4, 2, DenseNN(2, [8], param_dims=[8, 8, 6, 8]), count_bins=4,
+                              identity=True)  # fmt: skip
+    with pytest.raises(fb.NativeError, match=r"parts\[0\] \(SplineCoupling\): " + message):
+        fb.from_pyro_native(coupling)
+    conditional = ConditionalSpline(DenseNN(3, [8], param_dims=[16, 16, 12, 16]), 4, 4)
+    with pytest.raises(fb.NativeError, match=r"parts\[0\] \(ConditionalSpline\): " + message):
+        fb.from_pyro_native(conditional)
+
+
+def test_spline_coupling_without_identity_is_refused():
+    from pyro.distributions.transforms import Permute, SplineCoupling
+    from pyro.nn import DenseNN
+
+    coupling = SplineCoupling(4, 2, DenseNN(2, [8], param_dims=[8, 8, 6]), count_bins=4,
+                              order="quadratic")  # identity=False, Pyro's default  # fmt: skip
+    with pytest.raises(fb.NativeError, match=r"parts\[1\] \(SplineCoupling\): identity=False "
+                       r"\(a second spline on the passed entries"):  # fmt: skip
+        fb.from_pyro_native([Permute(torch.tensor([1, 0, 3, 2])), coupling])
+
+
+def test_spline_mixing_refusals():
+    from pyro.distributions.transforms import Spline
+    from pyro.nn import DenseNN
+
+    unconditional = Spline(4, count_bins=4, order="quadratic")
+    with pytest.raises(fb.NativeError, match=r"parts\[1\] \(Spline\): an unconditional Spline "
+                       "in a conditional flow"):  # fmt: skip
+        fb.from_pyro_native([_conditional_spline(4, 3), unconditional])
+    with pytest.raises(fb.NativeError, match=r"contexts of sizes \[2, 3\]"):
+        fb.from_pyro_native([_conditional_spline(4, 3), _conditional_spline(4, 2)])
+    with pytest.raises(fb.NativeError, match=r"expected DenseNN\(3, ..., param_dims=\[20, 20, 16\]\)"):
+        from pyro.distributions.transforms import ConditionalSpline
+
+        net = DenseNN(3, [8], param_dims=[20, 20, 20])
+        fb.from_pyro_native(ConditionalSpline(net, 4, 5, order="quadratic"))
