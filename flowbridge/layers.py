@@ -762,27 +762,31 @@ class SplineMap:
     fields: tuple[Field, ...] = ()
     args: dict[str, Any] = {}
 
-    def __init__(self, part: Any, spline: S.RationalQuadraticSpline):
+    def __init__(self, part: Any, spline: Any):
         self.part, self.spline = part, spline
         self.per_entry = spline.per_entry
+        linear = spline.kind == "rational_linear"
+        self.formula = splines.LINEAR_DOC if linear else splines.DOC
         self.doc = f"""Neural spline coupling (Durkan et al. 2019, arXiv:1906.04032).
 
     raw = m(x_a);  y_a = x_a,  y_b = spline(x_b; raw),  log|det J| = sum(log spline'(x_b))
     inverse:  x_b = spline^-1(y_b; raw),  log|det J^-1| = -sum(log spline'(x_b))
-    {splines.DOC}"""
-        detail = (f"Bins{spline.bins}B{_word(spline.bound)}W{_word(spline.min_bin_width)}"
+    {self.formula}"""
+        order = f"Linear{_word(spline.min_lambda)}" if linear else ""
+        detail = (f"{order}Bins{spline.bins}B{_word(spline.bound)}W{_word(spline.min_bin_width)}"
                   f"H{_word(spline.min_bin_height)}D{_word(spline.min_derivative)}"
                   f"Edge{spline.edge_derivative.capitalize()}Eps{_word(spline.eps)}")  # fmt: skip
-        self.words = ((f"Bins{spline.bins}", detail),)
+        self.words = ((f"{'Linear' if linear else ''}Bins{spline.bins}", detail),)
         edge = "1" if spline.edge_derivative == "one" else "1 - min_derivative (Pyro's)"
-        self.text = (f"{spline.bins} bins on [-{spline.bound!r}, {spline.bound!r}], minimum "
+        kind = f"rational-linear (min_lambda {spline.min_lambda!r}), " if linear else ""
+        self.text = (f"{kind}{spline.bins} bins on [-{spline.bound!r}, {spline.bound!r}], minimum "
                      f"bin width {spline.min_bin_width!r}, height {spline.min_bin_height!r}, "
                      f"derivative {spline.min_derivative!r}, edge derivative {edge}, bin "
                      f"search eps {spline.eps!r}; "
                      + splines.layout(part.n_trans, spline))  # fmt: skip
 
-    def _apply(self, raw: tuple[Value, Value, Value], v: Value, whole: Value, inverse: bool):
-        out, log_deriv = splines.spline(v, *raw, self.spline, inverse)
+    def _apply(self, raw: tuple[Value, ...], v: Value, whole: Value, inverse: bool):
+        out, log_deriv = splines.spline(v, raw, self.spline, inverse)
         log_det = ops.name(ops.sum_event(log_deriv, event_ndims=len(whole.shape)), "log_det_b")
         return out, log_det
 
@@ -799,14 +803,20 @@ class SplineMap:
         k = self.spline.bins
         fields = (Field("vector", "widths", "bins"), Field("vector", "heights", "bins"),
                   Field("vector", "derivatives", "inner"))  # fmt: skip
+        if "lambdas" in shapes:
+            fields += (Field("vector", "lambdas", "bins"),)
         params = {name: Param(shape, ZEROS, Init.uniform(1.0)) for name, shape in shapes.items()}
         return fields, {"bins": k, "inner": k - 1}, params
 
+    def _learned_raw(self, p: View) -> tuple[Value, ...]:
+        raw = (p.widths, p.heights, p.derivatives)
+        return (*raw, p.lambdas) if self.spline.kind == "rational_linear" else raw
+
     def forward_learned(self, p: View, x: Value):
-        return self._apply((p.widths, p.heights, p.derivatives), x, x, False)
+        return self._apply(self._learned_raw(p), x, x, False)
 
     def inverse_learned(self, p: View, y: Value):
-        return self._apply((p.widths, p.heights, p.derivatives), y, y, True)
+        return self._apply(self._learned_raw(p), y, y, True)
 
 
 def _shift_map(part: Any, layer: Any) -> Shift:
@@ -950,13 +960,14 @@ def plan_elementwise(layer: S.ElementwiseAffine | S.ElementwiseSpline, shape: tu
     else:
         forward, inverse = emap.forward_learned, emap.inverse_learned
         fields, args, params = emap.learned(dim)
-        given = ("widths, heights (D, K), derivatives (D, K - 1): the learned raw parameters"
-                 if spline else "shift, s: learned vectors of the event size")  # fmt: skip
+        given = ("widths, heights (D, K), derivatives (D, K - 1) (and lambdas (D, K)): the "
+                 "learned raw parameters" if spline else
+                 "shift, s: learned vectors of the event size")  # fmt: skip
         legend = "the flow has no context, so no conditioner: the map's raw parameters are the weights"
         parts = dict(fields=fields, args=args, params=params, variant=emap.words)
         config = emap.text
     if spline:
-        doc = _ELEMENTWISE_SPLINE_DOC.format(given=given, spline=splines.DOC)
+        doc = _ELEMENTWISE_SPLINE_DOC.format(given=given, spline=emap.formula)
         name = "ElementwiseSpline"
     else:
         formula = _SCALE_FORMULA[layer.scale.kind]

@@ -16,19 +16,22 @@ ConditionalDenseNN)`` (in a                 ``context_dim`` = the hypernet's con
                                            ``[context | x_a]`` to the neutral
                                            ``[x_a | context]``
 Pyro ``SplineCoupling(D, split_dim,        ``spline_coupling``, mask ``split`` first
-DenseNN, K, B, order="quadratic",          ``split_dim``, spline ``rational_quadratic``
-identity=True)``                           (``bins=K``, ``bound=B``, edge derivative
-                                           ``"pyro"``), conditioner from ``DenseNN``
-                                           (output ``[u_w | u_h | u_d]``, as it is) but
+DenseNN, K, B, order, identity=True)``     ``split_dim``, spline ``rational_linear``
+                                           (``order="linear"``, Pyro's default) or
+                                           ``rational_quadratic`` (``bins=K``,
+                                           ``bound=B``, edge derivative ``"pyro"``,
+                                           ``eps=1e-6``),
+                                           conditioner from ``DenseNN`` (output
+                                           ``[u_w | u_h | u_d (| u_l)]``, as it is) but
                                            the last bias's ``u_d`` block less ``c`` =
                                            ``log(expm1(1 - min_derivative))``
-Pyro ``Spline(D, K, B, order="quadratic")``  ``elementwise_spline``, spline as above;
-                                           learned ``widths``, ``heights`` Pyro's
-                                           unnormalized ones, ``derivatives`` Pyro's
-                                           less ``c``
+Pyro ``Spline(D, K, B, order)``            ``elementwise_spline``, spline as above;
+                                           learned ``widths``, ``heights`` (and
+                                           ``lambdas``) Pyro's unnormalized ones,
+                                           ``derivatives`` Pyro's less ``c``
 Pyro ``ConditionalSpline(DenseNN, D, K, B, ``elementwise_spline`` in a flow of
-order="quadratic")`` (``DenseNN`` reading  ``context_dim`` = the ``DenseNN``'s input
-the context)                               size; conditioner from it (reads the context
+order)`` (``DenseNN`` reading the          ``context_dim`` = the ``DenseNN``'s input
+context)                                   size; conditioner from it (reads the context
                                            alone), its ``u_d`` biases less ``c``
 TFP ``RealNVP(num_masked=k)``              ``split`` mask: first ``k``, or last ``-k``
 TFP ``RealNVP(fraction_masked=f)``         ``split`` of ``int(round(D * |f|))`` (NumPy's
@@ -42,8 +45,8 @@ TFP ``Chain([b2, b1, b0])``                layers ``[b0, b1, b2]`` (Chain applie
 =========================================  ==============================================
 
 Anything else (a custom hypernet or ``shift_and_log_scale_fn``, ``bijector_fn``, another
-bijector or transform, a conditioner without biases, a Pyro spline of ``order="linear"``
-(Pyro's default), a ``SplineCoupling`` with ``identity=False``, an unconditional coupling
+bijector or transform, a conditioner without biases, a ``SplineCoupling`` with
+``identity=False``, an unconditional coupling
 or ``Spline`` in a conditional flow) is refused with :class:`NativeError` naming the piece
 and why.
 """
@@ -66,8 +69,8 @@ class NativeError(ValueError):
     A ``ValueError``, raised by :func:`flowbridge.from_pyro_native` and
     :func:`flowbridge.from_tfp_native` for anything they do not take over exactly: a
     custom hypernet or ``shift_and_log_scale_fn``, a ``bijector_fn``, another bijector or
-    transform, a conditioner without biases, an unsupported activation, a Pyro spline of
-    ``order="linear"`` or a ``SplineCoupling`` with ``identity=False``. The message
+    transform, a conditioner without biases, an unsupported activation or a
+    ``SplineCoupling`` with ``identity=False``. The message
     starts with where the piece is, e.g. ``parts[0] (ExpTransform): ...``.
 
     Example:
@@ -139,46 +142,61 @@ def _pyro_conditioner(net: Any, at: str, n_in: int, dims: list[int], context: in
     return cond, weights
 
 
-def _pyro_spline(source: Any, at: str) -> S.RationalQuadraticSpline:
-    """The :class:`RationalQuadraticSpline` of a Pyro spline (``Spline``,
-    ``ConditionalSpline``) with ``order="quadratic"``: its bins and bound, Pyro's edge
-    derivative ``1 - min_derivative`` (Pyro's other constants are flowbridge's defaults)."""
-    order = getattr(source, "order", "linear")
-    if order != "quadratic":
-        what = ("order='linear' (Pyro's default) is not convertible yet" if order == "linear"
-                else f"order={order!r} cannot be converted")  # fmt: skip
-        raise NativeError(f"{at}: {what}; build it with order='quadratic'")
+def _pyro_spline(source: Any, at: str) -> Any:
+    """The spline map of a Pyro spline (``Spline``, ``ConditionalSpline``):
+    :class:`RationalQuadraticSpline` for ``order="quadratic"``,
+    :class:`RationalLinearSpline` for ``order="linear"`` (Pyro's default); its bins and
+    bound, Pyro's edge derivative ``1 - min_derivative`` and bin search epsilon 1e-6
+    (Pyro's other constants, the minima 1e-3 and ``min_lambda`` 0.025, are flowbridge's
+    defaults)."""
+    order = getattr(source, "order", None)
+    models = {"quadratic": S.RationalQuadraticSpline, "linear": S.RationalLinearSpline}
+    if order not in models:
+        raise NativeError(f"{at}: order={order!r} cannot be converted; expected 'linear' or "
+                          "'quadratic'")  # fmt: skip
     try:
-        return S.RationalQuadraticSpline(bins=int(source.count_bins), bound=float(source.bound),
-                                         edge_derivative="pyro")  # fmt: skip
+        return models[order](bins=int(source.count_bins), bound=float(source.bound),
+                             edge_derivative="pyro", eps=1e-6)  # fmt: skip
     except SpecError as exc:
         raise NativeError(f"{at}: count_bins={source.count_bins}, bound={source.bound} cannot "
                           f"be converted: {exc}") from None  # fmt: skip
 
 
-def _spline_weights(part: Any, spline: S.RationalQuadraticSpline) -> dict:
-    """The learned raw parameters of a Pyro ``Spline``: its unnormalized widths, heights
-    and derivatives, the last less :func:`flowbridge.splines.derivative_offset` (flowbridge
-    reads ``softplus(u + c)`` where Pyro reads ``softplus(u)``)."""
+def _pyro_param_dims(n: int, spline: Any) -> list[int]:
+    """A Pyro spline hypernet's ``param_dims`` for ``n`` entries: ``[n*K, n*K, n*(K-1)]``,
+    and ``n*K`` lambdas more for ``order="linear"``."""
+    k = spline.bins
+    dims = [n * k, n * k, n * (k - 1)]
+    return dims + [n * k] if spline.kind == "rational_linear" else dims
+
+
+def _spline_weights(part: Any, spline: Any) -> dict:
+    """The learned raw parameters of a Pyro ``Spline``: its unnormalized widths, heights,
+    derivatives (less :func:`flowbridge.splines.derivative_offset`: flowbridge reads
+    ``softplus(u + c)`` where Pyro reads ``softplus(u)``) and, for ``order="linear"``,
+    lambdas."""
     from .splines import derivative_offset
 
     def raw(t: Any) -> np.ndarray:
         return t.detach().cpu().double().numpy().copy()
 
-    return {"widths": raw(part.unnormalized_widths), "heights": raw(part.unnormalized_heights),
-            "derivatives": raw(part.unnormalized_derivatives) - derivative_offset(spline)}  # fmt: skip
+    out = {"widths": raw(part.unnormalized_widths), "heights": raw(part.unnormalized_heights),
+           "derivatives": raw(part.unnormalized_derivatives) - derivative_offset(spline)}
+    if spline.kind == "rational_linear":
+        out["lambdas"] = raw(part.unnormalized_lambdas)
+    return out
 
 
-def _shift_derivative_bias(weights: dict, n: int, spline: S.RationalQuadraticSpline) -> dict:
-    """The hypernet's weights with its last bias's ``u_d`` block (the last ``n * (K - 1)``
-    outputs) less :func:`flowbridge.splines.derivative_offset`: the layout
-    ``[u_w | u_h | u_d]`` is flowbridge's already."""
+def _shift_derivative_bias(weights: dict, n: int, spline: Any) -> dict:
+    """The hypernet's weights with its last bias's ``u_d`` block (outputs ``2nK`` to
+    ``2nK + n(K - 1)``) less :func:`flowbridge.splines.derivative_offset`: the layout
+    ``[u_w | u_h | u_d (| u_l)]`` is flowbridge's already."""
     from .splines import derivative_offset
 
     last = max(int(k.split(".")[1]) for k in weights)
     bias = weights[f"conditioner.{last}.bias"]
-    start = bias.shape[0] - n * (spline.bins - 1)
-    bias[start:] -= derivative_offset(spline)
+    start = 2 * n * spline.bins
+    bias[start : start + n * (spline.bins - 1)] -= derivative_offset(spline)
     return weights
 
 
@@ -195,17 +213,19 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     ``context_dim`` = the hypernet's context size, its first kernel's rows reordered from
     Pyro's ``[context | x_a]`` to the neutral ``[x_a | context]``.
 
-    Pyro's splines of ``order="quadratic"`` become rational-quadratic splines
-    (:class:`flowbridge.RationalQuadraticSpline` with ``bins=count_bins``, ``bound=bound``
-    and ``edge_derivative="pyro"``): a ``SplineCoupling(input_dim, split_dim, DenseNN,
-    count_bins, bound, order="quadratic", identity=True)`` a ``spline_coupling`` (``split``
-    mask of the first ``split_dim`` entries, conditioner the ``DenseNN``); a
-    ``Spline(input_dim, count_bins, bound, order="quadratic")`` an ``elementwise_spline``
-    whose learned ``widths``, ``heights`` and ``derivatives`` are Pyro's unnormalized ones;
-    a ``ConditionalSpline(DenseNN, input_dim, count_bins, bound, order="quadratic")`` (the
-    ``DenseNN`` reading the context, as ``conditional_spline`` builds it) an
-    ``elementwise_spline`` in a flow of ``context_dim`` = the ``DenseNN``'s input size. The
-    hypernets' output ``[u_w | u_h | u_d]`` (``param_dims=[n*K, n*K, n*(K-1)]``) is
+    Pyro's splines become rational-linear splines (``order="linear"``, Pyro's default:
+    :class:`flowbridge.RationalLinearSpline`) or rational-quadratic ones
+    (``order="quadratic"``: :class:`flowbridge.RationalQuadraticSpline`), with
+    ``bins=count_bins``, ``bound=bound``, ``edge_derivative="pyro"`` and ``eps=1e-6``: a
+    ``SplineCoupling(input_dim, split_dim, DenseNN, count_bins, bound, order,
+    identity=True)`` a ``spline_coupling`` (``split`` mask of the first ``split_dim``
+    entries, conditioner the ``DenseNN``); a ``Spline(input_dim, count_bins, bound,
+    order)`` an ``elementwise_spline`` whose learned ``widths``, ``heights``,
+    ``derivatives`` (and ``lambdas``) are Pyro's unnormalized ones; a
+    ``ConditionalSpline(DenseNN, input_dim, count_bins, bound, order)`` (the ``DenseNN``
+    reading the context, as ``conditional_spline`` builds it) an ``elementwise_spline`` in
+    a flow of ``context_dim`` = the ``DenseNN``'s input size. The hypernets' output
+    ``[u_w | u_h | u_d (| u_l)]`` (``param_dims=[n*K, n*K, n*(K-1)(, n*K)]``) is
     flowbridge's layout as it is. flowbridge's inner derivative is ``min_derivative +
     softplus(u_d + c)``, Pyro's ``min_derivative + softplus(u_d)``, so every raw derivative
     (a ``Spline``'s ``unnormalized_derivatives``, the ``u_d`` block of a hypernet's last
@@ -217,11 +237,11 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
 
     Args:
         transform: a Pyro ``AffineCoupling`` (with a ``DenseNN`` hypernet),
-            ``SplineCoupling`` (``order="quadratic"``, ``identity=True``, a ``DenseNN``
-            hypernet), ``Spline`` (``order="quadratic"``), ``Permute``, a list of them or
+            ``SplineCoupling`` (either ``order``, ``identity=True``, a ``DenseNN``
+            hypernet), ``Spline``, ``Permute``, a list of them or
             a ``ComposeTransform(Module)``; or the pieces of a conditional flow:
             ``ConditionalAffineCoupling`` (with a ``ConditionalDenseNN``),
-            ``ConditionalSpline`` (``order="quadratic"``, with a ``DenseNN`` reading the
+            ``ConditionalSpline`` (with a ``DenseNN`` reading the
             context) and ``Permute`` in a list or a ``ConditionalComposeTransformModule``.
             Couplings and permutations must act on the last axis (``dim=-1``).
         dim: the event size ``D``; default ``None``: read from the first coupling
@@ -236,7 +256,8 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
         NativeError: a piece cannot be converted (another transform, a hypernet of
             another kind or shape or without biases, an activation other than ReLU,
             Tanh, ELU with ``alpha=1``, LeakyReLU or exact GELU, a ``dim`` other than -1,
-            a spline of ``order="linear"`` (Pyro's default), a ``SplineCoupling`` with
+            a spline of an ``order`` other than ``"linear"`` and ``"quadratic"``, a
+            ``SplineCoupling`` with
             ``identity=False`` (a second spline on the passed entries), a spline's
             ``count_bins`` below 2 or ``bound`` out of range, a spline's ``input_dim``
             not fitting the event, an unconditional coupling or ``Spline`` in a
@@ -319,9 +340,8 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             if split + n != dim:
                 raise NativeError(f"{at}: split_dim {split} + {n} transformed entries; "
                                   f"expected an event of {dim}")  # fmt: skip
-            bins = spline.bins
             cond, weights = _pyro_conditioner(part.upper_spline.nn, f"{at}.upper_spline", split,
-                                              [n * bins, n * bins, n * (bins - 1)])  # fmt: skip
+                                              _pyro_param_dims(n, spline))  # fmt: skip
             layers.append(S.SplineCoupling(mask=S.SplitMask(part="first", size=split),
                                            conditioner=cond, spline=spline))  # fmt: skip
             weights = _shift_derivative_bias(weights, n, spline)
@@ -343,11 +363,10 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             if int(part.input_dim) != dim:
                 raise NativeError(f"{at}: input_dim={part.input_dim}; expected the event size "
                                   f"{dim}")  # fmt: skip
-            bins = spline.bins
             # the hypernet reads the context alone (DenseNN(context_dim, ...)): no reordering
             cond, weights = _pyro_conditioner(part.nn, at,
                                               context or getattr(part.nn, "input_dim", 0),
-                                              [dim * bins, dim * bins, dim * (bins - 1)])  # fmt: skip
+                                              _pyro_param_dims(dim, spline))  # fmt: skip
             layers.append(S.ElementwiseSpline(conditioner=cond, spline=spline))
             weights = _shift_derivative_bias(weights, dim, spline)
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
@@ -361,7 +380,7 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             raise NativeError(f"{at}: cannot be converted; expected pyro AffineCoupling (with "
                               "a DenseNN hypernet), ConditionalAffineCoupling (with a "
                               "ConditionalDenseNN), SplineCoupling, Spline or "
-                              "ConditionalSpline (order='quadratic', DenseNN hypernets) or "
+                              "ConditionalSpline (DenseNN hypernets) or "
                               "Permute")  # fmt: skip
     return _finish(layers, params, dim, "from_pyro", context)
 

@@ -16,8 +16,8 @@ infinity reaches a gradient; the inverse by the quadratic's stable root.
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from . import spec as S
 from .ir import Value, ops
 
 #: The float32 conformance tolerance a spline layer states (``Plan.tolerances``): its
@@ -28,7 +28,7 @@ from .ir import Value, ops
 FLOAT32_TOLERANCE = 1e-4
 
 
-def derivative_offset(spline: S.RationalQuadraticSpline) -> float:
+def derivative_offset(spline: Any) -> float:
     """``c = log(expm1(1 - min_derivative))``: the raw inner derivative ``u_d = 0`` gives
     ``min_derivative + softplus(c) = 1``, so zero raw parameters are the identity.
 
@@ -41,12 +41,17 @@ def derivative_offset(spline: S.RationalQuadraticSpline) -> float:
     return math.log(math.expm1(1.0 - spline.min_derivative))
 
 
-def unpack(out: Value, n: int, spline: S.RationalQuadraticSpline) -> tuple[Value, Value, Value]:
-    """The raw ``(u_w, u_h, u_d)``, shaped ``(n, K)``, ``(n, K)``, ``(n, K - 1)``, from a
-    conditioner's output ``(..., n * (3K - 1))`` in the parameter-major layout."""
+def unpack(out: Value, n: int, spline: Any) -> tuple[Value, ...]:
+    """The raw ``(u_w, u_h, u_d)``, shaped ``(n, K)``, ``(n, K)``, ``(n, K - 1)`` (and
+    ``u_l`` ``(n, K)`` for the linear spline), from a conditioner's output
+    ``(..., n * per_entry)`` in the parameter-major layout."""
     k = spline.bins
-    cuts = ((None, n * k, (n, k), "u_widths"), (n * k, 2 * n * k, (n, k), "u_heights"),
-            (2 * n * k, None, (n, k - 1), "u_derivatives"))  # fmt: skip
+    cuts = [(None, n * k, (n, k), "u_widths"), (n * k, 2 * n * k, (n, k), "u_heights"),
+            (2 * n * k, n * (3 * k - 1), (n, k - 1), "u_derivatives")]  # fmt: skip
+    if spline.kind == "rational_linear":
+        cuts.append((n * (3 * k - 1), None, (n, k), "u_lambdas"))
+    else:
+        cuts[-1] = (2 * n * k, None, (n, k - 1), "u_derivatives")
     return tuple(ops.name(ops.reshape(ops.slice(out, axis=-1, start=a, stop=b), shape=shape),
                           name) for a, b, shape, name in cuts)  # fmt: skip
 
@@ -65,11 +70,12 @@ def _bins(raw: Value, minimum: float, k: int, bound: float, var: str) -> tuple[V
     return sizes, knots
 
 
-def spline(v: Value, u_w: Value, u_h: Value, u_d: Value, spline: S.RationalQuadraticSpline,
-           inverse: bool) -> tuple[Value, Value]:  # fmt: skip
+def spline(v: Value, raw: tuple[Value, ...], spline: Any, inverse: bool) -> tuple[Value, Value]:
     """The spline (``inverse``: its inverse) of ``v`` ``(..., n)`` under the raw parameters
-    ``u_w``, ``u_h`` ``(..., n, K)`` and ``u_d`` ``(..., n, K - 1)``: the output and the
-    log-derivative of each entry ``(..., n)`` (of the inverse map for the inverse)."""
+    ``raw``: ``u_w``, ``u_h`` ``(..., n, K)``, ``u_d`` ``(..., n, K - 1)`` (and the linear
+    spline's ``u_l`` ``(..., n, K)``): the output and the log-derivative of each entry
+    ``(..., n)`` (of the inverse map for the inverse)."""
+    u_w, u_h, u_d = raw[:3]
     k, bound = spline.bins, spline.bound
     widths, x_knots = _bins(u_w, spline.min_bin_width, k, bound, "bin_x")
     heights, y_knots = _bins(u_h, spline.min_bin_height, k, bound, "bin_y")
@@ -79,7 +85,8 @@ def spline(v: Value, u_w: Value, u_h: Value, u_d: Value, spline: S.RationalQuadr
                               value=edge), "derivatives")  # fmt: skip
     inside = ops.name(ops.less_equal(ops.abs(v), bound), "inside")
     safe = ops.name(ops.where(inside, v, -bound), "v_inside")  # tails: a point inside
-    edges = ops.name((y_knots if inverse else x_knots) + spline.eps, "search_knots")
+    edges = y_knots if inverse else x_knots
+    edges = ops.name(edges + spline.eps, "search_knots") if spline.eps else edges
     idx = ops.name(ops.bucket(edges, safe), "bin_idx")
 
     def at(values: Value, name: str) -> Value:
@@ -90,6 +97,12 @@ def spline(v: Value, u_w: Value, u_h: Value, u_d: Value, spline: S.RationalQuadr
     delta = at(ops.name(heights / widths, "slopes_mean"), "delta_k")
     d_k = at(slopes, "d_k")
     d_k1 = at(ops.slice(slopes, axis=-1, start=1, stop=None), "d_k1")
+    if spline.kind == "rational_linear":
+        lam = spline.min_lambda + (1.0 - 2.0 * spline.min_lambda) * ops.sigmoid(raw[3])
+        out, log_deriv = _linear(safe, at, ops.name(lam, "lambdas"), (x_k, w_k, y_k, h_k),
+                                 (delta, d_k, d_k1), inverse)  # fmt: skip
+        log_deriv = ops.name(ops.where(inside, log_deriv, 0.0), "log_derivative")
+        return ops.name(ops.where(inside, out, v), "x_b" if inverse else "y_b"), log_deriv
     curve = ops.name(d_k + d_k1 - 2.0 * delta, "curvature")
     if inverse:
         dy = ops.name(safe - y_k, "dy")
@@ -116,6 +129,39 @@ def spline(v: Value, u_w: Value, u_h: Value, u_d: Value, spline: S.RationalQuadr
     return ops.name(ops.where(inside, out, v), "x_b" if inverse else "y_b"), log_deriv
 
 
+def _linear(v: Value, at: Any, lam: Value, bin_: tuple[Value, ...], slopes: tuple[Value, ...],
+            inverse: bool) -> tuple[Value, Value]:  # fmt: skip
+    """The rational-linear spline's two pieces in the bin of ``v`` (Dolatabadi et al. 2020,
+    as Pyro computes them): each piece's numerator and denominator are picked with
+    ``where`` before the one division, so the other piece's never reaches a value or a
+    gradient."""
+    x_k, w_k, y_k, h_k = bin_
+    delta, d_k, d_k1 = slopes
+    lam_k = at(lam, "lambda_k")
+    w_b = ops.name(ops.sqrt(d_k / d_k1), "w_b")
+    w_c = ops.name((lam_k * d_k + (1.0 - lam_k) * w_b * d_k1) / delta, "w_c")
+    y_b = ops.name(h_k + y_k, "y_k1")
+    y_c = ops.name(((1.0 - lam_k) * y_k + lam_k * w_b * y_b) / ((1.0 - lam_k) + lam_k * w_b), "y_c")
+    if inverse:
+        left = ops.name(ops.less_equal(v, y_c), "left_piece")
+        num = ops.where(left, lam_k * (y_k - v), (w_c - lam_k * w_b) * v + lam_k * w_b * y_b - w_c * y_c)
+        den = ops.where(left, (w_c - 1.0) * v + y_k - w_c * y_c, (w_c - w_b) * v + w_b * y_b - w_c * y_c)
+        theta = ops.name(ops.name(num, "numerator") / ops.name(den, "denominator"), "theta")
+        out = ops.name(theta * w_k + x_k, "x_spline")
+    else:
+        theta = ops.name((v - x_k) / w_k, "theta")
+        left = ops.name(ops.less_equal(theta, lam_k), "left_piece")
+        num = ops.where(left, y_k * (lam_k - theta) + w_c * y_c * theta,
+                        w_c * y_c * (1.0 - theta) + w_b * y_b * (theta - lam_k))  # fmt: skip
+        den = ops.where(left, (lam_k - theta) + w_c * theta,
+                        w_c * (1.0 - theta) + w_b * (theta - lam_k))  # fmt: skip
+        out = ops.name(ops.name(num, "numerator") / ops.name(den, "denominator"), "y_spline")
+    slope = ops.where(left, w_c * lam_k * (y_c - y_k), w_b * w_c * (1.0 - lam_k) * (y_b - y_c))
+    slope = slope * w_k if inverse else slope / w_k
+    log_deriv = ops.log(ops.name(slope, "derivative_numerator")) - 2.0 * ops.log(ops.abs(den))
+    return out, log_deriv
+
+
 DOC = """spline(v): the rational-quadratic spline (Durkan et al. 2019, arXiv:1906.04032) with
     K bins on [-B, B], identity outside; per entry, from raw u_w, u_h (K each), u_d (K - 1):
     widths, heights = min + (1 - min * K) * softmax(u), knots their running sums on [-B, B];
@@ -126,16 +172,29 @@ DOC = """spline(v): the rational-quadratic spline (Durkan et al. 2019, arXiv:190
     the inverse takes the quadratic's stable root theta = 2c / (-b - sqrt(b^2 - 4ac))."""
 
 
-def layout(n: int, spline: S.RationalQuadraticSpline) -> str:
+LINEAR_DOC = """spline(v): the rational-linear spline (Dolatabadi et al. 2020, arXiv:2001.05168)
+    with K bins on [-B, B], identity outside; bins, knots and derivatives as the
+    rational-quadratic spline's, and lambda = min_lambda + (1 - 2 min_lambda) sigmoid(u_l)
+    per bin; w_b = sqrt(d_k / d_k1),  w_c = (lambda d_k + (1 - lambda) w_b d_k1) / delta,
+    y_c = ((1 - lambda) y_k + lambda w_b y_k1) / ((1 - lambda) + lambda w_b);
+    theta = (v - x_k) / w_k <= lambda:  y = (y_k (lambda - theta) + w_c y_c theta)
+                                            / ((lambda - theta) + w_c theta),
+    else:  y = (w_c y_c (1 - theta) + w_b y_k1 (theta - lambda))
+               / (w_c (1 - theta) + w_b (theta - lambda)); the inverse likewise in y."""
+
+
+def layout(n: int, spline: Any) -> str:
     """The conditioner output's layout in words."""
     k = spline.bins
+    lambdas = f" | u_l ({n} x {k})" if spline.kind == "rational_linear" else ""
     return (f"m's {n * spline.per_entry} outputs: [u_w ({n} x {k}) | u_h ({n} x {k}) | "
-            f"u_d ({n} x {k - 1})], each entry-major")
+            f"u_d ({n} x {k - 1}){lambdas}], each entry-major")
 
 
-def raw_shapes(n: int, spline: S.RationalQuadraticSpline) -> dict[str, tuple[int, ...]]:
+def raw_shapes(n: int, spline: Any) -> dict[str, tuple[int, ...]]:
     """The learned raw parameters of an unconditional spline of ``n`` entries."""
     k = spline.bins
-    return {"widths": (n, k), "heights": (n, k), "derivatives": (n, k - 1)}
+    shapes = {"widths": (n, k), "heights": (n, k), "derivatives": (n, k - 1)}
+    return {**shapes, "lambdas": (n, k)} if spline.kind == "rational_linear" else shapes
 
 

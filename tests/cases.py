@@ -50,6 +50,11 @@ CASES = {
     "spline_coupling_parity_pyro_d5": _one(S.SplineCoupling(
         mask=S.ParityMask(), conditioner=S.Conditioner(hidden=(8,), activation="tanh"),
         spline=S.RationalQuadraticSpline(bins=3, bound=2.0, edge_derivative="pyro")), 5, "s2"),
+    "spline_coupling_linear_d4": _one(S.SplineCoupling(
+        conditioner=S.Conditioner(hidden=(8,)),
+        spline=S.RationalLinearSpline(bins=4, edge_derivative="pyro")), 4, "s5"),
+    "elementwise_spline_linear_d3": _one(S.ElementwiseSpline(
+        spline=S.RationalLinearSpline(bins=5, min_lambda=0.1)), 3, "s6"),
     "elementwise_spline_d2": _one(S.ElementwiseSpline(spline=S.RationalQuadraticSpline(bins=4)),
                                   2, "s3"),  # fmt: skip
     "nsf_conditional_d3_c2": lambda: fb.FlowSpec(

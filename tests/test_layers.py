@@ -407,12 +407,14 @@ def _elementwise_affine(layer):
     return Formula(forward, inverse)
 
 
-def _rq_spline(v, uw, uh, ud, spline, inverse):
+def _rq_spline(v, uw, uh, ud, spline, inverse, ul=None):
     """The rational-quadratic spline of Durkan et al. 2019 (arXiv:1906.04032, eqs. 4-6),
     entry by entry in plain Python: bins from ``searchsorted``, the inverse from the roots
     of the bin's quadratic (``np.roots``, one Newton step), identity outside [-B, B]. The
     raw parameters ``uw``, ``uh`` ``(..., n, K)``, ``ud`` ``(..., n, K - 1)`` broadcast
-    against ``v`` ``(..., n)``; returns the output and each entry's log-derivative."""
+    against ``v`` ``(..., n)``; returns the output and each entry's log-derivative. With
+    ``ul`` (``(..., n, K)``), the rational-linear spline of Dolatabadi et al. 2020
+    (arXiv:2001.05168, eqs. 8-10) instead, its inverse by bisection on the forward."""
     k, bound = spline.bins, spline.bound
 
     def softmax(u):
@@ -427,6 +429,9 @@ def _rq_spline(v, uw, uh, ud, spline, inverse):
     shape = v.shape
     widths, heights = (np.broadcast_to(a, shape + (k,)) for a in (widths, heights))
     inner = np.broadcast_to(inner, shape + (k - 1,))
+    if ul is not None:
+        lam = np.broadcast_to(spline.min_lambda + (1 - 2 * spline.min_lambda)
+                              / (1 + np.exp(-ul)), shape + (k,))  # fmt: skip
     out, log_deriv = np.array(v, dtype=float), np.zeros(shape)
     for i in np.ndindex(shape):
         val = v[i]
@@ -445,6 +450,9 @@ def _rq_spline(v, uw, uh, ud, spline, inverse):
             y = y0 + h * (s * t**2 + d0 * t * (1 - t)) / den
             return y, s**2 * (d1 * t**2 + 2 * s * t * (1 - t) + d0 * (1 - t) ** 2) / den**2
 
+        if ul is not None:
+            out[i], log_deriv[i] = _linear_bin(val, xk, yk, d, b, lam[i][b], inverse)
+            continue
         if inverse:  # (val - y_k) den(t) = h (s t^2 + d0 t (1 - t)), a quadratic in t
             r, c2 = val - yk[b], d0 + d1 - 2 * s
             roots = np.roots([-r * c2 - h * (s - d0), r * c2 - h * d0, r * s])
@@ -459,12 +467,47 @@ def _rq_spline(v, uw, uh, ud, spline, inverse):
     return out, log_deriv
 
 
+def _linear_bin(val, xk, yk, d, b, lam, inverse):
+    """One entry of the rational-linear spline in bin ``b``: the two pieces written as
+    weighted averages of the bin's ends and the junction (Dolatabadi et al. 2020), the
+    inverse found by bisection on the increasing forward map, the log-derivative by its
+    closed form."""
+    w, h = xk[b + 1] - xk[b], yk[b + 1] - yk[b]
+    s, d0, d1 = h / w, d[b], d[b + 1]
+    wb = np.sqrt(d0 / d1)
+    wc = (lam * d0 + (1 - lam) * wb * d1) / s
+    yc = ((1 - lam) * yk[b] + lam * wb * yk[b + 1]) / ((1 - lam) + lam * wb)
+
+    def g(t):  # y(theta), and dy/dx
+        if t <= lam:
+            p, q = lam - t, wc * t
+            y = (yk[b] * p + yc * q) / (p + q)
+            return y, wc * lam * (yc - yk[b]) / (p + q) ** 2 / w
+        p, q = wc * (1 - t), wb * (t - lam)
+        y = (yc * p + yk[b + 1] * q) / (p + q)
+        return y, wb * wc * (1 - lam) * (yk[b + 1] - yc) / (p + q) ** 2 / w
+
+    if not inverse:
+        y, slope = g((val - xk[b]) / w)
+        return y, np.log(slope)
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if g(mid)[0] < val else (lo, mid)
+    t = 0.5 * (lo + hi)
+    y, slope = g(t)
+    t -= (y - val) / (slope * w)  # one Newton step past bisection's last bit
+    return xk[b] + t * w, -np.log(g(t)[1])
+
+
 def _spline_raw(spline, out, n):
-    """``(uw, uh, ud)`` from a conditioner output in the parameter-major layout."""
+    """``(uw, uh, ud[, ul])`` from a conditioner output in the parameter-major layout."""
     k = spline.bins
     lead = out.shape[:-1]
-    return (out[..., : n * k].reshape(lead + (n, k)), out[..., n * k : 2 * n * k].reshape(
-        lead + (n, k)), out[..., 2 * n * k :].reshape(lead + (n, k - 1)))  # fmt: skip
+    cuts = [(0, n * k, k), (n * k, 2 * n * k, k), (2 * n * k, n * (3 * k - 1), k - 1)]
+    if spline.kind == "rational_linear":
+        cuts.append((n * (3 * k - 1), n * (4 * k - 1), k))
+    return tuple(out[..., a:b].reshape(lead + (n, m)) for a, b, m in cuts)
 
 
 def _spline_coupling(layer):
@@ -474,7 +517,7 @@ def _spline_coupling(layer):
         a, b = _passed(layer.mask, v.shape[-1])
         raw = _spline_raw(layer.spline, _mlp(p, "conditioner.", _with_context(v[..., a], c),
                                              layer.conditioner), len(b))  # fmt: skip
-        out, ld = _rq_spline(v[..., b], *raw, layer.spline, inverse)
+        out, ld = _rq_spline(v[..., b], *raw[:3], layer.spline, inverse, *raw[3:])
         w = v.copy()
         w[..., b] = out
         return w, ld.sum(-1)
@@ -489,11 +532,12 @@ def _elementwise_spline(layer):
     def run(p, v, c, inverse):
         if c is None:
             raw = (p["widths"], p["heights"], p["derivatives"])
+            raw += (p["lambdas"],) if "lambdas" in p else ()
         else:
             wide = np.broadcast_to(c, v.shape[:-1] + c.shape[-1:])
             raw = _spline_raw(layer.spline, _mlp(p, "conditioner.", wide, layer.conditioner),
                               v.shape[-1])  # fmt: skip
-        out, ld = _rq_spline(v, *raw, layer.spline, inverse)
+        out, ld = _rq_spline(v, *raw[:3], layer.spline, inverse, *raw[3:])
         return out, ld.sum(-1)
 
     return Formula(lambda p, x, c: run(p, x, c, False), lambda p, y, c: run(p, y, c, True))
@@ -692,6 +736,12 @@ CASES: dict[str, Callable[[], Case]] = {
                           spline=fb.RationalQuadraticSpline(bins=3, bound=2.0,
                                                             edge_derivative="pyro")),
         (4,), _spline_inputs(4, bound=2.0)),
+    "spline_coupling_linear_d4": lambda: _one(
+        fb.SplineCoupling(conditioner=_mlp_cond((8,)), spline=fb.RationalLinearSpline(
+            bins=4, edge_derivative="pyro")), (4,), _spline_inputs(4)),
+    "elementwise_spline_linear_d2": lambda: _one(
+        fb.ElementwiseSpline(spline=fb.RationalLinearSpline(bins=5, min_lambda=0.1)), (2,),
+        _spline_inputs(2)),
     "elementwise_spline_d3": lambda: _one(
         fb.ElementwiseSpline(spline=fb.RationalQuadraticSpline(bins=6)), (3,), _spline_inputs(3)),
     "spline_conditional_d3": lambda: Case(
@@ -844,6 +894,8 @@ def _tags(case) -> set[str]:
             out |= {f"conditioner:{kind}", f"activation:{kind}:{cond.activation}"}
         if hasattr(layer, "scale"):
             out.add(f"scale:{layer.scale.kind}")
+        if hasattr(layer, "spline"):
+            out.add(f"spline:{layer.spline.kind}")
         if layer.type == "permutation":
             out.add(f"permutation:{layer.kind}")
     return out
@@ -864,6 +916,7 @@ def _required():
         {f"layer:{t}" for t in set(layers.REGISTRY) | _union_tags(S.Layer, "type")}
         | {f"mask:{k}" for k in _union_tags(S.Mask, "kind")}
         | {f"scale:{k}" for k in _union_tags(S.ScaleMap, "kind")}
+        | {f"spline:{k}" for k in _union_tags(S.SplineMap, "kind")}
         | {f"activation:{net}:{a}" for net in ("mlp", "resnet") for a in activations}
         | {f"permutation:{k}" for k in permutations}
         | {"conditioner:mlp", "conditioner:resnet", "context", "context_embedding",

@@ -103,3 +103,36 @@ def test_nsf_preset_builds_spline_couplings_and_one_dimension():
 def test_spline_layers_take_vector_events_only():
     with pytest.raises(fb.SpecError, match="layers\\[0\\]"):
         fb.FlowSpec(event_shape=(4, 2, 2), layers=[fb.SplineCoupling()])
+
+
+def _x_knots(raw_widths, spline):
+    """The x knots of an elementwise spline's learned raw widths ``(D, K)``."""
+    share = np.exp(raw_widths - raw_widths.max(-1, keepdims=True))
+    share = spline.min_bin_width + (1 - spline.min_bin_width * spline.bins) * share / share.sum(
+        -1, keepdims=True)  # fmt: skip
+    inner = np.cumsum(share, -1)[:, :-1] * 2 * spline.bound - spline.bound
+    return inner  # (D, K - 1), the inner knots
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6])
+def test_points_just_above_a_knot_round_trip_unless_the_search_has_an_eps(eps):
+    """eps 0 (the default): a point and its image fall in the same bin, and the inverse
+    gives the point back. Pyro's 1e-6: where the derivative at a knot is under 1, a point
+    between eps and eps / derivative above it goes to the bin above, its image (less than
+    eps above the height knot) to the bin below, and the round trip misses."""
+    spline = fb.RationalQuadraticSpline(bins=6, eps=eps)
+    spec = fb.FlowSpec(event_shape=(3,), layers=[fb.ElementwiseSpline(spline=spline)])
+    params = fb.init_params(spec, 5, init="random")
+    params["layers.0.derivatives"] = params["layers.0.derivatives"] - 3.0  # derivatives < 1
+    flow = fb.to_numpy(spec, params)
+    knots = _x_knots(params["layers.0.widths"], spline)
+    x = (knots[None] + np.array([1e-9, 1e-7, 2e-6, 5e-6, 1e-5, 3e-5])[:, None, None]).transpose(0, 2, 1)
+    x = x.reshape(-1, 3)
+    y, log_det = flow.forward_with_log_det(x)
+    back, inverse_log_det = flow.inverse_with_log_det(y.copy())
+    miss = float(np.abs(back - x).max())
+    print(f"eps {eps}: round trip {miss:.1e}, log-dets {np.abs(log_det + inverse_log_det).max():.1e}")
+    if eps:
+        assert miss > 1e-9
+    else:
+        assert miss < 1e-12 and np.abs(log_det + inverse_log_det).max() < 1e-10

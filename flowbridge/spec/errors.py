@@ -26,7 +26,7 @@ def path(loc: tuple, tags: Collection[str]) -> str:
             out += f"[{item}]"
             prev_index = True
             continue
-        if item in tags and (prev_index or out.endswith(("mask", "scale", "conditioner"))):
+        if item in tags and (prev_index or out.endswith(("mask", "scale", "conditioner", "spline"))):
             prev_index = False  # the discriminator's branch name, not a field
             continue
         out += f".{item}" if out else str(item)
@@ -91,6 +91,7 @@ def translate(exc: ValidationError, tags: Collection[str]) -> SpecError:
         message, where, got = expected(err), path(err["loc"], tags), err.get("input")
         if err["type"] == "union_tag_invalid":  # name the discriminator field itself
             field = err["ctx"]["discriminator"].strip("'")
+            field = "kind" if field.endswith("()") else field  # a callable reads ``kind``
             where = field if where == "spec" else f"{where}.{field}"
             got = err["ctx"]["tag"]
         if err["type"] != "missing":

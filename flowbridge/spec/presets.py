@@ -46,6 +46,7 @@ from .models import (
     ScaleMap,
     Scaling,
     SplineCoupling,
+    SplineMap,
     Squeeze,
 )
 
@@ -276,8 +277,10 @@ def nsf(
         hidden: every conditioner's hidden-layer widths; default ``(64, 64)``.
         activation: the conditioners' activation (as :func:`realnvp`'s); default
             ``"relu"``.
-        spline: a :class:`flowbridge.RationalQuadraticSpline`, its dict
-            (``{"bins": 10, "bound": 4.0}``) or ``None`` (default: 8 bins, bound 3).
+        spline: a :class:`flowbridge.RationalQuadraticSpline` or
+            :class:`flowbridge.RationalLinearSpline`, its dict (``{"kind":
+            "rational_quadratic", "bins": 10}``; ``kind`` may be left out for the
+            quadratic one) or ``None`` (default: 8 quadratic bins, bound 3).
         permutation: ``None`` (default: the masks alternate), ``"reverse"`` or
             ``"random"`` (seeds ``seed``, ``seed + 1``, ...) between couplings.
         seed: the first random permutation's seed; default 0.
@@ -308,8 +311,8 @@ def nsf(
     """
     dim, count = _argument("dim", PosInt, dim), _argument("num_couplings", PosInt, num_couplings)
     cond = _fill(Conditioner, hidden=hidden, activation=activation)
-    chosen = _argument("spline", RationalQuadraticSpline | None, spline,
-                       "a RationalQuadraticSpline or its dict")  # fmt: skip
+    chosen = _argument("spline", SplineMap | None, spline,
+                       "a RationalQuadraticSpline, RationalLinearSpline or its dict")  # fmt: skip
     chosen = RationalQuadraticSpline() if chosen is None else chosen
     permutation = _argument("permutation", None | PermutationKind, permutation)
     seed = _argument("seed", NonNegInt, seed)
