@@ -140,10 +140,10 @@ class Field:
 
     kind: str
     name: str
-    #: a ``"vector"`` field with one more, trailing dimension: the name of the int
-    #: constructor argument that gives its size (an unconditional spline's raw widths
-    #: ``(D, bins)``); ``None`` (the default): the event's shape alone
-    per_entry: str | None = None
+    #: a ``"vector"`` field of a shape other than the event's: the name of the constructor
+    #: argument (a list of ints) that gives it (an unconditional spline's raw widths
+    #: ``(D, bins)``); ``None`` (the default): the event's shape
+    shape: str | None = None
 
 
 @dataclass(frozen=True)
@@ -607,6 +607,10 @@ class Shift:
 
     class_name, per_entry, constant_jacobian = "AdditiveCoupling", 1, True
     tolerances: dict[str, float] = {}
+
+    @staticmethod
+    def passed_parts() -> None:  # the passed entries pass unchanged
+        return None
     fields: tuple[Field, ...] = ()
     words: tuple[tuple[str, str], ...] = ()
     text = ""
@@ -645,6 +649,10 @@ class Affine:
 
     class_name, per_entry, constant_jacobian = "AffineCoupling", 2, False
     tolerances: dict[str, float] = {}
+
+    @staticmethod
+    def passed_parts() -> None:  # the passed entries pass unchanged
+        return None
     fields = (Field("int", "n_trans"),)
     doc = """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
@@ -762,8 +770,8 @@ class SplineMap:
     fields: tuple[Field, ...] = ()
     args: dict[str, Any] = {}
 
-    def __init__(self, part: Any, spline: Any):
-        self.part, self.spline = part, spline
+    def __init__(self, part: Any, spline: Any, transform_passed: bool = False):
+        self.part, self.spline, self.transform_passed = part, spline, transform_passed
         self.per_entry = spline.per_entry
         linear = spline.kind == "rational_linear"
         self.formula = splines.LINEAR_DOC if linear else splines.DOC
@@ -797,26 +805,40 @@ class SplineMap:
         return self._apply(splines.unpack(out, self.part.n_trans, self.spline), y_b, y, True)
 
     # an unconditional elementwise spline: the raw parameters are learned tensors
-    def learned(self, dim: int) -> tuple[tuple[Field, ...], dict[str, Any], dict[str, Param]]:
-        """``(fields, args, params)`` of the learned raw parameters of ``dim`` entries."""
+    def learned(self, dim: int, prefix: str = "") -> tuple[tuple[Field, ...], dict[str, Any],
+                                                          dict[str, Param]]:  # fmt: skip
+        """``(fields, args, params)`` of the learned raw parameters of ``dim`` entries, each
+        name starting with ``prefix``."""
         shapes = splines.raw_shapes(dim, self.spline)
         k = self.spline.bins
-        fields = (Field("vector", "widths", "bins"), Field("vector", "heights", "bins"),
-                  Field("vector", "derivatives", "inner"))  # fmt: skip
-        if "lambdas" in shapes:
-            fields += (Field("vector", "lambdas", "bins"),)
-        params = {name: Param(shape, ZEROS, Init.uniform(1.0)) for name, shape in shapes.items()}
-        return fields, {"bins": k, "inner": k - 1}, params
+        args = {f"{prefix}bins_shape": [dim, k], f"{prefix}inner_shape": [dim, k - 1]}
+        fields = tuple(Field("vector", f"{prefix}{name}", f"{prefix}inner_shape"
+                             if name == "derivatives" else f"{prefix}bins_shape")
+                       for name in shapes)  # fmt: skip
+        params = {f"{prefix}{name}": Param(shape, ZEROS, Init.uniform(1.0))
+                  for name, shape in shapes.items()}  # fmt: skip
+        return fields, args, params
 
-    def _learned_raw(self, p: View) -> tuple[Value, ...]:
-        raw = (p.widths, p.heights, p.derivatives)
-        return (*raw, p.lambdas) if self.spline.kind == "rational_linear" else raw
+    def _learned_raw(self, p: View, prefix: str = "") -> tuple[Value, ...]:
+        names = splines.raw_shapes(1, self.spline)
+        return tuple(getattr(p, f"{prefix}{name}") for name in names)
 
     def forward_learned(self, p: View, x: Value):
         return self._apply(self._learned_raw(p), x, x, False)
 
     def inverse_learned(self, p: View, y: Value):
         return self._apply(self._learned_raw(p), y, y, True)
+
+    # Pyro's identity=False: the passed entries through a learned spline of their own
+    def passed_parts(self) -> tuple[tuple[Field, ...], dict[str, Any], dict[str, Param]] | None:
+        """``(fields, args, params)`` of the passed entries' own spline, or ``None``."""
+        return self.learned(self.part.n_pass, "passed_") if self.transform_passed else None
+
+    def passed(self, p: View, v: Value, whole: Value, inverse: bool):
+        """The passed entries' own spline (``inverse``: its inverse) and its log-det."""
+        out, log_deriv = splines.spline(v, self._learned_raw(p, "passed_"), self.spline,
+                                        inverse, "x_a_spline" if inverse else "y_a")  # fmt: skip
+        return out, ops.name(ops.sum_event(log_deriv, event_ndims=len(whole.shape)), "log_det_a")
 
 
 def _shift_map(part: Any, layer: Any) -> Shift:
@@ -828,7 +850,7 @@ def _affine_map(part: Any, layer: Any) -> Affine:
 
 
 def _spline_map(part: Any, layer: Any) -> SplineMap:
-    return SplineMap(part, layer.spline)
+    return SplineMap(part, layer.spline, getattr(layer, "passed_spline", False))
 
 
 #: The elementwise maps, by the layer type that applies them: tag -> ``make(partition,
@@ -867,15 +889,23 @@ def plan_coupling(
         params = ("x_a",) if c is None else ("x_a", "context")
         return ir.call("conditioner", lambda *v: cond(p, *v), params, *given)
 
+    passed = emap.passed_parts()  # the passed entries' own map (Pyro's identity=False)
+
     def forward(p: View, x: Value, c: Value | None = None):
         x_a, x_b = part.split(p, x, "x")
         y_b, log_det = emap.forward(p, conditioner(p, x_a, c), x_b, x)
-        return part.merge(p, x_a, y_b), log_det
+        if passed is None:
+            return part.merge(p, x_a, y_b), log_det
+        y_a, log_det_a = emap.passed(p, x_a, x, False)
+        return part.merge(p, y_a, y_b), ops.name(log_det + log_det_a, "log_det")
 
     def inverse(p: View, y: Value, c: Value | None = None):
         y_a, y_b = part.split(p, y, "y")
-        x_b, log_det = emap.inverse(p, conditioner(p, y_a, c), y_b, y)
-        return part.merge(p, y_a, x_b), log_det
+        x_a, log_det_a = (y_a, None) if passed is None else emap.passed(p, y_a, y, True)
+        x_b, log_det = emap.inverse(p, conditioner(p, x_a, c), y_b, y)
+        if log_det_a is not None:
+            log_det = ops.name(log_det + log_det_a, "log_det")
+        return part.merge(p, x_a, x_b), log_det
 
     config = "; ".join(t for t in (part.text, cond.text, emap.text) if t)
     return Plan(
@@ -883,9 +913,9 @@ def plan_coupling(
         variant=(part.words, *cond.words, *emap.words),
         config=config,
         doc=f"{emap.doc}\n    {_wrap(f'{part.legend}; {cond.legend}.')}\n    {_configuration(config)}",
-        fields=(*cond.fields, *emap.fields, *part.fields),
-        args={**cond.args, **emap.args, **part.args},
-        params=cond.params,
+        fields=(*cond.fields, *emap.fields, *part.fields, *(passed[0] if passed else ())),
+        args={**cond.args, **emap.args, **part.args, **(passed[1] if passed else {})},
+        params={**cond.params, **(passed[2] if passed else {})},
         constant_jacobian=emap.constant_jacobian,
         event_shape=shape,
         output_shape=shape,

@@ -16,7 +16,7 @@ ConditionalDenseNN)`` (in a                 ``context_dim`` = the hypernet's con
                                            ``[context | x_a]`` to the neutral
                                            ``[x_a | context]``
 Pyro ``SplineCoupling(D, split_dim,        ``spline_coupling``, mask ``split`` first
-DenseNN, K, B, order, identity=True)``     ``split_dim``, spline ``rational_linear``
+DenseNN, K, B, order, identity)``          ``split_dim``, spline ``rational_linear``
                                            (``order="linear"``, Pyro's default) or
                                            ``rational_quadratic`` (``bins=K``,
                                            ``bound=B``, edge derivative ``"pyro"``,
@@ -24,7 +24,10 @@ DenseNN, K, B, order, identity=True)``     ``split_dim``, spline ``rational_line
                                            conditioner from ``DenseNN`` (output
                                            ``[u_w | u_h | u_d (| u_l)]``, as it is) but
                                            the last bias's ``u_d`` block less ``c`` =
-                                           ``log(expm1(1 - min_derivative))``
+                                           ``log(expm1(1 - min_derivative))``;
+                                           ``identity=False`` (its default):
+                                           ``passed_spline``, from ``lower_spline``
+                                           as ``Spline`` below
 Pyro ``Spline(D, K, B, order)``            ``elementwise_spline``, spline as above;
                                            learned ``widths``, ``heights`` (and
                                            ``lambdas``) Pyro's unnormalized ones,
@@ -45,8 +48,7 @@ TFP ``Chain([b2, b1, b0])``                layers ``[b0, b1, b2]`` (Chain applie
 =========================================  ==============================================
 
 Anything else (a custom hypernet or ``shift_and_log_scale_fn``, ``bijector_fn``, another
-bijector or transform, a conditioner without biases, a ``SplineCoupling`` with
-``identity=False``, an unconditional coupling
+bijector or transform, a conditioner without biases, an unconditional coupling
 or ``Spline`` in a conditional flow) is refused with :class:`NativeError` naming the piece
 and why.
 """
@@ -69,8 +71,7 @@ class NativeError(ValueError):
     A ``ValueError``, raised by :func:`flowbridge.from_pyro_native` and
     :func:`flowbridge.from_tfp_native` for anything they do not take over exactly: a
     custom hypernet or ``shift_and_log_scale_fn``, a ``bijector_fn``, another bijector or
-    transform, a conditioner without biases, an unsupported activation or a
-    ``SplineCoupling`` with ``identity=False``. The message
+    transform, a conditioner without biases or an unsupported activation. The message
     starts with where the piece is, e.g. ``parts[0] (ExpTransform): ...``.
 
     Example:
@@ -218,8 +219,9 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     (``order="quadratic"``: :class:`flowbridge.RationalQuadraticSpline`), with
     ``bins=count_bins``, ``bound=bound``, ``edge_derivative="pyro"`` and ``eps=1e-6``: a
     ``SplineCoupling(input_dim, split_dim, DenseNN, count_bins, bound, order,
-    identity=True)`` a ``spline_coupling`` (``split`` mask of the first ``split_dim``
-    entries, conditioner the ``DenseNN``); a ``Spline(input_dim, count_bins, bound,
+    identity)`` a ``spline_coupling`` (``split`` mask of the first ``split_dim`` entries,
+    conditioner the ``DenseNN``; with ``identity=False``, Pyro's default, its
+    ``lower_spline`` the ``passed_spline``'s ``passed_widths`` ...); a ``Spline(input_dim, count_bins, bound,
     order)`` an ``elementwise_spline`` whose learned ``widths``, ``heights``,
     ``derivatives`` (and ``lambdas``) are Pyro's unnormalized ones; a
     ``ConditionalSpline(DenseNN, input_dim, count_bins, bound, order)`` (the ``DenseNN``
@@ -237,7 +239,7 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
 
     Args:
         transform: a Pyro ``AffineCoupling`` (with a ``DenseNN`` hypernet),
-            ``SplineCoupling`` (either ``order``, ``identity=True``, a ``DenseNN``
+            ``SplineCoupling`` (either ``order``, either ``identity``, a ``DenseNN``
             hypernet), ``Spline``, ``Permute``, a list of them or
             a ``ComposeTransform(Module)``; or the pieces of a conditional flow:
             ``ConditionalAffineCoupling`` (with a ``ConditionalDenseNN``),
@@ -257,9 +259,7 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             another kind or shape or without biases, an activation other than ReLU,
             Tanh, ELU with ``alpha=1``, LeakyReLU or exact GELU, a ``dim`` other than -1,
             a spline of an ``order`` other than ``"linear"`` and ``"quadratic"``, a
-            ``SplineCoupling`` with
-            ``identity=False`` (a second spline on the passed entries), a spline's
-            ``count_bins`` below 2 or ``bound`` out of range, a spline's ``input_dim``
+            spline's ``count_bins`` below 2 or ``bound`` out of range, a spline's ``input_dim``
             not fitting the event, an unconditional coupling or ``Spline`` in a
             conditional flow, conditional pieces reading contexts of different sizes),
             ``transform`` holds no piece, the event size cannot be told, or the converted
@@ -328,10 +328,6 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, SplineCoupling):
             spline = _pyro_spline(part.upper_spline, at)
-            if not part.identity:
-                raise NativeError(f"{at}: identity=False (a second spline on the passed "
-                                  "entries, lower_spline) is not convertible yet; build it "
-                                  "with identity=True")  # fmt: skip
             if context:
                 raise NativeError(f"{at}: an unconditional coupling in a conditional flow "
                                   "cannot be converted (every flowbridge coupling reads the "
@@ -343,8 +339,12 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             cond, weights = _pyro_conditioner(part.upper_spline.nn, f"{at}.upper_spline", split,
                                               _pyro_param_dims(n, spline))  # fmt: skip
             layers.append(S.SplineCoupling(mask=S.SplitMask(part="first", size=split),
-                                           conditioner=cond, spline=spline))  # fmt: skip
+                                           conditioner=cond, spline=spline,
+                                           passed_spline=not part.identity))  # fmt: skip
             weights = _shift_derivative_bias(weights, n, spline)
+            if not part.identity:  # the passed entries' own spline (lower_spline)
+                lower = _spline_weights(part.lower_spline, spline)
+                weights.update({f"passed_{k}": v for k, v in lower.items()})
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, Spline):
             spline = _pyro_spline(part, at)

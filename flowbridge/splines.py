@@ -70,11 +70,14 @@ def _bins(raw: Value, minimum: float, k: int, bound: float, var: str) -> tuple[V
     return sizes, knots
 
 
-def spline(v: Value, raw: tuple[Value, ...], spline: Any, inverse: bool) -> tuple[Value, Value]:
+def spline(v: Value, raw: tuple[Value, ...], spline: Any, inverse: bool,
+           var: str | None = None) -> tuple[Value, Value]:  # fmt: skip
     """The spline (``inverse``: its inverse) of ``v`` ``(..., n)`` under the raw parameters
     ``raw``: ``u_w``, ``u_h`` ``(..., n, K)``, ``u_d`` ``(..., n, K - 1)`` (and the linear
-    spline's ``u_l`` ``(..., n, K)``): the output and the log-derivative of each entry
-    ``(..., n)`` (of the inverse map for the inverse)."""
+    spline's ``u_l`` ``(..., n, K)``): the output (named ``var``, default ``x_b`` or
+    ``y_b``) and the log-derivative of each entry ``(..., n)`` (of the inverse map for the
+    inverse)."""
+    var = var or ("x_b" if inverse else "y_b")
     u_w, u_h, u_d = raw[:3]
     k, bound = spline.bins, spline.bound
     widths, x_knots = _bins(u_w, spline.min_bin_width, k, bound, "bin_x")
@@ -102,7 +105,7 @@ def spline(v: Value, raw: tuple[Value, ...], spline: Any, inverse: bool) -> tupl
         out, log_deriv = _linear(safe, at, ops.name(lam, "lambdas"), (x_k, w_k, y_k, h_k),
                                  (delta, d_k, d_k1), inverse)  # fmt: skip
         log_deriv = ops.name(ops.where(inside, log_deriv, 0.0), "log_derivative")
-        return ops.name(ops.where(inside, out, v), "x_b" if inverse else "y_b"), log_deriv
+        return ops.name(ops.where(inside, out, v), var), log_deriv
     curve = ops.name(d_k + d_k1 - 2.0 * delta, "curvature")
     if inverse:
         dy = ops.name(safe - y_k, "dy")
@@ -126,7 +129,7 @@ def spline(v: Value, raw: tuple[Value, ...], spline: Any, inverse: bool) -> tupl
     if inverse:
         log_deriv = -log_deriv
     log_deriv = ops.name(ops.where(inside, log_deriv, 0.0), "log_derivative")
-    return ops.name(ops.where(inside, out, v), "x_b" if inverse else "y_b"), log_deriv
+    return ops.name(ops.where(inside, out, v), var), log_deriv
 
 
 def _linear(v: Value, at: Any, lam: Value, bin_: tuple[Value, ...], slopes: tuple[Value, ...],

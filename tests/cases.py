@@ -53,6 +53,9 @@ CASES = {
     "spline_coupling_linear_d4": _one(S.SplineCoupling(
         conditioner=S.Conditioner(hidden=(8,)),
         spline=S.RationalLinearSpline(bins=4, edge_derivative="pyro")), 4, "s5"),
+    "spline_coupling_passed_spline_d5": _one(S.SplineCoupling(
+        mask=S.SplitMask(size=2), conditioner=S.Conditioner(hidden=(8,)),
+        spline=S.RationalLinearSpline(bins=3), passed_spline=True), 5, "s7"),
     "elementwise_spline_linear_d3": _one(S.ElementwiseSpline(
         spline=S.RationalLinearSpline(bins=5, min_lambda=0.1)), 3, "s6"),
     "elementwise_spline_d2": _one(S.ElementwiseSpline(spline=S.RationalQuadraticSpline(bins=4)),

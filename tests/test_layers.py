@@ -511,16 +511,25 @@ def _spline_raw(spline, out, n):
 
 
 def _spline_coupling(layer):
-    """The transformed entries through the spline, its raw parameters ``m(x_a)``."""
+    """The transformed entries through the spline, its raw parameters ``m(x_a)``; with
+    ``passed_spline``, the passed entries through their own (``x_a`` is what the
+    conditioner reads, so the inverse undoes their spline first)."""
 
     def run(p, v, c, inverse):
         a, b = _passed(layer.mask, v.shape[-1])
-        raw = _spline_raw(layer.spline, _mlp(p, "conditioner.", _with_context(v[..., a], c),
+        w = v.copy()
+        ld_a = 0.0
+        if layer.passed_spline:
+            own = [p[f"passed_{n}"] for n in ("widths", "heights", "derivatives", "lambdas")
+                   if f"passed_{n}" in p]  # fmt: skip
+            w[..., a], ld_a = _rq_spline(v[..., a], *own[:3], layer.spline, inverse, *own[3:])
+            ld_a = ld_a.sum(-1)
+        x_a = w[..., a] if inverse else v[..., a]
+        raw = _spline_raw(layer.spline, _mlp(p, "conditioner.", _with_context(x_a, c),
                                              layer.conditioner), len(b))  # fmt: skip
         out, ld = _rq_spline(v[..., b], *raw[:3], layer.spline, inverse, *raw[3:])
-        w = v.copy()
         w[..., b] = out
-        return w, ld.sum(-1)
+        return w, ld.sum(-1) + ld_a
 
     return Formula(lambda p, x, c: run(p, x, c, False), lambda p, y, c: run(p, y, c, True))
 
@@ -739,6 +748,14 @@ CASES: dict[str, Callable[[], Case]] = {
     "spline_coupling_linear_d4": lambda: _one(
         fb.SplineCoupling(conditioner=_mlp_cond((8,)), spline=fb.RationalLinearSpline(
             bins=4, edge_derivative="pyro")), (4,), _spline_inputs(4)),
+    "spline_coupling_passed_spline_d5": lambda: _one(
+        fb.SplineCoupling(mask=fb.SplitMask(size=2), conditioner=_mlp_cond((8,)),
+                          spline=fb.RationalLinearSpline(bins=3), passed_spline=True),
+        (5,), _spline_inputs(5)),
+    "spline_coupling_passed_spline_quadratic_d4": lambda: _one(
+        fb.SplineCoupling(mask=fb.ParityMask(), conditioner=_mlp_cond((8,)),
+                          spline=fb.RationalQuadraticSpline(bins=4, eps=1e-6),
+                          passed_spline=True), (4,), _spline_inputs(4)),
     "elementwise_spline_linear_d2": lambda: _one(
         fb.ElementwiseSpline(spline=fb.RationalLinearSpline(bins=5, min_lambda=0.1)), (2,),
         _spline_inputs(2)),

@@ -32,6 +32,9 @@ def _dims(n, k, order):
     return [n * k, n * k, n * (k - 1)] + ([n * k] if order == "linear" else [])
 
 
+from pyro.distributions.torch_transform import ComposeTransformModule  # noqa: E402
+
+
 def _randomise(module, seed, std=0.3):
     """Every parameter of ``module`` drawn afresh (float64), so no layer is the identity.
 
@@ -198,15 +201,26 @@ def test_an_unknown_order_is_refused():
         fb.from_pyro_native(native)
 
 
-def test_spline_coupling_without_identity_is_refused():
+@pytest.mark.parametrize("order", ORDERS)
+def test_pyro_default_spline_coupling_converts_exactly(order):
+    """``spline_coupling(input_dim)``, Pyro's helper: ``identity=False`` (its default), so
+    the passed entries have a spline of their own (``lower_spline``), and the hypernet
+    reads them before it."""
     from pyro.distributions.transforms import Permute, SplineCoupling
     from pyro.nn import DenseNN
 
-    coupling = SplineCoupling(4, 2, DenseNN(2, [8], param_dims=[8, 8, 6]), count_bins=4,
-                              order="quadratic")  # identity=False, Pyro's default  # fmt: skip
-    with pytest.raises(fb.NativeError, match=r"parts\[1\] \(SplineCoupling\): identity=False "
-                       r"\(a second spline on the passed entries"):  # fmt: skip
-        fb.from_pyro_native([Permute(torch.tensor([1, 0, 3, 2])), coupling])
+    d, k, split = 4, 4, 1
+    n = d - split
+    net = DenseNN(split, [10, 10], param_dims=_dims(n, k, order))
+    coupling = SplineCoupling(d, split, net, count_bins=k, bound=BOUND, order=order)
+    assert not coupling.identity
+    native = _randomise(ComposeTransformModule([Permute(torch.tensor([3, 2, 0, 1])), coupling]),
+                        11)  # fmt: skip
+    spec, params = fb.from_pyro_native(native)
+    layer = spec.layers[1]
+    assert layer.passed_spline and params["layers.1.passed_widths"].shape == (split, k)
+    x = _x(d, 12)
+    _compare(native, spec, params, x[np.all(np.abs(np.abs(x) - BOUND) > 1e-6, axis=-1)])
 
 
 def test_spline_mixing_refusals():

@@ -329,8 +329,8 @@ class Emitter(abc.ABC):
     @staticmethod
     def field_shape(plan: Any, field: Any) -> str:
         """The shape expression of a ``"vector"`` field in a plan's constructor: the
-        event's (:meth:`shape_arg`), or with a trailing dimension where the field has one
-        (``(*event_shape, bins)``: ``field.per_entry`` names the int argument).
+        event's (:meth:`shape_arg`), or the constructor argument ``field.shape`` names
+        where the field has a shape of its own (an unconditional spline's raw widths).
 
         Example:
             >>> import flowbridge as fb
@@ -338,10 +338,10 @@ class Emitter(abc.ABC):
             >>> from flowbridge.layers import plan_flow
             >>> plan = plan_flow(fb.FlowSpec(event_shape=(2,), layers=[fb.ElementwiseSpline()]))[0]
             >>> [Emitter.field_shape(plan, f) for f in plan.fields]
-            ['(*event_shape, bins)', '(*event_shape, bins)', '(*event_shape, inner)']
+            ['bins_shape', 'bins_shape', 'inner_shape']
         """
         shape = Emitter.shape_arg(plan)
-        return f"(*{shape}, {field.per_entry})" if field.per_entry else shape
+        return field.shape or shape
 
     def effect(self, op: str, args: list[str]) -> str:
         """The statement for one state update (an IR effect such as ``assign``).

@@ -1071,6 +1071,12 @@ class SplineCoupling(_Coupling):
       spline's log-derivatives over the transformed entries;
     - inverse: ``x_a = y_a``, ``x_b = spline^-1(y_b; m(y_a))``, its negative.
 
+    With ``passed_spline``, the passed entries go through a spline of their own too, its
+    raw parameters learned (``passed_widths``, ``passed_heights``, ``passed_derivatives``,
+    shaped as :class:`flowbridge.ElementwiseSpline`'s): ``y_a = spline_a(x_a)``, the
+    conditioner still reading ``x_a`` (so the inverse undoes ``spline_a`` first): Pyro's
+    ``SplineCoupling(identity=False)``, its default.
+
     Vector events ``(D,)`` (image events are not taken yet).
 
     Attributes:
@@ -1083,6 +1089,8 @@ class SplineCoupling(_Coupling):
         spline: the spline map: :class:`flowbridge.RationalQuadraticSpline` (default) or
             :class:`flowbridge.RationalLinearSpline` (Pyro's ``order="linear"``); a model
             or its dict with ``kind``.
+        passed_spline: whether the passed entries go through a learned spline of their
+            own (Pyro's ``identity=False``); default ``False`` (they pass unchanged).
 
     Example:
         >>> import flowbridge as fb
@@ -1104,7 +1112,12 @@ class SplineCoupling(_Coupling):
     type: Literal["spline_coupling"] = "spline_coupling"
     conditioner: Conditioner = Field(default_factory=Conditioner)
     spline: SplineMap = Field(default_factory=RationalQuadraticSpline)
+    passed_spline: StrictBool = False
     ranks: typing.ClassVar[tuple[int, ...]] = (1,)
+
+    def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
+        own = _mask_sizes(self.mask, shape[0])[0] * self.spline.per_entry
+        return super().param_count(shape, context_dim) + own * self.passed_spline
 
     def _per_entry(self) -> int:
         return self.spline.per_entry
