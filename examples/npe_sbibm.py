@@ -1,5 +1,5 @@
-"""NPE on three sbibm tasks: flowbridge's RealNVP beside sbi's MAF and NSF, C2ST to the
-published reference posteriors.
+"""NPE on three sbibm tasks: flowbridge's RealNVP and NSF beside sbi's MAF and NSF, C2ST to
+the published reference posteriors.
 
     python examples/npe_sbibm.py --sbibm DIR --out examples/results   # full run
     python examples/npe_sbibm.py --sbibm DIR --fast                   # smoke run
@@ -106,6 +106,7 @@ def estimators() -> dict:
     (``--only`` picks some) for the search of what SLCP needs."""
     return {
         "flowbridge realnvp": lambda: posterior_nn("realnvp"),
+        "flowbridge nsf": lambda: posterior_nn("nsf"),
         "sbi maf": lambda: sbi_posterior_nn("maf"),
         "sbi nsf": lambda: sbi_posterior_nn("nsf"),
         "flowbridge realnvp, random permutations": lambda: posterior_nn(
@@ -122,7 +123,7 @@ def estimators() -> dict:
     }  # fmt: skip
 
 
-DEFAULT = ["flowbridge realnvp", "sbi maf", "sbi nsf"]
+DEFAULT = ["flowbridge realnvp", "flowbridge nsf", "sbi maf", "sbi nsf"]
 
 
 def run(args: argparse.Namespace) -> list[tuple]:

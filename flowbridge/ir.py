@@ -31,9 +31,9 @@ import numpy as np
 #: Ops whose node is an effect (a statement), not a value the outputs use.
 EFFECTS = ("assign",)
 
-#: The dtypes a traced value has: floating point (the flow's dtype, float32 or float64
-#: as the backend computes), integer (an index: an index buffer, a bucket search's
-#: result) and boolean (a comparison, read by ``where``).
+#: Every dtype a traced value may have. ``"float"`` is floating point (the flow's dtype,
+#: float32 or float64 as the backend computes), ``"int"`` an index (an index buffer, a
+#: bucket search's result) and ``"bool"`` a comparison's result, read by ``where``.
 DTYPES = ("float", "int", "bool")
 
 

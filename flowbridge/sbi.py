@@ -39,7 +39,7 @@ from . import backends
 from .build import _spec, to_pyro
 from .errors import SpecError
 from .params import init_params
-from .spec import FlowSpec, nice, realnvp
+from .spec import FlowSpec, nice, nsf, realnvp
 from .spec.models import Conditioner, NonNegInt, PosInt
 from .spec.presets import _argument, _field
 
@@ -211,7 +211,7 @@ class FlowbridgeEstimator(ConditionalDensityEstimator):
 
 # ------------------------------------------------------------------ the builders
 #: flowbridge's presets by the name ``model`` takes (sbi's names its own estimators).
-_PRESETS: dict[str, Callable[..., FlowSpec]] = {"realnvp": realnvp, "nice": nice}
+_PRESETS: dict[str, Callable[..., FlowSpec]] = {"realnvp": realnvp, "nice": nice, "nsf": nsf}
 
 #: sbi's defaults for its flows: five transforms, hidden layers of 50 (two of them, as
 #: sbi's MAF's residual blocks).
@@ -225,7 +225,13 @@ _NUM_TRANSFORMS, _HIDDEN = 10, (50, 50)
 _PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     "realnvp": {"scale": {"kind": "soft_clamp", "bound": 3.0}},
     "nice": {},
+    # sbi's nsf: 10 bins on [-3, 3] (its num_bins and tail_bound defaults); the z-scored
+    # theta lies mostly inside
+    "nsf": {"spline": {"kind": "rational_quadratic", "bins": 10, "bound": 3.0}},
 }
+
+#: sbi's spline arguments, taken with ``model="nsf"``: the spline's field each one sets.
+_SPLINE_ARGUMENTS = {"num_bins": "bins", "tail_bound": "bound"}
 
 #: What ``z_score_theta`` and ``z_score_x`` take (sbi's words).
 _Z_SCORES = (None, "none", "independent", "structured")
@@ -234,8 +240,12 @@ _Z_SCORES = (None, "none", "independent", "structured")
 #: why.
 _SBI_ONLY = {
     "num_bins": (
-        "flowbridge.sbi builds no spline flow yet (num_bins counts a spline's bins; "
-        "fb.nsf is the spline preset); use sbi's posterior_nn('nsf'), or leave num_bins out"
+        "it counts a spline's bins, and only model='nsf' (flowbridge's spline flow) has "
+        "splines; use model='nsf', or leave num_bins out"
+    ),
+    "tail_bound": (
+        "it bounds a spline's interval, and only model='nsf' (flowbridge's spline flow) has "
+        "splines; use model='nsf', or leave tail_bound out"
     ),
     "num_components": (
         "it is the number of components of sbi's mixture density network "
@@ -299,11 +309,14 @@ def posterior_nn(
 
     Args:
         model: a flowbridge preset by name, as sbi's ``model`` names its estimators:
-            ``"realnvp"`` (default, :func:`flowbridge.realnvp`) or ``"nice"``
-            (:func:`flowbridge.nice`); or a conditional :class:`flowbridge.FlowSpec` (or
-            its dict) of event shape ``(D,)`` and ``context_dim`` the embedding's output
-            size, or a function ``(D, context_dim) -> FlowSpec``. sbi's own names
-            (``"maf"``, ``"nsf"``, ...) are refused: use sbi's ``posterior_nn`` for those.
+            ``"realnvp"`` (default, :func:`flowbridge.realnvp`), ``"nsf"``
+            (:func:`flowbridge.nsf`, rational-quadratic spline couplings: flowbridge's,
+            not nflows'; sbi's ``num_bins`` and ``tail_bound`` set its spline, default 10
+            bins on ``[-3, 3]`` as sbi's) or ``"nice"`` (:func:`flowbridge.nice`); or a
+            conditional :class:`flowbridge.FlowSpec` (or its dict) of event shape ``(D,)``
+            and ``context_dim`` the embedding's output size, or a function
+            ``(D, context_dim) -> FlowSpec``. sbi's other names (``"maf"``,
+            ``"zuko_nsf"``, ...) are refused: use sbi's ``posterior_nn`` for those.
         z_score_theta: how ``theta`` is z-scored: ``"independent"`` (default),
             ``"structured"``, ``"none"`` or ``None``. The z-scoring is an affine map after
             the flow, so its log-det is part of every log-density.
@@ -370,7 +383,7 @@ def posterior_nn(
         >>> posterior_nn("maf")
         Traceback (most recent call last):
             ...
-        ValueError: model: 'maf' is one of sbi's own estimators, not a flowbridge preset; use sbi's posterior_nn('maf') (from sbi.neural_nets import posterior_nn), or one of flowbridge's presets 'realnvp', 'nice'
+        ValueError: model: 'maf' is one of sbi's own estimators, not a flowbridge preset; use sbi's posterior_nn('maf') (from sbi.neural_nets import posterior_nn), or one of flowbridge's presets 'realnvp', 'nice', 'nsf'
     """
     recipe = _recipe("posterior", model, z_score_theta, z_score_x, hidden_features,
                      num_transforms, embedding_net, num_couplings, hidden, seed, preset)  # fmt: skip
@@ -405,7 +418,8 @@ def likelihood_nn(
     sampling, ...) from this likelihood and the prior.
 
     Args:
-        model: a flowbridge preset by name (``"realnvp"``, default, or ``"nice"``), or a
+        model: a flowbridge preset by name (``"realnvp"``, default, ``"nsf"`` or
+            ``"nice"``, as :func:`posterior_nn`'s), or a
             conditional :class:`flowbridge.FlowSpec` (or its dict) of event shape
             ``(D_x,)`` and ``context_dim`` the embedding's output size, or a function
             ``(D_x, context_dim) -> FlowSpec``; sbi's own names are refused.
@@ -478,6 +492,8 @@ def _recipe(role: str, model: Any, z_score_input: Any, z_score_condition: Any,
         raise TypeError(f"embedding_net: expected a torch.nn.Module (such as sbi's FCEmbedding "
                         f"or CNNEmbedding) or None, got {type(embedding_net).__name__}")  # fmt: skip
     seed = _argument("seed", NonNegInt, seed)
+    if model == "nsf":
+        preset = _spline_preset(preset)
     for name in sorted(preset):
         if name in _SBI_ONLY:
             raise TypeError(f"{name}: not supported by flowbridge's {role}_nn: {_SBI_ONLY[name]}")
@@ -521,6 +537,20 @@ def _recipe(role: str, model: Any, z_score_input: Any, z_score_condition: Any,
         options["seed"] = seed
     preset_fn(2, context_dim=1, **options)  # every preset argument checked as its field
     return _Recipe(role, preset_fn, options, z_score_input, z_score_condition, embedding_net, seed)
+
+
+def _spline_preset(preset: dict) -> dict:
+    """``model="nsf"``'s arguments with sbi's ``num_bins`` and ``tail_bound`` put into its
+    ``spline`` (default: sbi's 10 bins on [-3, 3])."""
+    given = {name: preset[name] for name in _SPLINE_ARGUMENTS if name in preset}
+    if not given:
+        return preset
+    if "spline" in preset:
+        raise TypeError(f"{', '.join(given)} and spline: give the spline's settings one way")
+    spline = dict(_PRESET_DEFAULTS["nsf"]["spline"])
+    spline.update({_SPLINE_ARGUMENTS[name]: value for name, value in given.items()})
+    rest = {k: v for k, v in preset.items() if k not in _SPLINE_ARGUMENTS}
+    return {**rest, "spline": spline}
 
 
 def _check_z_score(name: str, value: Any) -> None:

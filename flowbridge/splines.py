@@ -32,6 +32,14 @@ def derivative_offset(spline: Any) -> float:
     """``c = log(expm1(1 - min_derivative))``: the raw inner derivative ``u_d = 0`` gives
     ``min_derivative + softplus(c) = 1``, so zero raw parameters are the identity.
 
+    Args:
+        spline: a :class:`flowbridge.RationalQuadraticSpline` or
+            :class:`flowbridge.RationalLinearSpline` (its ``min_derivative`` is read).
+
+    Returns:
+        ``float``: ``c``; a native spline's raw derivatives ``u`` (``min_derivative +
+        softplus(u)``, Pyro's and nflows') are flowbridge's ``u - c``.
+
     Example:
         >>> import flowbridge as fb
         >>> from flowbridge.splines import derivative_offset

@@ -168,6 +168,12 @@ def test_sbis_vocabulary_builds_what_it_names(role):
     assert make(hidden=(12,))(THETA, X).spec.layers[0].conditioner.hidden == (12,)
     nice = make("nice", scaling=False, activation="tanh", num_transforms=2)(THETA, X)
     assert _types(nice) == ["additive_coupling"] * 2 and nice.spec.layers[0].conditioner.activation == "tanh"
+    # sbi's nsf vocabulary: 10 bins on [-3, 3] unless num_bins / tail_bound say otherwise
+    spline = make("nsf", num_transforms=2)(THETA, X)
+    assert _types(spline) == ["spline_coupling"] * 2
+    assert (spline.spec.layers[0].spline.bins, spline.spec.layers[0].spline.bound) == (10, 3.0)
+    narrow = make("nsf", num_transforms=2, num_bins=4, tail_bound=5.0)(THETA, X).spec.layers[0]
+    assert (narrow.spline.bins, narrow.spline.bound) == (4, 5.0)
     seeded = make(num_transforms=3, permutation="random", seed=1)(THETA, X)  # seeds the permutations too
     assert [layer.seed for layer in seeded.spec.layers if layer.type == "permutation"] == [1, 2]
     est = make(z_score_theta="structured", z_score_x="none")(THETA, X)
@@ -181,7 +187,7 @@ def test_sbis_vocabulary_builds_what_it_names(role):
 CALL_REFUSALS = [
     ({"model": "maf"}, ValueError, r"model: 'maf' is one of sbi's own estimators.*_nn\('maf'\)"),
     ({"model": "zuko_nsf"}, ValueError, r"model: 'zuko_nsf' is one of sbi's own"),
-    ({"model": "realnvp_image"}, ValueError, r"model: expected one of flowbridge's presets 'realnvp', 'nice'"),
+    ({"model": "realnvp_image"}, ValueError, r"model: expected one of flowbridge's presets 'realnvp', 'nice', 'nsf'"),
     ({"model": 3}, TypeError, r"model: expected one of flowbridge's presets .*got int"),
     ({"model": fb.realnvp(3)}, ValueError, r"model: expected a conditional spec"),
     ({"model": {"layers": []}}, SpecError, r"^model: "),
@@ -193,7 +199,12 @@ CALL_REFUSALS = [
     ({"num_transforms": 2.5}, SpecError, r"num_transforms: expected a positive integer, got 2.5"),
     ({"num_transforms": 2, "num_couplings": 3}, ValueError, r"num_transforms and num_couplings: the same setting"),
     ({"hidden_features": 8, "hidden": (8,)}, ValueError, r"hidden_features and hidden: the same setting"),
-    ({"num_bins": 8}, TypeError, r"num_bins: not supported .*builds no spline flow yet"),
+    ({"num_bins": 8}, TypeError, r"num_bins: not supported .*only model='nsf'"),
+    ({"tail_bound": 4.0}, TypeError, r"tail_bound: not supported .*only model='nsf'"),
+    ({"model": "nsf", "num_bins": 1}, SpecError, r"spline.bins: expected a number >= 2, got 1"),
+    ({"model": "nsf", "num_bins": 8, "spline": {"bins": 4}}, TypeError,
+     r"num_bins and spline: give the spline's settings one way"),
+    ({"model": "nsf", "scale": {"kind": "exp"}}, TypeError, r"scale: not an argument .* model 'nsf'"),
     ({"num_components": 4}, TypeError, r"num_components: not supported .*mixture density"),
     ({"num_blocks": 2}, TypeError, r"num_blocks: not an argument of flowbridge's"),
     ({"hiden": (8,)}, TypeError, r"hiden: not an argument"),
@@ -421,13 +432,14 @@ def _linear_gaussian(n, seed):
     return prior, theta, theta + 0.3 * torch.randn_like(theta)
 
 
-def test_sbis_npe_trains_the_flow_and_samples_the_posterior(tracker, tmp_path):
-    """sbi's own NPE loop on a small linear-Gaussian task: the validation loss falls, the
-    posterior samples sit around the observation's exact posterior mean, and sbi's logs
-    go where the tracker points."""
+@pytest.mark.parametrize("model", ["realnvp", "nsf"])
+def test_sbis_npe_trains_the_flow_and_samples_the_posterior(tracker, tmp_path, model):
+    """sbi's own NPE loop on a small linear-Gaussian task, with affine and with spline
+    couplings: the validation loss falls, the posterior samples sit around the
+    observation's exact posterior mean, and sbi's logs go where the tracker points."""
     prior, theta, x = _linear_gaussian(2000, 0)
-    npe = NPE(prior, density_estimator=posterior_nn(num_transforms=4, hidden_features=32),
-              tracker=tracker, show_progress_bars=False)  # fmt: skip
+    builder = posterior_nn(model, num_transforms=4, hidden_features=32)
+    npe = NPE(prior, density_estimator=builder, tracker=tracker, show_progress_bars=False)
     estimator = npe.append_simulations(theta, x).train(max_num_epochs=40, training_batch_size=100)
     assert isinstance(estimator, FlowbridgeEstimator)
     losses = npe._summary["validation_loss"]

@@ -1015,8 +1015,15 @@ class RationalLinearSpline(_Spline):
 
     Attributes:
         kind: ``"rational_linear"``, the tag that picks this map in a spec's dict.
-        bins, bound, min_bin_width, min_bin_height, min_derivative, edge_derivative, eps:
-            as :class:`flowbridge.RationalQuadraticSpline`'s.
+        bins: ``K``, the number of bins; default 8.
+        bound: ``B``, the half-width of the interval; default 3.0.
+        min_bin_width: the smallest bin width, as a fraction of ``2B``; default 1e-3.
+        min_bin_height: the smallest bin height, likewise; default 1e-3.
+        min_derivative: the smallest derivative at a knot; default 1e-3.
+        edge_derivative: ``"one"`` (default) or ``"pyro"``, as
+            :class:`flowbridge.RationalQuadraticSpline`'s.
+        eps: the bin search's epsilon, as :class:`flowbridge.RationalQuadraticSpline`'s;
+            default 0.
         min_lambda: the smallest ``lambda`` (and ``1 -`` the largest); default 0.025
             (Pyro's).
 
