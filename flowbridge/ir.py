@@ -420,6 +420,14 @@ def _reshape(node: Node) -> tuple[tuple[int, ...], bool]:
     return shape, first.batched
 
 
+def _transpose(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, perm = node.args[0].node, node.attrs["perm"]
+    if not isinstance(perm, tuple) or sorted(perm) != list(range(len(first.shape))):
+        raise _fail(node, f"expected a permutation of the {len(first.shape)} static dims, "
+                    f"got {perm!r}")  # fmt: skip
+    return tuple(first.shape[i] for i in perm), first.batched
+
+
 def _bucket(node: Node) -> tuple[tuple[int, ...], bool]:
     edges, x = (a.node for a in node.args)
     if len(edges.shape) < 1 or edges.shape[-1] < 2:
@@ -548,6 +556,8 @@ OPS: dict[str, Op] = {
                doc="a gather along an axis with a static index buffer"),  # fmt: skip
     "concat": Op(2, ("axis",), _concat, ("float", "float"), doc="two tensors joined along axis"),
     "reshape": Op(1, ("shape",), _reshape, doc="the static dims reshaped to `shape`"),
+    "transpose": Op(1, ("perm",), _transpose,
+                    doc="the static dims permuted: result dim i is dim perm[i]"),  # fmt: skip
     "broadcast_batch": Op(2, ("event_ndims",), _broadcast_batch, ("float", "float"),
                           doc="c (*b, C) broadcast to like's batch: (*batch, C)"),  # fmt: skip
     # batch statistics and state: the per-channel (per-entry) mean over every batch

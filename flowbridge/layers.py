@@ -793,16 +793,27 @@ class SplineMap:
                      f"search eps {spline.eps!r}; "
                      + splines.layout(part.n_trans, spline))  # fmt: skip
 
-    def _apply(self, raw: tuple[Value, ...], v: Value, whole: Value, inverse: bool):
+    def _apply(self, raw: tuple[Value, ...], v: Value, whole: Value, inverse: bool,
+               p: View | None = None):  # fmt: skip
+        """The spline of ``v`` and the log-det over ``whole``'s event; a masked (checkerboard)
+        partition's passed entries kept as they are (``v + (1 - b) * (spline(v) - v)``,
+        their log-derivatives zeroed)."""
         out, log_deriv = splines.spline(v, raw, self.spline, inverse)
+        if p is not None and self.part.masked:
+            out = ops.name(v + self.part.restrict(p, ops.name(out - v, "spline_step"),
+                                                  "spline_step_b"), "x_b" if inverse else "y_b")
+            log_deriv = self.part.restrict(p, log_deriv, "log_derivative_b")
         log_det = ops.name(ops.sum_event(log_deriv, event_ndims=len(whole.shape)), "log_det_b")
         return out, log_det
 
+    def _raw(self, out: Value) -> tuple[Value, ...]:
+        return splines.unpack(out, self.part.n_trans, self.spline, self.part.axis)
+
     def forward(self, p: View, out: Value, x_b: Value, x: Value):
-        return self._apply(splines.unpack(out, self.part.n_trans, self.spline), x_b, x, False)
+        return self._apply(self._raw(out), x_b, x, False, p)
 
     def inverse(self, p: View, out: Value, y_b: Value, y: Value):
-        return self._apply(splines.unpack(out, self.part.n_trans, self.spline), y_b, y, True)
+        return self._apply(self._raw(out), y_b, y, True, p)
 
     # an unconditional elementwise spline: the raw parameters are learned tensors
     def learned(self, dim: int, prefix: str = "") -> tuple[tuple[Field, ...], dict[str, Any],
@@ -832,11 +843,11 @@ class SplineMap:
     # Pyro's identity=False: the passed entries through a learned spline of their own
     def passed_parts(self) -> tuple[tuple[Field, ...], dict[str, Any], dict[str, Param]] | None:
         """``(fields, args, params)`` of the passed entries' own spline, or ``None``."""
-        return self.learned(self.part.n_pass, "passed_") if self.transform_passed else None
+        return self.learned(self.part.n_pass, "a_") if self.transform_passed else None
 
     def passed(self, p: View, v: Value, whole: Value, inverse: bool):
         """The passed entries' own spline (``inverse``: its inverse) and its log-det."""
-        out, log_deriv = splines.spline(v, self._learned_raw(p, "passed_"), self.spline,
+        out, log_deriv = splines.spline(v, self._learned_raw(p, "a_"), self.spline,
                                         inverse, "x_a_spline" if inverse else "y_a")  # fmt: skip
         return out, ops.name(ops.sum_event(log_deriv, event_ndims=len(whole.shape)), "log_det_a")
 

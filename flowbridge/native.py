@@ -220,9 +220,9 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     ``bins=count_bins``, ``bound=bound``, ``edge_derivative="pyro"`` and ``eps=1e-6``: a
     ``SplineCoupling(input_dim, split_dim, DenseNN, count_bins, bound, order,
     identity)`` a ``spline_coupling`` (``split`` mask of the first ``split_dim`` entries,
-    conditioner the ``DenseNN``; with ``identity=False``, Pyro's default, its
-    ``lower_spline`` the ``passed_spline``'s ``passed_widths`` ...); a ``Spline(input_dim, count_bins, bound,
-    order)`` an ``elementwise_spline`` whose learned ``widths``, ``heights``,
+    conditioner the ``DenseNN``; with ``identity=False``, Pyro's default,
+    ``passed_spline=True``, its ``lower_spline`` giving ``a_widths`` ...); a
+    ``Spline(input_dim, count_bins, bound, order)`` an ``elementwise_spline`` whose learned ``widths``, ``heights``,
     ``derivatives`` (and ``lambdas``) are Pyro's unnormalized ones; a
     ``ConditionalSpline(DenseNN, input_dim, count_bins, bound, order)`` (the ``DenseNN``
     reading the context, as ``conditional_spline`` builds it) an ``elementwise_spline`` in
@@ -344,7 +344,7 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             weights = _shift_derivative_bias(weights, n, spline)
             if not part.identity:  # the passed entries' own spline (lower_spline)
                 lower = _spline_weights(part.lower_spline, spline)
-                weights.update({f"passed_{k}": v for k, v in lower.items()})
+                weights.update({f"a_{k}": v for k, v in lower.items()})
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, Spline):
             spline = _pyro_spline(part, at)

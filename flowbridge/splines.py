@@ -49,19 +49,28 @@ def derivative_offset(spline: Any) -> float:
     return math.log(math.expm1(1.0 - spline.min_derivative))
 
 
-def unpack(out: Value, n: int, spline: Any) -> tuple[Value, ...]:
-    """The raw ``(u_w, u_h, u_d)``, shaped ``(n, K)``, ``(n, K)``, ``(n, K - 1)`` (and
-    ``u_l`` ``(n, K)`` for the linear spline), from a conditioner's output
-    ``(..., n * per_entry)`` in the parameter-major layout."""
+def unpack(out: Value, n: int, spline: Any, axis: int = -1) -> tuple[Value, ...]:
+    """The raw ``(u_w, u_h, u_d)`` (and the linear spline's ``u_l``) from a conditioner's
+    output in the parameter-major layout, stacked along ``axis``: for vectors (``axis``
+    -1) ``out`` is ``(..., n * per_entry)`` and the raw parameters ``(n, K)``, ``(n, K)``,
+    ``(n, K - 1)``; for images (``axis`` -3, channels) ``out`` is
+    ``(..., n * per_entry, H, W)`` and each block, channel-major, becomes
+    ``(n, H, W, K)`` (the bins last, where the spline's ops work)."""
     k = spline.bins
-    cuts = [(None, n * k, (n, k), "u_widths"), (n * k, 2 * n * k, (n, k), "u_heights"),
-            (2 * n * k, n * (3 * k - 1), (n, k - 1), "u_derivatives")]  # fmt: skip
+    sizes = [("u_widths", k), ("u_heights", k), ("u_derivatives", k - 1)]
     if spline.kind == "rational_linear":
-        cuts.append((n * (3 * k - 1), None, (n, k), "u_lambdas"))
-    else:
-        cuts[-1] = (2 * n * k, None, (n, k - 1), "u_derivatives")
-    return tuple(ops.name(ops.reshape(ops.slice(out, axis=-1, start=a, stop=b), shape=shape),
-                          name) for a, b, shape, name in cuts)  # fmt: skip
+        sizes.append(("u_lambdas", k))
+    raw, start = [], 0
+    for i, (name, m) in enumerate(sizes):
+        stop = None if i == len(sizes) - 1 else start + n * m
+        block = ops.slice(out, axis=axis, start=start or None, stop=stop)
+        rest = block.shape[len(block.shape) + axis + 1:]  # an image's H, W
+        block = ops.reshape(block, shape=(n, m, *rest))
+        if rest:  # (n, m, H, W) -> (n, H, W, m)
+            block = ops.transpose(block, perm=(0, *range(2, 2 + len(rest)), 1))
+        raw.append(ops.name(block, name))
+        start += n * m
+    return tuple(raw)
 
 
 def _bins(raw: Value, minimum: float, k: int, bound: float, var: str) -> tuple[Value, Value]:

@@ -117,6 +117,14 @@ IMAGE_CASES = {
     "image_channel_first_soft_clamp_c3_4x4_k5": _image(
         (3, 4, 4), S.AffineCoupling(mask=S.ChannelMask(), scale=S.SoftClampScale(bound=1.0),
                                     conditioner=_resnet(kernel_size=5, activation="elu"))),
+    "image_spline_checkerboard_c2_4x4": _image(
+        (2, 4, 4), S.SplineCoupling(mask=S.CheckerboardMask(), conditioner=_resnet(),
+                                    spline=S.RationalQuadraticSpline(bins=4))),
+    "image_spline_channel_linear_c4_4x4_factor_out": _image(
+        (4, 4, 4), S.SplineCoupling(mask=S.ChannelMask(part="last"), conditioner=_resnet(),
+                                    spline=S.RationalLinearSpline(bins=3)),
+        S.FactorOut(), S.SplineCoupling(mask=S.CheckerboardMask(parity="odd"),
+                                        conditioner=_resnet(channels=4))),
     "image_squeeze_c1_4x6": _image((1, 4, 6), S.Squeeze()),
     "image_scaling_c2_2x4": _image((2, 2, 4), S.Scaling()),
     "image_scale_block_c1_4x4": _image(

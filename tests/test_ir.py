@@ -245,6 +245,9 @@ _OP_CASES = {
                lambda a: np.take_along_axis(np.broadcast_to(a["values"], (5, 3, 4, 5)),
                                             a["i"][..., None], -1)[..., 0]),
     "reshape": (lambda s: ops.reshape(s["x"], shape=(12,)), lambda a: a["x"].reshape(5, 12)),
+    "transpose": (lambda s: ops.reshape(ops.transpose(ops.reshape(s["x"], shape=(3, 2, 2)),
+                                                      perm=(2, 0, 1)), shape=(3, 4)),
+                  lambda a: a["x"].reshape(5, 3, 2, 2).transpose(0, 3, 1, 2).reshape(5, 3, 4)),
 }
 
 
@@ -281,6 +284,7 @@ def test_op_runs_in_every_backend_as_numpy_computes_it(op, backend):
         (lambda: ops.pad(_x(), before=-1, after=0, value=0.0), "counts >= 0"),
         (lambda: ops.pad(_x(), before=1, after=0, value="0"), "must be a number"),
         (lambda: ops.reshape(_x(), shape=(5, 5)), "24 entries in all"),
+        (lambda: ops.transpose(_x(), perm=(0, 0, 1)), "a permutation of the 3 static dims"),
         (lambda: ops.clamp(_x(), low=1.0, high=0.0), "low < high"),
         (lambda: ops.where(1.0, _x(), _x()), "not numbers"),
         (lambda: ops.softplus(1.0), "not numbers"),

@@ -510,7 +510,48 @@ def _spline_raw(spline, out, n):
     return tuple(out[..., a:b].reshape(lead + (n, m)) for a, b, m in cuts)
 
 
-def _spline_coupling(layer):
+def _image_spline_raw(spline, out, n):
+    """``(uw, uh, ud[, ul])``, each ``(..., n, H, W, m)``, from a ResNet's output
+    ``(..., n * per_entry, H, W)``: the layout's blocks along the channels, channel-major."""
+    k, (h, w) = spline.bins, out.shape[-2:]
+    sizes = [k, k, k - 1] + ([k] if spline.kind == "rational_linear" else [])
+    raw, start = [], 0
+    for m in sizes:
+        block = out[..., start : start + n * m, :, :].reshape(out.shape[:-3] + (n, m, h, w))
+        raw.append(np.moveaxis(block, -3, -1))
+        start += n * m
+    return tuple(raw)
+
+
+def _image_spline_coupling(layer, shape):
+    """A channel mask: the transformed channels through the spline, its raw parameters the
+    ResNet of the passed ones. A checkerboard: every entry's spline from the ResNet of
+    ``b * x``, the entries where ``b = 1`` then put back as they were."""
+    c, h, w = shape
+    checker = layer.mask.kind == "checkerboard"
+    if checker:
+        parity = 0 if layer.mask.parity == "even" else 1
+        b = np.array([[float((i + j) % 2 == parity) for j in range(w)] for i in range(h)])
+        a, t = list(range(c)), list(range(c))
+    else:
+        k = c // 2
+        a = list(range(k)) if layer.mask.part == "first" else list(range(c - k, c))
+        t = [i for i in range(c) if i not in a]
+
+    def run(p, v, _, inverse):
+        seen = v * b if checker else v[..., a, :, :]
+        raw = _image_spline_raw(layer.spline, _resnet(p, seen, layer.conditioner), len(t))
+        out, ld = _rq_spline(v[..., t, :, :], *raw[:3], layer.spline, inverse, *raw[3:])
+        if checker:
+            return np.where(b == 1, v, out), np.where(b == 1, 0.0, ld).sum((-3, -2, -1))
+        y = v.copy()
+        y[..., t, :, :] = out
+        return y, ld.sum((-3, -2, -1))
+
+    return Formula(lambda p, x, c: run(p, x, c, False), lambda p, y, c: run(p, y, c, True))
+
+
+def _spline_coupling(layer, shape):
     """The transformed entries through the spline, its raw parameters ``m(x_a)``; with
     ``passed_spline``, the passed entries through their own (``x_a`` is what the
     conditioner reads, so the inverse undoes their spline first)."""
@@ -520,8 +561,8 @@ def _spline_coupling(layer):
         w = v.copy()
         ld_a = 0.0
         if layer.passed_spline:
-            own = [p[f"passed_{n}"] for n in ("widths", "heights", "derivatives", "lambdas")
-                   if f"passed_{n}" in p]  # fmt: skip
+            own = [p[f"a_{n}"] for n in ("widths", "heights", "derivatives", "lambdas")
+                   if f"a_{n}" in p]  # fmt: skip
             w[..., a], ld_a = _rq_spline(v[..., a], *own[:3], layer.spline, inverse, *own[3:])
             ld_a = ld_a.sum(-1)
         x_a = w[..., a] if inverse else v[..., a]
@@ -531,6 +572,8 @@ def _spline_coupling(layer):
         w[..., b] = out
         return w, ld.sum(-1) + ld_a
 
+    if len(shape) == 3:
+        return _image_spline_coupling(layer, shape)
     return Formula(lambda p, x, c: run(p, x, c, False), lambda p, y, c: run(p, y, c, True))
 
 
@@ -558,7 +601,7 @@ FORMULAS: dict[str, Callable[..., Formula]] = {
     "affine_coupling": lambda layer, shape, training: _coupling(layer, shape),
     "scaling": lambda layer, shape, training: _scaling(layer, shape),
     "elementwise_affine": lambda layer, shape, training: _elementwise_affine(layer),
-    "spline_coupling": lambda layer, shape, training: _spline_coupling(layer),
+    "spline_coupling": lambda layer, shape, training: _spline_coupling(layer, shape),
     "elementwise_spline": lambda layer, shape, training: _elementwise_spline(layer),
     "permutation": lambda layer, shape, training: _permutation(layer, shape),
     "squeeze": lambda layer, shape, training: _squeeze(layer, shape),
@@ -759,6 +802,14 @@ CASES: dict[str, Callable[[], Case]] = {
     "elementwise_spline_linear_d2": lambda: _one(
         fb.ElementwiseSpline(spline=fb.RationalLinearSpline(bins=5, min_lambda=0.1)), (2,),
         _spline_inputs(2)),
+    "spline_coupling_image_checkerboard": lambda: _one(
+        fb.SplineCoupling(mask=fb.CheckerboardMask(parity="odd"), conditioner=_res(1, 3),
+                          spline=fb.RationalQuadraticSpline(bins=4)),
+        (2, 4, 4), 2.0 * _images((2, 4, 4))),
+    "spline_coupling_image_channel_linear": lambda: _one(
+        fb.SplineCoupling(mask=fb.ChannelMask(part="last"), conditioner=_res(1, 3),
+                          spline=fb.RationalLinearSpline(bins=3, bound=2.0)),
+        (3, 2, 4), 2.0 * _images((3, 2, 4))),
     "elementwise_spline_d3": lambda: _one(
         fb.ElementwiseSpline(spline=fb.RationalQuadraticSpline(bins=6)), (3,), _spline_inputs(3)),
     "spline_conditional_d3": lambda: Case(

@@ -218,7 +218,7 @@ def test_pyro_default_spline_coupling_converts_exactly(order):
                         11)  # fmt: skip
     spec, params = fb.from_pyro_native(native)
     layer = spec.layers[1]
-    assert layer.passed_spline and params["layers.1.passed_widths"].shape == (split, k)
+    assert layer.passed_spline and params["layers.1.a_widths"].shape == (split, k)
     x = _x(d, 12)
     _compare(native, spec, params, x[np.all(np.abs(np.abs(x) - BOUND) > 1e-6, axis=-1)])
 

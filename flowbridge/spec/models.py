@@ -1079,20 +1079,25 @@ class SplineCoupling(_Coupling):
     - inverse: ``x_a = y_a``, ``x_b = spline^-1(y_b; m(y_a))``, its negative.
 
     With ``passed_spline``, the passed entries go through a spline of their own too, its
-    raw parameters learned (``passed_widths``, ``passed_heights``, ``passed_derivatives``,
-    shaped as :class:`flowbridge.ElementwiseSpline`'s): ``y_a = spline_a(x_a)``, the
+    raw parameters learned (``a_widths``, ``a_heights``, ``a_derivatives`` (and
+    ``a_lambdas``), shaped as :class:`flowbridge.ElementwiseSpline`'s): ``y_a = spline_a(x_a)``, the
     conditioner still reading ``x_a`` (so the inverse undoes ``spline_a`` first): Pyro's
     ``SplineCoupling(identity=False)``, its default.
 
-    Vector events ``(D,)`` (image events are not taken yet).
+    Vector events ``(D,)`` with a vector mask and an MLP; image events ``(C, H, W)`` with
+    a checkerboard or channel mask and a ResNet conditioner, whose ``n * (3K - 1)`` output
+    channels are the layout's blocks, each channel-major (a checkerboard transforms every
+    channel and keeps the passed entries: ``y = x + (1 - b) * (spline(x) - x)``).
 
     Attributes:
         type: ``"spline_coupling"``, the tag that picks this layer in a spec's dict.
-        mask: which entries pass through (:class:`flowbridge.HalfMask`, default,
+        mask: which entries pass through (vectors: :class:`flowbridge.HalfMask`, default,
             :class:`flowbridge.SplitMask`, :class:`flowbridge.ParityMask`,
-            :class:`flowbridge.ExplicitMask`).
-        conditioner: the MLP ``m`` (:class:`flowbridge.Conditioner`), its last layer
-            starting at zero, so the layer starts as the identity.
+            :class:`flowbridge.ExplicitMask`; images: :class:`flowbridge.CheckerboardMask`,
+            :class:`flowbridge.ChannelMask`).
+        conditioner: the network ``m``, its last layer starting at zero, so the layer
+            starts as the identity: an MLP (:class:`flowbridge.Conditioner`) for vectors,
+            a :class:`flowbridge.ResNetConditioner` for images.
         spline: the spline map: :class:`flowbridge.RationalQuadraticSpline` (default) or
             :class:`flowbridge.RationalLinearSpline` (Pyro's ``order="linear"``); a model
             or its dict with ``kind``.
@@ -1117,14 +1122,21 @@ class SplineCoupling(_Coupling):
     )
 
     type: Literal["spline_coupling"] = "spline_coupling"
-    conditioner: Conditioner = Field(default_factory=Conditioner)
     spline: SplineMap = Field(default_factory=RationalQuadraticSpline)
     passed_spline: StrictBool = False
-    ranks: typing.ClassVar[tuple[int, ...]] = (1,)
+
+    def check(self, shape: tuple[int, ...], at: str) -> list[tuple[str, str]]:
+        errors = super().check(shape, at)
+        if self.passed_spline and len(shape) == 3:
+            errors.append((f"{at}.passed_spline", "expected false for image events (a spline "
+                           "of the passed entries is a vector layer's), got true"))  # fmt: skip
+        return errors
 
     def param_count(self, shape: tuple[int, ...], context_dim: int = 0) -> int:
-        own = _mask_sizes(self.mask, shape[0])[0] * self.spline.per_entry
-        return super().param_count(shape, context_dim) + own * self.passed_spline
+        own = 0
+        if self.passed_spline and len(shape) == 1:
+            own = _mask_sizes(self.mask, shape[0])[0] * self.spline.per_entry
+        return super().param_count(shape, context_dim) + own
 
     def _per_entry(self) -> int:
         return self.spline.per_entry

@@ -59,6 +59,7 @@ jax.config.update("jax_enable_x64", True)."""
         "bucket": "jnp.clip(jnp.sum({1}[..., None] >= {0}, axis=-1) - 1, 0, {last})",
         "gather": "_gather({0}, {1})",
         "reshape": "{0}.reshape({0}.shape[:-{ndims}] + {shape})",
+        "transpose": "_transpose_last({0}, {perm})",
         "tanh": "jnp.tanh({0})",
         "sigmoid": "jax.nn.sigmoid({0})",
         "log_sigmoid": "jax.nn.log_sigmoid({0})",
@@ -88,6 +89,7 @@ jax.config.update("jax_enable_x64", True)."""
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
     EMBEDDING = ("EmbeddedFlow",)
     OP_HELPERS = {
+        "transpose": ("_transpose_last",),
         "batch_mean": ("_batch_mean",),
         "clamp_st": ("_clamp_straight_through",),
         "conv2d": ("_conv", "_conv2d"),

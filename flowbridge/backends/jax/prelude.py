@@ -67,6 +67,12 @@ def _pad_last(x, before, after, value):
     return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(before, after)], constant_values=value)
 
 
+def _transpose_last(x, perm):
+    """x with its last ``len(perm)`` dims permuted (result dim i is dim ``perm[i]``)."""
+    lead = x.ndim - len(perm)
+    return jnp.transpose(x, tuple(range(lead)) + tuple(lead + i for i in perm))
+
+
 def _linear(x, kernel, bias):
     """x (*batch, in) @ kernel (in, out) + bias (out,), at full precision (no TF32)."""
     return jnp.matmul(x, kernel, precision=jax.lax.Precision.HIGHEST) + bias

@@ -49,6 +49,7 @@ Every input is converted to float64; the flow has no state besides its weights."
         "bucket": "np.clip(np.sum({1}[..., None] >= {0}, axis=-1) - 1, 0, {last})",
         "gather": "_gather({0}, {1})",
         "reshape": "{0}.reshape({0}.shape[:-{ndims}] + {shape})",
+        "transpose": "_transpose_last({0}, {perm})",
         "tanh": "np.tanh({0})",
         "sigmoid": "np.exp(-np.logaddexp(0.0, -{0}))",
         "log_sigmoid": "-np.logaddexp(0.0, -{0})",
@@ -77,6 +78,7 @@ Every input is converted to float64; the flow has no state besides its weights."
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
     EMBEDDING = ("EmbeddedFlow",)
     OP_HELPERS = {
+        "transpose": ("_transpose_last",),
         "batch_mean": ("_batch_mean",),
         "conv2d": ("_conv", "_conv2d"),
         "erf": ("_erf",),

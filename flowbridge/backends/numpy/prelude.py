@@ -60,6 +60,12 @@ def _softmax(x):
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
+def _transpose_last(x, perm):
+    """x with its last ``len(perm)`` dims permuted (result dim i is dim ``perm[i]``)."""
+    lead = x.ndim - len(perm)
+    return x.transpose(tuple(range(lead)) + tuple(lead + i for i in perm))
+
+
 _erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64
 
 

@@ -74,6 +74,7 @@ from torch.distributions.transforms import Transform"""
         "bucket": "torch.clamp(({1}[..., None] >= {0}).sum(-1) - 1, 0, {last})",
         "gather": "_gather({0}, {1})",
         "reshape": "{0}.reshape({0}.shape[:-{ndims}] + {shape})",
+        "transpose": "_transpose_last({0}, {perm})",
         "tanh": "torch.tanh({0})",
         "sigmoid": "torch.sigmoid({0})",
         "log_sigmoid": "torch.nn.functional.logsigmoid({0})",
@@ -113,6 +114,7 @@ from torch.distributions.transforms import Transform"""
                    "_ConditionedFlow")  # fmt: skip
     EMBEDDING = ("EmbeddedFlow",)
     OP_HELPERS = {
+        "transpose": ("_transpose_last",),
         "assign": ("_assign",),
         "batch_mean": ("_batch_mean",),
         "clamp_st": ("_clamp_straight_through",),

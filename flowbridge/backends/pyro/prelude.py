@@ -61,6 +61,12 @@ def _gather(values, index):
     return values.gather(-1, index.expand(shape).unsqueeze(-1)).squeeze(-1)
 
 
+def _transpose_last(x, perm):
+    """x with its last ``len(perm)`` dims permuted (result dim i is dim ``perm[i]``)."""
+    lead = x.dim() - len(perm)
+    return x.permute(*range(lead), *(lead + i for i in perm))
+
+
 def _squeeze2x2(x):
     """(*batch, C, H, W) -> (*batch, 4C, H/2, W/2): y[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]."""
     c, height, width = x.shape[-3:]

@@ -89,6 +89,7 @@ tf.Variable in flow.trainable_variables."""
         "bucket": "_bucket({0}, {1}, {last})",
         "gather": "_gather({0}, {1})",
         "reshape": "_reshape({0}, {ndims}, {shape})",
+        "transpose": "_transpose_last({0}, {perm})",
         "tanh": "tf.tanh({0})",
         "sigmoid": "tf.sigmoid({0})",
         "log_sigmoid": "tf.math.log_sigmoid({0})",
@@ -119,6 +120,7 @@ tf.Variable in flow.trainable_variables."""
     SHAPES = ("_moved_shape", "_moved_shape_tensor", "_MovesShape")
     IMAGE = ("_checked_layout", "_in_layout", "_with_door")
     OP_HELPERS = {
+        "transpose": ("_transpose_last",),
         "batch_mean": ("_batch_mean",),
         "broadcast_batch": ("_broadcast_batch",),
         "bucket": ("_bucket",),

@@ -46,6 +46,12 @@ def _reshape(x, ndims, shape):
     return tf.reshape(x, tf.concat([tf.shape(x)[:-ndims], shape], 0))
 
 
+def _transpose_last(x, perm):
+    """x with its last ``len(perm)`` dims permuted (result dim i is dim ``perm[i]``)."""
+    lead = x.shape.rank - len(perm)
+    return tf.transpose(x, list(range(lead)) + [lead + i for i in perm])
+
+
 def _clamp_straight_through(x, low, high):
     """clamp(x, low, high) in value, exact at any magnitude; gradient 1 (straight through)."""
     return tf.stop_gradient(tf.clip_by_value(x, low, high)) + (x - tf.stop_gradient(x))
