@@ -320,7 +320,7 @@ class LayerType:
         >>> kind.tag, kind.model.__name__, kind.plan.__name__
         ('affine_coupling', 'AffineCoupling', 'plan_coupling')
         >>> list(LAYER_TYPES)[:3]
-        ['additive_coupling', 'affine_coupling', 'elementwise_affine']
+        ['additive_coupling', 'affine_coupling', 'spline_coupling']
     """
 
     model: type
