@@ -29,7 +29,8 @@ def _forward_fns(backend, spec, params):
 #: Modules that once listed backends or branched on a backend's name. They may still
 #: name one backend in a function made for it (``to_pyro``), never compare a name or
 #: list several: the registry is the one list.
-READERS = ["codegen.py", "check.py", "build.py", "params.py", "cli.py", "layers.py", "ir.py"]
+READERS = ["codegen.py", "check.py", "build.py", "params.py", "cli.py", "ir.py", "splines.py",
+           *(f"layers/{p.name}" for p in sorted((PACKAGE / "layers").glob("*.py")))]
 
 
 @pytest.mark.parametrize("module", READERS)
