@@ -37,6 +37,22 @@ def test_flows_are_finite_and_not_the_identity():
     assert np.isfinite(y).all() and np.isfinite(ld).all() and np.abs(y - x).max() > 0.1
 
 
+def test_spline_benchmark_smoke(tmp_path):
+    """benchmarks/splines.py runs (tiny timings) and checks its flows equal before timing."""
+    pytest.importorskip("pyro")
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "splines.py"
+    run = subprocess.run([sys.executable, str(script), "--repeats", "1", "--min-time", "0.01",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    table = (tmp_path / "splines.md").read_text()
+    assert "| flowbridge-pyro |" in table and "| native-pyro |" in table
+    assert "| flowbridge-jax |" in table
+
+
 @pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
 def test_quick_preset_smoke(tmp_path):
     pytest.importorskip("matplotlib")
