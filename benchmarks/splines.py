@@ -141,13 +141,13 @@ def torch_worker(cfg, repeats, min_time):
     except ImportError:
         pass
     try:
+        from importlib import metadata
+
         from nflows.distributions import StandardNormal
         from nflows.flows import Flow
         from nflows.nn.nets import MLP
         from nflows.transforms import CompositeTransform, RandomPermutation
         from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
-
-        from importlib import metadata
 
         versions["nflows"] = metadata.version("nflows")
         mask = torch.zeros(d)
