@@ -18,10 +18,6 @@ class Shift:
 
     class_name, per_entry, constant_jacobian = "AdditiveCoupling", 1, True
     tolerances: dict[str, float] = {}
-
-    @staticmethod
-    def passed_parts() -> None:  # the passed entries pass unchanged
-        return None
     fields: tuple[Field, ...] = ()
     words: tuple[tuple[str, str], ...] = ()
     text = ""
@@ -35,6 +31,10 @@ class Shift:
 
     def __init__(self, part: Any):
         self.part = part
+
+    @staticmethod
+    def passed_parts() -> None:  # the passed entries pass unchanged
+        return None
 
     def forward(self, p: View, out: Value, x_b: Value, x: Value):
         y_b = ops.name(x_b + self.part.restrict(p, ops.name(out, "shift"), "shift"), "y_b")
@@ -61,14 +61,13 @@ _ELEMENTWISE_AFFINE_DOC = """Elementwise affine map of every entry (a conditiona
     forward:  y = x * scale + shift,   log|det J| = sum(log_scale)
     inverse:  x = (y - shift) * exp(-log_scale),  log|det J^-1| = -sum(log_scale)"""
 
-_ELEMENTWISE_SPLINE_DOC = """Elementwise rational-quadratic spline of every entry (Pyro's Spline and
+_ELEMENTWISE_SPLINE_DOC = """Elementwise monotonic rational spline of every entry (Pyro's Spline and
     ConditionalSpline).
 
     {given}
     forward:  y = spline(x),  log|det J| = sum(log spline'(x))
     inverse:  x = spline^-1(y),  log|det J^-1| = -sum(log spline'(x))
     {spline}"""
-
 
 
 class Affine:
@@ -88,9 +87,6 @@ class Affine:
                  if conditional else "shift, s: learned vectors of the event size")  # fmt: skip
         return _ELEMENTWISE_AFFINE_DOC.format(given=given, formula=_SCALE_FORMULA[self.scale.kind])
 
-    @staticmethod
-    def passed_parts() -> None:  # the passed entries pass unchanged
-        return None
     fields = (Field("int", "n_trans"),)
     doc = """RealNVP affine coupling (Dinh et al. 2017, arXiv:1605.08803).
 
@@ -116,6 +112,10 @@ class Affine:
         else:
             detail, self.text = word, "scale map exp"
         self.words = ((word, detail),)
+
+    @staticmethod
+    def passed_parts() -> None:  # the passed entries pass unchanged
+        return None
 
     def _unpack(self, p: View, out: Value) -> tuple[Value, Value, Value]:
         """``(shift, log_scale, scale)`` from the conditioner's output (stacked along the
