@@ -22,9 +22,11 @@ from .ir import Value, ops
 
 #: The float32 conformance tolerance a spline layer states (``Plan.tolerances``): its
 #: inverse solves a quadratic whose float32 root, and the log-derivative computed from it,
-#: reach a few 1e-5 against the float64 reference where the bins are narrow (measured: up
-#: to 1.3e-5 on random weights, ``tests/test_splines.py``), past the 1e-5 of
-#: :data:`flowbridge.TOLERANCES`. float64 keeps 1e-12.
+#: reach about 1e-5 against the float64 reference where the bins are narrow, past the 1e-5
+#: of :data:`flowbridge.TOLERANCES` (measured: 1.3e-5, JAX's inverse log-det, in
+#: ``flowbridge.check`` of two 4-bin spline couplings with a permutation between them and
+#: a 4-bin elementwise spline on 4 entries, seed 0; ``tests/test_splines.py`` prints the
+#: worst over three random conditional flows, 4.4e-6). float64 keeps 1e-12.
 FLOAT32_TOLERANCE = 1e-4
 
 
