@@ -24,8 +24,10 @@ from .params import (
     save_params,
 )
 from .spec import (
+    MADE,
     ActNorm,
     AdditiveCoupling,
+    AffineAutoregressive,
     AffineCoupling,
     BatchNorm,
     ChannelMask,
@@ -49,6 +51,7 @@ from .spec import (
     Scaling,
     SigmoidScale,
     SoftClampScale,
+    SplineAutoregressive,
     SplineCoupling,
     SplitMask,
     Squeeze,
@@ -112,6 +115,9 @@ __all__ = [
     "SigmoidScale",
     "SoftClampScale",
     "SplineCoupling",
+    "AffineAutoregressive",
+    "MADE",
+    "SplineAutoregressive",
     "SpecError",
     "SplitMask",
     "Squeeze",

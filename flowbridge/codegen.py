@@ -119,6 +119,9 @@ def emit_body(
         args = [render(a) for a in node.args]
         if node.op == "call":  # a method of the class (its body is written once)
             attrs = {"method": node.attrs["method"], "args": ", ".join(args)}
+        elif node.op == "loop":  # a loop over a method (its body is written once)
+            attrs = {"method": node.attrs["method"], "args": ", ".join(args),
+                     "count": render(node.attrs["count"])}  # fmt: skip
         else:
             attrs = {k: render(v) for k, v in node.attrs.items()}
             attrs.update(_derived(node, attrs))
@@ -236,7 +239,9 @@ def _method(plan: Plan, method: str, functions: list[ir.Function], em) -> str:
         raise ir.DefinitionError(f"{plan.class_name}: the directions call {method} with bodies that "
                             f"differ")  # fmt: skip
     params = ", ".join(["self", *functions[0].params])
-    doc = f"m({', '.join(functions[0].params)}): the {method} every direction calls."
+    given = ", ".join(functions[0].params)
+    doc = (f"m({given}): the {method} every direction calls." if functions[0].kind == "call"
+           else f"{method}({given}): one step of the loop a direction runs.")  # fmt: skip
     return "\n".join([
         f"    def {method}({params}):",
         f'        """{doc}"""',
@@ -252,9 +257,10 @@ def _hoist_constants(
     constant buffers alone (a checkerboard mask from its row and column parities) are
     computed in ``__init__`` and stored as attributes (the emitter's ``CONSTANT``: a
     non-persistent buffer in Pyro, a tensor in TFP, an array in NumPy); the body reads
-    ``self.<name>`` instead. Rewrites the traced graph in place and returns the
-    ``__init__`` lines."""
-    nodes = ir.topo_order([v for v, _ in outputs] + list(effects))
+    ``self.<name>`` instead. The bodies of the methods it calls are searched too (a
+    MADE's masks, built from its degrees inside the conditioner). Rewrites the traced
+    graph in place and returns the ``__init__`` lines."""
+    nodes = ir.reachable([v for v, _ in outputs] + list(effects))
     static: set[int] = set()
     for node in nodes:
         if node.op == "source":
@@ -262,7 +268,7 @@ def _hoist_constants(
                 static.add(id(node))
             continue
         tensors = [a for a in node.args if isinstance(a, ir.Value)]
-        if node.op not in (*ir.EFFECTS, "call") and tensors and all(
+        if node.op not in (*ir.EFFECTS, "call", "loop") and tensors and all(
                 id(a.node) in static for a in tensors):  # fmt: skip
             static.add(id(node))
     roots: dict[int, ir.Node] = {}
@@ -287,7 +293,7 @@ def _hoist_constants(
     for node in nodes:
         if id(node) not in static:
             node.args = tuple(
-                ir.source(f"self.{names[id(a.node)]}", a.node.shape)
+                ir.source(f"self.{names[id(a.node)]}", a.node.shape, dtype=a.node.dtype)
                 if isinstance(a, ir.Value) and id(a.node) in roots else a
                 for a in node.args
             )

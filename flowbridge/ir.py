@@ -82,6 +82,8 @@ class Function:
 
     params: tuple[str, ...]
     output: Value
+    #: ``"call"`` (a sub-function every direction may call) or ``"loop"`` (a loop's step)
+    kind: str = "call"
 
 
 class ShapeError(TypeError):
@@ -472,6 +474,18 @@ def _call(node: Node) -> tuple[tuple[int, ...], bool]:
     return out.shape, out.batched
 
 
+def _loop(node: Node) -> tuple[tuple[int, ...], bool]:
+    """``state <- body(state, *args)``, ``count`` times: the body keeps the state's shape."""
+    state, out = node.args[0].node, node.attrs["function"].output.node
+    count = _bound(node, "count")
+    if count is None or count < 0:
+        raise _fail(node, f"count must be an int >= 0 or a static int, got {count!r}")
+    if (out.shape, out.batched, out.dtype) != (state.shape, state.batched, state.dtype):
+        raise _fail(node, f"the body must give a value like the state, {state.describe()}, "
+                    f"got {out.describe()}")  # fmt: skip
+    return state.shape, state.batched
+
+
 def _same(node: Node) -> tuple[tuple[int, ...], bool]:
     """Elementwise functions and activations: the argument's shape."""
     return node.args[0].node.shape, node.args[0].node.batched
@@ -577,6 +591,13 @@ OPS: dict[str, Op] = {
     "call": Op(-1, ("method", "function"), _call, ("any",),
                lambda node: node.attrs["function"].output.node.dtype,
                doc="self.method(*args): a traced sub-function, written once per class"),
+    # a bounded loop over a traced body (:func:`loop`): the state starts at the first
+    # argument and becomes ``self.method(state, *rest)``, ``count`` times (an int or a
+    # static int); the body is a method written once, so the emitted code's size does not
+    # depend on the count (an autoregressive layer's D-pass direction)
+    "loop": Op(-1, ("method", "function", "count"), _loop, ("any",),
+               lambda node: node.args[0].node.dtype,
+               doc="state <- self.method(state, *args), count times (a compiled loop)"),
 }
 
 
@@ -697,11 +718,57 @@ def call(method: str, fn, params: tuple[str, ...], *args: Value) -> Value:
     return value
 
 
+def loop(method: str, fn, params: tuple[str, ...], count: Any, init: Value,
+         *args: Value) -> Value:  # fmt: skip
+    """A bounded loop: ``state = init``, then ``state = fn(state, *args)``, ``count`` times.
+
+    ``fn`` is traced once over fresh sources named ``params`` into a ``Function``, as
+    :func:`call` does, and recorded as one ``loop`` node: the emitted code loops over a
+    method ``self.{method}(state, *args)`` whose body is written once, in each framework's
+    own loop (a Python loop for torch and NumPy, ``tf.while_loop``,
+    ``jax.lax.fori_loop``), so the code's size does not depend on ``count``.
+
+    Args:
+        method: the body's method name in the generated class (``"step"``).
+        fn: a function of ``len(params)`` :class:`Value` arguments (the state first)
+            returning the next state, shaped as the state.
+        params: the method's parameter names, the state's first (``("x", "y")``).
+        count: how many times the body runs: an int ``>= 0`` or a static int source
+            (``p.passes``, so one class serves every count).
+        init: the state's starting value.
+        *args: the other arguments, passed unchanged to every step.
+
+    Returns:
+        :class:`Value`: the state after ``count`` steps.
+
+    Raises:
+        TypeError: ``params`` and the arguments differ in number.
+        ShapeError: the body's output is not shaped as the state, or ``count`` is not a
+            non-negative int.
+
+    Example:
+        >>> from flowbridge.ir import loop, ops, source
+        >>> x = source("x", (3,), batched=True)
+        >>> out = loop("step", lambda s, v: ops.tanh(s) + v, ("state", "x"), 4, x, x)
+        >>> out.node.op, out.node.attrs["count"], out.shape
+        ('loop', 4, (3,))
+    """
+    if len(params) != 1 + len(args):
+        raise TypeError(f"loop {method!r}: {len(params)} parameter names for "
+                        f"{1 + len(args)} arguments")  # fmt: skip
+    given = (init, *args)
+    inputs = [source(name, a.shape, batched=a.batched) for name, a in zip(params, given, strict=True)]
+    function = Function(tuple(params), fn(*inputs), "loop")
+    value = _apply("loop", *given, method=method, function=function, count=count)
+    value.node.hint = function.output.node.hint
+    return value
+
+
 def functions(nodes: list[Node]) -> dict[str, list[Function]]:
-    """{method: [Function, ...]} of the ``call`` nodes among ``nodes``."""
+    """{method: [Function, ...]} of the ``call`` and ``loop`` nodes among ``nodes``."""
     out: dict[str, list[Function]] = {}
     for node in nodes:
-        if node.op == "call":
+        if node.op in ("call", "loop"):
             out.setdefault(node.attrs["method"], []).append(node.attrs["function"])
     return out
 

@@ -65,6 +65,25 @@ CASES = {
             S.SplineCoupling(conditioner=S.Conditioner(hidden=(8,))), S.Permutation(),
             S.ElementwiseSpline(conditioner=S.Conditioner(hidden=(6,)),
                                 spline=S.RationalQuadraticSpline(bins=4))]),  # fmt: skip
+    # autoregressive layers (MADE): MAF and IAF, affine and spline maps, a given order,
+    # Pyro's, TFP's and explicit degrees, a context, and a one-dimensional event (no loop)
+    "maf_affine_clamp_d4_order_pyro_degrees": _one(S.AffineAutoregressive(
+        conditioner=S.MADE(hidden=(8, 8), order=(2, 0, 3, 1), degrees="pyro"),
+        scale=S.ClampScale()), 4, "m"),
+    "iaf_affine_soft_clamp_d5_tanh": _one(S.AffineAutoregressive(
+        conditioner=S.MADE(hidden=(7,), activation="tanh"), scale=S.SoftClampScale(bound=1.5),
+        direction="iaf"), 5, "m2"),
+    "iaf_spline_d3_explicit_degrees": _one(S.SplineAutoregressive(
+        conditioner=S.MADE(hidden=(4,), degrees=((0, 1, 2, 1),)),
+        spline=S.RationalQuadraticSpline(bins=4), direction="iaf"), 3, "m3"),
+    "maf_conditional_d3_c2": lambda: fb.FlowSpec(
+        name="m4", event_shape=(3,), context_dim=2, layers=[
+            S.SplineAutoregressive(conditioner=S.MADE(hidden=(6,), order=(2, 1, 0)),
+                                   spline=S.RationalLinearSpline(bins=3)),
+            S.AffineAutoregressive(conditioner=S.MADE(hidden=(5,), degrees="pyro"),
+                                   direction="iaf")]),  # fmt: skip
+    "iaf_affine_d1": _one(S.AffineAutoregressive(conditioner=S.MADE(hidden=(3,)),
+                                                 direction="iaf"), 1, "m5"),  # fmt: skip
     # every entry's affine map: learned vectors without a context, m(context) with one
     "elementwise_affine_d1": _one(S.ElementwiseAffine(), 1, "k"),
     "elementwise_affine_soft_clamp_d3": _one(

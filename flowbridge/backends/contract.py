@@ -160,6 +160,7 @@ SHARED_OPS: dict[str, str] = {
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
     "call": "self.{method}({args})",
+    "loop": "_repeat(self.{method}, {count}, {args})",
 }
 
 

@@ -35,7 +35,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import spec as S
-from . import coupling, diagonal, structure  # noqa: F401  (each registers its layer types)
+from . import (  # noqa: F401  (each registers its layer types)
+    autoregressive,
+    coupling,
+    diagonal,
+    structure,
+)
 from .base import (
     LAYER_TYPES,
     ZEROS,

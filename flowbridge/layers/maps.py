@@ -33,6 +33,11 @@ class Shift:
         self.part = part
 
     @staticmethod
+    def entries(n: int) -> list[int]:
+        """The entry each of the conditioner's ``n`` outputs belongs to."""
+        return list(range(n))
+
+    @staticmethod
     def passed_parts() -> None:  # the passed entries pass unchanged
         return None
 
@@ -95,10 +100,14 @@ class Affine:
     inverse:  x_a = y_a,  x_b = (y_b - shift) * exp(-log_scale),
               log|det J^-1| = -sum(log_scale)"""
 
+    # as the map of an autoregressive layer: its class
+    autoregressive_name = "AffineAutoregressive"
+
     def __init__(self, part: Any, scale: Any):
         self.scale, self.part = scale, part
         self.args = {"n_trans": part.n_trans}
-        self.doc = Affine.doc.format(formula=_SCALE_FORMULA[scale.kind])
+        self.formula = _SCALE_FORMULA[scale.kind]
+        self.doc = Affine.doc.format(formula=self.formula)
         word = "".join(w.capitalize() for w in scale.kind.split("_"))
         if scale.kind == "clamp":
             detail = f"Clamp{_word(scale.low)}To{_word(scale.high)}"
@@ -116,6 +125,11 @@ class Affine:
     @staticmethod
     def passed_parts() -> None:  # the passed entries pass unchanged
         return None
+
+    @staticmethod
+    def entries(n: int) -> list[int]:
+        """The entry each of the conditioner's ``2n`` outputs belongs to: ``[shift | s]``."""
+        return list(range(n)) * 2
 
     def _unpack(self, p: View, out: Value) -> tuple[Value, Value, Value]:
         """``(shift, log_scale, scale)`` from the conditioner's output (stacked along the
@@ -190,6 +204,7 @@ class SplineMap:
     class_name, constant_jacobian = "SplineCoupling", False
     tolerances = {"float32": splines.FLOAT32_TOLERANCE}
     elementwise_name, learned_constant_jacobian = "ElementwiseSpline", False
+    autoregressive_name = "SplineAutoregressive"
 
     def elementwise_doc(self, conditional: bool) -> str:
         """The docstring of the elementwise layer of this map."""
@@ -222,6 +237,12 @@ class SplineMap:
                      f"derivative {spline.min_derivative!r}, edge derivative {edge}, bin "
                      f"search eps {spline.eps!r}; "
                      + splines.layout(part.n_trans, spline))  # fmt: skip
+
+    def entries(self, n: int) -> list[int]:
+        """The entry each of the conditioner's outputs belongs to: per block of the layout,
+        each entry's ``m`` raw parameters in a row (entry-major)."""
+        sizes = [shape[-1] for shape in splines.raw_shapes(1, self.spline).values()]
+        return [i for m in sizes for i in range(n) for _ in range(m)]
 
     def _apply(self, raw: tuple[Value, ...], v: Value, whole: Value, inverse: bool,
                p: View | None = None):  # fmt: skip
@@ -305,4 +326,6 @@ MAPS: dict[str, Callable[[Any, Any], Any]] = {
     "spline_coupling": _spline_map,
     "elementwise_affine": _affine_map,
     "elementwise_spline": _spline_map,
+    "affine_autoregressive": _affine_map,
+    "spline_autoregressive": _spline_map,
 }

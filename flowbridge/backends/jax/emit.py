@@ -79,7 +79,7 @@ jax.config.update("jax_enable_x64", True)."""
         "batch_zeros": "jnp.zeros({0}.shape[:-{event_ndims}], {0}.dtype)",
     }
 
-    CONSTANT = "self.{name} = np.asarray({value}, self.dtype)"
+    CONSTANT = "self.{name} = np.asarray({value})"
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_dtype", "_real", "_checked", "_in_domain", "_static_key",
             "_Static", "_neutral_set", "_Tree", "_Layer", "_copied", "_zeros_batch",
@@ -89,6 +89,7 @@ jax.config.update("jax_enable_x64", True)."""
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
     EMBEDDING = ("EmbeddedFlow",)
     OP_HELPERS = {
+        "loop": ("_repeat",),
         "transpose": ("_transpose_last",),
         "batch_mean": ("_batch_mean",),
         "clamp_st": ("_clamp_straight_through",),

@@ -54,6 +54,13 @@ def _conv2d(x, kernel, bias):
     return (out + bias[:, None, None]).reshape(x.shape[:-3] + out.shape[1:])
 
 
+def _repeat(step, count, state, *args):
+    """``state = step(state, *args)``, ``count`` times, as a ``jax.lax.fori_loop`` (its
+    count static, so reverse-mode differentiable): an autoregressive layer's D-pass
+    direction, compiled once however large ``count``."""
+    return jax.lax.fori_loop(0, count, lambda _, s: step(s, *args), state)
+
+
 def _gather(values, index):
     """values[..., index] along the last axis: values (..., K), index (...) of integers,
     their leading dims broadcast."""

@@ -78,6 +78,7 @@ Every input is converted to float64; the flow has no state besides its weights."
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
     EMBEDDING = ("EmbeddedFlow",)
     OP_HELPERS = {
+        "loop": ("_repeat",),
         "transpose": ("_transpose_last",),
         "batch_mean": ("_batch_mean",),
         "conv2d": ("_conv", "_conv2d"),

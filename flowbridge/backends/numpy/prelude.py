@@ -41,6 +41,14 @@ def _conv2d(x, kernel, bias):
     return out + bias[:, None, None]
 
 
+def _repeat(step, count, state, *args):
+    """``state = step(state, *args)``, ``count`` times: a loop over a method written once
+    (an autoregressive layer's D-pass direction)."""
+    for _ in range(count):
+        state = step(state, *args)
+    return state
+
+
 def _gather(values, index):
     """values[..., index] along the last axis: values (..., K), index (...) of integers,
     their leading dims broadcast."""

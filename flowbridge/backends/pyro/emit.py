@@ -114,6 +114,7 @@ from torch.distributions.transforms import Transform"""
                    "_ConditionedFlow")  # fmt: skip
     EMBEDDING = ("EmbeddedFlow",)
     OP_HELPERS = {
+        "loop": ("_repeat",),
         "transpose": ("_transpose_last",),
         "assign": ("_assign",),
         "batch_mean": ("_batch_mean",),

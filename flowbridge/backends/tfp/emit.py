@@ -120,6 +120,7 @@ tf.Variable in flow.trainable_variables."""
     SHAPES = ("_moved_shape", "_moved_shape_tensor", "_MovesShape")
     IMAGE = ("_checked_layout", "_in_layout", "_with_door")
     OP_HELPERS = {
+        "loop": ("_repeat",),
         "transpose": ("_transpose_last",),
         "batch_mean": ("_batch_mean",),
         "broadcast_batch": ("_broadcast_batch",),

@@ -29,6 +29,14 @@ def _bucket(edges, x, last):
     return tf.clip_by_value(count - 1, 0, last)
 
 
+def _repeat(step, count, state, *args):
+    """``state = step(state, *args)``, ``count`` times, as a ``tf.while_loop`` (one loop op
+    in a graph, however large ``count``): an autoregressive layer's D-pass direction."""
+    (state,) = tf.while_loop(lambda s: tf.constant(True), lambda s: (step(s, *args),),
+                             (state,), maximum_iterations=count)  # fmt: skip
+    return state
+
+
 def _gather(values, index):
     """values[..., index] along the last axis: values (..., K), index (...) of integers,
     their leading dims broadcast (as a one-hot product: broadcasting for free, and the

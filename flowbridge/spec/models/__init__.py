@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from .autoregressive import MADE, AffineAutoregressive, SplineAutoregressive  # noqa: F401
 from .conditioners import (  # noqa: F401
     AnyConditioner,
     Conditioner,
