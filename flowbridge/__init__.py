@@ -13,7 +13,7 @@ from .data import actnorm_init, bits_per_dim, dequantize
 from .errors import BackendUnavailable, ParamError, SpecError
 from .layers import param_shapes
 from .limits import Limits, limits
-from .native import NativeError, from_pyro_native, from_tfp_native
+from .native import NativeError, from_numpyro_native, from_pyro_native, from_tfp_native
 from .params import (
     check_params,
     init_params,
@@ -127,6 +127,7 @@ __all__ = [
     "check",
     "check_params",
     "dequantize",
+    "from_numpyro_native",
     "from_pyro_native",
     "from_tfp_native",
     "generate",

@@ -595,6 +595,95 @@ def _elementwise_spline(layer):
     return Formula(lambda p, x, c: run(p, x, c, False), lambda p, y, c: run(p, y, c, True))
 
 
+def _made_degrees(made, d, context):
+    """MADE's degrees, restated: the entry at position k of the order has degree k + 1, a
+    context input 0; the hidden units' as the spec gives them, or by TFP's 'equal' rule
+    or Pyro's rule (in float64)."""
+    order = list(range(d)) if made.order is None else list(made.order)
+    entries = [order.index(i) + 1 for i in range(d)]
+    if not isinstance(made.degrees, str):
+        hidden = [list(h) for h in made.degrees]
+    elif made.degrees == "pyro":
+        hidden = [list(np.round(np.linspace(1, d, h)) - 1) if context
+                  else list(np.round(np.linspace(1, d - 1, h))) for h in made.hidden]
+    else:
+        hidden, low = [], 1
+        for h in made.hidden:
+            layer = [max(min(low, d - 1), math.ceil(j * (d - 1) / (h + 1))) for j in range(1, h + 1)]
+            hidden.append(layer)
+            low = min(layer)
+    return entries, hidden
+
+
+def _made(p, made, v, c, per_entry_blocks):
+    """The MADE's output for ``v`` (and the context): the masked dense layers written
+    with explicit masks, ``M[i, j] = deg_in[i] <= deg_out[j]`` into a hidden unit and
+    ``<`` into an output, each output unit the entry ``per_entry_blocks`` says."""
+    d = v.shape[-1]
+    k = 0 if c is None else c.shape[-1]
+    entries, hidden = _made_degrees(made, d, k)
+    sizes = [entries + [0] * k, *hidden, [entries[e] for e in per_entry_blocks]]
+    h = _with_context(v, c)
+    n = len(sizes) - 1
+    for j in range(n):
+        mask = np.zeros((len(sizes[j]), len(sizes[j + 1])))
+        for a, deg_a in enumerate(sizes[j]):
+            for b, deg_b in enumerate(sizes[j + 1]):
+                mask[a, b] = deg_a < deg_b if j == n - 1 else deg_a <= deg_b
+        h = h @ (p[f"conditioner.{j}.kernel"] * mask) + p[f"conditioner.{j}.bias"]
+        if j < n - 1:
+            h = _act(h, made)
+    return h
+
+
+def _autoregressive(layer, shape):
+    """Entry by entry in the MADE's order (no loop over passes, no vectorised step): the
+    side the MADE reads is built one entry at a time where it is the output, each entry's
+    map read from the MADE on what is known so far; in one pass where it is the input."""
+    (d,) = shape
+    affine = layer.type == "affine_autoregressive"
+    if affine:
+        blocks = list(range(d)) * 2
+    else:
+        k = layer.spline.bins
+        per = [k, k, k - 1] + ([k] if layer.spline.kind == "rational_linear" else [])
+        blocks = [i for m in per for i in range(d) for _ in range(m)]
+    order = list(range(d)) if layer.conditioner.order is None else list(layer.conditioner.order)
+
+    def entry(p, reads, v, c, i, inverse):
+        """Entry i of the map (its inverse), its parameters from the MADE on ``reads``."""
+        out = _made(p, layer.conditioner, reads, c, blocks)
+        if affine:
+            shift, log_scale = out[..., i], _log_scale(out[..., d + i], layer.scale)
+            if inverse:
+                return (v[..., i] - shift) * np.exp(-log_scale), -log_scale
+            return v[..., i] * np.exp(log_scale) + shift, log_scale
+        raw = [r[..., i:i + 1, :] for r in _spline_raw(layer.spline, out, d)]
+        val, ld = _rq_spline(v[..., i:i + 1], *raw[:3], layer.spline, inverse, *raw[3:])
+        return val[..., 0], ld[..., 0]
+
+    def one_pass(p, v, c, inverse):
+        out, total = np.empty_like(v), 0.0
+        for i in range(d):
+            out[..., i], ld = entry(p, v, v, c, i, inverse)
+            total = total + ld
+        return out, total
+
+    def by_entry(p, v, c, inverse):
+        made = np.zeros_like(v)  # what the MADE reads: the output, filled in the order
+        total = 0.0
+        for i in order:
+            made[..., i], ld = entry(p, made, v, c, i, inverse)
+            total = total + ld
+        return made, total
+
+    if layer.direction == "maf":  # the MADE reads y
+        return Formula(lambda p, x, c: by_entry(p, x, c, False),
+                       lambda p, y, c: one_pass(p, y, c, True))  # fmt: skip
+    return Formula(lambda p, x, c: one_pass(p, x, c, False),
+                   lambda p, y, c: by_entry(p, y, c, True))  # fmt: skip
+
+
 #: Layer type -> its formula here, given the layer, the shape it acts on and the mode.
 FORMULAS: dict[str, Callable[..., Formula]] = {
     "additive_coupling": lambda layer, shape, training: _coupling(layer, shape),
@@ -603,6 +692,8 @@ FORMULAS: dict[str, Callable[..., Formula]] = {
     "elementwise_affine": lambda layer, shape, training: _elementwise_affine(layer),
     "spline_coupling": lambda layer, shape, training: _spline_coupling(layer, shape),
     "elementwise_spline": lambda layer, shape, training: _elementwise_spline(layer),
+    "affine_autoregressive": lambda layer, shape, training: _autoregressive(layer, shape),
+    "spline_autoregressive": lambda layer, shape, training: _autoregressive(layer, shape),
     "permutation": lambda layer, shape, training: _permutation(layer, shape),
     "squeeze": lambda layer, shape, training: _squeeze(layer, shape),
     "factor_out": lambda layer, shape, training: _factor_out(layer, shape),
@@ -818,6 +909,32 @@ CASES: dict[str, Callable[[], Case]] = {
             fb.ElementwiseSpline(conditioner=_mlp_cond((6,), "tanh"),
                                  spline=fb.RationalQuadraticSpline(bins=4, bound=4.0))]),
         _spline_inputs(3), [((3,), None)] * 2, context=_rng(2).standard_normal((9, 2)),
+        tags=frozenset({"context"})),
+    # autoregressive layers: MAF (the MADE reads y) and IAF (it reads x), the entries in a
+    # given order, Pyro's, TFP's and explicit degrees, a context, a spline map
+    "maf_affine_order_pyro_degrees_d5": lambda: _one(
+        fb.AffineAutoregressive(conditioner=fb.MADE(hidden=(8, 7), order=(3, 0, 4, 2, 1),
+                                                    degrees="pyro"),
+                                scale=fb.ClampScale(low=-0.5, high=0.4)), (5,), _vectors(5)),
+    "iaf_affine_equal_degrees_tanh_d4": lambda: _one(
+        fb.AffineAutoregressive(conditioner=fb.MADE(hidden=(6,), activation="tanh"),
+                                direction="iaf", scale=fb.SoftClampScale(bound=0.8)),
+        (4,), _vectors(4, batch=(2, 3))),
+    "iaf_spline_explicit_degrees_d3": lambda: _one(
+        fb.SplineAutoregressive(conditioner=fb.MADE(hidden=(4,), degrees=((0, 2, 1, 1),),
+                                                    order=(1, 2, 0)),
+                                spline=fb.RationalQuadraticSpline(bins=4), direction="iaf"),
+        (3,), _spline_inputs(3)),
+    "maf_spline_linear_d4": lambda: _one(
+        fb.SplineAutoregressive(conditioner=fb.MADE(hidden=(8,), activation="elu"),
+                                spline=fb.RationalLinearSpline(bins=3, edge_derivative="pyro")),
+        (4,), _spline_inputs(4)),
+    "autoregressive_conditional_d3": lambda: Case(
+        fb.FlowSpec(name="cond_ar", event_shape=(3,), context_dim=2, layers=[
+            fb.AffineAutoregressive(conditioner=fb.MADE(hidden=(6,), degrees="pyro")),
+            fb.AffineAutoregressive(conditioner=fb.MADE(hidden=(5, 5), order=(2, 0, 1)),
+                                    direction="iaf", scale=fb.SigmoidScale())]),
+        _vectors(3), [((3,), None)] * 2, context=_rng(2).standard_normal((5, 2)),
         tags=frozenset({"context"})),
     # every entry's affine map: weights without a context, m(c) from the context alone
     "elementwise_affine_d1": lambda: _one(fb.ElementwiseAffine(), (1,), _vectors(1)),

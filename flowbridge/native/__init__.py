@@ -60,36 +60,15 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
-from . import spec as S
-from .errors import SpecError
-
-
-class NativeError(ValueError):
-    """A native flow piece cannot be converted; the message names it and says why.
-
-    A ``ValueError``, raised by :func:`flowbridge.from_pyro_native` and
-    :func:`flowbridge.from_tfp_native` for anything they do not take over exactly: a
-    custom hypernet or ``shift_and_log_scale_fn``, a ``bijector_fn``, another bijector or
-    transform, a conditioner without biases or an unsupported activation. The message
-    starts with where the piece is, e.g. ``parts[0] (ExpTransform): ...``.
-
-    Example:
-        >>> import flowbridge as fb
-        >>> from torch.distributions.transforms import ExpTransform
-        >>> try:
-        ...     fb.from_pyro_native(ExpTransform(), dim=2)
-        ... except fb.NativeError as err:
-        ...     print(err)
-        parts[0] (ExpTransform): cannot be converted; expected pyro AffineCoupling ...
-    """
+from .. import backends
+from .. import spec as S
+from ..errors import SpecError
+from . import made as made
+from .common import _TORCH_ACTIVATIONS, NativeError, _tf_activation
+from .made import from_numpyro_native as from_numpyro_native
 
 
 # ----------------------------------------------------------------------------- Pyro
-_TORCH_ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "ELU": "elu", "LeakyReLU": "leaky_relu",
-                      "GELU": "gelu"}  # fmt: skip
-
-
 def _pyro_parts(transform: Any) -> list:
     if isinstance(transform, (list, tuple)):
         return [p for t in transform for p in _pyro_parts(t)]
@@ -176,7 +155,7 @@ def _spline_weights(part: Any, spline: Any) -> dict:
     derivatives (less :func:`flowbridge.splines.derivative_offset`: flowbridge reads
     ``softplus(u + c)`` where Pyro reads ``softplus(u)``) and, for ``order="linear"``,
     lambdas."""
-    from .splines import derivative_offset
+    from ..splines import derivative_offset
 
     def raw(t: Any) -> np.ndarray:
         return t.detach().cpu().double().numpy().copy()
@@ -192,7 +171,7 @@ def _shift_derivative_bias(weights: dict, n: int, spline: Any) -> dict:
     """The hypernet's weights with its last bias's ``u_d`` block (outputs ``2nK`` to
     ``2nK + n(K - 1)``) less :func:`flowbridge.splines.derivative_offset`: the layout
     ``[u_w | u_h | u_d (| u_l)]`` is flowbridge's already."""
-    from .splines import derivative_offset
+    from ..splines import derivative_offset
 
     last = max(int(k.split(".")[1]) for k in weights)
     bias = weights[f"conditioner.{last}.bias"]
@@ -285,7 +264,9 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     """
     backends.get("pyro").runtime()  # BackendUnavailable, naming the extra, without Pyro
     from pyro.distributions.transforms import (
+        AffineAutoregressive,
         AffineCoupling,
+        ConditionalAffineAutoregressive,
         ConditionalAffineCoupling,
         ConditionalSpline,
         Permute,
@@ -370,6 +351,14 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             layers.append(S.ElementwiseSpline(conditioner=cond, spline=spline))
             weights = _shift_derivative_bias(weights, dim, spline)
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+        elif isinstance(part, (AffineAutoregressive, ConditionalAffineAutoregressive)):
+            if context and isinstance(part, AffineAutoregressive):
+                raise NativeError(f"{at}: an unconditional autoregressive layer in a "
+                                  "conditional flow cannot be converted (every flowbridge "
+                                  "autoregressive layer reads the context)")  # fmt: skip
+            layer, weights = made.pyro_affine_autoregressive(part, at, dim, context)
+            layers.append(layer)
+            params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, Permute):
             if getattr(part, "dim", -1) != -1:
                 raise NativeError(f"{at}: dim={part.dim}; only permutations of the last axis "
@@ -380,7 +369,8 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             raise NativeError(f"{at}: cannot be converted; expected pyro AffineCoupling (with "
                               "a DenseNN hypernet), ConditionalAffineCoupling (with a "
                               "ConditionalDenseNN), SplineCoupling, Spline or "
-                              "ConditionalSpline (DenseNN hypernets) or "
+                              "ConditionalSpline (DenseNN hypernets), "
+                              "AffineAutoregressive, ConditionalAffineAutoregressive or "
                               "Permute")  # fmt: skip
     return _finish(layers, params, dim, "from_pyro", context)
 
@@ -394,6 +384,8 @@ def _pyro_context(parts: list) -> int:
 
     contexts = set()
     for part in parts:
+        if type(part).__name__ == "ConditionalAffineAutoregressive":
+            contexts.add(getattr(part.nn, "context_dim", None))
         if isinstance(part, ConditionalAffineCoupling):
             contexts.add(getattr(part.nn, "context_dim", None))
         elif isinstance(part, ConditionalSpline) and type(part.nn) is DenseNN:
@@ -428,23 +420,12 @@ def _pyro_dim(parts: list) -> int:
             return int(part.input_dim)
         if isinstance(part, Permute):
             return len(part.permutation)
+        if type(part).__name__ in ("AffineAutoregressive", "ConditionalAffineAutoregressive"):
+            return int((part.nn if hasattr(part, "nn") else part.arn).input_dim)
     raise NativeError("transform: cannot tell the event size; pass dim=")
 
 
 # ------------------------------------------------------------------------------ TFP
-def _tf_activation(fn: Any, at: str) -> tuple[str, float]:
-    import tensorflow as tf
-
-    table = {tf.nn.relu: "relu", tf.math.tanh: "tanh", tf.nn.elu: "elu", tf.nn.gelu: "gelu",
-             tf.nn.leaky_relu: "leaky_relu"}  # fmt: skip
-    for known, name in table.items():
-        if fn is known:
-            return name, 0.2  # tf.nn.leaky_relu's default alpha
-    name = getattr(fn, "__name__", type(fn).__name__)
-    raise NativeError(f"{at}: activation {name} cannot be converted; expected tf.nn.relu, "
-                      "tf.math.tanh, tf.nn.elu, tf.nn.gelu or tf.nn.leaky_relu")  # fmt: skip
-
-
 def _template_config(fn: Any, at: str) -> dict:
     func = getattr(fn, "_func", None)
     if func is None or getattr(fn, "_name", None) != "real_nvp_default_template":
@@ -523,7 +504,8 @@ def from_tfp_native(bijector: Any, dim: int | None = None) -> tuple[S.FlowSpec, 
     tfb = tfp.bijectors
     parts = _tfp_parts(bijector)
     if not parts:
-        raise NativeError("bijector: expected at least one RealNVP or Permute")
+        raise NativeError("bijector: expected at least one RealNVP, MaskedAutoregressiveFlow or "
+                          "Permute")  # fmt: skip
     if dim is None:
         dim = _tfp_dim(parts)
     layers, params = [], {}
@@ -533,13 +515,18 @@ def from_tfp_native(bijector: Any, dim: int | None = None) -> tuple[S.FlowSpec, 
             layer, weights = _from_real_nvp(part, dim, at)
             layers.append(layer)
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+        elif isinstance(part, tfb.MaskedAutoregressiveFlow):
+            layer, weights = made.tfp_masked_autoregressive_flow(part, at, dim)
+            layers.append(layer)
+            params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, tfb.Permute):
             if int(part.axis) != -1:
                 raise NativeError(f"{at}: axis={part.axis}; only the last axis converts")
             indices = tuple(int(v) for v in np.asarray(part.permutation))
             layers.append(S.Permutation(kind="explicit", indices=indices))
         else:
-            raise NativeError(f"{at}: cannot be converted; expected tfb.RealNVP or tfb.Permute")
+            raise NativeError(f"{at}: cannot be converted; expected tfb.RealNVP, "
+                              "tfb.MaskedAutoregressiveFlow or tfb.Permute")  # fmt: skip
     return _finish(layers, params, dim, "from_tfp")
 
 
@@ -551,6 +538,9 @@ def _tfp_dim(parts: list) -> int:
             return int(np.asarray(part.permutation).shape[-1])
         if isinstance(part, tfp.bijectors.RealNVP) and part._input_depth is not None:
             return int(part._input_depth)
+        made_fn = getattr(part, "_shift_and_log_scale_fn", None)
+        if isinstance(made_fn, tfp.bijectors.AutoregressiveNetwork) and made_fn.built:
+            return int(made_fn._event_size)
     raise NativeError("bijector: cannot tell the event size; pass dim=")
 
 
@@ -598,6 +588,6 @@ def _finish(
         spec = S.FlowSpec(name=name, event_shape=(dim,), context_dim=context, layers=layers)
     except SpecError as exc:
         raise NativeError(f"the converted flow is not valid: {exc}") from None
-    from .params import check_params
+    from ..params import check_params
 
     return spec, check_params(spec, params)
