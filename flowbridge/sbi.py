@@ -39,7 +39,7 @@ from . import backends
 from .build import _spec, to_pyro
 from .errors import SpecError
 from .params import init_params
-from .spec import FlowSpec, nice, nsf, realnvp
+from .spec import FlowSpec, maf, nice, nsf, realnvp
 from .spec.models import Conditioner, NonNegInt, PosInt
 from .spec.presets import _argument, _field
 
@@ -211,7 +211,19 @@ class FlowbridgeEstimator(ConditionalDensityEstimator):
 
 # ------------------------------------------------------------------ the builders
 #: flowbridge's presets by the name ``model`` takes (sbi's names its own estimators).
-_PRESETS: dict[str, Callable[..., FlowSpec]] = {"realnvp": realnvp, "nice": nice, "nsf": nsf}
+def _maf(dim: int, *, num_couplings: int = 5, hidden: tuple[int, ...] = (50, 50),
+         activation: str = "relu", scale: Any = None, spline: Any = None,
+         degrees: Any = "equal", context_dim: int = 0, context_embedding: Any = None,
+         name: str = "maf") -> FlowSpec:  # fmt: skip
+    """:func:`flowbridge.maf` (a MAF: the density one pass) with its layer count under the
+    builders' name (``num_transforms``, each layer transforming every entry)."""
+    return maf(dim, num_layers=num_couplings, hidden=hidden, activation=activation,
+               scale=scale, spline=spline, degrees=degrees, context_dim=context_dim,
+               context_embedding=context_embedding, name=name)  # fmt: skip
+
+
+_PRESETS: dict[str, Callable[..., FlowSpec]] = {"realnvp": realnvp, "nice": nice, "nsf": nsf,
+                                                "maf": _maf}  # fmt: skip
 
 #: sbi's defaults for its flows: five transforms, hidden layers of 50 (two of them, as
 #: sbi's MAF's residual blocks).
@@ -228,7 +240,13 @@ _PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     # sbi's nsf: 10 bins on [-3, 3] (its num_bins and tail_bound defaults); the z-scored
     # theta lies mostly inside
     "nsf": {"spline": {"kind": "rational_quadratic", "bins": 10, "bound": 3.0}},
+    # sbi's maf: 5 MADE layers (its num_transforms), each transforming every entry; the
+    # log-scale soft-clamped as realnvp's (sbi's nflows layer bounds its scale too, with
+    # softplus(u) + 1e-3)
+    "maf": {"scale": {"kind": "soft_clamp", "bound": 3.0}},
 }
+#: The layer count a preset starts from, where it is not :data:`_NUM_TRANSFORMS`.
+_PRESET_COUNTS = {"maf": 5}
 
 #: sbi's spline arguments, taken with ``model="nsf"``: the spline's field each one sets.
 _SPLINE_ARGUMENTS = {"num_bins": "bins", "tail_bound": "bound"}
@@ -312,11 +330,13 @@ def posterior_nn(
             ``"realnvp"`` (default, :func:`flowbridge.realnvp`), ``"nsf"``
             (:func:`flowbridge.nsf`, rational-quadratic spline couplings: flowbridge's,
             not nflows'; sbi's ``num_bins`` and ``tail_bound`` set its spline, default 10
-            bins on ``[-3, 3]`` as sbi's) or ``"nice"`` (:func:`flowbridge.nice`); or a
+            bins on ``[-3, 3]`` as sbi's), ``"maf"`` (:func:`flowbridge.maf`, MADE
+            layers: flowbridge's, beside sbi's nflows one; 5 layers by default, as sbi's,
+            the log-scale soft-clamped to 3) or ``"nice"`` (:func:`flowbridge.nice`); or a
             conditional :class:`flowbridge.FlowSpec` (or its dict) of event shape ``(D,)``
             and ``context_dim`` the embedding's output size, or a function
-            ``(D, context_dim) -> FlowSpec``. sbi's other names (``"maf"``,
-            ``"zuko_nsf"``, ...) are refused: use sbi's ``posterior_nn`` for those.
+            ``(D, context_dim) -> FlowSpec``. sbi's other names (``"zuko_nsf"``,
+            ``"mdn"``, ...) are refused: use sbi's ``posterior_nn`` for those.
         z_score_theta: how ``theta`` is z-scored: ``"independent"`` (default),
             ``"structured"``, ``"none"`` or ``None``. The z-scoring is an affine map after
             the flow, so its log-det is part of every log-density.
@@ -325,8 +345,8 @@ def posterior_nn(
             two hidden layers ``W`` wide, as sbi's ``hidden_features``) or a list of
             widths; default 50. Or give ``hidden``.
         num_transforms: the preset's number of couplings (sbi's name); default 10 (a
-            coupling transforms half the entries: twice sbi's 5 MAF layers). Or give
-            ``num_couplings``.
+            coupling transforms half the entries: twice sbi's 5 MAF layers), 5 MADE layers
+            for ``"maf"``. Or give ``num_couplings``.
         embedding_net: a ``torch.nn.Module`` mapping ``(batch, *condition_shape)`` to
             ``(batch, features)``, trained with the flow; sbi's embedding nets work
             (default: none, for vector ``x``). A flowbridge ``context_embedding`` in the
@@ -380,10 +400,10 @@ def posterior_nn(
         >>> npe.build_posterior().sample((3,), x=x[0]).shape
         torch.Size([3, 2])
         >>> logs.cleanup()
-        >>> posterior_nn("maf")
+        >>> posterior_nn("zuko_nsf")
         Traceback (most recent call last):
             ...
-        ValueError: model: 'maf' is one of sbi's own estimators, not a flowbridge preset; use sbi's posterior_nn('maf') (from sbi.neural_nets import posterior_nn), or one of flowbridge's presets 'realnvp', 'nice', 'nsf'
+        ValueError: model: 'zuko_nsf' is one of sbi's own estimators, not a flowbridge preset; use sbi's posterior_nn('zuko_nsf') (from sbi.neural_nets import posterior_nn), or one of flowbridge's presets 'realnvp', 'nice', 'nsf', 'maf'
     """
     recipe = _recipe("posterior", model, z_score_theta, z_score_x, hidden_features,
                      num_transforms, embedding_net, num_couplings, hidden, seed, preset)  # fmt: skip
@@ -418,8 +438,8 @@ def likelihood_nn(
     sampling, ...) from this likelihood and the prior.
 
     Args:
-        model: a flowbridge preset by name (``"realnvp"``, default, ``"nsf"`` or
-            ``"nice"``, as :func:`posterior_nn`'s), or a
+        model: a flowbridge preset by name (``"realnvp"``, default, ``"nsf"``, ``"maf"``
+            or ``"nice"``, as :func:`posterior_nn`'s), or a
             conditional :class:`flowbridge.FlowSpec` (or its dict) of event shape
             ``(D_x,)`` and ``context_dim`` the embedding's output size, or a function
             ``(D_x, context_dim) -> FlowSpec``; sbi's own names are refused.
@@ -522,7 +542,7 @@ def _recipe(role: str, model: Any, z_score_input: Any, z_score_condition: Any,
                         f"it takes z_score_theta, z_score_x, hidden_features, num_transforms, "
                         f"embedding_net, seed and {', '.join(sorted(known))}")  # fmt: skip
     if count is None:
-        count = _NUM_TRANSFORMS
+        count = _PRESET_COUNTS.get(model, _NUM_TRANSFORMS)
     else:
         count = _argument("num_transforms" if num_transforms is not None else "num_couplings",
                           PosInt, count)  # fmt: skip

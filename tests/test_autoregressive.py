@@ -151,3 +151,14 @@ def test_the_named_degree_rules_are_the_frameworks(d, hidden):
         context = sample_mask_indices(d, hidden).double() - 1
     assert pyro.hidden_degrees(d) == [[int(v) for v in plain]]
     assert pyro.hidden_degrees(d, 2) == [[int(v) for v in context]]
+
+
+@pytest.mark.parametrize("degrees", ["equal", "pyro"])
+@pytest.mark.parametrize("direction", ["maf", "iaf"])
+def test_the_context_reaches_every_entry(degrees, direction):
+    """With a context, some hidden units read it alone (degree 0), so even the first entry
+    in the order is conditioned: moving the context moves every output entry."""
+    spec = _spec(4, direction, order=(2, 0, 3, 1), context=2, degrees=degrees)
+    flow = fb.to_numpy(spec, fb.init_params(spec, seed=2, init="random"))
+    x, c = np.random.default_rng(0).standard_normal((2, 1, 4))[0], np.ones((1, 2))
+    assert np.all(flow.forward(x, context=c) != flow.forward(x, context=c + 0.5))

@@ -606,10 +606,12 @@ def _made_degrees(made, d, context):
     elif made.degrees == "pyro":
         hidden = [list(np.round(np.linspace(1, d, h)) - 1) if context
                   else list(np.round(np.linspace(1, d - 1, h))) for h in made.hidden]
-    else:
-        hidden, low = [], 1
+    else:  # with a context, from degree 0: ceil(j D / (H + 1)) - 1
+        hidden, low = [], 0 if context else 1
+        top, less = (d, 1) if context else (d - 1, 0)
         for h in made.hidden:
-            layer = [max(min(low, d - 1), math.ceil(j * (d - 1) / (h + 1))) for j in range(1, h + 1)]
+            layer = [max(min(low, d - 1), math.ceil(j * top / (h + 1)) - less)
+                     for j in range(1, h + 1)]  # fmt: skip
             hidden.append(layer)
             low = min(layer)
     return entries, hidden

@@ -174,6 +174,8 @@ def test_sbis_vocabulary_builds_what_it_names(role):
     assert (spline.spec.layers[0].spline.bins, spline.spec.layers[0].spline.bound) == (10, 3.0)
     narrow = make("nsf", num_transforms=2, num_bins=4, tail_bound=5.0)(THETA, X).spec.layers[0]
     assert (narrow.spline.bins, narrow.spline.bound) == (4, 5.0)
+    made = make("maf")(THETA, X).spec  # sbi's maf: 5 MADE layers, the orders alternating
+    assert _types(made) == ["affine_autoregressive"] * 5 and made.layers[1].conditioner.order
     seeded = make(num_transforms=3, permutation="random", seed=1)(THETA, X)  # seeds the permutations too
     assert [layer.seed for layer in seeded.spec.layers if layer.type == "permutation"] == [1, 2]
     est = make(z_score_theta="structured", z_score_x="none")(THETA, X)
@@ -185,9 +187,9 @@ def test_sbis_vocabulary_builds_what_it_names(role):
 
 #: (arguments, error, message): each refused when the builder is made, not at .train().
 CALL_REFUSALS = [
-    ({"model": "maf"}, ValueError, r"model: 'maf' is one of sbi's own estimators.*_nn\('maf'\)"),
+    ({"model": "zuko_maf"}, ValueError, r"model: 'zuko_maf' is one of sbi's own estimators.*_nn\('zuko_maf'\)"),
     ({"model": "zuko_nsf"}, ValueError, r"model: 'zuko_nsf' is one of sbi's own"),
-    ({"model": "realnvp_image"}, ValueError, r"model: expected one of flowbridge's presets 'realnvp', 'nice', 'nsf'"),
+    ({"model": "realnvp_image"}, ValueError, r"model: expected one of flowbridge's presets 'realnvp', 'nice', 'nsf', 'maf'"),
     ({"model": 3}, TypeError, r"model: expected one of flowbridge's presets .*got int"),
     ({"model": fb.realnvp(3)}, ValueError, r"model: expected a conditional spec"),
     ({"model": {"layers": []}}, SpecError, r"^model: "),
@@ -432,7 +434,7 @@ def _linear_gaussian(n, seed):
     return prior, theta, theta + 0.3 * torch.randn_like(theta)
 
 
-@pytest.mark.parametrize("model", ["realnvp", "nsf"])
+@pytest.mark.parametrize("model", ["realnvp", "nsf", "maf"])
 def test_sbis_npe_trains_the_flow_and_samples_the_posterior(tracker, tmp_path, model):
     """sbi's own NPE loop on a small linear-Gaussian task, with affine and with spline
     couplings: the validation loss falls, the posterior samples sit around the

@@ -73,7 +73,7 @@ from .models import (
     mask_indices,
     permutation_indices,
 )
-from .presets import nice, nsf, realnvp, realnvp_image
+from .presets import maf, nice, nsf, realnvp, realnvp_image
 from .schema import json_schema
 
 __all__ = [
@@ -129,6 +129,7 @@ __all__ = [
     "nice",
     "param_count",
     "permutation_indices",
+    "maf",
     "nsf",
     "realnvp",
     "realnvp_image",

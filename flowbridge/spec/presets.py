@@ -1,4 +1,5 @@
-"""Paper architectures as specs: :func:`nice`, :func:`realnvp` and :func:`realnvp_image`.
+"""Paper architectures as specs: :func:`nice`, :func:`realnvp`, :func:`nsf`, :func:`maf`
+and :func:`realnvp_image`.
 
 Every preset argument fills a spec field and is validated as that field's type, the
 models' own (``PosInt``, :data:`~flowbridge.spec.models.Activation`, the type of
@@ -23,10 +24,12 @@ from ..errors import SpecError
 from .errors import expected, from_errors, path, translate
 from .flow import FlowSpec
 from .models import (
+    MADE,
     TAGS,
     Activation,
     ActNorm,
     AdditiveCoupling,
+    AffineAutoregressive,
     AffineCoupling,
     ChannelMask,
     CheckerboardMask,
@@ -45,6 +48,7 @@ from .models import (
     ResNetConditioner,
     ScaleMap,
     Scaling,
+    SplineAutoregressive,
     SplineCoupling,
     SplineMap,
     Squeeze,
@@ -329,6 +333,94 @@ def nsf(
             kind_seed = {"seed": seed + i} if permutation == "random" else {}
             layers.append(Permutation(kind=permutation, **kind_seed))
     return FlowSpec(name=name, event_shape=(dim,), **context, layers=layers)
+
+
+def maf(
+    dim: int,
+    *,
+    num_layers: int = 5,
+    hidden: tuple[int, ...] = (64, 64),
+    activation: Activation = "relu",
+    direction: Literal["maf", "iaf"] = "maf",
+    scale: Any = None,
+    spline: Any = None,
+    degrees: Any = "equal",
+    context_dim: int = 0,
+    context_embedding: Any = None,
+    name: str | None = None,
+) -> FlowSpec:
+    """A masked autoregressive flow (MAF, Papamakarios et al. 2017, arXiv:1705.07057) or,
+    with ``direction="iaf"``, an inverse autoregressive flow (IAF, Kingma et al. 2016,
+    arXiv:1606.04934) for vector events ``(D,)``.
+
+    ``num_layers`` autoregressive layers, each a :class:`flowbridge.MADE` of ``hidden``
+    units; their orders alternate left to right and right to left (the reversal nflows,
+    sbi and NumPyro's ``AutoIAFNormal`` put between layers, here in the MADE's ``order``,
+    so no permutation layer is needed). Affine maps (:class:`flowbridge.AffineAutoregressive`,
+    ``scale`` default ``exp``), or with ``spline`` rational spline maps
+    (:class:`flowbridge.SplineAutoregressive`). A MAF's density (the inverse) is one pass
+    and its sampling ``D``; an IAF's the other way round. Every argument is validated like
+    the spec field it fills, and an error names the argument.
+
+    Args:
+        dim: the event size ``D``, a positive integer.
+        num_layers: the number of autoregressive layers, a positive integer; default 5.
+        hidden: every MADE's hidden-layer widths; default ``(64, 64)``.
+        activation: the MADEs' activation; default ``"relu"``.
+        direction: ``"maf"`` (default: the MADE reads the output) or ``"iaf"`` (it reads
+            the input).
+        scale: the affine maps' scale map or its dict (default ``exp``;
+            :class:`flowbridge.ClampScale` is Pyro's and NumPyro's ``clamp(s, -5, 3)``);
+            refused with ``spline``.
+        spline: a :class:`flowbridge.RationalQuadraticSpline`,
+            :class:`flowbridge.RationalLinearSpline` or its dict for spline maps; ``None``
+            (default): affine maps.
+        degrees: the hidden units' degrees, ``"equal"`` (default, TFP's rule) or
+            ``"pyro"``.
+        context_dim: the size of the context vector; default 0 (unconditional).
+        context_embedding: a :class:`flowbridge.ContextEmbedding`, its dict or ``None``.
+        name: the spec's name; default ``None``: ``"maf"`` or ``"iaf"``, the direction.
+
+    Returns:
+        FlowSpec: ``num_layers`` autoregressive layers.
+
+    Raises:
+        SpecError: an argument is not of the type of the field it fills or breaks its
+            rule (the message names the argument), ``scale`` and ``spline`` are both
+            given, or the flow breaks a rule of :class:`flowbridge.FlowSpec`.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.maf(3, num_layers=2, hidden=(8,))
+        >>> [(layer.type, layer.conditioner.order) for layer in spec.layers]
+        [('affine_autoregressive', None), ('affine_autoregressive', (2, 1, 0))]
+        >>> fb.maf(3, direction="iaf", spline={"bins": 4}).layers[0].type
+        'spline_autoregressive'
+        >>> fb.maf(3, direction="vae")
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: direction: expected one of 'maf', 'iaf', got 'vae'
+    """
+    dim, count = _argument("dim", PosInt, dim), _argument("num_layers", PosInt, num_layers)
+    direction = _argument("direction", Literal["maf", "iaf"], direction)
+    chosen = _argument("spline", SplineMap | None, spline,
+                       "a RationalQuadraticSpline, RationalLinearSpline or its dict")  # fmt: skip
+    if chosen is not None and scale is not None:
+        raise SpecError("scale: expected None with a spline (a spline map has no scale map), "
+                        f"got {_show(scale)}")  # fmt: skip
+    scale_map = _scale(scale)
+    context = _context(context_dim, context_embedding)
+    layers: list[Any] = []
+    for i in range(count):
+        order = tuple(range(dim - 1, -1, -1)) if i % 2 else None
+        made = _fill(MADE, hidden=hidden, activation=activation, degrees=degrees, order=order)
+        if chosen is None:
+            layers.append(AffineAutoregressive(conditioner=made, scale=scale_map,
+                                               direction=direction))  # fmt: skip
+        else:
+            layers.append(SplineAutoregressive(conditioner=made, spline=chosen,
+                                               direction=direction))  # fmt: skip
+    return FlowSpec(name=name or direction, event_shape=(dim,), **context, layers=layers)
 
 
 def realnvp_image(

@@ -52,7 +52,10 @@ class MADE(_Model):
         degrees: the hidden units' degrees: ``"equal"`` (the default; TFP's
             ``hidden_degrees="equal"``, ``max(m, ceil(j (D - 1) / (H + 1)))`` for unit
             ``j = 1..H`` of a layer of ``H``, ``m`` the smallest degree below, capped at
-            ``D - 1``), ``"pyro"`` (Pyro's rule, ``round(linspace(1, D - 1, H))``, and
+            ``D - 1``; in a flow with a context ``max(m, ceil(j D / (H + 1)) - 1)``, from
+            0, so that units reading the context alone reach the first entry, whose
+            parameters would otherwise be constants), ``"pyro"`` (Pyro's rule,
+            ``round(linspace(1, D - 1, H))``, and
             ``round(linspace(1, D, H)) - 1`` in a flow with a context, in float64), or one
             tuple of non-negative ints per hidden layer (a native's own, TFP's
             ``"random"`` draws say: a port stores the degrees the native used).
@@ -101,10 +104,15 @@ class MADE(_Model):
                 else:
                     out.append([round(v) for v in np.round(np.linspace(1, dim - 1, units))])
             return out
-        below = 1  # the smallest input degree
+        below = 0 if context else 1  # the smallest input degree
         for units in self.hidden:
             floor = min(below, dim - 1)
-            layer = [max(floor, math.ceil(j * (dim - 1) / (units + 1))) for j in range(1, units + 1)]
+            if context:  # degrees 0..D-1: some units read the context alone
+                layer = [max(floor, math.ceil(j * dim / (units + 1)) - 1)
+                         for j in range(1, units + 1)]  # fmt: skip
+            else:
+                layer = [max(floor, math.ceil(j * (dim - 1) / (units + 1)))
+                         for j in range(1, units + 1)]  # fmt: skip
             out.append(layer)
             below = min(layer)
         return out
