@@ -53,6 +53,25 @@ def test_spline_benchmark_smoke(tmp_path):
     assert "| flowbridge-jax |" in table
 
 
+def test_autoregressive_benchmark_smoke(tmp_path):
+    """benchmarks/autoregressive.py runs (tiny timings, the smaller size) and checks each
+    native against flowbridge with the same weights before timing."""
+    for module in ("pyro", "tensorflow_probability", "numpyro"):
+        pytest.importorskip(module)
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "autoregressive.py"
+    run = subprocess.run([sys.executable, str(script), "--repeats", "1", "--min-time", "0.01",
+                          "--sizes", "1", "--out", str(tmp_path)], capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    table = (tmp_path / "autoregressive.md").read_text()
+    for impl in ("flowbridge-pyro (IAF)", "native-pyro (IAF)", "flowbridge-tfp (MAF)",
+                 "native-tfp (MAF)", "flowbridge-jax (IAF)", "native-numpyro (IAF)"):
+        assert f"| {impl} |" in table, impl
+
+
 @pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
 def test_quick_preset_smoke(tmp_path):
     pytest.importorskip("matplotlib")

@@ -153,7 +153,8 @@ def _python_blocks(path: Path) -> str:
 RUNNABLE = ["README.md", "docs/getting-started.md", "docs/guides/pyro.md", "docs/guides/tfp.md",
             "docs/guides/jax.md", "docs/guides/sbi.md", "docs/guides/saving.md",
             "docs/guides/images.md", "docs/guides/native.md", "docs/guides/conditional.md",
-            "docs/guides/distributed.md", "docs/guides/splines.md"]  # fmt: skip
+            "docs/guides/distributed.md", "docs/guides/splines.md",
+            "docs/guides/autoregressive.md"]  # fmt: skip
 
 
 @pytest.mark.parametrize("page", RUNNABLE)

@@ -28,6 +28,8 @@ CASES = {
     "eight_schools_numpyro.py": ["AutoNormal", "AutoIAFNormal", "flowbridge RealNVP",
                                  "NUTS (reference)", "errors against NUTS",
                                  "eight_schools_numpyro.png"],  # fmt: skip
+    "iaf_guides.py": ["Pyro AutoIAFNormal", "flowbridge IAF (Pyro)", "NumPyro AutoIAFNormal",
+                      "flowbridge IAF (NumPyro)", "exact posterior", "NUTS"],
     "amortized_guide_pyro.py": ["amortized flow (flowbridge)", "mean-field (AutoNormal)",
                                 "NUTS (reference)", "amortized_guide_pyro.png"],  # fmt: skip
     "npe_two_moons.py": ["flowbridge Pyro", "flowbridge TFP", "in box", "npe_two_moons.png"],
@@ -43,7 +45,7 @@ CASES = {
 
 
 #: Scripts that also train in JAX (the jax extra).
-NEEDS_JAX = {"npe_gaussian_linear.py", "eight_schools_numpyro.py"}
+NEEDS_JAX = {"npe_gaussian_linear.py", "eight_schools_numpyro.py", "iaf_guides.py"}
 
 #: Scripts that need sbi (the sbi extra).
 NEEDS_SBI = {"npe_sbi.py"}

@@ -147,12 +147,13 @@ def test_tfp_masked_autoregressive_flow_ports_exactly(keras64, order, degrees):
     ``[shift | s]``, a random input order and random hidden degrees read from the masks."""
     import tensorflow as tf
     import tensorflow_probability as tfp
+    import tf_keras
 
     tfb = tfp.bijectors
     made = tfb.AutoregressiveNetwork(
         params=2, hidden_units=[8, 8], activation="tanh", input_order=order,
-        hidden_degrees=degrees, kernel_initializer=tf.keras.initializers.RandomNormal(0, 0.4, 3),
-        bias_initializer=tf.keras.initializers.RandomNormal(0, 0.2, 4), dtype=tf.float64)  # fmt: skip
+        hidden_degrees=degrees, kernel_initializer=tf_keras.initializers.RandomNormal(0, 0.4, 3),
+        bias_initializer=tf_keras.initializers.RandomNormal(0, 0.2, 4), dtype=tf.float64)  # fmt: skip
     maf = tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made)
     x = _x(4)
     y = maf.forward(tf.constant(x)).numpy()  # builds the network
