@@ -228,11 +228,13 @@ def trace_embedding(plan: EmbeddingPlan) -> tuple[list[tuple[ir.Value, str]], se
 # ------------------------------------------------------------------ whole modules
 def _method(plan: Plan, method: str, functions: list[ir.Function], em) -> str:
     """The method ``method`` of a layer class: the body of the sub-function every
-    direction calls (:func:`flowbridge.ir.call`), written once. Each call traces it
-    anew; all must print the same body, or the definition is refused here."""
+    direction calls (:func:`flowbridge.ir.call`), or a loop's step (:func:`flowbridge.ir.loop`,
+    its result named for the state: ``x_next``), written once. Each call traces it anew;
+    all must print the same body, or the definition is refused here."""
     texts = set()
+    result = "out" if functions[0].kind == "call" else f"{functions[0].params[0]}_next"
     for function in functions:
-        lines = emit_body([(function.output, "out")], {"self", *function.params}, em.OPS, (),
+        lines = emit_body([(function.output, result)], {"self", *function.params}, em.OPS, (),
                           em.IN_PLACE, em.SPLIT)  # fmt: skip
         texts.add("\n".join(lines))
     if len(texts) != 1:
@@ -246,7 +248,7 @@ def _method(plan: Plan, method: str, functions: list[ir.Function], em) -> str:
         f"    def {method}({params}):",
         f'        """{doc}"""',
         *("        " + ln for ln in texts.pop().split("\n")),
-        "        return out",
+        f"        return {result}",
     ])  # fmt: skip
 
 

@@ -729,8 +729,8 @@ class AffineCouplingCheckerboard(_Layer):
         parity_diff = self.rows - self.cols
         trans_mask = parity_diff * parity_diff
         mask = 1.0 - trans_mask
-        self.mask = np.asarray(mask, self.dtype)
-        self.trans_mask = np.asarray(trans_mask, self.dtype)
+        self.mask = np.asarray(mask)
+        self.trans_mask = np.asarray(trans_mask)
 
     def conditioner(self, x_a):
         """m(x_a): the conditioner every direction calls."""

@@ -47,6 +47,11 @@ TFP ``Permute(p)``                         ``permutation`` explicit ``p``
 TFP ``Chain([b2, b1, b0])``                layers ``[b0, b1, b2]`` (Chain applies last-first)
 =========================================  ==============================================
 
+Autoregressive layers (Pyro's ``AffineAutoregressive`` and
+``ConditionalAffineAutoregressive``, TFP's ``MaskedAutoregressiveFlow`` with an
+``AutoregressiveNetwork``) become ``affine_autoregressive`` layers through
+:mod:`flowbridge.native.made`, which reads each MADE's order and degrees from its masks.
+
 Anything else (a custom hypernet or ``shift_and_log_scale_fn``, ``bijector_fn``, another
 bijector or transform, a conditioner without biases, an unconditional coupling
 or ``Spline`` in a conditional flow) is refused with :class:`NativeError` naming the piece
@@ -212,6 +217,14 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     (a ``Spline``'s ``unnormalized_derivatives``, the ``u_d`` block of a hypernet's last
     bias) is taken over less ``c`` (:func:`flowbridge.splines.derivative_offset`).
 
+    Pyro's autoregressive layers, ``AffineAutoregressive(AutoRegressiveNN(...))`` and
+    ``ConditionalAffineAutoregressive(ConditionalAutoRegressiveNN(...))``, become IAF
+    ``affine_autoregressive`` layers (the MADE reads the input), scale ``clamp`` to the
+    clips, the network's ``permutation`` as the MADE's ``order`` and its hidden degrees
+    read from its masks (:func:`flowbridge.native.made.degrees_from_masks`; the masks they
+    give are compared with Pyro's); the conditional network's first-layer rows move from
+    ``[context | x]`` to the neutral ``[x | context]``.
+
     The weights are copied as float64; the flow built from the result
     (:func:`flowbridge.to_pyro`, :func:`flowbridge.to_tfp`, :func:`flowbridge.to_numpy`)
     computes what the native one does.
@@ -219,11 +232,12 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     Args:
         transform: a Pyro ``AffineCoupling`` (with a ``DenseNN`` hypernet),
             ``SplineCoupling`` (either ``order``, either ``identity``, a ``DenseNN``
-            hypernet), ``Spline``, ``Permute``, a list of them or
+            hypernet), ``Spline``, ``AffineAutoregressive`` (its ``AutoRegressiveNN``
+            without skip connections, ``stable=False``), ``Permute``, a list of them or
             a ``ComposeTransform(Module)``; or the pieces of a conditional flow:
             ``ConditionalAffineCoupling`` (with a ``ConditionalDenseNN``),
             ``ConditionalSpline`` (with a ``DenseNN`` reading the
-            context) and ``Permute`` in a list or a ``ConditionalComposeTransformModule``.
+            context), ``ConditionalAffineAutoregressive`` and ``Permute`` in a list or a ``ConditionalComposeTransformModule``.
             Couplings and permutations must act on the last axis (``dim=-1``).
         dim: the event size ``D``; default ``None``: read from the first coupling
             (``split_dim`` + its hypernet's output, or + its spline's ``input_dim``),
@@ -463,14 +477,20 @@ def from_tfp_native(bijector: Any, dim: int | None = None) -> tuple[S.FlowSpec, 
     (unclamped): an ``affine_coupling``, or an ``additive_coupling`` (NICE) for
     ``shift_only=True``. ``Permute(p)`` becomes an explicit ``permutation`` ``p``. A
     ``Chain([b2, b1, b0])`` gives layers ``[b0, b1, b2]`` (``Chain`` applies last-first).
-    The weights are copied as float64.
+    ``MaskedAutoregressiveFlow(shift_and_log_scale_fn=AutoregressiveNetwork(params=2,
+    ...))`` becomes a MAF ``affine_autoregressive`` (the MADE reads the output; TFP's
+    forward is the ``D``-pass loop), scale ``exp``, the network's input order and hidden
+    degrees read from its masks and its ``[D, 2]`` output units reordered to flowbridge's
+    ``[shift | s]``. The weights are copied as float64.
 
     Args:
         bijector: a TFP ``RealNVP`` (its conditioner from ``real_nvp_default_template``,
-            called once so its variables exist), a ``Permute`` (of the last axis), or a
-            ``Chain`` of them; a list or tuple of them is read in its own order.
-        dim: the event size ``D``; default ``None``: read from the first ``Permute``, or
-            ``RealNVP`` that has seen an input.
+            called once so its variables exist), a ``MaskedAutoregressiveFlow`` (its
+            ``AutoregressiveNetwork`` built, unconditional, with biases), a ``Permute``
+            (of the last axis), or a ``Chain`` of them; a list or tuple of them is read in
+            its own order.
+        dim: the event size ``D``; default ``None``: read from the first ``Permute``,
+            ``RealNVP`` that has seen an input, or built ``AutoregressiveNetwork``.
 
     Returns:
         ``tuple[FlowSpec, dict[str, numpy.ndarray]]``: the :class:`flowbridge.FlowSpec`
