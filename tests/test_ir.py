@@ -316,3 +316,18 @@ def test_a_500_layer_conditioner_traces_and_emits_without_recursion():
     flow = fb.to_numpy(spec, fb.init_params(spec, 0, init="random"))
     x = np.random.default_rng(0).standard_normal((3, 4))
     np.testing.assert_allclose(flow.inverse(flow.forward(x)), x, atol=1e-10)
+
+
+def test_a_loop_checks_its_step_and_count():
+    """``ir.loop``: the step must give a value shaped as the state, and the count is an
+    int >= 0 or a static int; its method is traced once whatever the count."""
+    x = ir.source("x", (3,), batched=True)
+    out = ir.loop("step", lambda s, v: ir.ops.tanh(s) + v, ("state", "x"), 5, x, x)
+    assert (out.node.op, out.shape, out.batched, out.node.attrs["count"]) == ("loop", (3,), True, 5)
+    assert ir.functions(ir.reachable([out]))["step"][0].kind == "loop"
+    with pytest.raises(ir.ShapeError, match="the body must give a value like the state"):
+        ir.loop("step", lambda s, v: ir.ops.slice(s, axis=-1, start=None, stop=2), ("s", "x"), 2, x, x)
+    with pytest.raises(ir.ShapeError, match="count must be an int >= 0"):
+        ir.loop("step", lambda s, v: s + v, ("s", "x"), -1, x, x)
+    with pytest.raises(TypeError, match="2 parameter names for 3 arguments"):
+        ir.loop("step", lambda s, v, w: s, ("s", "x"), 1, x, x, x)
