@@ -70,8 +70,8 @@ CASES = {
     "maf_affine_clamp_d4_order_pyro_degrees": _one(S.AffineAutoregressive(
         conditioner=S.MADE(hidden=(8, 8), order=(2, 0, 3, 1), degrees="pyro"),
         scale=S.ClampScale()), 4, "m"),
-    "iaf_affine_soft_clamp_d5_tanh": _one(S.AffineAutoregressive(
-        conditioner=S.MADE(hidden=(7,), activation="tanh"), scale=S.SoftClampScale(bound=1.5),
+    "iaf_affine_softplus_d5_tanh": _one(S.AffineAutoregressive(
+        conditioner=S.MADE(hidden=(7,), activation="tanh"), scale=S.SoftplusScale(eps=0.01),
         direction="iaf"), 5, "m2"),
     "iaf_spline_d3_explicit_degrees": _one(S.SplineAutoregressive(
         conditioner=S.MADE(hidden=(4,), degrees=((0, 1, 2, 1),)),

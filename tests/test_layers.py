@@ -95,6 +95,8 @@ def _log_scale(s, scale):
         return scale.bound * np.tanh(s / scale.bound)
     if scale.kind == "sigmoid":  # log sigmoid(s + offset)
         return -np.log1p(np.exp(-(s + scale.offset)))
+    if scale.kind == "softplus":  # nflows: log(softplus(s) + eps)
+        return np.log(np.logaddexp(0.0, s) + scale.eps)
     raise KeyError(f"no formula for the scale map {scale.kind!r}")
 
 
@@ -918,6 +920,9 @@ CASES: dict[str, Callable[[], Case]] = {
         fb.AffineAutoregressive(conditioner=fb.MADE(hidden=(8, 7), order=(3, 0, 4, 2, 1),
                                                     degrees="pyro"),
                                 scale=fb.ClampScale(low=-0.5, high=0.4)), (5,), _vectors(5)),
+    "maf_affine_softplus_d3": lambda: _one(
+        fb.AffineAutoregressive(conditioner=fb.MADE(hidden=(6, 6), activation="tanh"),
+                                scale=fb.SoftplusScale()), (3,), _vectors(3)),
     "iaf_affine_equal_degrees_tanh_d4": lambda: _one(
         fb.AffineAutoregressive(conditioner=fb.MADE(hidden=(6,), activation="tanh"),
                                 direction="iaf", scale=fb.SoftClampScale(bound=0.8)),

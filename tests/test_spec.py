@@ -63,7 +63,7 @@ BAD = [
     (_layer(conditioner={"negative_slope": -1}), "layers[0].conditioner.negative_slope: expected a "
      "non-negative number, got -1"),
     (_layer(scale={"kind": "tanh"}), "layers[0].scale.kind: expected one of 'exp', 'clamp', "
-     "'soft_clamp', 'sigmoid', got 'tanh'"),
+     "'soft_clamp', 'sigmoid', 'softplus', got 'tanh'"),
     (_layer(scale={"kind": "clamp", "low": 3, "high": -1}),
      "layers[0].scale.high: expected a value > low (3.0), got -1.0"),
     (_layer(scale={"kind": "soft_clamp", "bound": 0}), "layers[0].scale.bound: expected a number in [1.175494e-38, 8.507059e+37], got 0"),

@@ -55,6 +55,7 @@ _SCALE_FORMULA = {
     "clamp": "clamp(s, low, high)\n    (the clamp's gradient is passed straight through)",
     "soft_clamp": "bound * tanh(s / bound)",
     "sigmoid": "log(sigmoid(s + offset)) (Glow)",
+    "softplus": "log(softplus(s) + eps) (nflows)",
 }
 
 
@@ -118,6 +119,9 @@ class Affine:
         elif scale.kind == "sigmoid":
             detail, self.text = f"Sigmoid{_word(scale.offset)}", (
                 f"scale map sigmoid, offset {scale.offset!r}")
+        elif scale.kind == "softplus":
+            detail, self.text = f"Softplus{_word(scale.eps)}", (
+                f"scale map softplus, eps {scale.eps!r}")
         else:
             detail, self.text = word, "scale map exp"
         self.words = ((word, detail),)
@@ -151,6 +155,9 @@ class Affine:
         if scale.kind == "sigmoid":  # Glow
             z = ops.name(raw + scale.offset, "s_offset")
             return ops.name(ops.log_sigmoid(z), "log_scale"), ops.name(ops.sigmoid(z), "scale")
+        if scale.kind == "softplus":  # nflows: the scale itself is softplus(s) + eps
+            positive = ops.name(ops.softplus(raw) + scale.eps, "scale")
+            return ops.name(ops.log(positive), "log_scale"), positive
         if scale.kind == "exp":
             log_scale = raw
         elif scale.kind == "clamp":  # Pyro's clamp_preserve_gradients

@@ -58,6 +58,7 @@ from .maps import (  # noqa: F401
     ScaleMap,
     SigmoidScale,
     SoftClampScale,
+    SoftplusScale,
     SplineMap,
     _Spline,
     _spline_kind,

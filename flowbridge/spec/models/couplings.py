@@ -137,8 +137,9 @@ class AffineCoupling(_Coupling):
             ``Conditioner()``) for vector events, a :class:`flowbridge.ResNetConditioner`
             for image events.
         scale: the scale map: :class:`flowbridge.ExpScale` (default),
-            :class:`flowbridge.ClampScale`, :class:`flowbridge.SoftClampScale` or
-            :class:`flowbridge.SigmoidScale`; a model or its dict with ``kind``.
+            :class:`flowbridge.ClampScale`, :class:`flowbridge.SoftClampScale`,
+            :class:`flowbridge.SigmoidScale` or :class:`flowbridge.SoftplusScale`; a model
+            or its dict with ``kind``.
 
     Example:
         >>> import flowbridge as fb
@@ -198,8 +199,9 @@ class ElementwiseAffine(_LayerModel):
             (:class:`flowbridge.Conditioner`, default ``Conditioner()``), its last layer
             starting at zero (the identity); unused in a flow without a context.
         scale: the scale map (:class:`flowbridge.ExpScale`, default,
-            :class:`flowbridge.ClampScale`, :class:`flowbridge.SoftClampScale` or
-            :class:`flowbridge.SigmoidScale`); a model or its dict with ``kind``.
+            :class:`flowbridge.ClampScale`, :class:`flowbridge.SoftClampScale`,
+            :class:`flowbridge.SigmoidScale` or :class:`flowbridge.SoftplusScale`); a model
+            or its dict with ``kind``.
 
     Example:
         >>> import flowbridge as fb

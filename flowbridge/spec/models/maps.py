@@ -151,8 +151,41 @@ class SigmoidScale(_Model):
     offset: Finite = 2.0
 
 
+class SoftplusScale(_Model):
+    """nflows' scale map (sbi's ``maf``): ``scale = softplus(s) + eps``, log-scale
+    ``log(softplus(s) + eps)``.
+
+    The scale never falls below ``eps`` and grows linearly, not exponentially, with ``s``:
+    nflows' ``MaskedAffineAutoregressiveTransform`` uses it with ``eps = 1e-3``. At
+    ``s = 0`` the scale is ``log(2) + eps``, not 1: a layer with this map does not start at
+    the identity.
+
+    Attributes:
+        kind: ``"softplus"``, the tag that picks this scale map in a spec's dict.
+        eps: the scale's floor, default ``1e-3``; a number in ``[1.175494e-38, 1]``.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> layers = [{"type": "affine_coupling", "scale": {"kind": "softplus"}}]
+        >>> fb.FlowSpec.from_dict({"event_shape": [4], "layers": layers}).layers[0].scale
+        SoftplusScale(kind='softplus', eps=0.001)
+        >>> fb.SoftplusScale(eps=0.0)
+        Traceback (most recent call last):
+            ...
+        flowbridge.errors.SpecError: eps: expected a number in [1.175494e-38, 1], got 0.0
+    """
+
+    model_config = _schema_description(
+        "nflows' ``scale = softplus(s) + eps`` (eps 1e-3), log-scale ``log(softplus(s) + eps)``."
+    )
+
+    kind: Literal["softplus"] = "softplus"
+    eps: _constant(F32_TINY, 1.0, positive=True) = 1e-3
+
+
 ScaleMap = Annotated[
-    ExpScale | ClampScale | SoftClampScale | SigmoidScale, Field(discriminator="kind")
+    ExpScale | ClampScale | SoftClampScale | SigmoidScale | SoftplusScale,
+    Field(discriminator="kind"),
 ]
 
 
