@@ -84,7 +84,19 @@ class MADE(_Model):
     degrees: Literal["equal", "pyro"] | tuple[tuple[NonNegInt, ...], ...] = "equal"
 
     def input_degrees(self, dim: int) -> list[int]:
-        """Each event entry's degree, ``1..D``, in the event's order."""
+        """Each event entry's degree, ``1..D``, in the event's order.
+
+        Args:
+            dim: the event size ``D``.
+
+        Returns:
+            ``list[int]``: entry ``i``'s degree, its position in ``order`` plus one.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> fb.MADE(order=(1, 2, 0)).input_degrees(3)
+            [3, 1, 2]
+        """
         order = range(dim) if self.order is None else self.order
         degrees = [0] * dim
         for position, entry in enumerate(order):
@@ -92,8 +104,23 @@ class MADE(_Model):
         return degrees
 
     def hidden_degrees(self, dim: int, context: int = 0) -> list[list[int]]:
-        """Each hidden layer's unit degrees, for events of ``dim`` entries (and a context of
-        ``context``: ``"pyro"``'s rule differs with one)."""
+        """Each hidden layer's unit degrees, for events of ``dim`` entries.
+
+        Args:
+            dim: the event size ``D``.
+            context: the size of the context the MADE reads; default 0. The named rules
+                differ with one: their degrees then start at 0 (units that read the
+                context alone).
+
+        Returns:
+            ``list[list[int]]``: one list per hidden layer, a degree per unit.
+
+        Example:
+            >>> import flowbridge as fb
+            >>> made = fb.MADE(hidden=(4,))
+            >>> made.hidden_degrees(3), made.hidden_degrees(3, context=2)
+            ([[1, 1, 2, 2]], [[0, 1, 1, 2]])
+        """
         if not isinstance(self.degrees, str):
             return [list(layer) for layer in self.degrees]
         out: list[list[int]] = []
