@@ -78,9 +78,8 @@ def pyro_schools():
 
 def pyro_regression():
     w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
-    with pyro.plate("data", 20):
-        pyro.sample("t", dist.Normal(w @ torch.tensor(X.T, dtype=torch.float32), NOISE),
-                    obs=torch.tensor(T, dtype=torch.float32))  # fmt: skip
+    loc = w @ torch.tensor(X.T, dtype=torch.float32)  # the 20 points as one event
+    pyro.sample("t", dist.Normal(loc, NOISE).to_event(1), obs=torch.tensor(T, dtype=torch.float32))
 
 
 def pyro_fit(model, guide, steps, lr, particles):
@@ -120,8 +119,8 @@ def numpyro_schools():
 
 def numpyro_regression():
     w = numpyro.sample("w", ndist.Normal(jnp.zeros(3), 1.0).to_event(1))
-    with numpyro.plate("data", 20):
-        numpyro.sample("t", ndist.Normal(w @ jnp.asarray(X.T), NOISE), obs=jnp.asarray(T))
+    loc = w @ jnp.asarray(X.T)  # the 20 points as one event
+    numpyro.sample("t", ndist.Normal(loc, NOISE).to_event(1), obs=jnp.asarray(T))
 
 
 def run_numpyro(name, model, dim, steps, particles):
