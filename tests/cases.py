@@ -66,7 +66,7 @@ CASES = {
             S.ElementwiseSpline(conditioner=S.Conditioner(hidden=(6,)),
                                 spline=S.RationalQuadraticSpline(bins=4))]),  # fmt: skip
     # autoregressive layers (MADE): MAF and IAF, affine and spline maps, a given order,
-    # Pyro's, TFP's and explicit degrees, a context, and a one-dimensional event (no loop)
+    # Pyro's, TFP's and explicit degrees, a context
     "maf_affine_clamp_d4_order_pyro_degrees": _one(S.AffineAutoregressive(
         conditioner=S.MADE(hidden=(8, 8), order=(2, 0, 3, 1), degrees="pyro"),
         scale=S.ClampScale()), 4, "m"),
@@ -82,8 +82,10 @@ CASES = {
                                    spline=S.RationalLinearSpline(bins=3)),
             S.AffineAutoregressive(conditioner=S.MADE(hidden=(5,), degrees="pyro"),
                                    direction="iaf")]),  # fmt: skip
-    "iaf_affine_d1": _one(S.AffineAutoregressive(conditioner=S.MADE(hidden=(3,)),
-                                                 direction="iaf"), 1, "m5"),  # fmt: skip
+    # one entry: no loop (D - 1 = 0 steps); the context is all the MADE's hidden units read
+    "iaf_affine_conditional_d1_c2": lambda: fb.FlowSpec(
+        name="m5", event_shape=(1,), context_dim=2, layers=[S.AffineAutoregressive(
+            conditioner=S.MADE(hidden=(3,)), direction="iaf")]),  # fmt: skip
     # every entry's affine map: learned vectors without a context, m(context) with one
     "elementwise_affine_d1": _one(S.ElementwiseAffine(), 1, "k"),
     "elementwise_affine_soft_clamp_d3": _one(
