@@ -42,7 +42,9 @@ class MADE:
             self.params[f"conditioner.{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
         act = "".join(w.capitalize() for w in cond.activation.split("_"))
         depth = len(cond.hidden)
-        self.words = [(f"Depth{depth}", f"Depth{depth}"), (act, act)]
+        reverse = cond.order is not None and list(cond.order) == list(range(dim - 1, -1, -1))
+        ordered = "" if cond.order is None else "Reversed" if reverse else "Ordered"
+        self.words = [(f"Depth{depth}", f"Depth{depth}"), (act, act), (ordered, ordered)]
         order = "left to right" if cond.order is None else f"order {list(cond.order)}"
         self.text = (f"MADE with {depth} hidden layer{'s' * (depth != 1)}, {cond.activation}, "
                      f"{order}, degrees {cond.degrees if isinstance(cond.degrees, str) else 'given'}")
