@@ -174,8 +174,9 @@ def test_sbis_vocabulary_builds_what_it_names(role):
     assert (spline.spec.layers[0].spline.bins, spline.spec.layers[0].spline.bound) == (10, 3.0)
     narrow = make("nsf", num_transforms=2, num_bins=4, tail_bound=5.0)(THETA, X).spec.layers[0]
     assert (narrow.spline.bins, narrow.spline.bound) == (4, 5.0)
-    made = make("maf")(THETA, X).spec  # sbi's maf: 5 MADE layers, the orders alternating
-    assert _types(made) == ["affine_autoregressive"] * 5 and made.layers[1].conditioner.order
+    made = make("maf")(THETA, X)  # sbi's maf: 5 MADE layers, the orders alternating
+    assert _types(made) == ["affine_autoregressive"] * 5
+    assert made.spec.layers[0].conditioner.order is None and made.spec.layers[1].conditioner.order
     seeded = make(num_transforms=3, permutation="random", seed=1)(THETA, X)  # seeds the permutations too
     assert [layer.seed for layer in seeded.spec.layers if layer.type == "permutation"] == [1, 2]
     est = make(z_score_theta="structured", z_score_x="none")(THETA, X)

@@ -47,9 +47,9 @@ TFP ``Permute(p)``                         ``permutation`` explicit ``p``
 TFP ``Chain([b2, b1, b0])``                layers ``[b0, b1, b2]`` (Chain applies last-first)
 =========================================  ==============================================
 
-Autoregressive layers (Pyro's ``AffineAutoregressive`` and
-``ConditionalAffineAutoregressive``, TFP's ``MaskedAutoregressiveFlow`` with an
-``AutoregressiveNetwork``) become ``affine_autoregressive`` layers through
+Autoregressive layers (Pyro's ``AffineAutoregressive``,
+``ConditionalAffineAutoregressive`` and ``SplineAutoregressive``, TFP's ``MaskedAutoregressiveFlow`` with an
+``AutoregressiveNetwork``) become autoregressive layers through
 :mod:`flowbridge.native.made`, which reads each MADE's order and degrees from its masks.
 
 Anything else (a custom hypernet or ``shift_and_log_scale_fn``, ``bijector_fn``, another
@@ -69,7 +69,13 @@ from .. import backends
 from .. import spec as S
 from ..errors import SpecError
 from . import made as made
-from .common import _TORCH_ACTIVATIONS, NativeError, _tf_activation
+from .common import (
+    _TORCH_ACTIVATIONS,
+    NativeError,
+    _pyro_spline,
+    _shift_derivative_bias,
+    _tf_activation,
+)
 from .made import from_numpyro_native as from_numpyro_native
 
 
@@ -127,26 +133,6 @@ def _pyro_conditioner(net: Any, at: str, n_in: int, dims: list[int], context: in
     return cond, weights
 
 
-def _pyro_spline(source: Any, at: str) -> Any:
-    """The spline map of a Pyro spline (``Spline``, ``ConditionalSpline``):
-    :class:`RationalQuadraticSpline` for ``order="quadratic"``,
-    :class:`RationalLinearSpline` for ``order="linear"`` (Pyro's default); its bins and
-    bound, Pyro's edge derivative ``1 - min_derivative`` and bin search epsilon 1e-6
-    (Pyro's other constants, the minima 1e-3 and ``min_lambda`` 0.025, are flowbridge's
-    defaults)."""
-    order = getattr(source, "order", None)
-    models = {"quadratic": S.RationalQuadraticSpline, "linear": S.RationalLinearSpline}
-    if order not in models:
-        raise NativeError(f"{at}: order={order!r} cannot be converted; expected 'linear' or "
-                          "'quadratic'")  # fmt: skip
-    try:
-        return models[order](bins=int(source.count_bins), bound=float(source.bound),
-                             edge_derivative="pyro", eps=1e-6)  # fmt: skip
-    except SpecError as exc:
-        raise NativeError(f"{at}: count_bins={source.count_bins}, bound={source.bound} cannot "
-                          f"be converted: {exc}") from None  # fmt: skip
-
-
 def _pyro_param_dims(n: int, spline: Any) -> list[int]:
     """A Pyro spline hypernet's ``param_dims`` for ``n`` entries: ``[n*K, n*K, n*(K-1)]``,
     and ``n*K`` lambdas more for ``order="linear"``."""
@@ -170,19 +156,6 @@ def _spline_weights(part: Any, spline: Any) -> dict:
     if spline.kind == "rational_linear":
         out["lambdas"] = raw(part.unnormalized_lambdas)
     return out
-
-
-def _shift_derivative_bias(weights: dict, n: int, spline: Any) -> dict:
-    """The hypernet's weights with its last bias's ``u_d`` block (outputs ``2nK`` to
-    ``2nK + n(K - 1)``) less :func:`flowbridge.splines.derivative_offset`: the layout
-    ``[u_w | u_h | u_d (| u_l)]`` is flowbridge's already."""
-    from ..splines import derivative_offset
-
-    last = max(int(k.split(".")[1]) for k in weights)
-    bias = weights[f"conditioner.{last}.bias"]
-    start = 2 * n * spline.bins
-    bias[start : start + n * (spline.bins - 1)] -= derivative_offset(spline)
-    return weights
 
 
 def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec, dict]:
@@ -223,7 +196,10 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     clips, the network's ``permutation`` as the MADE's ``order`` and its hidden degrees
     read from its masks (:func:`flowbridge.native.made.degrees_from_masks`; the masks they
     give are compared with Pyro's); the conditional network's first-layer rows move from
-    ``[context | x]`` to the neutral ``[x | context]``.
+    ``[context | x]`` to the neutral ``[x | context]``. ``SplineAutoregressive`` becomes an
+    IAF ``spline_autoregressive``, its spline read as Pyro's other splines and its
+    network's parameter-major ``(sum(param_dims), D)`` output reordered to flowbridge's
+    entry-major blocks (the raw derivatives' biases less ``c``).
 
     The weights are copied as float64; the flow built from the result
     (:func:`flowbridge.to_pyro`, :func:`flowbridge.to_tfp`, :func:`flowbridge.to_numpy`)
@@ -233,7 +209,8 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
         transform: a Pyro ``AffineCoupling`` (with a ``DenseNN`` hypernet),
             ``SplineCoupling`` (either ``order``, either ``identity``, a ``DenseNN``
             hypernet), ``Spline``, ``AffineAutoregressive`` (its ``AutoRegressiveNN``
-            without skip connections, ``stable=False``), ``Permute``, a list of them or
+            without skip connections, ``stable=False``), ``SplineAutoregressive``,
+            ``Permute``, a list of them or
             a ``ComposeTransform(Module)``; or the pieces of a conditional flow:
             ``ConditionalAffineCoupling`` (with a ``ConditionalDenseNN``),
             ``ConditionalSpline`` (with a ``DenseNN`` reading the
@@ -285,6 +262,7 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
         ConditionalSpline,
         Permute,
         Spline,
+        SplineAutoregressive,
         SplineCoupling,
     )
 
@@ -365,6 +343,14 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
             layers.append(S.ElementwiseSpline(conditioner=cond, spline=spline))
             weights = _shift_derivative_bias(weights, dim, spline)
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+        elif isinstance(part, SplineAutoregressive):
+            if context:
+                raise NativeError(f"{at}: an unconditional autoregressive layer in a "
+                                  "conditional flow cannot be converted (every flowbridge "
+                                  "autoregressive layer reads the context)")  # fmt: skip
+            layer, weights = made.pyro_spline_autoregressive(part, at, dim)
+            layers.append(layer)
+            params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, (AffineAutoregressive, ConditionalAffineAutoregressive)):
             if context and isinstance(part, AffineAutoregressive):
                 raise NativeError(f"{at}: an unconditional autoregressive layer in a "
@@ -384,8 +370,8 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
                               "a DenseNN hypernet), ConditionalAffineCoupling (with a "
                               "ConditionalDenseNN), SplineCoupling, Spline or "
                               "ConditionalSpline (DenseNN hypernets), "
-                              "AffineAutoregressive, ConditionalAffineAutoregressive or "
-                              "Permute")  # fmt: skip
+                              "AffineAutoregressive, ConditionalAffineAutoregressive, "
+                              "SplineAutoregressive or Permute")  # fmt: skip
     return _finish(layers, params, dim, "from_pyro", context)
 
 
@@ -434,7 +420,8 @@ def _pyro_dim(parts: list) -> int:
             return int(part.input_dim)
         if isinstance(part, Permute):
             return len(part.permutation)
-        if type(part).__name__ in ("AffineAutoregressive", "ConditionalAffineAutoregressive"):
+        if type(part).__name__ in ("AffineAutoregressive", "ConditionalAffineAutoregressive",
+                                   "SplineAutoregressive"):
             return int((part.nn if hasattr(part, "nn") else part.arn).input_dim)
     raise NativeError("transform: cannot tell the event size; pass dim=")
 

@@ -22,7 +22,13 @@ import numpy as np
 
 from .. import spec as S
 from ..errors import SpecError
-from .common import _TORCH_ACTIVATIONS, NativeError, _tf_activation
+from .common import (
+    _TORCH_ACTIVATIONS,
+    NativeError,
+    _pyro_spline,
+    _shift_derivative_bias,
+    _tf_activation,
+)
 
 
 def degrees_from_masks(inputs: list[int], outputs: list[int],
@@ -99,32 +105,29 @@ def _input_degrees(order: list[int]) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- Pyro
-def pyro_affine_autoregressive(part: Any, at: str, dim: int, context: int
-                               ) -> tuple[S.AffineAutoregressive, dict]:  # fmt: skip
-    """``(layer, weights)`` of a Pyro ``AffineAutoregressive`` (an IAF: the MADE reads the
-    input) or ``ConditionalAffineAutoregressive`` (its ``ConditionalAutoRegressiveNN``
-    reading ``[context | x]``, whose first kernel's rows become the neutral ``[x |
-    context]``); the scale ``clamp`` to ``[log_scale_min_clip, log_scale_max_clip]``
-    (straight-through, as Pyro's ``clamp_preserve_gradients``)."""
+def _pyro_made(arn: Any, at: str, dim: int, context: int, param_dims: list[int],
+               columns: np.ndarray, outputs: list[int]) -> tuple[S.MADE, dict]:  # fmt: skip
+    """``(made, weights)`` of a Pyro ``(Conditional)AutoRegressiveNN``: its ``permutation``
+    as the order, its hidden degrees read from its masks, ``MaskedLinear`` weights
+    transposed to ``(in, out)``, the context's first-layer rows moved after the entries
+    (Pyro reads ``[context | x]``), and the last layer's output units taken in
+    flowbridge's order: flowbridge's unit ``k`` is Pyro's ``columns[k]``, of entry
+    ``outputs[k]``."""
     import torch
 
-    conditional = type(part).__name__ == "ConditionalAffineAutoregressive"
-    arn = part.nn if conditional else part.arn
-    if getattr(part, "stable", False):
-        raise NativeError(f"{at}: stable=True (Pyro's sigmoid-gated form) cannot be converted; "
-                          "flowbridge's affine map is y = x * scale + shift")  # fmt: skip
     if arn.skip_layer is not None:
-        raise NativeError(f"{at}.arn: skip_connections=True cannot be converted; flowbridge's "
+        raise NativeError(f"{at}: skip_connections=True cannot be converted; flowbridge's "
                           "MADE has no skip layer")  # fmt: skip
-    if list(arn.param_dims) != [1, 1] or arn.input_dim != dim:
-        raise NativeError(f"{at}.arn: expected AutoRegressiveNN({dim}, ..., param_dims=[1, 1]), "
-                          f"got input_dim={arn.input_dim}, param_dims={list(arn.param_dims)}")
+    if list(arn.param_dims) != list(param_dims) or arn.input_dim != dim:
+        raise NativeError(f"{at}: expected AutoRegressiveNN({dim}, ..., param_dims="
+                          f"{list(param_dims)}), got input_dim={arn.input_dim}, param_dims="
+                          f"{list(arn.param_dims)}")  # fmt: skip
     width = int(getattr(arn, "context_dim", 0))
     if width != context:
-        raise NativeError(f"{at}.arn: reads a context of {width}; the flow's is {context}")
+        raise NativeError(f"{at}: reads a context of {width}; the flow's is {context}")
     name = type(arn.f).__name__
     if name not in _TORCH_ACTIVATIONS or (name == "ELU" and arn.f.alpha != 1.0):
-        raise NativeError(f"{at}.arn.f: activation {name} cannot be converted; expected one of "
+        raise NativeError(f"{at}.f: activation {name} cannot be converted; expected one of "
                           f"{', '.join(_TORCH_ACTIVATIONS)} (ELU with alpha=1)")  # fmt: skip
     slope = float(arn.f.negative_slope) if name == "LeakyReLU" else 0.01
     order = [int(v) for v in arn.permutation.tolist()]
@@ -135,19 +138,60 @@ def pyro_affine_autoregressive(part: Any, at: str, dim: int, context: int
         m = m.detach().cpu().double().numpy().T
         return np.concatenate([m[context:], m[:context]]) if m.shape[0] == dim + context else m
 
-    masks = [rows(layer.mask).astype(bool) for layer in arn.layers]
+    layers = list(arn.layers)
+    masks = [rows(layer.mask).astype(bool) for layer in layers]
+    masks[-1] = masks[-1][:, columns]
     made = _made(order, list(arn.hidden_dims), _TORCH_ACTIVATIONS[name], slope, inputs,
-                 entries * 2, masks, f"{at}.arn")  # fmt: skip
+                 [entries[e] for e in outputs], masks, at)  # fmt: skip
     weights = {}
-    for j, layer in enumerate(arn.layers):
+    for j, layer in enumerate(layers):
         kernel = rows(layer.weight)
-        weights[f"conditioner.{j}.kernel"] = kernel.copy() if j else kernel[: dim + context].copy()
-        weights[f"conditioner.{j}.bias"] = layer.bias.detach().cpu().double().numpy().copy()
+        bias = layer.bias.detach().cpu().double().numpy()
+        if j == len(layers) - 1:
+            kernel, bias = kernel[:, columns], bias[columns]
+        weights[f"conditioner.{j}.kernel"] = kernel.copy()
+        weights[f"conditioner.{j}.bias"] = bias.copy()
+    return made, weights
+
+
+def pyro_affine_autoregressive(part: Any, at: str, dim: int, context: int
+                               ) -> tuple[S.AffineAutoregressive, dict]:  # fmt: skip
+    """``(layer, weights)`` of a Pyro ``AffineAutoregressive`` (an IAF: the MADE reads the
+    input) or ``ConditionalAffineAutoregressive`` (its ``ConditionalAutoRegressiveNN``
+    reading ``[context | x]``, whose first kernel's rows become the neutral ``[x |
+    context]``); the scale ``clamp`` to ``[log_scale_min_clip, log_scale_max_clip]``
+    (straight-through, as Pyro's ``clamp_preserve_gradients``)."""
+    conditional = type(part).__name__ == "ConditionalAffineAutoregressive"
+    if getattr(part, "stable", False):
+        raise NativeError(f"{at}: stable=True (Pyro's sigmoid-gated form) cannot be converted; "
+                          "flowbridge's affine map is y = x * scale + shift")  # fmt: skip
+    # Pyro's output is [mean | log_scale], D each: flowbridge's [shift | s] as it is
+    made, weights = _pyro_made(part.nn if conditional else part.arn, f"{at}.arn", dim, context,
+                               [1, 1], np.arange(2 * dim), list(range(dim)) * 2)  # fmt: skip
     options = part.kwargs if conditional else {"log_scale_min_clip": part.log_scale_min_clip,
                                                "log_scale_max_clip": part.log_scale_max_clip}  # fmt: skip
     scale = S.ClampScale(low=float(options.get("log_scale_min_clip", -5.0)),
                          high=float(options.get("log_scale_max_clip", 3.0)))  # fmt: skip
     return S.AffineAutoregressive(conditioner=made, scale=scale, direction="iaf"), weights
+
+
+def pyro_spline_autoregressive(part: Any, at: str, dim: int
+                               ) -> tuple[S.SplineAutoregressive, dict]:  # fmt: skip
+    """``(layer, weights)`` of a Pyro ``SplineAutoregressive`` (an IAF): the spline as
+    :func:`flowbridge.from_pyro_native` reads Pyro's splines (edge derivative and bin search
+    Pyro's), the network's output ``(sum(param_dims), D)``, parameter-major rows, taken in
+    flowbridge's layout (blocks ``u_w``, ``u_h``, ``u_d`` (, ``u_l``), each entry-major),
+    the ``u_d`` block's biases less :func:`flowbridge.splines.derivative_offset`."""
+    spline = _pyro_spline(part.spline, at)
+    k = spline.bins
+    sizes = [k, k, k - 1] + ([k] if spline.kind == "rational_linear" else [])
+    starts = np.cumsum([0, *sizes[:-1]])
+    columns = np.array([(start + b) * dim + i for start, m in zip(starts, sizes, strict=True)
+                        for i in range(dim) for b in range(m)])  # fmt: skip
+    outputs = [i for m in sizes for i in range(dim) for _ in range(m)]
+    made, weights = _pyro_made(part.arn, f"{at}.arn", dim, 0, sizes, columns, outputs)
+    weights = _shift_derivative_bias(weights, dim, spline)
+    return S.SplineAutoregressive(conditioner=made, spline=spline, direction="iaf"), weights
 
 
 # ----------------------------------------------------------------------------- TFP
