@@ -169,8 +169,9 @@ def _derived(node: ir.Node, text: dict[str, str]) -> dict[str, str]:
     """Attribute texts every backend's templates share: ``index`` for a slice
     (``..., a:b`` then ``, :`` per axis after it, spaced as ruff formats it), ``axes``
     for an ``event_ndims`` reduction (``-1``, or ``(-3, -2, -1)``), ``ndims`` for a
-    reshape (how many static dims it replaces) and ``last`` for a bucket search (the last
-    bucket's index, ``K - 1``)."""
+    reshape (how many static dims it replaces), ``last`` for a bucket search (the last
+    bucket's index, ``K - 1``), ``upper`` for a triangular solve (``not lower``) and
+    ``subscripts`` for a matrix applied along an axis (``"ij,...jab->...iab"`` at axis -3)."""
     op, raw, out = node.op, node.attrs, {}
     if op == "reshape":
         out["ndims"] = str(len(node.args[0].shape))
@@ -180,6 +181,11 @@ def _derived(node: ir.Node, text: dict[str, str]) -> dict[str, str]:
         start, stop = text.pop("start"), text.pop("stop")
         part = f"{start} : {stop}".strip() if "." in start + stop else f"{start}:{stop}"
         out["index"] = ", ".join(["...", part] + [":"] * (-raw["axis"] - 1))
+    if op == "solve_triangular":
+        out["upper"] = str(not raw["lower"])
+    if op == "matvec":
+        rest = "abcdefgh"[: -raw["axis"] - 1]
+        out["subscripts"] = f"ij,...j{rest}->...i{rest}"
     if "event_ndims" in raw:
         n = raw["event_ndims"]
         out["axes"] = "-1" if n == 1 else _flat(tuple(range(-n, 0)))
@@ -377,7 +383,7 @@ def generate(spec: FlowSpec, backend: str, plans: list[Plan] | None = None) -> s
             nodes = ir.reachable([v for v, _ in outputs] + effects)
             for method, found in ir.functions(nodes).items():
                 called.setdefault(method, []).extend(found)
-        if len(set(constants.values())) > 1:
+        if len({frozenset(lines) for lines in constants.values()}) > 1:  # the same, any order
             raise ir.DefinitionError(f"{plan.class_name}: the directions' constants differ")
         methods = tuple(_method(plan, m, fs, em) for m, fs in called.items())
         text = em.layer_class(_PLACEHOLDER, plan, bodies["forward"], bodies["inverse"],

@@ -327,6 +327,40 @@ def _conv2d(node: Node) -> tuple[tuple[int, ...], bool]:
     return (*first.shape[:-3], kernel.shape[3], *first.shape[-2:]), first.batched
 
 
+def _matrix(node: Node, value: Node, what: str) -> None:
+    if value.batched or len(value.shape) != 2:
+        raise _fail(node, f"expected {what} an unbatched matrix (n, m)")
+
+
+def _matmul(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, other = (a.node for a in node.args)
+    _matrix(node, first, "a")
+    _matrix(node, other, "b")
+    if first.shape[1] != other.shape[0]:
+        raise _fail(node, "expected a (n, k) and b (k, m)")
+    return (first.shape[0], other.shape[1]), False
+
+
+def _solve_triangular(node: Node) -> tuple[tuple[int, ...], bool]:
+    first, rhs = (a.node for a in node.args)
+    _matrix(node, first, "a")
+    _matrix(node, rhs, "b")
+    if not isinstance(node.attrs["lower"], bool):
+        raise _fail(node, f"lower must be True or False, got {node.attrs['lower']!r}")
+    if first.shape[0] != first.shape[1] or rhs.shape[0] != first.shape[0]:
+        raise _fail(node, "expected a square a (n, n) and b (n, m)")
+    return rhs.shape, False
+
+
+def _matvec(node: Node) -> tuple[tuple[int, ...], bool]:
+    matrix, x = (a.node for a in node.args)
+    _matrix(node, matrix, "the first argument")
+    axis = _axis(node, x.shape)
+    if matrix.shape[1] != x.shape[axis]:
+        raise _fail(node, f"expected a matrix (m, {x.shape[axis]}) for axis {axis}")
+    return _replace(x.shape, axis, matrix.shape[0]), x.batched
+
+
 def _batch_mean(node: Node) -> tuple[tuple[int, ...], bool]:
     first, n = node.args[0].node, node.attrs["event_ndims"]
     if not first.batched or n not in (1, 3) or len(first.shape) != n:
@@ -564,6 +598,14 @@ OPS: dict[str, Op] = {
     "per_channel": Op(1, (), _per_channel, doc="a parameter (C,) as (C, 1, 1)"),
     "squeeze2x2": Op(1, (), _squeeze2x2, doc="2x2 space-to-depth"),
     "unsqueeze2x2": Op(1, (), _unsqueeze2x2, doc="2x2 depth-to-space"),
+    # matrices (unbatched parameters and constants, (n, m)): a product, a triangular solve
+    # reading only the lower (or upper) triangle of a, and a matrix applied along one axis
+    # of x (a 1x1 convolution's channel mixing at axis -3, a linear map at axis -1)
+    "matmul": Op(2, (), _matmul, ("float", "float"), doc="a @ b, two matrices"),
+    "solve_triangular": Op(2, ("lower",), _solve_triangular, ("float", "float"),
+                           doc="x with a @ x = b, a's lower (upper) triangle read"),
+    "matvec": Op(2, ("axis",), _matvec, ("float", "float"),
+                 doc="y[..., i, ...] = sum_j m[i, j] x[..., j, ...] along axis"),
     # structure along one axis (negative: counted from the last)
     "slice": Op(1, ("axis", "start", "stop"), _slice, doc="x[..., start:stop] along axis"),
     "take": Op(2, ("axis",), _take, ("float", "int"),

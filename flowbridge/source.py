@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .layers import EmbeddingPlan, Plan
+from .layers import WEIGHT_KINDS, EmbeddingPlan, Plan
 from .spec import FlowSpec
 
 WIDTH = 99  # the generated code's line length
@@ -104,7 +104,7 @@ def neutral_params_method(plan: Plan | EmbeddingPlan, conv_kernel: str = "kernel
             "    return params",
         ], 1)  # fmt: skip
     kinds = {f.kind: f for f in plan.fields}
-    if not {"dense", "conv", "vector", "channel", "state"} & kinds.keys():
+    if not set(WEIGHT_KINDS) & kinds.keys():
         return block(lines + ["    return {}"], 1)
     lines.append("    params = {}")
     if "dense" in kinds or "conv" in kinds:
@@ -115,7 +115,7 @@ def neutral_params_method(plan: Plan | EmbeddingPlan, conv_kernel: str = "kernel
             '        params[f"conditioner.{j}.bias"] = bias',
         ]
     for f in plan.fields:
-        if f.kind in ("vector", "channel", "state"):
+        if f.kind in WEIGHT_KINDS and f.kind not in ("dense", "conv"):
             lines.append(f'    params["{f.name}"] = self.{f.name}')
     return block(lines + ["    return params"], 1)
 

@@ -43,6 +43,10 @@ CASES = {
     "permutation_random_d6": _one(S.Permutation(kind="random", seed=3), 6, "h"),
     "permutation_explicit_d3": _one(S.Permutation(kind="explicit", indices=(2, 0, 1)), 3, "i"),
     "actnorm_d4": _one(S.ActNorm(), 4, "j"),
+    # Glow's invertible 1x1 convolution on a vector: an LU linear layer, here with the
+    # sign and log-magnitude diagonal, negative signs and a given permutation
+    "lu_linear_log_signs_d4": _one(S.Conv1x1(diagonal="log", signs=(1, -1, -1, 1),
+                                             permutation=(2, 0, 3, 1)), 4, "lu"),
     # neural splines: a coupling, an elementwise spline (learned raw parameters), Pyro's
     # edge derivative, and both in a conditional flow
     "spline_coupling_d4": _one(S.SplineCoupling(conditioner=S.Conditioner(hidden=(8,)),
@@ -169,6 +173,11 @@ IMAGE_CASES = {
         S.FactorOut(),
         S.Scaling()),
     "image_preset_c1_8x8": lambda: fb.realnvp_image((1, 8, 8), blocks=1, channels=4),
+    # Glow: squeeze, ActNorm, 1x1 convolution (LU, U's diagonal direct) and a sigmoid-scaled
+    # channel coupling, a factor-out, then a level whose convolution stores log|diag U|
+    "image_glow_c1_4x4": lambda: fb.FlowSpec(name="glow", event_shape=(1, 4, 4), layers=[
+        *fb.glow((1, 4, 4), num_scales=1, steps=1, blocks=0, channels=4).layers,
+        S.FactorOut(), S.Conv1x1(diagonal="log", signs=(-1, 1), permutation="identity")]),
     # the data side: logit preprocessing of (0, 1) data, ActNorm per channel (also after a
     # factor-out, on the active channels)
     "image_logit_actnorm_c2_4x4": _image(

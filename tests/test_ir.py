@@ -112,11 +112,11 @@ def test_parameters_named_kernel_and_bias_are_the_parameters_not_the_dense_acces
 def test_a_field_kind_an_emitter_does_not_store_is_refused_by_name(backend, monkeypatch):
     def odd(layer, shape, context=0):
         plan = layers.plan_scaling(layer, shape)
-        return dataclasses.replace(plan, fields=(layers.Field("matrix", "log_scale"),))
+        return dataclasses.replace(plan, fields=(layers.Field("tensor4", "log_scale"),))
 
     monkeypatch.setitem(layers.REGISTRY, "scaling", odd)
     spec = fb.FlowSpec(name="w", event_shape=(3,), layers=[S.Scaling()])
-    with pytest.raises(ContractError, match="no field of kind 'matrix': it stores dense, conv"):
+    with pytest.raises(ContractError, match="no field of kind 'tensor4': it stores dense, conv"):
         fb.generate(spec, backend)
 
 
@@ -193,7 +193,8 @@ def test_axis_and_event_ndims_ops_run_in_every_backend(backend):
 
 def _inputs():
     """x (*batch, 3, 4) batched, w (3, 4) positive, edges (3, 4, 6) increasing with x's
-    entries on, between and outside them, values (3, 4, 5), i (*batch, 3, 4) indices."""
+    entries on, between and outside them, values (3, 4, 5), i (*batch, 3, 4) indices,
+    m (3, 3) a full matrix with a dominant diagonal."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, 3, 4)) * 2
     edges = np.sort(rng.uniform(-3, 3, (3, 4, 6)), axis=-1)
@@ -201,13 +202,14 @@ def _inputs():
     x[1, 0, :] = [-9.0, 9.0, edges[0, 2, 0], edges[0, 3, -1]]  # outside, on the ends
     return {"x": x, "w": rng.uniform(0.5, 2.0, (3, 4)), "edges": edges,
             "values": rng.standard_normal((3, 4, 5)),
-            "i": rng.integers(0, 5, (5, 3, 4))}  # fmt: skip
+            "i": rng.integers(0, 5, (5, 3, 4)),
+            "m": rng.standard_normal((3, 3)) + 3 * np.eye(3)}  # fmt: skip
 
 
 def _sources(inputs):
     return {"x": ir.source("x", (3, 4), batched=True), "w": ir.source("w", (3, 4)),
             "edges": ir.source("edges", (3, 4, 6)), "values": ir.source("values", (3, 4, 5)),
-            "i": ir.source("i", (3, 4), batched=True, dtype="int")}  # fmt: skip
+            "i": ir.source("i", (3, 4), batched=True, dtype="int"), "m": ir.source("m", (3, 3))}  # fmt: skip
 
 
 def _softmax(z):
@@ -248,6 +250,17 @@ _OP_CASES = {
     "transpose": (lambda s: ops.reshape(ops.transpose(ops.reshape(s["x"], shape=(3, 2, 2)),
                                                       perm=(2, 0, 1)), shape=(3, 4)),
                   lambda a: a["x"].reshape(5, 3, 2, 2).transpose(0, 3, 1, 2).reshape(5, 3, 4)),
+    # a triangular solve reads one triangle of m: the other holds entries it must ignore
+    "solve_triangular": (
+        lambda s: ops.matvec(ops.solve_triangular(
+            s["m"], ops.solve_triangular(s["m"], s["m"], lower=True), lower=False), s["x"], axis=-2),
+        lambda a: np.einsum("ij,...jk->...ik", np.linalg.solve(
+            np.triu(a["m"]), np.linalg.solve(np.tril(a["m"]), a["m"])), a["x"])),
+    "matmul": (lambda s: ops.matvec(ops.matmul(s["m"], s["m"] * 2.0), s["x"], axis=-2),
+               lambda a: np.einsum("ij,...jk->...ik", a["m"] @ (2 * a["m"]), a["x"])),
+    "matvec": (lambda s: ops.matvec(ops.matmul(ops.transpose(s["w"], perm=(1, 0)), s["w"]),
+                                    s["x"], axis=-1),
+               lambda a: a["x"] @ (a["w"].T @ a["w"]).T),
 }
 
 
@@ -288,6 +301,13 @@ def test_op_runs_in_every_backend_as_numpy_computes_it(op, backend):
         (lambda: ops.clamp(_x(), low=1.0, high=0.0), "low < high"),
         (lambda: ops.where(1.0, _x(), _x()), "not numbers"),
         (lambda: ops.softplus(1.0), "not numbers"),
+        (lambda: ops.matmul(_x(), ir.source("m", (4, 4))), "expected a an unbatched matrix"),
+        (lambda: ops.matmul(ir.source("a", (3, 2)), ir.source("b", (3, 2))), "a \\(n, k\\)"),
+        (lambda: ops.solve_triangular(ir.source("a", (3, 2)), ir.source("b", (3, 2)), lower=True),
+         "a square a"),
+        (lambda: ops.solve_triangular(ir.source("a", (2, 2)), ir.source("b", (2, 2)), lower=1),
+         "lower must be True or False"),
+        (lambda: ops.matvec(ir.source("m", (3, 3)), _x(), axis=-1), "a matrix \\(m, 4\\)"),
     ],
 )
 def test_new_ops_refuse_dtypes_and_shapes_that_do_not_fit(build, message):

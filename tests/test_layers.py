@@ -315,6 +315,46 @@ def _actnorm(layer, shape):
     return Formula(forward, inverse)
 
 
+def _conv1x1(layer, shape):
+    """Glow's ``W = P L U`` built entry by entry: ``L[i, j] = lower_upper[i, j]`` below the
+    diagonal, 1 on it; ``U`` the rest (its diagonal ``signs * exp(log_abs_diag)`` in
+    the log form); ``W[i] = (L U)[permutation[i]]``. Each pixel's channels are multiplied
+    by ``W`` (its inverse by ``numpy.linalg.inv``, which the layer never uses); the log-det
+    is ``H W log|det W|`` from ``numpy.linalg.slogdet`` of the dense ``W``."""
+    c = shape[0]
+    perm = S.conv1x1_permutation(layer, c)
+
+    def dense(p):
+        lu = p["lower_upper"]
+        lower, upper = np.eye(c), np.zeros((c, c))
+        for i in range(c):
+            for j in range(c):
+                if i > j:
+                    lower[i, j] = lu[i, j]
+                elif i < j or layer.diagonal == "direct":
+                    upper[i, j] = lu[i, j]
+        if layer.diagonal == "log":
+            signs = np.ones(c) if layer.signs is None else np.array(layer.signs, float)
+            upper[np.arange(c), np.arange(c)] = signs * np.exp(p["log_abs_diag"])
+        return (lower @ upper)[perm]
+
+    def mix(m, v):
+        moved = np.moveaxis(v, -len(shape), -1)  # channels last
+        return np.moveaxis(moved @ m.T, -1, -len(shape))
+
+    def forward(p, x, _):
+        w = dense(p)
+        batch = x.shape[: x.ndim - len(shape)]
+        return mix(w, x), np.full(batch, _count(shape) * np.linalg.slogdet(w)[1])
+
+    def inverse(p, y, _):
+        w = dense(p)
+        batch = y.shape[: y.ndim - len(shape)]
+        return mix(np.linalg.inv(w), y), np.full(batch, -_count(shape) * np.linalg.slogdet(w)[1])
+
+    return Formula(forward, inverse)
+
+
 def _batch_stats(x, shape):
     """Mean and biased variance per channel (per entry) over every batch dim and H, W."""
     flat = x.reshape((-1, *shape))
@@ -702,6 +742,7 @@ FORMULAS: dict[str, Callable[..., Formula]] = {
     "squeeze": lambda layer, shape, training: _squeeze(layer, shape),
     "factor_out": lambda layer, shape, training: _factor_out(layer, shape),
     "actnorm": lambda layer, shape, training: _actnorm(layer, shape),
+    "conv1x1": lambda layer, shape, training: _conv1x1(layer, shape),
     "batch_norm": _batch_norm,
     "logit": lambda layer, shape, training: _logit(layer, shape),
 }
@@ -833,6 +874,11 @@ CASES: dict[str, Callable[[], Case]] = {
         fb.Permutation(kind="explicit", indices=(2, 0, 3, 1)), (4,), _vectors(4)),
     "actnorm_vector": lambda: _one(fb.ActNorm(), (4,), _vectors(4)),
     "actnorm_image": lambda: _one(fb.ActNorm(), (3, 2, 4), _images((3, 2, 4))),
+    # Glow's 1x1 convolution: U's diagonal direct (Pyro's, TFP's) on an image, sign and
+    # log-magnitude with negative signs on a vector (an LU linear layer)
+    "conv1x1_image": lambda: _one(fb.Conv1x1(permutation=(1, 2, 0)), (3, 2, 4), _images((3, 2, 4))),
+    "conv1x1_log_signs_vector": lambda: _one(
+        fb.Conv1x1(diagonal="log", signs=(-1, 1, -1, -1)), (4,), _vectors(4, batch=(2, 3))),
     "squeeze": lambda: _one(fb.Squeeze(), (2, 4, 6), _images((2, 4, 6))),
     "logit_vector": lambda: _one(fb.Logit(), (5,), _rng().uniform(0.01, 0.99, (4, 5))),
     "logit_image": lambda: _one(fb.Logit(alpha=0.1), (2, 2, 2),

@@ -85,7 +85,7 @@ BAD = [
     ({"event_shape": [4], "layers": [{"type": "glow"}]}, "layers[0].type: expected one of "
      "'additive_coupling', 'affine_coupling', 'elementwise_affine', 'spline_coupling', "
      "'elementwise_spline', 'affine_autoregressive', 'spline_autoregressive', 'scaling', "
-     "'actnorm', 'batch_norm', 'logit', 'permutation', 'squeeze', 'factor_out', got 'glow'"),
+     "'actnorm', 'batch_norm', 'logit', 'conv1x1', 'permutation', 'squeeze', 'factor_out', got 'glow'"),
     ({"event_shape": [4], "layers": [{"mask": {}}]}, "layers[0]: expected a 'type' field"),
     ({"event_shape": [4], "layers": []}, "layers: expected at least one layer, got []"),
     ({"event_shape": [4]}, "layers: required field is missing"),

@@ -156,6 +156,7 @@ SHARED_OPS: dict[str, str] = {
     "slice": "{0}[{index}]",
     "per_channel": "{0}[:, None, None]",
     "conv2d": "_conv2d({0}, {1}, {2})",
+    "matmul": "{0} @ {1}",
     "batch_mean": "_batch_mean({0}, {event_ndims})",
     "squeeze2x2": "_squeeze2x2({0})",
     "unsqueeze2x2": "_unsqueeze2x2({0})",
@@ -167,7 +168,7 @@ SHARED_OPS: dict[str, str] = {
 #: Every kind of layer field (``flowbridge.layers.Field``): each emitter's ``FIELD_INIT``
 #: says how its framework stores each one.
 FIELD_KINDS: tuple[str, ...] = (
-    "dense", "conv", "constant", "vector", "channel", "state", "index", "int",
+    "dense", "conv", "constant", "vector", "channel", "state", "index", "int", "matrix",
 )  # fmt: skip
 
 

@@ -39,10 +39,12 @@ from . import (  # noqa: F401  (each registers its layer types)
     autoregressive,
     coupling,
     diagonal,
+    linear,
     structure,
 )
 from .base import (
     LAYER_TYPES,
+    WEIGHT_KINDS,
     ZEROS,
     Field,
     Init,
@@ -66,7 +68,7 @@ plan_permutation, plan_squeeze = structure.plan_permutation, structure.plan_sque
 plan_factor_out = structure.plan_factor_out
 
 __all__ = [
-    "LAYER_TYPES", "MAPS", "MLP", "REGISTRY", "ZEROS", "Affine", "EmbeddingPlan", "Field",
+    "LAYER_TYPES", "MAPS", "MLP", "REGISTRY", "WEIGHT_KINDS", "ZEROS", "Affine", "EmbeddingPlan", "Field",
     "Init", "LayerType", "Param", "Partition", "Plan", "ResNet", "Shift", "SplineMap", "View",
     "check_definitions", "definition", "param_shapes", "param_specs", "plan_actnorm",
     "plan_batch_norm", "plan_coupling", "plan_elementwise", "plan_embedding",

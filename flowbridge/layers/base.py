@@ -18,7 +18,8 @@ from ..ir import Value, source
 
 @dataclass(frozen=True)
 class Init:
-    """How one parameter starts: ``zeros``, or uniform in ``+-bound``.
+    """How one parameter starts: ``zeros``, uniform in ``+-bound``, or (a square matrix,
+    an LU factorisation's packed factors) the ``identity`` plus uniform in ``+-bound``.
 
     A fan-in rule (``Init.fan_in_uniform(fan_in)``, torch's ``nn.Linear`` kernel rule)
     records its ``fan_in``; ``bound = fan_in ** -0.5``. ``Init.uniform(bound)`` makes a
@@ -26,8 +27,9 @@ class Init:
     ``numpy.random.Generator`` (zeros use no randomness).
 
     Attributes:
-        rule: ``"zeros"`` (every entry 0) or ``"uniform"`` (uniform in
-            ``[-bound, bound]``).
+        rule: ``"zeros"`` (every entry 0), ``"uniform"`` (uniform in
+            ``[-bound, bound]``) or ``"identity"`` (a square matrix: the identity, plus
+            uniform in ``[-bound, bound]`` where ``bound > 0``).
         bound: the half-width of the uniform range; ``0.0`` (the default) for zeros.
         fan_in: the fan-in a fan-in rule was made from (``bound = fan_in ** -0.5``);
             ``None`` (the default) for any other rule.
@@ -45,7 +47,7 @@ class Init:
         array([0., 0.])
     """
 
-    rule: Literal["zeros", "uniform"]
+    rule: Literal["zeros", "uniform", "identity"]
     bound: float = 0.0
     fan_in: int | None = None
 
@@ -58,8 +60,16 @@ class Init:
     def uniform(cls, bound: float) -> Init:
         return cls("uniform", bound)
 
+    @classmethod
+    def identity(cls, bound: float = 0.0) -> Init:
+        """A square matrix: the identity, plus uniform in ``+-bound`` where ``bound > 0``."""
+        return cls("identity", bound)
+
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        """A float64 draw (zeros use no randomness)."""
+        """A float64 draw (zeros, and the identity with bound 0, use no randomness)."""
+        if self.rule == "identity":
+            start = np.eye(shape[0])
+            return start if self.bound == 0.0 else start + rng.uniform(-self.bound, self.bound, shape)
         if self.rule == "zeros":
             return np.zeros(shape)
         return rng.uniform(-self.bound, self.bound, size=shape)
@@ -99,6 +109,11 @@ class Param:
     random_init: Init
 
 
+#: The field kinds that hold weights (learned, or a running average): a layer's
+#: ``neutral_params`` names them, and a module draws their starts from ``PARAM_INIT``.
+WEIGHT_KINDS: tuple[str, ...] = ("dense", "conv", "vector", "channel", "state", "matrix")
+
+
 @dataclass(frozen=True)
 class Field:
     """One attribute of a generated layer class, built from a constructor argument.
@@ -110,8 +125,11 @@ class Field:
     each backend storing them in its own layout), ``"vector"`` (a learned tensor of the
     layer's event shape, ``self.{name}``), ``"channel"`` (a learned tensor of the
     layer's first event dimension: one entry per channel of an image),
-    ``"constant"`` (a float buffer from a constructor list, nested for more than one
-    dimension: a checkerboard's row and column parities), ``"index"`` (an integer buffer) or ``"int"`` (a plain Python int). A layer acting on the active
+    ``"matrix"`` (a learned square matrix, ``self.{name}``, of the shape the
+    constructor argument ``shape`` names, starting at the identity: an LU factorisation's
+    packed factors), ``"constant"`` (a float buffer from a constructor list, nested for
+    more than one dimension: a checkerboard's row and column parities), ``"index"`` (an
+    integer buffer) or ``"int"`` (a plain Python int). A layer acting on the active
     channels of an image (after a factor-out) has an ``active_shape`` argument, which
     gives its ``"vector"`` and ``"channel"`` fields their shapes. ``"state"`` is a
     ``"channel"`` tensor the layer updates itself (a running average), not trained: a
@@ -120,7 +138,7 @@ class Field:
 
     kind: str
     name: str
-    #: a ``"vector"`` field of a shape other than the event's: the name of the constructor
+    #: a ``"vector"`` (or ``"matrix"``) field of a shape other than the event's: the name of the constructor
     #: argument (a list of ints) that gives it (an unconditional spline's raw widths
     #: ``(D, bins)``); ``None`` (the default): the event's shape
     shape: str | None = None

@@ -9,7 +9,7 @@ The package reads in the order the data flows:
   the rules that relate its fields, its canonical JSON and hash, its files;
 - :mod:`~flowbridge.spec.schema`: the JSON Schema of the format;
 - :mod:`~flowbridge.spec.presets`: the papers' architectures, :func:`nice`,
-  :func:`realnvp` and :func:`realnvp_image`;
+  :func:`realnvp`, :func:`realnvp_image` and :func:`glow`;
 - :mod:`~flowbridge.spec.errors`: pydantic's errors as one :class:`~flowbridge.SpecError`
   whose messages name each field by its path.
 
@@ -43,6 +43,7 @@ from .models import (
     ClampScale,
     Conditioner,
     ContextEmbedding,
+    Conv1x1,
     ElementwiseAffine,
     ElementwiseSpline,
     ExplicitMask,
@@ -71,10 +72,11 @@ from .models import (
     SplineMap,
     SplitMask,
     Squeeze,
+    conv1x1_permutation,
     mask_indices,
     permutation_indices,
 )
-from .presets import maf, nice, nsf, realnvp, realnvp_image
+from .presets import glow, maf, nice, nsf, realnvp, realnvp_image
 from .schema import json_schema
 
 __all__ = [
@@ -89,6 +91,7 @@ __all__ = [
     "ClampScale",
     "Conditioner",
     "ContextEmbedding",
+    "Conv1x1",
     "ElementwiseAffine",
     "ElementwiseSpline",
     "ExpScale",
@@ -130,7 +133,9 @@ __all__ = [
     "mask_indices",
     "nice",
     "param_count",
+    "conv1x1_permutation",
     "permutation_indices",
+    "glow",
     "maf",
     "nsf",
     "realnvp",

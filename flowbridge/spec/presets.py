@@ -34,6 +34,7 @@ from .models import (
     ChannelMask,
     CheckerboardMask,
     Conditioner,
+    Conv1x1,
     ElementwiseAffine,
     ElementwiseSpline,
     ExpScale,
@@ -48,6 +49,7 @@ from .models import (
     ResNetConditioner,
     ScaleMap,
     Scaling,
+    SigmoidScale,
     SplineAutoregressive,
     SplineCoupling,
     SplineMap,
@@ -660,3 +662,82 @@ def _nouns(kind: Any) -> list[str]:
         return [f"a {base.__name__}", "its dict"]
     named = {float: "a number", str: "a string", type(None): "None"}
     return [named.get(base, getattr(base, "__name__", str(base)))]
+
+
+def glow(
+    event_shape: Any,
+    *,
+    num_scales: int = 3,
+    steps: int = 4,
+    blocks: int = 1,
+    channels: int = 64,
+    kernel_size: int = 3,
+    activation: Activation = "relu",
+    diagonal: Literal["direct", "log"] = "direct",
+    logit: float | None = None,
+    name: str = "glow",
+) -> FlowSpec:
+    """Glow's multi-scale architecture for images ``(C, H, W)`` (Kingma & Dhariwal 2018,
+    arXiv:1807.03039, fig. 2).
+
+    Each of the ``num_scales`` levels is a squeeze, then ``steps`` steps of flow, each an
+    :class:`flowbridge.ActNorm`, an invertible 1x1 convolution
+    (:class:`flowbridge.Conv1x1`, LU form, ``diagonal`` as it says) and an affine coupling
+    with a channel mask (the first half passes) and Glow's sigmoid scale
+    ``sigmoid(s + 2)``; every level but the last ends with a factor-out of half the
+    channels. Two differences from the paper, stated: the coupling computes
+    ``y = x * scale + shift`` (the paper adds the shift before scaling, the same family
+    with the shift rescaled), and its conditioner is flowbridge's ResNet
+    (:class:`flowbridge.ResNetConditioner`, ``blocks`` residual blocks of ``channels``
+    feature maps) where the paper used three convolutions of 512. The 1x1
+    convolutions start as the reversal permutation (``lower_upper`` at the identity), not
+    a random rotation; initialise the ActNorms from data with
+    :func:`flowbridge.actnorm_init`. ``H`` and ``W`` must halve ``num_scales`` times.
+    Image flows are not conditional.
+
+    Args:
+        event_shape: ``(C, H, W)``, three positive integers.
+        num_scales: the number of levels ``L``, a positive integer; default 3.
+        steps: the steps of flow per level ``K``, a positive integer; default 4 (the
+            paper used 32).
+        blocks: each conditioner's residual blocks, a non-negative integer; default 1.
+        channels: each conditioner's feature maps, a positive integer; default 64.
+        kernel_size: the convolutions' size, an odd positive integer; default 3.
+        activation: the conditioners' activation (``"relu"``, the default, ...).
+        diagonal: how the 1x1 convolutions store ``U``'s diagonal: ``"direct"`` (default,
+            as Pyro and TFP) or ``"log"`` (sign and log-magnitude, the paper's).
+        logit: ``None`` (default: no logit layer) or the ``alpha`` of a first
+            :class:`flowbridge.Logit` layer, for dequantized data in (0, 1).
+        name: the spec's name; default ``"glow"``.
+
+    Returns:
+        FlowSpec: the flow; its output shape is ``(C * 4**L, H / 2**L, W / 2**L)``.
+
+    Raises:
+        SpecError: an argument is not of the type of the field it fills or breaks its
+            rule (the message names the argument), ``H`` or ``W`` does not halve
+            ``num_scales`` times (the message names the squeeze), or a size is over a
+            ceiling of :func:`flowbridge.limits`.
+
+    Example:
+        >>> import flowbridge as fb
+        >>> spec = fb.glow((1, 8, 8), num_scales=2, steps=2, channels=8)
+        >>> [layer.type for layer in spec.layers[:4]], spec.output_shape
+        (['squeeze', 'actnorm', 'conv1x1', 'affine_coupling'], (16, 2, 2))
+    """
+    shape = _argument("event_shape", tuple[PosInt, PosInt, PosInt], event_shape, _IMAGE_WORDS)
+    scales = _argument("num_scales", PosInt, num_scales)
+    count = _argument("steps", PosInt, steps)
+    net = _fill(ResNetConditioner, blocks=blocks, channels=channels, kernel_size=kernel_size,
+                activation=activation)  # fmt: skip
+    conv = _fill(Conv1x1, diagonal=diagonal)
+    alpha = _argument("logit", _field(Logit, "alpha") | None, logit)
+    layers: list[Any] = [] if alpha is None else [Logit(alpha=alpha)]
+    for level in range(scales):
+        layers.append(Squeeze())
+        for _ in range(count):
+            layers += [ActNorm(), conv, AffineCoupling(mask=ChannelMask(part="first"),
+                                                       conditioner=net, scale=SigmoidScale())]
+        if level < scales - 1:
+            layers.append(FactorOut())
+    return FlowSpec(name=name, event_shape=shape, layers=layers)

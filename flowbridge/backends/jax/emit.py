@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...layers import WEIGHT_KINDS
 from ...source import block, call, embed_methods, neutral_params_method, signature, traced_methods
 from ..contract import Emitter
 
@@ -22,6 +23,7 @@ _FIELD_INIT = {
     "vector": 'self.{name} = _initial(init["{name}"], {shape}, rng, self.dtype)',
     "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng, self.dtype)',
     "state": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng, self.dtype)',
+    "matrix": 'self.{name} = _identity(init["{name}"], {shape}, rng, self.dtype)',
     "index": "self.{name} = np.asarray({name}, dtype=np.int32)",
     "int": "self.{name} = {name}",
 }
@@ -71,6 +73,8 @@ jax.config.update("jax_enable_x64", True)."""
         "linear": "_linear({0}, {1}, {2})",
         "assign": 'updates["{0}"] = {1}',  # written by effect(): the state's local name
         "take": "jnp.take({0}, {1}, axis={axis})",
+        "matvec": 'jnp.einsum("{subscripts}", {0}, {1})',
+        "solve_triangular": "jax.scipy.linalg.solve_triangular({0}, {1}, lower={lower})",
         "concat": "jnp.concatenate([{0}, {1}], axis={axis})",
         "broadcast_batch": "jnp.broadcast_to({0}, {1}.shape[:-{event_ndims}] + {0}.shape[-1:])",
         "sum_event": "jnp.sum({0}, axis={axes})",
@@ -88,6 +92,7 @@ jax.config.update("jax_enable_x64", True)."""
     UNCONDITIONAL = ("Flow",)
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
     EMBEDDING = ("EmbeddedFlow",)
+    FIELD_HELPERS = {"matrix": ("_identity",)}
     OP_HELPERS = {
         "loop": ("_repeat",),
         "transpose": ("_transpose_last",),
@@ -114,7 +119,7 @@ jax.config.update("jax_enable_x64", True)."""
         init = [self.field_init(f.kind).format(name=f.name, shape=self.field_shape(plan, f))
                 for f in plan.fields]
         uses_rng = any(
-            f.kind in ("dense", "conv", "vector", "channel", "state") for f in plan.fields
+            f.kind in WEIGHT_KINDS for f in plan.fields
         )
         base, ctx = ("_ConditionalLayer", ["context_dim"]) if plan.context else ("_Layer", [])
         out = ["output_shape"] if plan.output_shape != plan.event_shape else []

@@ -107,6 +107,12 @@ def _initial(bound, shape, rng, dtype):
     return jnp.asarray(rng.uniform(-bound, bound, size=shape), dtype)
 
 
+def _identity(bound, shape, rng, dtype):
+    """A square matrix (an LU factorisation's packed factors): the identity, plus uniform
+    in +-bound where the bound is not 0 (PARAM_INIT), drawn with NumPy's ``rng``."""
+    return jnp.eye(shape[0], dtype=dtype) + _initial(bound, shape, rng, dtype)
+
+
 def _dense(sizes, init, rng, dtype, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
     by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)."""

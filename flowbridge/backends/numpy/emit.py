@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...layers import WEIGHT_KINDS
 from ...source import block, call, embed_methods, neutral_params_method, signature, traced_methods
 from ..contract import Emitter
 
@@ -14,6 +15,7 @@ _FIELD_INIT = {
     "vector": 'self.{name} = _initial(init["{name}"], {shape}, rng)',
     "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng)',
     "state": 'self.{name} = _initial(init["{name}"], {shape}[:1], rng)',
+    "matrix": 'self.{name} = _identity(init["{name}"], {shape}, rng)',
     "index": "self.{name} = np.asarray({name}, dtype=np.intp)",
     "int": "self.{name} = {name}",
 }
@@ -61,6 +63,8 @@ Every input is converted to float64; the flow has no state besides its weights."
         "linear": "np.matmul({0}, {1}) + {2}",
         "assign": "{0}[...] = {1}",
         "take": "np.take({0}, {1}, axis={axis})",
+        "matvec": 'np.einsum("{subscripts}", {0}, {1})',
+        "solve_triangular": "_solve_triangular({0}, {1}, lower={lower})",
         "concat": "np.concatenate([{0}, {1}], axis={axis})",
         "broadcast_batch": "np.broadcast_to({0}, {1}.shape[:-{event_ndims}] + {0}.shape[-1:])",
         "sum_event": "np.sum({0}, axis={axes})",
@@ -77,6 +81,7 @@ Every input is converted to float64; the flow has no state besides its weights."
     UNCONDITIONAL = ("Flow",)
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
     EMBEDDING = ("EmbeddedFlow",)
+    FIELD_HELPERS = {"matrix": ("_identity",)}
     OP_HELPERS = {
         "loop": ("_repeat",),
         "transpose": ("_transpose_last",),
@@ -86,6 +91,7 @@ Every input is converted to float64; the flow has no state besides its weights."
         "gather": ("_gather",),
         "pad": ("_pad_last",),
         "softmax": ("_softmax",),
+        "solve_triangular": ("_solve_triangular",),
         "squeeze2x2": ("_squeeze2x2",),
         "unsqueeze2x2": ("_unsqueeze2x2",),
     }
@@ -96,7 +102,7 @@ Every input is converted to float64; the flow has no state besides its weights."
         init = [self.field_init(f.kind).format(name=f.name, shape=self.field_shape(plan, f))
                 for f in plan.fields]
         uses_rng = any(
-            f.kind in ("dense", "conv", "vector", "channel", "state") for f in plan.fields
+            f.kind in WEIGHT_KINDS for f in plan.fields
         )
         init += ["self.training = True  # a training mode: batch statistics"] * (
             training is not None

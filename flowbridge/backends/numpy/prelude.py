@@ -74,6 +74,16 @@ def _transpose_last(x, perm):
     return x.transpose(tuple(range(lead)) + tuple(lead + i for i in perm))
 
 
+def _solve_triangular(a, b, lower):
+    """x with a @ x = b for a triangular (n, n), by substitution row by row: only a's
+    lower (``lower=True``) or upper triangle is read, as LAPACK's trsm reads it."""
+    a = np.tril(a) if lower else np.triu(a)
+    x = np.zeros(b.shape, np.result_type(a, b))
+    for i in range(a.shape[-1]) if lower else range(a.shape[-1] - 1, -1, -1):
+        x[i] = (b[i] - a[i] @ x) / a[i, i]  # the rows not yet solved are zero
+    return x
+
+
 _erf = np.vectorize(math.erf, otypes=[np.float64])  # correctly rounded, float64
 
 
@@ -96,6 +106,12 @@ def _initial(bound, shape, rng):
     if bound == 0.0:
         return np.zeros(shape)
     return rng.uniform(-bound, bound, size=shape)
+
+
+def _identity(bound, shape, rng):
+    """A square matrix (an LU factorisation's packed factors): the identity, plus uniform
+    in +-bound where the bound is not 0 (PARAM_INIT)."""
+    return np.eye(shape[0]) + _initial(bound, shape, rng)
 
 
 def _dense(sizes, init, rng, prefix="conditioner."):

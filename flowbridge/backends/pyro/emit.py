@@ -15,6 +15,7 @@ _FIELD_INIT = {
     "vector": 'self.{name} = _initial(init["{name}"], {shape})',
     "channel": 'self.{name} = _initial(init["{name}"], {shape}[:1])',
     "state": 'self.register_buffer("{name}", _state(init["{name}"], {shape}[:1]))',
+    "matrix": 'self.{name} = _identity(init["{name}"], {shape})',
     "index": 'self.register_buffer("{name}", torch.tensor({name}, dtype=torch.long))',
     "int": "self.{name} = {name}",
 }
@@ -86,6 +87,8 @@ from torch.distributions.transforms import Transform"""
         "linear": "torch.nn.functional.linear({0}, {1}.T, {2})",  # fused addmm, as nn.Linear
         "assign": "_assign({0}, {1})",
         "take": "{0}.index_select({axis}, {1})",
+        "matvec": 'torch.einsum("{subscripts}", {0}, {1})',
+        "solve_triangular": "torch.linalg.solve_triangular({0}, {1}, upper={upper})",
         "concat": "torch.cat([{0}, {1}], dim={axis})",
         "broadcast_batch": "{0}.expand({1}.shape[:-{event_ndims}] + {0}.shape[-1:])",
         "sum_event": "{0}.sum({axes})",
@@ -124,7 +127,7 @@ from torch.distributions.transforms import Transform"""
         "squeeze2x2": ("_squeeze2x2",),
         "unsqueeze2x2": ("_unsqueeze2x2",),
     }
-    FIELD_HELPERS = {"state": ("_state",)}
+    FIELD_HELPERS = {"state": ("_state",), "matrix": ("_identity",)}
 
     def layer_class(
         self,

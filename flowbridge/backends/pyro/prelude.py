@@ -101,6 +101,12 @@ def _initial(bound, shape):
     return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
 
+def _identity(bound, shape):
+    """A square matrix parameter (an LU factorisation's packed factors): the identity,
+    plus uniform in +-bound where the bound is not 0 (PARAM_INIT)."""
+    return torch.nn.Parameter(torch.eye(shape[0]) + _initial(bound, shape).detach())
+
+
 def _dense(sizes, init, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
     by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)."""

@@ -32,6 +32,10 @@ _FIELD_INIT = {
         'start = _initial(weights, init, "{name}", {shape}[:1], dtype)\n'
         'self.{name} = tf.Variable(start, name="{name}", trainable=False)'
     ),
+    "matrix": (
+        'start = _identity(weights, init, "{name}", {shape}, dtype)\n'
+        'self.{name} = tf.Variable(start, name="{name}")'
+    ),
     "index": "self.{name} = tf.constant({name}, dtype=tf.int32)",
     "int": "self.{name} = {name}",
 }
@@ -102,6 +106,8 @@ tf.Variable in flow.trainable_variables."""
         "linear": "tf.linalg.matmul({0}, {1}) + {2}",
         "assign": "{0}.assign({1})",
         "take": "tf.gather({0}, {1}, axis={axis})",
+        "matvec": 'tf.einsum("{subscripts}", {0}, {1})',
+        "solve_triangular": "tf.linalg.triangular_solve({0}, {1}, lower={lower})",
         "concat": "tf.concat([{0}, {1}], axis={axis})",
         "broadcast_batch": "_broadcast_batch({0}, {1}, {event_ndims})",
         "sum_event": "tf.reduce_sum({0}, axis={axes})",
@@ -119,6 +125,7 @@ tf.Variable in flow.trainable_variables."""
     EMBEDDING = ("EmbeddedFlowChain",)
     SHAPES = ("_moved_shape", "_moved_shape_tensor", "_MovesShape")
     IMAGE = ("_checked_layout", "_in_layout", "_with_door")
+    FIELD_HELPERS = {"matrix": ("_identity",)}
     OP_HELPERS = {
         "loop": ("_repeat",),
         "transpose": ("_transpose_last",),

@@ -129,6 +129,15 @@ def _initial(weights, init, name, shape, dtype):
     return tf.random.uniform(shape, -init[name], init[name], dtype=dtype)
 
 
+def _identity(weights, init, name, shape, dtype):
+    """A square matrix's initial value (an LU factorisation's packed factors):
+    ``weights[name]`` when given, else the identity plus uniform in +-init[name] where that
+    bound is not 0 (PARAM_INIT)."""
+    if weights is not None and name in weights:
+        return tf.cast(weights[name], dtype)
+    return tf.eye(shape[0], dtype=dtype) + _initial(None, init, name, shape, dtype)
+
+
 def _dense(sizes, init, dtype, weights=None, prefix="conditioner."):
     """Dense layers sizes[0] -> ... -> sizes[-1], kernels (in, out), each weight started
     by its bound in ``init`` (the layer's entries of PARAM_INIT, named {prefix}{j}.*)

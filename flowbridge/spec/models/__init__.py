@@ -50,6 +50,7 @@ from .fields import (  # noqa: F401
     _schema_description,
 )
 from .layer import LAYER_MODELS, _LayerModel  # noqa: F401
+from .linear import Conv1x1, conv1x1_permutation  # noqa: F401
 from .maps import (  # noqa: F401
     ClampScale,
     ExpScale,
