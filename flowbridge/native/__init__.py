@@ -68,6 +68,7 @@ import numpy as np
 from .. import backends
 from .. import spec as S
 from ..errors import SpecError
+from . import lu as lu
 from . import made as made
 from .common import (
     _TORCH_ACTIVATIONS,
@@ -158,7 +159,9 @@ def _spline_weights(part: Any, spline: Any) -> dict:
     return out
 
 
-def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec, dict]:
+def from_pyro_native(
+    transform: Any, dim: int | None = None, *, event_shape: Any = None
+) -> tuple[S.FlowSpec, dict]:
     """Take a flow built from Pyro's own layers over, exactly, as ``(spec, params)``.
 
     Each piece becomes one flowbridge layer, in order. An ``AffineCoupling(split_dim,
@@ -201,6 +204,13 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     network's parameter-major ``(sum(param_dims), D)`` output reordered to flowbridge's
     entry-major blocks (the raw derivatives' biases less ``c``).
 
+    Pyro's invertible 1x1 convolution, ``GeneralizedChannelPermute`` (LU form, channels
+    first), becomes a :class:`flowbridge.Conv1x1` of the image flow ``event_shape``: its
+    ``LU`` is ``lower_upper`` as it is (``U``'s diagonal stored directly, as flowbridge's
+    default), its permutation matrix ``P`` the indices ``argmax(P[i])``. An image flow
+    holds 1x1 convolutions only; ``ConditionalGeneralizedChannelPermute`` (its ``LU`` a
+    hypernet's output) is refused.
+
     The weights are copied as float64; the flow built from the result
     (:func:`flowbridge.to_pyro`, :func:`flowbridge.to_tfp`, :func:`flowbridge.to_numpy`)
     computes what the native one does.
@@ -219,10 +229,14 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
         dim: the event size ``D``; default ``None``: read from the first coupling
             (``split_dim`` + its hypernet's output, or + its spline's ``input_dim``),
             spline (``input_dim``) or permutation.
+        event_shape: an image flow's ``(C, H, W)``, required for
+            ``GeneralizedChannelPermute`` pieces (a 1x1 convolution takes any height and
+            width); default ``None``: a vector flow.
 
     Returns:
         ``tuple[FlowSpec, dict[str, numpy.ndarray]]``: the :class:`flowbridge.FlowSpec`
-        (named ``"from_pyro"``, event shape ``(dim,)``) and its neutral parameters.
+        (named ``"from_pyro"``, event shape ``(dim,)`` or ``event_shape``) and its neutral
+        parameters.
 
     Raises:
         NativeError: a piece cannot be converted (another transform, a hypernet of
@@ -270,6 +284,8 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
     if not parts:
         raise NativeError("transform: expected at least one AffineCoupling, SplineCoupling, "
                           "Spline or Permute (or their conditional forms)")  # fmt: skip
+    if event_shape is not None or any(type(p).__name__ in _PYRO_IMAGE for p in parts):
+        return _pyro_image(parts, event_shape)
     if dim is None:
         dim = _pyro_dim(parts)
     context = _pyro_context(parts)
@@ -373,6 +389,31 @@ def from_pyro_native(transform: Any, dim: int | None = None) -> tuple[S.FlowSpec
                               "AffineAutoregressive, ConditionalAffineAutoregressive, "
                               "SplineAutoregressive or Permute")  # fmt: skip
     return _finish(layers, params, dim, "from_pyro", context)
+
+
+#: Pyro's image transforms that convert (an image flow holds these only).
+_PYRO_IMAGE = ("GeneralizedChannelPermute", "ConditionalGeneralizedChannelPermute")
+
+
+def _pyro_image(parts: list, event_shape: Any) -> tuple[S.FlowSpec, dict]:
+    """An image flow of ``GeneralizedChannelPermute`` pieces (see :func:`from_pyro_native`)."""
+    shape = tuple(event_shape) if isinstance(event_shape, (list, tuple)) else None
+    if shape is None or len(shape) != 3 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):  # fmt: skip
+        raise NativeError(f"event_shape: expected an image's (C, H, W), three positive "
+                          f"integers, for GeneralizedChannelPermute; got {event_shape!r}")  # fmt: skip
+    layers, params = [], {}
+    for i, part in enumerate(parts):
+        at = f"parts[{i}] ({type(part).__name__})"
+        if type(part).__name__ != "GeneralizedChannelPermute":
+            raise NativeError(f"{at}: cannot be converted in an image flow; expected pyro "
+                              "GeneralizedChannelPermute (ConditionalGeneralizedChannelPermute "
+                              "computes its LU from the context, which flowbridge's 1x1 "
+                              "convolution does not)")  # fmt: skip
+        layer, weights = lu.pyro_channel_permute(part, at, shape[0])
+        layers.append(layer)
+        params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
+    return _finish(layers, params, shape, "from_pyro")
 
 
 def _pyro_context(parts: list) -> int:
@@ -589,10 +630,11 @@ def _dense_index(name: str) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------------
 def _finish(
-    layers: list, params: dict, dim: int, name: str, context: int = 0
+    layers: list, params: dict, dim: int | tuple[int, ...], name: str, context: int = 0
 ) -> tuple[S.FlowSpec, dict]:
+    shape = dim if isinstance(dim, tuple) else (dim,)
     try:
-        spec = S.FlowSpec(name=name, event_shape=(dim,), context_dim=context, layers=layers)
+        spec = S.FlowSpec(name=name, event_shape=shape, context_dim=context, layers=layers)
     except SpecError as exc:
         raise NativeError(f"the converted flow is not valid: {exc}") from None
     from ..params import check_params
