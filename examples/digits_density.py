@@ -18,7 +18,9 @@ with the same noise in Pyro (``TransformedDistribution(base, [flow.inv])``, imag
 ``(N, 1, 8, 8)``) and in TFP (``TransformedDistribution(base, tfb.Invert(flow))``,
 images ``(N, 8, 8, 1)``, channels last), Adam with torch's epsilon in both. It reports
 test bits/dim (``fb.bits_per_dim``: the discrete likelihood bound of the dequantized
-data) for each framework, the gap between them, and two baselines on the same data and
+data) for each framework, the gap between them, a Glow (``fb.glow``: ActNorm, invertible
+1x1 convolutions, sigmoid-scaled couplings) trained in Pyro and evaluated with the same
+weights in Pyro, TFP and JAX, and two baselines on the same data and
 preprocessing: a diagonal Gaussian per pixel in logit space (closed form:
 ``[Logit, ActNorm]`` on the flattened images, initialised from the training data by
 ``fb.actnorm_init``) and a vector RealNVP on the flattened images (trained in Pyro). It
@@ -123,7 +125,7 @@ def train_pyro(spec, params, data: list[np.ndarray], lr: float, valid_x: np.ndar
         with torch.no_grad():
             return q.sample((n,)).numpy()
 
-    return log_prob, sample, np.array(losses), best.curve
+    return log_prob, sample, np.array(losses), best.curve, best.params
 
 
 def train_tfp(spec, params, data: list[np.ndarray], lr: float, valid_x: np.ndarray):
@@ -185,9 +187,38 @@ def vector_realnvp_baseline(data: list[np.ndarray], valid_x: np.ndarray, test_x:
                         permutation="random", scale={"kind": "soft_clamp"})  # fmt: skip
     spec = fb.FlowSpec(name="vector_realnvp", event_shape=(DIMS,),
                        layers=[fb.Logit(alpha=0.05), *vector.layers])  # fmt: skip
-    log_prob, _, _, _ = train_pyro(spec, fb.init_params(spec), data, lr, valid_x, (DIMS,),
-                                   "train the vector RealNVP")  # fmt: skip
+    log_prob, *_ = train_pyro(spec, fb.init_params(spec), data, lr, valid_x, (DIMS,),
+                              "train the vector RealNVP")  # fmt: skip
     return log_prob(test_x)
+
+
+def glow_rows(train: np.ndarray, data: list[np.ndarray], valid_x: np.ndarray,
+              test_x: np.ndarray, lr: float, fast: bool) -> dict[str, np.ndarray]:  # fmt: skip
+    """Test log-densities of a Glow (``fb.glow``: squeeze, ActNorm, 1x1 convolution and
+    sigmoid-scaled channel couplings, two levels) trained in Pyro from ActNorms set on
+    512 training images, then the same trained weights evaluated in TFP (channels last)
+    and in JAX (float32 each)."""
+    spec = fb.glow(SHAPE, num_scales=2, steps=1 if fast else 4, blocks=1,
+                   channels=8 if fast else 32, logit=0.05, name="digits_glow")  # fmt: skip
+    start = fb.dequantize(train[:512], LEVELS, np.random.default_rng(5))
+    params = fb.actnorm_init(spec, fb.init_params(spec, seed=0), start)
+    pyro_lp, _, _, curve, trained = train_pyro(spec, params, data, lr, valid_x,
+                                               desc="train Glow in Pyro")  # fmt: skip
+    import jax.numpy as jnp
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    flow = fb.to_tfp(spec, trained)
+    c, h, w = spec.output_shape
+    base = tfp.distributions.Sample(tfp.distributions.Normal(tf.constant(0.0), 1.0), [h, w, c])
+    q = tfp.distributions.TransformedDistribution(base, tfp.bijectors.Invert(flow))
+    z, log_det = fb.to_jax(spec, trained).forward_with_log_det(jnp.asarray(test_x, jnp.float32))
+    jax_lp = standard_normal_log_prob(np.asarray(z, np.float64).reshape(len(test_x), -1))
+    return {"flowbridge Glow, Pyro": pyro_lp(test_x),
+            "flowbridge Glow, TFP (same weights)": q.log_prob(
+                tf.constant(test_x.transpose(0, 2, 3, 1), tf.float32)).numpy().astype(np.float64),
+            "flowbridge Glow, JAX (same weights)": jax_lp + np.asarray(log_det, np.float64),
+            "_glow_step": np.array([min(curve, key=lambda c: c[1])[0]])}  # fmt: skip
 
 
 def plot(samples: dict[str, np.ndarray], test_x: np.ndarray, curves: dict, path: Path) -> None:
@@ -245,7 +276,8 @@ def main() -> None:
     test_x = fb.dequantize(test, LEVELS, np.random.default_rng(3))
     params = fb.init_params(spec, seed=0)  # the couplings start as the identity
     lr = 1e-3
-    pyro_lp, pyro_sample, pyro_losses, pyro_valid = train_pyro(spec, params, data, lr, valid_x)
+    pyro_lp, pyro_sample, pyro_losses, pyro_valid, _ = train_pyro(spec, params, data, lr,
+                                                                  valid_x)  # fmt: skip
     tfp_lp, tfp_sample, tfp_losses, tfp_valid = train_tfp(spec, params, data, lr, valid_x)
     rows = {
         "flowbridge RealNVP, Pyro": pyro_lp(test_x),
@@ -254,19 +286,24 @@ def main() -> None:
             fb.dequantize(train, LEVELS, np.random.default_rng(4)), test_x),
         "vector RealNVP (flattened, Pyro)": vector_realnvp_baseline(data, valid_x, test_x, lr,
                                                                     args.fast),
+        **glow_rows(train, data, valid_x, test_x, lr, args.fast),
     }  # fmt: skip
+    glow_step = int(rows.pop("_glow_step")[0])
     print(f"8x8 digits: {len(train)} training, {len(valid)} validation and {len(test)} test "
           f"images, {LEVELS} levels; image flow of {fb.param_count(spec)} weights "
           f"({len(spec.layers)} layers), {steps} Adam steps of 64, best validation kept "
           f"(Pyro at step {min(pyro_valid, key=lambda c: c[1])[0]}, TFP at step "
-          f"{min(tfp_valid, key=lambda c: c[1])[0]})")  # fmt: skip
-    print(f"{'model':<34} {'test bits/dim':>14}")
+          f"{min(tfp_valid, key=lambda c: c[1])[0]}, Glow at step {glow_step})")  # fmt: skip
+    print(f"{'model':<36} {'test bits/dim':>14}")
     bits = {}
     for name, log_prob in rows.items():
         bits[name] = float(np.mean(fb.bits_per_dim(log_prob, DIMS, LEVELS)))
-        print(f"{name:<34} {bits[name]:14.4f}")
+        print(f"{name:<36} {bits[name]:14.4f}")
     a, b = bits["flowbridge RealNVP, Pyro"], bits["flowbridge RealNVP, TFP"]
     print(f"Pyro - TFP gap: {abs(a - b):.4f} bits/dim ({100 * abs(a - b) / min(a, b):.2f}%)")
+    glow = [bits[name] for name in rows if name.startswith("flowbridge Glow")]
+    print(f"Glow, the same weights in Pyro, TFP and JAX: largest gap {max(glow) - min(glow):.1e} "
+          "bits/dim")
     print(f"({'fast' if args.fast else 'full'} run, {time.time() - t0:.0f} s)")
     path = args.out / "digits_density.png"
     samples = {"Pyro": pyro_sample(36), "TFP": tfp_sample(36)}

@@ -40,12 +40,16 @@ CASES = {
                            "max |replica - single-device|"],  # fmt: skip
     "digits_density.py": ["flowbridge RealNVP, Pyro", "flowbridge RealNVP, TFP",
                           "diagonal Gaussian (logit space)", "vector RealNVP (flattened, Pyro)",
-                          "Pyro - TFP gap", "digits_density.png"],  # fmt: skip
+                          "Pyro - TFP gap", "flowbridge Glow, Pyro",
+                          "flowbridge Glow, TFP (same weights)",
+                          "flowbridge Glow, JAX (same weights)",
+                          "Glow, the same weights in Pyro, TFP and JAX", "digits_density.png"],  # fmt: skip
 }
 
 
 #: Scripts that also train in JAX (the jax extra).
-NEEDS_JAX = {"npe_gaussian_linear.py", "eight_schools_numpyro.py", "iaf_guides.py"}
+NEEDS_JAX = {"npe_gaussian_linear.py", "eight_schools_numpyro.py", "iaf_guides.py",
+             "digits_density.py"}
 
 #: Scripts that need sbi (the sbi extra).
 NEEDS_SBI = {"npe_sbi.py"}
