@@ -7,10 +7,10 @@ from __future__ import annotations
 from .. import ir
 from .. import spec as S
 from ..ir import Value, ops
-from .base import ZEROS, Field, Init, Param, Plan, View, _configuration, _wrap, definition
+from .base import Field, Plan, View, _configuration, _wrap, definition
 from .coupling import _Whole
 from .maps import MAPS
-from .parts import _activate
+from .parts import _activate, activation_words, stack_params
 
 
 class MADE:
@@ -33,20 +33,14 @@ class MADE:
         self.args = {"sizes": self.sizes,
                      **{n: [float(d) for d in deg] for n, deg in zip(names, self.degrees, strict=True)}}  # fmt: skip
         self.buffers = {n: (len(deg),) for n, deg in zip(names, self.degrees, strict=True)}
-        self.params: dict[str, Param] = {}
-        last = len(self.sizes) - 2
-        for j, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
-            kernel = Init.fan_in_uniform(a)
-            self.params[f"conditioner.{j}.kernel"] = Param((a, b), ZEROS if j == last else kernel,
-                                                           kernel)  # fmt: skip
-            self.params[f"conditioner.{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
-        act = "".join(w.capitalize() for w in cond.activation.split("_"))
+        self.params = stack_params(self.sizes)
+        act, words = activation_words(cond)
         depth = len(cond.hidden)
         reverse = cond.order is not None and list(cond.order) == list(range(dim - 1, -1, -1))
         ordered = "" if cond.order is None else "Reversed" if reverse else "Ordered"
-        self.words = [(f"Depth{depth}", f"Depth{depth}"), (act, act), (ordered, ordered)]
+        self.words = [(f"Depth{depth}", f"Depth{depth}"), words, (ordered, ordered)]
         order = "left to right" if cond.order is None else f"order {list(cond.order)}"
-        self.text = (f"MADE with {depth} hidden layer{'s' * (depth != 1)}, {cond.activation}, "
+        self.text = (f"MADE with {depth} hidden layer{'s' * (depth != 1)}, {act}, "
                      f"{order}, degrees {cond.degrees if isinstance(cond.degrees, str) else 'given'}")
         if context:
             self.text += f", reading a context of {context} after the entries"

@@ -146,21 +146,11 @@ class MLP:
         self.legend = "m: the conditioner MLP" + (", reading [x_a | context]" if context else "")
         self.fields = (Field("dense", "sizes"),)
         self.args = {"sizes": self.sizes}
-        self.params: dict[str, Param] = {}
-        last = len(self.sizes) - 2 if zero_last else -1
-        for j, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
-            kernel = Init.fan_in_uniform(a)
-            self.params[f"{prefix}{j}.kernel"] = Param((a, b), ZEROS if j == last else kernel,
-                                                       kernel)  # fmt: skip
-            self.params[f"{prefix}{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
-        act = "".join(w.capitalize() for w in cond.activation.split("_"))
-        leaky = cond.activation == "leaky_relu"
+        self.params = stack_params(self.sizes, prefix, zero_last=zero_last)
         depth = len(cond.hidden)
-        self.words = [(f"Depth{depth}", f"Depth{depth}"),
-                      (act, act + (_word(cond.negative_slope) if leaky else ""))]  # fmt: skip
-        slope = f" (negative slope {cond.negative_slope!r})" if leaky else ""
-        self.text = (f"conditioner with {depth} hidden layer{'s' * (depth != 1)}, "
-                     f"{cond.activation}{slope}")  # fmt: skip
+        act, words = activation_words(cond)
+        self.words = [(f"Depth{depth}", f"Depth{depth}"), words]
+        self.text = f"conditioner with {depth} hidden layer{'s' * (depth != 1)}, {act}"
         if context:
             self.text += f", reading a context of {context} after x_a"
 
@@ -192,22 +182,13 @@ class ResNet:
         k = cond.kernel_size
         self.fields = (Field("conv", "sizes"),)
         self.args = {"sizes": self.sizes, "kernel_size": k}
-        self.params: dict[str, Param] = {}
-        last = len(self.sizes) - 2
-        for j, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
-            kernel = Init.fan_in_uniform(a * k * k)
-            self.params[f"conditioner.{j}.kernel"] = Param((k, k, a, b), ZEROS if j == last else kernel,
-                                                           kernel)  # fmt: skip
-            self.params[f"conditioner.{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
-        act = "".join(w.capitalize() for w in cond.activation.split("_"))
-        leaky = cond.activation == "leaky_relu"
+        self.params = stack_params(self.sizes, kernel_size=k)
+        act, words = activation_words(cond)
         self.words = [(f"Blocks{cond.blocks}", f"Blocks{cond.blocks}"),
-                      (f"Channels{cond.channels}", f"Channels{cond.channels}K{k}"),
-                      (act, act + (_word(cond.negative_slope) if leaky else ""))]  # fmt: skip
-        slope = f" (negative slope {cond.negative_slope!r})" if leaky else ""
+                      (f"Channels{cond.channels}", f"Channels{cond.channels}K{k}"), words]  # fmt: skip
         self.text = (f"resnet conditioner: {cond.blocks} residual block"
                      f"{'s' * (cond.blocks != 1)} of {cond.channels} channels, {k}x{k} "
-                     f"convolutions, {cond.activation}{slope}")  # fmt: skip
+                     f"convolutions, {act}")  # fmt: skip
 
     def __call__(self, p: View, h: Value, context: Value | None = None) -> Value:
         """``conv_out(act(blocks(conv_in(h))))``, each block ``r + conv(act(conv(act(r))))``."""
@@ -221,6 +202,37 @@ class ResNet:
             h = ops.name(h + r, "h")
         return ops.name(ops.conv2d(ops.name(_activate(h, self.cond), "h"), p.dense_kernel(n - 1),
                                    p.dense_bias(n - 1)), "out")  # fmt: skip
+
+
+def stack_params(
+    sizes: list[int], prefix: str = "conditioner.", *, kernel_size: int | None = None,
+    zero_last: bool = True,
+) -> dict[str, Param]:
+    """The parameters of a stack of dense layers (``kernel_size=None``: kernels
+    ``(in, out)``) or convolutions (kernels ``(k, k, in, out)``) ``sizes[0] -> ... ->
+    sizes[-1]``, named ``{prefix}{j}.kernel`` and ``.bias``: kernels start uniform in
+    ``+-1/sqrt(fan_in)`` (torch's ``nn.Linear`` and ``nn.Conv2d`` rule), biases at zero,
+    and the last layer at zero (``zero_last``) so the layer it conditions starts as the
+    identity; the test draw of a bias is uniform in +-0.1."""
+    params: dict[str, Param] = {}
+    last = len(sizes) - 2 if zero_last else -1
+    k = kernel_size or 1
+    for j, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        kernel = Init.fan_in_uniform(a * k * k)
+        shape = (a, b) if kernel_size is None else (k, k, a, b)
+        params[f"{prefix}{j}.kernel"] = Param(shape, ZEROS if j == last else kernel, kernel)
+        params[f"{prefix}{j}.bias"] = Param((b,), ZEROS, Init.uniform(0.1))
+    return params
+
+
+def activation_words(cond: Any) -> tuple[str, tuple[str, str]]:
+    """A conditioner's activation in words (``"leaky_relu (negative slope 0.01)"``) and
+    as a class name's ``(short, detailed)`` words (``("LeakyRelu", "LeakyRelu0p01")``)."""
+    act = "".join(w.capitalize() for w in cond.activation.split("_"))
+    if cond.activation != "leaky_relu":
+        return cond.activation, (act, act)
+    return (f"{cond.activation} (negative slope {cond.negative_slope!r})",
+            (act, act + _word(cond.negative_slope)))  # fmt: skip
 
 
 def _activate(h: Value, cond: S.Conditioner | S.ResNetConditioner) -> Value:

@@ -292,12 +292,12 @@ def from_pyro_native(
     layers, params = [], {}
     for i, part in enumerate(parts):
         at = f"parts[{i}] ({type(part).__name__})"
+        if context and type(part).__name__ in _UNCONDITIONAL:
+            what, reads = _UNCONDITIONAL[type(part).__name__]
+            raise NativeError(f"{at}: an unconditional {what} in a conditional flow cannot be "
+                              f"converted ({reads})")  # fmt: skip
         if isinstance(part, (AffineCoupling, ConditionalAffineCoupling)):
             conditional = isinstance(part, ConditionalAffineCoupling)
-            if not conditional and context:
-                raise NativeError(f"{at}: an unconditional coupling in a conditional flow "
-                                  "cannot be converted (every flowbridge coupling reads the "
-                                  "context)")  # fmt: skip
             options = part.kwargs if conditional else {
                 "dim": part.dim, "log_scale_min_clip": part.log_scale_min_clip,
                 "log_scale_max_clip": part.log_scale_max_clip}  # fmt: skip
@@ -317,10 +317,6 @@ def from_pyro_native(
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, SplineCoupling):
             spline = _pyro_spline(part.upper_spline, at)
-            if context:
-                raise NativeError(f"{at}: an unconditional coupling in a conditional flow "
-                                  "cannot be converted (every flowbridge coupling reads the "
-                                  "context)")  # fmt: skip
             split, n = int(part.split_dim), int(part.upper_spline.input_dim)
             if split + n != dim:
                 raise NativeError(f"{at}: split_dim {split} + {n} transformed entries; "
@@ -337,10 +333,6 @@ def from_pyro_native(
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, Spline):
             spline = _pyro_spline(part, at)
-            if context:
-                raise NativeError(f"{at}: an unconditional Spline in a conditional flow cannot "
-                                  "be converted (a flowbridge elementwise spline in a "
-                                  "conditional flow reads the context)")  # fmt: skip
             if int(part.input_dim) != dim:
                 raise NativeError(f"{at}: input_dim={part.input_dim}; expected the event size "
                                   f"{dim}")  # fmt: skip
@@ -360,18 +352,10 @@ def from_pyro_native(
             weights = _shift_derivative_bias(weights, dim, spline)
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, SplineAutoregressive):
-            if context:
-                raise NativeError(f"{at}: an unconditional autoregressive layer in a "
-                                  "conditional flow cannot be converted (every flowbridge "
-                                  "autoregressive layer reads the context)")  # fmt: skip
             layer, weights = made.pyro_spline_autoregressive(part, at, dim)
             layers.append(layer)
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
         elif isinstance(part, (AffineAutoregressive, ConditionalAffineAutoregressive)):
-            if context and isinstance(part, AffineAutoregressive):
-                raise NativeError(f"{at}: an unconditional autoregressive layer in a "
-                                  "conditional flow cannot be converted (every flowbridge "
-                                  "autoregressive layer reads the context)")  # fmt: skip
             layer, weights = made.pyro_affine_autoregressive(part, at, dim, context)
             layers.append(layer)
             params.update({f"layers.{i}.{k}": v for k, v in weights.items()})
@@ -389,6 +373,21 @@ def from_pyro_native(
                               "AffineAutoregressive, ConditionalAffineAutoregressive, "
                               "SplineAutoregressive or Permute")  # fmt: skip
     return _finish(layers, params, dim, "from_pyro", context)
+
+
+#: Pyro's pieces that read no context, each refused in a conditional flow: what it is,
+#: and why it cannot be converted there.
+_COUPLING = ("coupling", "every flowbridge coupling reads the context")
+_AUTOREGRESSIVE = ("autoregressive layer", "every flowbridge autoregressive layer reads the "
+                   "context")  # fmt: skip
+_UNCONDITIONAL = {
+    "AffineCoupling": _COUPLING,
+    "SplineCoupling": _COUPLING,
+    "Spline": ("Spline", "a flowbridge elementwise spline in a conditional flow reads the "
+               "context"),
+    "AffineAutoregressive": _AUTOREGRESSIVE,
+    "SplineAutoregressive": _AUTOREGRESSIVE,
+}
 
 
 #: Pyro's image transforms that convert (an image flow holds these only).
