@@ -56,6 +56,7 @@ def torch_worker(cfg, repeats, min_time):
 
     import flowbridge as fb
     from flowbridge.bench.core import timeit_many
+    from flowbridge.bench.peers import data_to_noise_ops
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -112,23 +113,10 @@ def torch_worker(cfg, repeats, min_time):
 
         versions["zuko"] = zuko.__version__
         zflow = zuko.flows.MAF(d, transforms=cfg["layers"], hidden_features=(h, h))
-        zopt = torch.optim.Adam(zflow.parameters(), lr=1e-6)
-
-        def z_one():
-            with torch.no_grad():
-                return zflow().transform.call_and_ladj(x())
-
-        def z_d():
-            with torch.no_grad():
-                return zflow().transform.inv(x())
-
-        def z_train():
-            zopt.zero_grad(set_to_none=True)
-            (-zflow().log_prob(x()).mean()).backward()
-            zopt.step()
-
-        todo.update({("zuko (MAF)", "one_pass"): z_one, ("zuko (MAF)", "d_pass"): z_d,
-                     ("zuko (MAF)", "train"): z_train})  # fmt: skip
+        ops = data_to_noise_ops("zuko", zflow, x)
+        todo.update({("zuko (MAF)", "one_pass"): ops["forward"],
+                     ("zuko (MAF)", "d_pass"): ops["inverse"],
+                     ("zuko (MAF)", "train"): ops["train"]})  # fmt: skip
     except ImportError:
         pass
     try:
@@ -146,23 +134,10 @@ def torch_worker(cfg, repeats, min_time):
             if i < cfg["layers"] - 1:
                 layers.append(ReversePermutation(d))
         nf = Flow(CompositeTransform(layers), StandardNormal((d,)))
-        nopt = torch.optim.Adam(nf.parameters(), lr=1e-6)
-
-        def n_one():
-            with torch.no_grad():
-                return nf._transform(x())
-
-        def n_d():
-            with torch.no_grad():
-                return nf._transform.inverse(x())
-
-        def n_train():
-            nopt.zero_grad(set_to_none=True)
-            (-nf.log_prob(x()).mean()).backward()
-            nopt.step()
-
-        todo.update({("nflows (MAF)", "one_pass"): n_one, ("nflows (MAF)", "d_pass"): n_d,
-                     ("nflows (MAF)", "train"): n_train})  # fmt: skip
+        ops = data_to_noise_ops("nflows", nf, x)
+        todo.update({("nflows (MAF)", "one_pass"): ops["forward"],
+                     ("nflows (MAF)", "d_pass"): ops["inverse"],
+                     ("nflows (MAF)", "train"): ops["train"]})  # fmt: skip
     except ImportError:
         pass
     rows = timeit_many(todo, repeats, min_time)

@@ -64,6 +64,7 @@ def torch_worker(cfg, repeats, min_time):
 
     import flowbridge as fb
     from flowbridge.bench.core import timeit_many
+    from flowbridge.bench.peers import data_to_noise_ops
 
     torch.set_num_threads(2)
     d, b = cfg["dim"], cfg["batch"]
@@ -121,23 +122,8 @@ def torch_worker(cfg, repeats, min_time):
         versions["zuko"] = zuko.__version__
         flow = zuko.flows.NSF(d, bins=cfg["bins"], transforms=cfg["couplings"], passes=2,
                               hidden_features=(cfg["hidden"],) * 2)  # fmt: skip
-        opt = torch.optim.Adam(flow.parameters(), lr=1e-6)
-
-        def z_forward():
-            with torch.no_grad():
-                return flow().transform.call_and_ladj(x())
-
-        def z_log_prob():
-            with torch.no_grad():
-                return flow().log_prob(x())
-
-        def z_train():
-            opt.zero_grad(set_to_none=True)
-            (-flow().log_prob(x()).mean()).backward()
-            opt.step()
-
-        todo.update({("zuko", "forward"): z_forward, ("zuko", "log_prob"): z_log_prob,
-                     ("zuko", "train"): z_train})  # fmt: skip
+        ops = data_to_noise_ops("zuko", flow, x)
+        todo.update({("zuko", op): ops[op] for op in ("forward", "log_prob", "train")})
     except ImportError:
         pass
     try:
@@ -167,23 +153,8 @@ def torch_worker(cfg, repeats, min_time):
             if i < cfg["couplings"] - 1:
                 parts.append(RandomPermutation(d))
         nf = Flow(CompositeTransform(parts), StandardNormal((d,)))
-        nopt = torch.optim.Adam(nf.parameters(), lr=1e-6)
-
-        def n_forward():
-            with torch.no_grad():
-                return nf._transform(x())
-
-        def n_log_prob():
-            with torch.no_grad():
-                return nf.log_prob(x())
-
-        def n_train():
-            nopt.zero_grad(set_to_none=True)
-            (-nf.log_prob(x()).mean()).backward()
-            nopt.step()
-
-        todo.update({("nflows", "forward"): n_forward, ("nflows", "log_prob"): n_log_prob,
-                     ("nflows", "train"): n_train})  # fmt: skip
+        ops = data_to_noise_ops("nflows", nf, x)
+        todo.update({("nflows", op): ops[op] for op in ("forward", "log_prob", "train")})
     except ImportError:
         pass
     rows = timeit_many(todo, repeats, min_time)

@@ -73,6 +73,51 @@ def scale_of(peer: str, kind: str) -> str:
     return "additive" if kind == "additive" else PEERS[peer][0]
 
 
+def data_to_noise_ops(library: str, flow, x, lr: float = 1e-6) -> dict:
+    """Timed closures over a zuko flow (``library="zuko"``: a ``LazyDistribution``,
+    called for its distribution) or an nflows ``Flow`` (``"nflows"``), both mapping data
+    to noise: ``forward`` (the transform with its log-det), ``inverse`` (noise to data)
+    and ``log_prob``, without gradients, and ``train``, one Adam step (``lr``) of the
+    mean negative ``log_prob``. ``x()`` gives each call's batch."""
+    import torch
+
+    if library == "zuko":
+        def forward():
+            return flow().transform.call_and_ladj(x())
+
+        def inverse():
+            return flow().transform.inv(x())
+
+        def log_prob():
+            return flow().log_prob(x())
+    else:
+        def forward():
+            return flow._transform(x())
+
+        def inverse():
+            return flow._transform.inverse(x())
+
+        def log_prob():
+            return flow.log_prob(x())
+
+    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+
+    def no_grad(fn):
+        def run():
+            with torch.no_grad():
+                return fn()
+
+        return run
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        (-log_prob().mean()).backward()
+        optimizer.step()
+
+    return {"forward": no_grad(forward), "inverse": no_grad(inverse),
+            "log_prob": no_grad(log_prob), "train": train}  # fmt: skip
+
+
 def _interleaved(n: int):
     """Columns that turn flowbridge's ``[shift | s]`` output into ``[shift_0, s_0, ...]``."""
     import numpy as np
