@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import spec as S
 from ..ir import Value, ops
-from .base import Field, Init, Param, Plan, View, _configuration, definition
+from .base import ZEROS, Field, Init, Param, Plan, View, _configuration, definition
 
 _DOC = """Glow's invertible 1x1 convolution (Kingma & Dhariwal 2018, arXiv:1807.03039), LU form.
 
@@ -62,27 +62,21 @@ def plan_conv1x1(layer: S.Conv1x1, shape: tuple[int, ...], context: int = 0) -> 
         else:
             on = triangles(p)[2]
             magnitude = ops.abs(ops.where(on, p.lower_upper, 1.0))  # |diag U|, 1 off it
-            total = ops.sum_all(
-                ops.name(ops.log(ops.name(magnitude, "abs_diagonal")), "log_abs_diag")
-            )
-        return ops.name(total * float(count) if count != 1 else total, "log_det_one")
+            logs = ops.name(ops.log(ops.name(magnitude, "abs_diagonal")), "log_abs_diagonal")
+            total = ops.sum_all(logs)
+        return ops.name(total * float(count) if image else total, "log_det_one")
 
     def forward(p: View, x: Value):
         lower, upper = factors(p)
-        weight = ops.name(
-            ops.take(
-                ops.name(ops.matmul(lower, upper), "lower_times_upper"), p.indices, axis=-2
-            ),
-            "weight",
-        )
+        product = ops.name(ops.matmul(lower, upper), "lower_times_upper")
+        weight = ops.name(ops.take(product, p.indices, axis=-2), "weight")  # P L U
         y = ops.matvec(weight, x, axis=axis)
         return y, ops.batch_fill(log_det_one(p), x, event_ndims=n)
 
     def inverse(p: View, y: Value):
         lower, upper = factors(p)
-        lower_inv = ops.name(
-            ops.solve_triangular(lower, triangles(p)[3], lower=True), "lower_inverse"
-        )
+        eye = triangles(p)[3]
+        lower_inv = ops.name(ops.solve_triangular(lower, eye, lower=True), "lower_inverse")
         solve = ops.name(ops.solve_triangular(upper, lower_inv, lower=False), "weight_inverse")
         unpermuted = ops.name(ops.take(y, p.inverse_indices, axis=axis), "y_unpermuted")
         x = ops.matvec(solve, unpermuted, axis=axis)
@@ -100,24 +94,19 @@ def plan_conv1x1(layer: S.Conv1x1, shape: tuple[int, ...], context: int = 0) -> 
     if log:
         fields += [Field("channel", "log_abs_diag"), Field("constant", "signs")]
         args["signs"] = [float(s) for s in (layer.signs or (1,) * c)]
-        params["log_abs_diag"] = Param((c,), Init("zeros"), Init.uniform(0.3))
+        params["log_abs_diag"] = Param((c,), ZEROS, Init.uniform(0.3))
         buffers["signs"] = (c,)
     word = "LogDiagonal" if log else ""
+    stored = "as fixed signs and log|s|" if log else "directly"
+    config = f"{c} {'channels' if image else 'entries'}, U's diagonal stored {stored}"
     return Plan(
         class_name="InvertibleConv1x1" if image else "LULinear",
         variant=((word, word),) if log else (),
-        config=f"{c} channels, U's diagonal stored "
-        + ("as signs and log|s|" if log else "directly"),
-        doc=_DOC.format(
-            upper=upper,
-            pixel=", h, w" if image else "",
-            count="H * W * " if image else "",
-            config=_configuration(
-                f"{c} channels, U's diagonal stored "
-                + ("as fixed signs and log|s|" if log else "directly")
-                + ", the permutation (indices) a constructor argument"
-            ),
-        ),
+        config=config,
+        doc=_DOC.format(upper=upper, pixel=", h, w" if image else "",
+                        count="H * W * " if image else "",
+                        config=_configuration(f"{config}, the permutation (indices) a "
+                                              "constructor argument")),  # fmt: skip
         fields=tuple(fields),
         args=args,
         params=params,
