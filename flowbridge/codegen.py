@@ -433,7 +433,8 @@ def generate(spec: FlowSpec, backend: str, plans: list[Plan] | None = None) -> s
               if plans[-1].output_shape != tuple(spec.event_shape) else []),
             *([f"CONTEXT_DIM = {spec.context_dim}"] if spec.context_dim else []),
             f"PARAM_SHAPES = {literal(shapes, 0, 15)}",
-            _INIT_COMMENT,
+            _INIT_COMMENT + (_MATRIX_COMMENT if any(
+                f.kind == "matrix" for plan in plans for f in plan.fields) else ""),
             f"PARAM_INIT = {literal(bounds, 0, 13)}",
         ]),  # fmt: skip
         *helpers,
@@ -445,6 +446,10 @@ def generate(spec: FlowSpec, backend: str, plans: list[Plan] | None = None) -> s
     ]
     return "\n\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
 
+
+_MATRIX_COMMENT = """
+# A square "matrix" weight (an LU factorisation's packed factors) starts at the identity
+# plus that, so its layer starts as its permutation."""
 
 _INIT_COMMENT = """\
 # Each parameter starts uniform in +-bound, or at zero where the bound is 0: kernels of
