@@ -23,6 +23,7 @@ every other dtype by name.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -109,10 +110,16 @@ class FlowTransform(Transform):
     """A flowbridge JAX flow as a NumPyro ``Transform`` (a pytree, as NumPyro's own).
 
     ``__call__`` is the flow's forward, ``_inverse`` its inverse, and
-    ``log_abs_det_jacobian(x, y)`` the forward log-det: from the forward's intermediates
-    when NumPyro hands them over (``call_with_intermediates``, as a guide's sample does),
-    else as ``-log|det|`` of the inverse at ``y`` (what ``TransformedDistribution.log_prob``
-    has just computed: under ``jax.jit`` the two are one computation). Shapes:
+    ``log_abs_det_jacobian(x, y)`` the forward log-det. The flow is not run twice for
+    it: from the forward's intermediates when NumPyro hands them over
+    (``call_with_intermediates``, as a guide's sample does), else from the last
+    direction this transform ran, when ``x`` and ``y`` are that call's very input and
+    output (``TransformedDistribution.log_prob`` inverts ``y`` and then asks for the
+    log-det at the pair; NeuTra calls ``t(z)`` and then ``log_abs_det_jacobian(z, t(z))``),
+    else by running the inverse at ``y``. That last result is an identity cache of one
+    entry, as Pyro's and TFP's caches: it holds its input and output by weak reference
+    and is dropped when the output is, so it never keeps a tracer past its trace, and the
+    log-det it gives is the very value (and gradient) the direction computed. Shapes:
     ``(*batch, *event)`` in, log-dets ``(*batch,)``; ``domain``/``codomain`` are the reals
     of the flow's input and output events. A conditional flow's transform is made at a
     context with :meth:`condition`; the context broadcasts against the batch as in every
@@ -193,10 +200,38 @@ class FlowTransform(Transform):
     def __call__(self, x):
         if self.mutable is not None:
             return self._training(x)[0]
-        return self.flow.forward(_in_flow_dtype(self.flow, x), *self._given())
+        y, log_det = self.flow.forward_with_log_det(_in_flow_dtype(self.flow, x), *self._given())
+        self._keep(x, y, log_det)
+        return y
 
     def _inverse(self, y):
-        return self.flow.inverse(_in_flow_dtype(self.flow, y), *self._given())
+        x, log_det = self.flow.inverse_with_log_det(_in_flow_dtype(self.flow, y), *self._given())
+        self._keep(x, y, -log_det)
+        return x
+
+    def _keep(self, x: Any, y: Any, log_det: Any) -> None:
+        """Keep the forward log-det of the pair ``(x, y)`` for :meth:`log_abs_det_jacobian`:
+        one entry, by identity, with weak references to ``x`` and ``y``; it is dropped as
+        soon as either is (a traced pair at the end of its trace)."""
+        me, entry = weakref.ref(self), []
+
+        def forget(_):  # this entry's x or y is gone: drop it (not a later one)
+            transform = me()
+            if transform is not None and getattr(transform, "_last", None) is entry:
+                transform._last = None
+
+        try:
+            entry += [weakref.ref(x, forget), weakref.ref(y, forget), log_det]
+        except TypeError:  # an input that takes no weak reference (a list): nothing kept
+            entry = None
+        self._last = entry
+
+    def _kept(self, x: Any, y: Any) -> Any:
+        """The kept forward log-det of the pair ``(x, y)``, or ``None``."""
+        last = getattr(self, "_last", None)  # a transform rebuilt from its pytree has none
+        if last is not None and last[0]() is x and last[1]() is y:
+            return last[2]
+        return None
 
     def call_with_intermediates(self, x):
         """The forward and its log-det, which ``log_abs_det_jacobian`` then reuses."""
@@ -208,6 +243,9 @@ class FlowTransform(Transform):
         """``log|det dy/dx|`` of shape ``(*batch,)``."""
         if intermediates is not None:
             return intermediates
+        kept = self._kept(x, y)
+        if kept is not None:
+            return kept
         if self.mutable is not None:  # the batch's statistics: from x, as the forward
             x = _in_flow_dtype(self.flow, x)
             return self.flow.forward_training(x, *self._given())[1]
