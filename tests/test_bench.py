@@ -37,6 +37,7 @@ def test_flows_are_finite_and_not_the_identity():
     assert np.isfinite(y).all() and np.isfinite(ld).all() and np.abs(y - x).max() > 0.1
 
 
+@pytest.mark.long
 def test_spline_benchmark_smoke(tmp_path):
     """benchmarks/splines.py runs (tiny timings) and checks its flows equal before timing."""
     pytest.importorskip("pyro")
@@ -53,6 +54,24 @@ def test_spline_benchmark_smoke(tmp_path):
     assert "| flowbridge-jax |" in table
 
 
+@pytest.mark.long
+def test_numpyro_paths_benchmark_smoke(tmp_path):
+    """benchmarks/numpyro_paths.py runs (a tiny flow) and checks every path equals the
+    direct call before timing."""
+    pytest.importorskip("numpyro")
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "numpyro_paths.py"
+    run = subprocess.run([sys.executable, str(script), "--small", "--repeats", "1",
+                          "--min-time", "0.01", "--out", str(tmp_path)], capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    table = (tmp_path / "numpyro_paths.md").read_text()
+    assert "| [t] | flowbridge |" in table and "| NeuTra | direct call |" in table
+
+
+@pytest.mark.long
 def test_autoregressive_benchmark_smoke(tmp_path):
     """benchmarks/autoregressive.py runs (tiny timings, the smaller size) and checks each
     native against flowbridge with the same weights before timing."""
@@ -72,6 +91,7 @@ def test_autoregressive_benchmark_smoke(tmp_path):
         assert f"| {impl} |" in table, impl
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
 def test_quick_preset_smoke(tmp_path):
     pytest.importorskip("matplotlib")
