@@ -118,8 +118,9 @@ class FlowTransform(Transform):
     log-det at the pair; NeuTra calls ``t(z)`` and then ``log_abs_det_jacobian(z, t(z))``),
     else by running the inverse at ``y``. That last result is an identity cache of one
     entry, as Pyro's and TFP's caches: it holds its input and output by weak reference
-    and is dropped when the output is, so it never keeps a tracer past its trace, and the
-    log-det it gives is the very value (and gradient) the direction computed. Shapes:
+    and is dropped when either is (and when the transform is pickled), so it never keeps
+    a tracer past its trace, and the log-det it gives is the very value (and gradient)
+    the direction computed. Shapes:
     ``(*batch, *event)`` in, log-dets ``(*batch,)``; ``domain``/``codomain`` are the reals
     of the flow's input and output events. A conditional flow's transform is made at a
     context with :meth:`condition`; the context broadcasts against the batch as in every
@@ -225,6 +226,12 @@ class FlowTransform(Transform):
         except TypeError:  # an input that takes no weak reference (a list): nothing kept
             entry = None
         self._last = entry
+
+    def __getstate__(self):
+        """Pickled without the kept pair (weak references do not pickle)."""
+        state = super().__getstate__()
+        state.pop("_last", None)
+        return state
 
     def _kept(self, x: Any, y: Any) -> Any:
         """The kept forward log-det of the pair ``(x, y)``, or ``None``."""

@@ -466,3 +466,9 @@ def test_the_kept_pair_is_the_calls_own_and_never_outlives_its_trace():
     jax.jit(lambda z: t(z))(x)  # a trace that samples only
     gc.collect()
     assert t._last is None  # no tracer kept past the trace
+    y = t(x)  # kept, and pickled without it
+    import pickle
+
+    again = pickle.loads(pickle.dumps(t))
+    assert t._kept(x, y) is not None and getattr(again, "_last", None) is None
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(y))
