@@ -128,17 +128,25 @@ def train_pyro(spec, params, data: list[np.ndarray], lr: float, valid_x: np.ndar
     return log_prob, sample, np.array(losses), best.curve, best.params
 
 
-def train_tfp(spec, params, data: list[np.ndarray], lr: float, valid_x: np.ndarray):
-    """The same in TFP, channels last, from the same initial weights."""
+def tfp_density(spec, params):
+    """The flow in TFP (channels last) and its density, ``TransformedDistribution(base,
+    tfb.Invert(flow))`` over a standard normal on the flow's output shape."""
     flow = fb.to_tfp(spec, params)  # channels last; imports TensorFlow quietly
     import tensorflow as tf
     import tensorflow_probability as tfp
-    import tf_keras
 
     tfd = tfp.distributions
     c, h, w = spec.output_shape
     base = tfd.Sample(tfd.Normal(tf.constant(0.0), 1.0), [h, w, c])
-    q = tfd.TransformedDistribution(base, tfp.bijectors.Invert(flow))
+    return flow, tfd.TransformedDistribution(base, tfp.bijectors.Invert(flow))
+
+
+def train_tfp(spec, params, data: list[np.ndarray], lr: float, valid_x: np.ndarray):
+    """The same in TFP, channels last, from the same initial weights."""
+    flow, q = tfp_density(spec, params)
+    import tensorflow as tf
+    import tf_keras
+
     optimizer = tf_keras.optimizers.Adam(lr, epsilon=1e-8)  # torch's epsilon, as in Pyro
 
     @tf.function(jit_compile=True)
@@ -193,11 +201,11 @@ def vector_realnvp_baseline(data: list[np.ndarray], valid_x: np.ndarray, test_x:
 
 
 def glow_rows(train: np.ndarray, data: list[np.ndarray], valid_x: np.ndarray,
-              test_x: np.ndarray, lr: float, fast: bool) -> dict[str, np.ndarray]:  # fmt: skip
+              test_x: np.ndarray, lr: float, fast: bool) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
     """Test log-densities of a Glow (``fb.glow``: squeeze, ActNorm, 1x1 convolution and
     sigmoid-scaled channel couplings, two levels) trained in Pyro from ActNorms set on
     512 training images, then the same trained weights evaluated in TFP (channels last)
-    and in JAX (float32 each)."""
+    and in JAX (float32 each); and the step of its best validation."""
     spec = fb.glow(SHAPE, num_scales=2, steps=1 if fast else 4, blocks=1,
                    channels=8 if fast else 32, logit=0.05, name="digits_glow")  # fmt: skip
     start = fb.dequantize(train[:512], LEVELS, np.random.default_rng(5))
@@ -206,19 +214,15 @@ def glow_rows(train: np.ndarray, data: list[np.ndarray], valid_x: np.ndarray,
                                                desc="train Glow in Pyro")  # fmt: skip
     import jax.numpy as jnp
     import tensorflow as tf
-    import tensorflow_probability as tfp
 
-    flow = fb.to_tfp(spec, trained)
-    c, h, w = spec.output_shape
-    base = tfp.distributions.Sample(tfp.distributions.Normal(tf.constant(0.0), 1.0), [h, w, c])
-    q = tfp.distributions.TransformedDistribution(base, tfp.bijectors.Invert(flow))
+    _, q = tfp_density(spec, trained)
     z, log_det = fb.to_jax(spec, trained).forward_with_log_det(jnp.asarray(test_x, jnp.float32))
     jax_lp = standard_normal_log_prob(np.asarray(z, np.float64).reshape(len(test_x), -1))
-    return {"flowbridge Glow, Pyro": pyro_lp(test_x),
+    rows = {"flowbridge Glow, Pyro": pyro_lp(test_x),
             "flowbridge Glow, TFP (same weights)": q.log_prob(
                 tf.constant(test_x.transpose(0, 2, 3, 1), tf.float32)).numpy().astype(np.float64),
-            "flowbridge Glow, JAX (same weights)": jax_lp + np.asarray(log_det, np.float64),
-            "_glow_step": np.array([min(curve, key=lambda c: c[1])[0]])}  # fmt: skip
+            "flowbridge Glow, JAX (same weights)": jax_lp + np.asarray(log_det, np.float64)}  # fmt: skip
+    return rows, min(curve, key=lambda c: c[1])[0]
 
 
 def plot(samples: dict[str, np.ndarray], test_x: np.ndarray, curves: dict, path: Path) -> None:
@@ -286,9 +290,9 @@ def main() -> None:
             fb.dequantize(train, LEVELS, np.random.default_rng(4)), test_x),
         "vector RealNVP (flattened, Pyro)": vector_realnvp_baseline(data, valid_x, test_x, lr,
                                                                     args.fast),
-        **glow_rows(train, data, valid_x, test_x, lr, args.fast),
     }  # fmt: skip
-    glow_step = int(rows.pop("_glow_step")[0])
+    glow, glow_step = glow_rows(train, data, valid_x, test_x, lr, args.fast)
+    rows.update(glow)
     print(f"8x8 digits: {len(train)} training, {len(valid)} validation and {len(test)} test "
           f"images, {LEVELS} levels; image flow of {fb.param_count(spec)} weights "
           f"({len(spec.layers)} layers), {steps} Adam steps of 64, best validation kept "
@@ -301,9 +305,9 @@ def main() -> None:
         print(f"{name:<36} {bits[name]:14.4f}")
     a, b = bits["flowbridge RealNVP, Pyro"], bits["flowbridge RealNVP, TFP"]
     print(f"Pyro - TFP gap: {abs(a - b):.4f} bits/dim ({100 * abs(a - b) / min(a, b):.2f}%)")
-    glow = [bits[name] for name in rows if name.startswith("flowbridge Glow")]
-    print(f"Glow, the same weights in Pyro, TFP and JAX: largest gap {max(glow) - min(glow):.1e} "
-          "bits/dim")
+    spread = [bits[name] for name in glow]
+    print(f"Glow, the same weights in Pyro, TFP and JAX: largest gap "
+          f"{max(spread) - min(spread):.1e} bits/dim")
     print(f"({'fast' if args.fast else 'full'} run, {time.time() - t0:.0f} s)")
     path = args.out / "digits_density.png"
     samples = {"Pyro": pyro_sample(36), "TFP": tfp_sample(36)}
