@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from flowbridge.build import available
 from flowbridge.cli import main
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+FLOWJAX = importlib.util.find_spec("flowjax") is not None
 
 
 def test_presets():
@@ -72,6 +74,22 @@ def test_numpyro_paths_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.long
+def test_jax_scan_benchmark_smoke(tmp_path):
+    """benchmarks/jax_scan.py runs (a tiny flow): both forms equal before timing, the
+    scanned one holding a scan and the unrolled one none."""
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "jax_scan.py"
+    run = subprocess.run([sys.executable, str(script), "--small", "--processes", "1", "--repeats",
+                          "1", "--min-time", "0.01", "--out", str(tmp_path)], capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "| 1 | " in (tmp_path / "jax_scan.md").read_text()
+
+
+@pytest.mark.long
 def test_autoregressive_benchmark_smoke(tmp_path):
     """benchmarks/autoregressive.py runs (tiny timings, the smaller size) and checks each
     native against flowbridge with the same weights before timing."""
@@ -123,6 +141,9 @@ def test_conditional_workers_time_identical_conditional_flows():
         got = runner._run_worker(group, cfg, 1, 1, 0.001, False)
         assert {row["impl"] for row in got["rows"]} == impls
         assert all(row["seconds"] > 0 for row in got["rows"])
+        # every floor times its training step too (forward, backward, Adam)
+        floor = next(iter(i for i in impls if i.startswith("floor")))
+        assert {row["op"] for row in got["rows"] if row["impl"] == floor} == {"forward", "train"}
     assert runner.configs("conditional") == [vector.CONDITIONAL]
 
 
@@ -130,12 +151,40 @@ def test_conditional_workers_time_identical_conditional_flows():
 @pytest.mark.parametrize("context", [0, 4])
 def test_jax_worker_times_the_same_flow_jitted(context):
     """The jax worker checks flowbridge-JAX against the float64 reference before timing,
+    and flowjax's flow against flowbridge-JAX's (where flowjax is installed),
     unconditional and conditional, and times every operation and its floor."""
     cfg = {**vector.TARGET, "dim": 8, "hidden": 16, "batch": 32, "couplings": 2, "context": context}
     got = runner._run_worker("jax", cfg, 1, 1, 0.001, False)
+    peer = {("flowjax", op) for op in vector.OPS} if FLOWJAX else set()
     assert {(row["impl"], row["op"]) for row in got["rows"]} == {
-        ("flowbridge-jax", op) for op in vector.OPS} | {("floor-jax", "forward")}
+        ("flowbridge-jax", op) for op in vector.OPS} | {("floor-jax", "forward"), ("floor-jax", "train")} | peer
     assert all(row["seconds"] > 0 for row in got["rows"]) and got["info"]["jax"]
+
+
+@pytest.mark.skipif(not FLOWJAX, reason="needs flowjax")
+@pytest.mark.parametrize("context", [0, 3])
+def test_flowjax_check_catches_a_different_flow(context):
+    """flowjax's coupling flow, loaded with the benchmark's weights, is flowbridge-JAX's
+    flow; the check the worker runs before timing fails on a swapped permutation."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import flowbridge as fb
+
+    cfg = {**vector.TARGET, "dim": 6, "hidden": 8, "batch": 16, "couplings": 3, "context": context}
+    spec, params = core.flow_and_params(cfg, "exp")
+    flow = fb.to_jax(spec, params)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((16, 6)), jnp.float32)
+    c = jnp.asarray(rng.standard_normal((16, context)), jnp.float32) if context else None
+    vector.check_flowjax(vector.flowjax_flow(spec, params, cfg), flow, x, c)
+    swapped = list(spec.layers[1].indices)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    layers = list(spec.layers)
+    layers[1] = layers[1].model_copy(update={"indices": tuple(swapped)})
+    with pytest.raises(AssertionError, match="flowjax differs from flowbridge-jax"):
+        vector.check_flowjax(vector.flowjax_flow(spec.model_copy(update={"layers": layers}), params, cfg),
+                             flow, x, c)  # fmt: skip
 
 
 @pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
@@ -155,6 +204,8 @@ def test_image_workers_time_flows_equal_to_the_handwritten_ones(tmp_path):
                "runs": runs}  # fmt: skip
     text = markdown(results)
     assert "| flowbridge-tfp-xla |" in text and "| handwritten-torch |" in text
+    # and the peak memory of each training step, from each framework's own accounting
+    assert "| handwritten-tf | " in text.split("train peak (MiB)")[1]
 
 
 PEER_CFG = {**vector.TARGET, "dim": 8, "hidden": 16, "batch": 32, "couplings": 3}

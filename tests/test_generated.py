@@ -21,7 +21,7 @@ from .cases import CASES, EXAMPLES
 
 GENERATED = EXAMPLES.parent / "generated"
 FRAMEWORK = {"pyro": {"torch", "pyro"}, "tfp": {"tensorflow", "tensorflow_probability"},
-             "numpy": {"numpy", "math"}, "jax": {"jax", "numpy", "math"}}  # fmt: skip
+             "numpy": {"numpy", "math"}, "jax": {"jax", "numpy", "math", "functools"}}  # fmt: skip
 
 
 def _committed():

@@ -11,6 +11,8 @@ jax.grad(loss)(flow) work. float64 needs jax.config.update("jax_enable_x64", Tru
 Shapes: inputs are (*batch, D); log-dets are (*batch,).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -281,11 +283,17 @@ class _Layer(_Tree):
 
     domain_interval = None  # the closed interval every input entry lies in; None: the reals
     validate_args = False
+    _INDEX_FIELDS = ()  # static index arrays that may differ between the steps of a scan
 
     def __init__(self, event_shape, output_shape=None, dtype="float32"):
         self.event_shape = tuple(event_shape)
         self.output_shape = tuple(output_shape or event_shape)
         self.dtype = _dtype(dtype)
+
+    def _through(self, x, forward, context=None):
+        """(output, log-det) of one direction, as a flow's loop calls it (a layer that
+        does not read the context is not given it)."""
+        return self.forward_with_log_det(x) if forward else self.inverse_with_log_det(x)
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""
@@ -316,6 +324,88 @@ class _Layer(_Tree):
 
     def inverse_log_det_jacobian(self, y):
         return self.inverse_with_log_det(y)[1]
+
+
+def _signature(layer):
+    """What two layers must share to be one step of a ``jax.lax.scan``: the pytree
+    structure, static data included, with the index fields (``_INDEX_FIELDS``, which may
+    differ) blanked, and each weight's shape and dtype."""
+    blank = _copied(layer)
+    for name in layer._INDEX_FIELDS:
+        setattr(blank, name, np.zeros_like(getattr(layer, name)))
+    leaves, tree = jax.tree_util.tree_flatten(blank)
+    return tree, tuple((tuple(leaf.shape), np.dtype(leaf.dtype).str) for leaf in leaves)
+
+
+def _runs(layers, longest=4):
+    """The layers as runs ``(start, period, count)``: ``count`` repeats of a block of
+    ``period`` layers whose signatures repeat (count >= 2; the period that covers most
+    layers, up to ``longest``), and single layers (period 1, count 1), first to last."""
+    signatures = [_signature(layer) for layer in layers]
+    runs, start = [], 0
+    while start < len(layers):
+        best = (1, 1)
+        for period in range(1, longest + 1):
+            block, count = signatures[start : start + period], 1
+            while signatures[start + count * period : start + (count + 1) * period] == block:
+                count += 1
+            if count > 1 and period * count > best[0] * best[1]:
+                best = (period, count)
+        runs.append((start, *best))
+        start += best[0] * best[1]
+    return runs
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_step(tree, fields, forward):
+    """The body of a scan over blocks of layers of structure ``tree`` (a list of layers):
+    one block, each layer's index ``fields`` taken from the scanned values. Cached, so an
+    unchanged flow traces it once."""
+
+    def step(carry, scanned):
+        x, total, context = carry
+        leaves, indices = scanned
+        block = jax.tree_util.tree_unflatten(tree, leaves)
+        for layer, names, values in zip(block, fields, indices, strict=True):
+            for name, value in zip(names, values, strict=True):
+                setattr(layer, name, value)
+        for layer in block if forward else block[::-1]:
+            x, log_det = layer._through(x, forward, context)
+            total = total + log_det
+        return (x, total, context), None
+
+    return step
+
+
+def _through_layers(layers, x, total, forward, context=None):
+    """``x`` through ``layers`` (first to last, or for the inverse last to first), each
+    log-det added to ``total``. Inside a trace (``jax.jit``, ``jax.grad``, ``jax.vmap``)
+    each run of at least two repeated blocks of layers (:func:`_runs`; a coupling and
+    its permutation, say) is one ``jax.lax.scan`` over the blocks' stacked weights:
+    XLA compiles the block once (benchmarks/jax_scan.py times both forms). Eagerly (no
+    input, context or weight traced) the layers run one by one."""
+    weights = [value for layer in layers for value in layer.neutral_params().values()]
+    if not any(isinstance(value, jax.core.Tracer) for value in [x, context, *weights]):
+        for layer in layers if forward else layers[::-1]:
+            x, log_det = layer._through(x, forward, context)
+            total = total + log_det
+        return x, total
+    runs = _runs(layers)
+    for start, period, count in runs if forward else runs[::-1]:
+        if count == 1:
+            x, log_det = layers[start]._through(x, forward, context)
+            total = total + log_det
+            continue
+        blocks = [layers[start + k * period : start + (k + 1) * period] for k in range(count)]
+        leaves = [jax.tree_util.tree_leaves(block) for block in blocks]
+        fields = tuple(layer._INDEX_FIELDS for layer in blocks[0])
+        indices = [[np.stack([getattr(block[j], name) for block in blocks]) for name in names]
+                   for j, names in enumerate(fields)]  # fmt: skip
+        stacked = [jnp.stack(group) for group in zip(*leaves, strict=True)]
+        step = _scan_step(jax.tree_util.tree_structure(blocks[0]), fields, forward)
+        (x, total, _), _ = jax.lax.scan(step, (x, total, context), (stacked, indices),
+                                        reverse=not forward)  # fmt: skip
+    return x, total
 
 
 def _copied(obj):
@@ -429,18 +519,10 @@ class Flow(_Layer):
         self.layers = list(layers)
 
     def _forward_with_log_det(self, x):
-        total = _zeros_batch(x, self.event_shape)
-        for layer in self.layers:
-            x, log_det = layer.forward_with_log_det(x)
-            total = total + log_det
-        return x, total
+        return _through_layers(self.layers, x, _zeros_batch(x, self.event_shape), True)
 
     def _inverse_with_log_det(self, y):
-        total = _zeros_batch(y, self.output_shape)
-        for layer in reversed(self.layers):
-            y, log_det = layer.inverse_with_log_det(y)
-            total = total + log_det
-        return y, total
+        return _through_layers(self.layers, y, _zeros_batch(y, self.output_shape), False)
 
     def _forward_training(self, x):
         total, state = _zeros_batch(x, self.event_shape), {}

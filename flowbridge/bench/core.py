@@ -81,6 +81,97 @@ def flow_and_params(cfg: dict, scale: str):
     return spec, {k: v.astype(np.float32) for k, v in params.items()}
 
 
+def torch_peak_bytes(step) -> int:
+    """The peak memory one call of ``step()`` adds to what was live when it began (a
+    training step: activations, gradients, temporaries), in bytes, from PyTorch's own
+    accounting: ``torch.profiler`` with ``profile_memory=True``, its memory timeline."""
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:  # fmt: skip
+        step()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "timeline.json"
+        prof.export_memory_timeline(str(path), device="cpu")
+        _, sizes = json.loads(path.read_text())
+    totals = [sum(row) for row in sizes]
+    return int(max(totals) - totals[0]) if totals else 0
+
+
+def tf_peak_bytes(step, device: str = "CPU:0") -> int:
+    """The peak memory one call of ``step()`` adds to what was live when it began, in
+    bytes, from TensorFlow's allocator statistics (``tf.config.experimental``'s
+    ``reset_memory_stats`` and ``get_memory_info``)."""
+    import tensorflow as tf
+
+    tf.config.experimental.reset_memory_stats(device)
+    before = tf.config.experimental.get_memory_info(device)["current"]
+    step()
+    return int(tf.config.experimental.get_memory_info(device)["peak"] - before)
+
+
+def xla_temp_bytes(jitted, *args) -> int:
+    """XLA's temporary memory of a jitted JAX function compiled for ``args``, in bytes
+    (``compiled.memory_analysis().temp_size_in_bytes``: what it allocates beyond its
+    arguments and outputs)."""
+    return int(jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
+def train_peaks(todo: dict, measure) -> dict:
+    """{impl: bytes}: ``measure`` (:func:`torch_peak_bytes` or :func:`tf_peak_bytes`) of
+    each ``(impl, "train")`` call of ``todo``, each called once just before (its
+    optimizer's state made, its function traced: the steady state is measured). Run
+    before the timing, so that consecutive calls of one step alternate their inputs, as
+    they do when timed (Pyro's caches never answer)."""
+    peaks = {}
+    for (impl, op), fn in todo.items():
+        if op == "train":
+            fn()
+            peaks[impl] = measure(fn)
+    return peaks
+
+
+#: How each worker group measures a training step's peak memory.
+ACCOUNTING = {"torch": "torch.profiler memory timeline", "tf": "TensorFlow allocator peak",
+              "jax": "XLA temporary memory"}  # fmt: skip
+
+
+def memory_lines(runs: list[dict], against: dict) -> list[str]:
+    """Markdown lines: the peak memory of one training step of each implementation in
+    ``runs`` (MiB), the framework's own accounting named, and its ratio to
+    ``against[impl]`` where both were measured in one process (an XLA-compiled step's
+    allocator is not an eager one's); none where the runs measured none (results saved
+    before)."""
+    peaks, group = {}, {}
+    for run in runs:
+        for impl, size in run["info"].get("train_peak_bytes", {}).items():
+            peaks[impl], group[impl] = size, run["group"]
+    if not peaks:
+        return []
+    lines = ["", "Peak memory of one training step beyond what was live before it (weights "
+             "and inputs), MiB, from each framework's own accounting (compare within a "
+             "framework only):", "", "| impl | train peak (MiB) | accounting |",
+             "| --- | --- | --- |"]  # fmt: skip
+    for impl, size in peaks.items():
+        other = against.get(impl, impl)  # a ratio only within one process's accounting
+        same = other != impl and group.get(other) == group[impl] and peaks[other] > 0
+        ratio = f" ({size / peaks[other]:.2f}x)" if same else ""
+        how = ACCOUNTING[group[impl].split("-")[0]]
+        lines.append(f"| {impl} | {size / 2**20:.1f}{ratio} | {how} |")
+    return lines
+
+
+def interleaved(n: int):
+    """Columns that turn flowbridge's ``[shift | s]`` conditioner output into
+    ``[shift_0, s_0, shift_1, s_1, ...]`` (zuko's, normflows' and flowjax's order)."""
+    import numpy as np
+
+    return np.stack([np.arange(n), n + np.arange(n)], -1).reshape(-1)
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}  # fmt: skip

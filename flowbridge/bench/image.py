@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from .core import timeit_many
+from .core import memory_lines, tf_peak_bytes, timeit_many, torch_peak_bytes, train_peaks
 
 #: The image preset: RealNVP's multi-scale structure on 3 x 16 x 16 images.
 IMAGE = {"image": [3, 16, 16], "scales": 2, "blocks": 2, "channels": 32, "batch": 32}
@@ -192,7 +192,9 @@ def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float):
     }
     info = {"device": "cpu", "torch": torch.__version__, "threads": threads,
             "params": int(sum(np.prod(v.shape) for v in params.values()))}  # fmt: skip
-    return timeit_many(todo, repeats, min_time), info
+    info["train_peak_bytes"] = train_peaks(todo, torch_peak_bytes)
+    rows = timeit_many(todo, repeats, min_time)
+    return rows, info
 
 
 # --------------------------------------------------------------------------- TF side
@@ -331,7 +333,9 @@ def tf_worker(cfg: dict, threads: int, repeats: int, min_time: float):
                 todo[(name + suffix, op)] = run
     info = {"device": "cpu", "tensorflow": tf.__version__, "tfp": tfp.__version__,
             "threads": threads}  # fmt: skip
-    return timeit_many(todo, repeats, min_time), info
+    info["train_peak_bytes"] = train_peaks(todo, tf_peak_bytes)
+    rows = timeit_many(todo, repeats, min_time)
+    return rows, info
 
 
 # ------------------------------------------------------------------------- reporting
@@ -364,6 +368,7 @@ def markdown(results: dict) -> str:
             ref = table.get(against.get(impl, ""), {}).get(op)
             cells.append(f"{ms:.3g}" + (f" ({table[impl][op] / ref:.2f}x)" if ref else ""))
         lines.append(f"| {impl} | " + " | ".join(cells) + " |")
+    lines += memory_lines(results["runs"], against)
     return "\n".join(lines) + "\n"
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from .core import flow_and_params, timeit_many
+from .core import flow_and_params, interleaved, timeit_many
 
 #: peer -> (scale map of its affine rows, orientation, what differs from the flow).
 PEERS = {
@@ -118,13 +118,6 @@ def data_to_noise_ops(library: str, flow, x, lr: float = 1e-6) -> dict:
             "log_prob": no_grad(log_prob), "train": train}  # fmt: skip
 
 
-def _interleaved(n: int):
-    """Columns that turn flowbridge's ``[shift | s]`` output into ``[shift_0, s_0, ...]``."""
-    import numpy as np
-
-    return np.stack([np.arange(n), n + np.arange(n)], -1).reshape(-1)
-
-
 def _load(linears, spec_index: int, params: dict, interleave: int = 0) -> None:
     """Copy coupling ``spec_index``'s conditioner into torch ``nn.Linear`` layers
     (kernels (in, out) -> weights (out, in)); ``interleave`` = n: the last layer's
@@ -136,7 +129,7 @@ def _load(linears, spec_index: int, params: dict, interleave: int = 0) -> None:
             kernel = params[f"layers.{spec_index}.conditioner.{j}.kernel"]
             bias = params[f"layers.{spec_index}.conditioner.{j}.bias"]
             if interleave and j == len(linears) - 1:
-                cols = _interleaved(interleave)
+                cols = interleaved(interleave)
                 kernel, bias = kernel[:, cols], bias[cols]
             lin.weight.copy_(torch.as_tensor(kernel.T.copy()))
             lin.bias.copy_(torch.as_tensor(bias.copy()))

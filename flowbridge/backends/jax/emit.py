@@ -43,7 +43,7 @@ flow.forward_log_det_jacobian(x, c); flow.inverse_log_det_jacobian(y, c). The fl
 pytree of its weights (jax.jit, jax.grad, jax.vmap). float64 needs
 jax.config.update("jax_enable_x64", True)."""
     IMAGE_SHAPES = "Shapes: images are (*batch, C, H, W), channels first; log-dets are (*batch,)."
-    IMPORTS = CONDITIONAL_IMPORTS = "import jax\nimport jax.numpy as jnp\nimport numpy as np"
+    IMPORTS = CONDITIONAL_IMPORTS = "import functools\n\nimport jax\nimport jax.numpy as jnp\nimport numpy as np"
 
     FIELD_INIT = _FIELD_INIT
     OPS = {
@@ -86,7 +86,8 @@ jax.config.update("jax_enable_x64", True)."""
     CONSTANT = "self.{name} = np.asarray({value})"
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_dtype", "_real", "_checked", "_in_domain", "_static_key",
-            "_Static", "_neutral_set", "_Tree", "_Layer", "_copied", "_zeros_batch",
+            "_Static", "_neutral_set", "_Tree", "_Layer", "_signature", "_runs", "_scan_step",
+            "_through_layers", "_copied", "_zeros_batch",
             "_flow_flatten", "_flow_unflatten", "neutral_params", "_replaced", "replace",
             "load_neutral_params")  # fmt: skip
     UNCONDITIONAL = ("Flow",)
@@ -140,6 +141,7 @@ jax.config.update("jax_enable_x64", True)."""
             f'    """{plan.doc}\n    """',
             "",
             *self.domain_lines(plan),
+            *self.index_lines(plan),
             signature("__init__", ["self", "*", *plan.args, "event_shape", *out, *ctx, "init",
                                    "rng=None", 'dtype="float32"'], 1),  # fmt: skip
             block([f"super().__init__({', '.join(['event_shape', *out, *ctx])}, dtype=dtype)"]
@@ -152,6 +154,13 @@ jax.config.update("jax_enable_x64", True)."""
             "",
             neutral_params_method(plan),
         ])  # fmt: skip
+
+    def index_lines(self, plan) -> list[str]:
+        """The class-body line naming a layer's index fields (``_INDEX_FIELDS``: the
+        static arrays that may differ between the steps of the prelude's scan over
+        repeated layers), then a blank line; none for a layer without them."""
+        names = tuple(f.name for f in plan.fields if f.kind == "index")
+        return [f"    _INDEX_FIELDS = {names!r}", ""] if names else []
 
     def embedding_class(self, plan, body) -> str:
         return "\n".join([
