@@ -232,6 +232,42 @@ def trace_embedding(plan: EmbeddingPlan) -> tuple[list[tuple[ir.Value, str]], se
 
 
 # ------------------------------------------------------------------ whole modules
+#: Ops that act entry by entry on images, so they run in either layout (with a number,
+#: or with another image in the same layout).
+_LAYOUT_FREE = frozenset({"relu", "leaky_relu", "elu", "tanh", "sigmoid", "add", "sub", "mul",
+                          "neg"})  # fmt: skip
+
+
+def conv_layouts(function: ir.Function) -> dict[int, tuple[str, str]] | None:
+    """``{id(node): (input layout, output layout)}`` of each ``conv2d`` in ``function``
+    where it can compute channels last inside: every node other than a source is a
+    convolution or an entry-by-entry op (:data:`_LAYOUT_FREE`) of values computed inside,
+    the output is a convolution that nothing inside reads, and only convolutions read the
+    parameters. A convolution reading a parameter takes channels first (``"first"``) and
+    the output one gives channels first; every other layout is ``"last"``. ``None``
+    where the function is not of that form (it is then emitted as it is)."""
+    nodes = ir.reachable([function.output])
+    output = function.output.node
+    if output.op != "conv2d":
+        return None
+    layouts = {}
+    for node in nodes:
+        if node.op == "source":
+            continue
+        values = [a.node for a in node.args if isinstance(a, ir.Value)]
+        if output in values:
+            return None
+        if node.op == "conv2d":
+            data = values[0]
+            if data.op == "source" and data.attrs.get("expr") not in function.params:
+                return None
+            into = "first" if data.op == "source" else "last"
+            layouts[id(node)] = (into, "first" if node is output else "last")
+        elif node.op not in _LAYOUT_FREE or any(v.op == "source" for v in values):
+            return None
+    return layouts
+
+
 def _method(plan: Plan, method: str, functions: list[ir.Function], em) -> str:
     """The method ``method`` of a layer class: the body of the sub-function every
     direction calls (:func:`flowbridge.ir.call`), or a loop's step (:func:`flowbridge.ir.loop`,
@@ -240,7 +276,15 @@ def _method(plan: Plan, method: str, functions: list[ir.Function], em) -> str:
     texts = set()
     result = "out" if functions[0].kind == "call" else f"{functions[0].params[0]}_next"
     for function in functions:
-        lines = emit_body([(function.output, result)], {"self", *function.params}, em.OPS, (),
+        table = em.OPS
+        layouts = conv_layouts(function) if em.CONV_LAYOUT else None
+        if layouts:  # each convolution under its own op name, written by its layouts
+            table = {**em.OPS}
+            for node in ir.reachable([function.output]):
+                if id(node) in layouts:
+                    node.op = "conv2d:{}>{}".format(*layouts[id(node)])
+                    table[node.op] = em.CONV_LAYOUT[layouts[id(node)]]
+        lines = emit_body([(function.output, result)], {"self", *function.params}, table, (),
                           em.IN_PLACE, em.SPLIT)  # fmt: skip
         texts.add("\n".join(lines))
     if len(texts) != 1:

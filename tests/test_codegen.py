@@ -203,3 +203,41 @@ def test_spec_json_is_split_between_tokens_only():
     cuts = [sum(map(len, chunks[: k + 1])) for k in range(len(chunks) - 1)]
     assert set(cuts) <= ends, "a chunk ends inside a JSON token"
     assert len(chunks) > 1 and all(len(c) <= 80 for c in chunks)
+
+
+# ------------------------------------------------------------ the channels-last peephole
+def _conditioner_text(code: str) -> str:
+    start = code.index("    def conditioner(self, x_a):")
+    return code[start : code.index("        return out", start)]
+
+
+def test_a_resnet_conditioner_runs_channels_last_inside_in_tfp_alone():
+    """TFP's ``CONV_LAYOUT``: the ResNet conditioner of an image coupling transposes its
+    input to channels last once and its output back once; between them every
+    convolution is channels last, the residual adds and ReLUs as they were. The other
+    backends keep their one convolution op (channels first, or NumPy's)."""
+    spec = fb.realnvp_image((3, 8, 8), num_scales=1, blocks=2, channels=4)
+    text = _conditioner_text(fb.generate(spec, "tfp"))
+    assert text.count("_channels_last(") == 1 and text.count("_channels_first(") == 1
+    assert text.count("_conv2d_last(") == 6 and "_conv2d(" not in text
+    assert text.count("tf.nn.relu(") == 5 and text.count(" + ") == 2
+    for backend in ("pyro", "jax", "numpy"):
+        other = _conditioner_text(fb.generate(spec, backend))
+        assert "_conv2d(" in other and "_conv2d_last" not in other and "_channels" not in other
+
+
+def test_the_layout_peephole_keeps_functions_it_cannot_move():
+    """``conv_layouts`` moves only functions of convolutions and entry-by-entry ops of
+    values computed inside, ending in a convolution that nothing inside reads."""
+    from flowbridge import ir
+    from flowbridge.ir import ops
+
+    x = ir.source("x", (2, 4, 4), batched=True)
+    k, b = ir.source("self.k", (3, 3, 2, 2)), ir.source("self.b", (2,))
+    scale = ir.source("self.scale", (2, 1, 1))
+    good = ir.Function(("x",), ops.conv2d(ops.relu(ops.conv2d(x, k, b)), k, b))
+    assert sorted(codegen.conv_layouts(good).values()) == [("first", "last"), ("last", "first")]
+    for output in (ops.relu(ops.conv2d(x, k, b)),  # ends in an entry-by-entry op
+                   ops.conv2d(x, k, b) + x,  # a parameter read outside a convolution
+                   ops.conv2d(ops.conv2d(x, k, b) * scale, k, b)):  # a weight broadcast by layout
+        assert codegen.conv_layouts(ir.Function(("x",), output)) is None

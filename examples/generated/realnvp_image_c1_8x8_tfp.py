@@ -317,15 +317,33 @@ def _conv(sizes, kernel_size, init, dtype, weights=None):
     return kernels, biases
 
 
+def _channels_last(x):
+    """(*batch, C, H, W) -> (*batch, H, W, C)."""
+    lead = len(x.shape) - 3
+    return tf.transpose(x, list(range(lead)) + [lead + 1, lead + 2, lead])
+
+
+def _channels_first(x):
+    """(*batch, H, W, C) -> (*batch, C, H, W)."""
+    lead = len(x.shape) - 3
+    return tf.transpose(x, list(range(lead)) + [lead + 2, lead, lead + 1])
+
+
+def _conv2d_last(x, kernel, bias):
+    """Stride-1 "same" convolution of x (*batch, H, W, C_in), channels last (tf.nn.conv2d's
+    layout on the CPU), with a (k, k, C_in, C_out) kernel: (*batch, H, W, C_out)."""
+    shape = tf.shape(x)
+    flat = tf.reshape(x, tf.concat([[-1], shape[-3:]], 0))
+    out = tf.nn.conv2d(flat, kernel, 1, "SAME") + bias
+    return tf.reshape(out, tf.concat([shape[:-3], tf.shape(out)[1:]], 0))
+
+
 def _conv2d(x, kernel, bias):
     """Stride-1 "same" convolution of x (*batch, C_in, H, W) with a (k, k, C_in, C_out)
     kernel: (*batch, C_out, H, W). tf.nn.conv2d runs channels last on the CPU, so x is
-    transposed in and out."""
-    shape = tf.shape(x)
-    flat = tf.reshape(x, tf.concat([[-1], shape[-3:]], 0))
-    out = tf.nn.conv2d(tf.transpose(flat, [0, 2, 3, 1]), kernel, 1, "SAME") + bias
-    out = tf.transpose(out, [0, 3, 1, 2])
-    return tf.reshape(out, tf.concat([shape[:-3], tf.shape(out)[1:]], 0))
+    transposed in and out (a conditioner made of convolutions transposes once at each
+    end instead: the emitter's ``CONV_LAYOUT``)."""
+    return _channels_first(_conv2d_last(_channels_last(x), kernel, bias))
 
 
 def _squeeze2x2(x):
@@ -714,19 +732,19 @@ class AffineCouplingCheckerboard(_Layer):
 
     def conditioner(self, x_a):
         """m(x_a): the conditioner every direction calls."""
-        h = _conv2d(x_a, self.kernels[0], self.biases[0])
+        h = _conv2d_last(_channels_last(x_a), self.kernels[0], self.biases[0])
         r = tf.nn.relu(h)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
+        r_1 = _conv2d_last(r, self.kernels[1], self.biases[1])
         r_2 = tf.nn.relu(r_1)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
+        r_3 = _conv2d_last(r_2, self.kernels[2], self.biases[2])
         h_1 = h + r_3
         r_4 = tf.nn.relu(h_1)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
+        r_5 = _conv2d_last(r_4, self.kernels[3], self.biases[3])
         r_6 = tf.nn.relu(r_5)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
+        r_7 = _conv2d_last(r_6, self.kernels[4], self.biases[4])
         h_2 = h_1 + r_7
         h_3 = tf.nn.relu(h_2)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        out = _channels_first(_conv2d_last(h_3, self.kernels[5], self.biases[5]))
         return out
 
     def _forward_with_log_det(self, x):
@@ -861,19 +879,19 @@ class AffineCouplingChannelFirst(_Layer):
 
     def conditioner(self, x_a):
         """m(x_a): the conditioner every direction calls."""
-        h = _conv2d(x_a, self.kernels[0], self.biases[0])
+        h = _conv2d_last(_channels_last(x_a), self.kernels[0], self.biases[0])
         r = tf.nn.relu(h)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
+        r_1 = _conv2d_last(r, self.kernels[1], self.biases[1])
         r_2 = tf.nn.relu(r_1)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
+        r_3 = _conv2d_last(r_2, self.kernels[2], self.biases[2])
         h_1 = h + r_3
         r_4 = tf.nn.relu(h_1)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
+        r_5 = _conv2d_last(r_4, self.kernels[3], self.biases[3])
         r_6 = tf.nn.relu(r_5)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
+        r_7 = _conv2d_last(r_6, self.kernels[4], self.biases[4])
         h_2 = h_1 + r_7
         h_3 = tf.nn.relu(h_2)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        out = _channels_first(_conv2d_last(h_3, self.kernels[5], self.biases[5]))
         return out
 
     def _forward_with_log_det(self, x):
@@ -959,19 +977,19 @@ class AffineCouplingChannelLast(_Layer):
 
     def conditioner(self, x_a):
         """m(x_a): the conditioner every direction calls."""
-        h = _conv2d(x_a, self.kernels[0], self.biases[0])
+        h = _conv2d_last(_channels_last(x_a), self.kernels[0], self.biases[0])
         r = tf.nn.relu(h)
-        r_1 = _conv2d(r, self.kernels[1], self.biases[1])
+        r_1 = _conv2d_last(r, self.kernels[1], self.biases[1])
         r_2 = tf.nn.relu(r_1)
-        r_3 = _conv2d(r_2, self.kernels[2], self.biases[2])
+        r_3 = _conv2d_last(r_2, self.kernels[2], self.biases[2])
         h_1 = h + r_3
         r_4 = tf.nn.relu(h_1)
-        r_5 = _conv2d(r_4, self.kernels[3], self.biases[3])
+        r_5 = _conv2d_last(r_4, self.kernels[3], self.biases[3])
         r_6 = tf.nn.relu(r_5)
-        r_7 = _conv2d(r_6, self.kernels[4], self.biases[4])
+        r_7 = _conv2d_last(r_6, self.kernels[4], self.biases[4])
         h_2 = h_1 + r_7
         h_3 = tf.nn.relu(h_2)
-        out = _conv2d(h_3, self.kernels[5], self.biases[5])
+        out = _channels_first(_conv2d_last(h_3, self.kernels[5], self.biases[5]))
         return out
 
     def _forward_with_log_det(self, x):

@@ -194,6 +194,13 @@ class Emitter(abc.ABC):
       a non-persistent buffer in Pyro, so ``state_dict`` keys never change.
     - ``IN_PLACE``, ``SPLIT``: optional peepholes, as data (see
       ``flowbridge.codegen.emit_body``); ``None`` where the framework has none.
+    - ``CONV_LAYOUT``: an optional peephole for a framework whose convolution runs
+      channels last: ``(input layout, output layout) -> template`` of a ``conv2d``, each
+      layout ``"first"`` or ``"last"``. A sub-function made of convolutions and
+      elementwise ops between them (a ResNet conditioner) then computes channels last
+      inside, transposing once at its input and once at its output
+      (``flowbridge.codegen.conv_layouts``); ``None``: every convolution takes and gives
+      channels first.
     - ``PRELUDE``: the backend's prelude module file.
     - ``BASE``: prelude definitions every generated module has, in order;
       ``UNCONDITIONAL`` those of a flow without a context (default none),
@@ -231,6 +238,7 @@ class Emitter(abc.ABC):
     CONSTANT: ClassVar[str]
     IN_PLACE: ClassVar[dict[str, tuple[str, tuple[str, ...]]] | None] = None
     SPLIT: ClassVar[str | None] = None
+    CONV_LAYOUT: ClassVar[dict[tuple[str, str], str] | None] = None
     PRELUDE: ClassVar[Path]
     BASE: ClassVar[tuple[str, ...]]
     CONDITIONAL: ClassVar[tuple[str, ...]]

@@ -126,6 +126,14 @@ tf.Variable in flow.trainable_variables."""
     SHAPES = ("_moved_shape", "_moved_shape_tensor", "_MovesShape")
     IMAGE = ("_checked_layout", "_in_layout", "_with_door")
     FIELD_HELPERS = {"matrix": ("_identity",)}
+    # tf.nn.conv2d runs channels last on the CPU: a conditioner of convolutions computes
+    # channels last inside, transposed once at each end (not at every convolution)
+    CONV_LAYOUT = {
+        ("first", "first"): "_conv2d({0}, {1}, {2})",
+        ("first", "last"): "_conv2d_last(_channels_last({0}), {1}, {2})",
+        ("last", "last"): "_conv2d_last({0}, {1}, {2})",
+        ("last", "first"): "_channels_first(_conv2d_last({0}, {1}, {2}))",
+    }
     OP_HELPERS = {
         "loop": ("_repeat",),
         "transpose": ("_transpose_last",),
@@ -133,7 +141,7 @@ tf.Variable in flow.trainable_variables."""
         "broadcast_batch": ("_broadcast_batch",),
         "bucket": ("_bucket",),
         "clamp_st": ("_clamp_straight_through",),
-        "conv2d": ("_conv", "_conv2d"),
+        "conv2d": ("_conv", "_channels_last", "_channels_first", "_conv2d_last", "_conv2d"),
         "gather": ("_gather",),
         "pad": ("_pad_last",),
         "reshape": ("_reshape",),

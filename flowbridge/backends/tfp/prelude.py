@@ -79,15 +79,33 @@ def _conv(sizes, kernel_size, init, dtype, weights=None):
     return kernels, biases
 
 
+def _channels_last(x):
+    """(*batch, C, H, W) -> (*batch, H, W, C)."""
+    lead = len(x.shape) - 3
+    return tf.transpose(x, list(range(lead)) + [lead + 1, lead + 2, lead])
+
+
+def _channels_first(x):
+    """(*batch, H, W, C) -> (*batch, C, H, W)."""
+    lead = len(x.shape) - 3
+    return tf.transpose(x, list(range(lead)) + [lead + 2, lead, lead + 1])
+
+
+def _conv2d_last(x, kernel, bias):
+    """Stride-1 "same" convolution of x (*batch, H, W, C_in), channels last (tf.nn.conv2d's
+    layout on the CPU), with a (k, k, C_in, C_out) kernel: (*batch, H, W, C_out)."""
+    shape = tf.shape(x)
+    flat = tf.reshape(x, tf.concat([[-1], shape[-3:]], 0))
+    out = tf.nn.conv2d(flat, kernel, 1, "SAME") + bias
+    return tf.reshape(out, tf.concat([shape[:-3], tf.shape(out)[1:]], 0))
+
+
 def _conv2d(x, kernel, bias):
     """Stride-1 "same" convolution of x (*batch, C_in, H, W) with a (k, k, C_in, C_out)
     kernel: (*batch, C_out, H, W). tf.nn.conv2d runs channels last on the CPU, so x is
-    transposed in and out."""
-    shape = tf.shape(x)
-    flat = tf.reshape(x, tf.concat([[-1], shape[-3:]], 0))
-    out = tf.nn.conv2d(tf.transpose(flat, [0, 2, 3, 1]), kernel, 1, "SAME") + bias
-    out = tf.transpose(out, [0, 3, 1, 2])
-    return tf.reshape(out, tf.concat([shape[:-3], tf.shape(out)[1:]], 0))
+    transposed in and out (a conditioner made of convolutions transposes once at each
+    end instead: the emitter's ``CONV_LAYOUT``)."""
+    return _channels_first(_conv2d_last(_channels_last(x), kernel, bias))
 
 
 def _squeeze2x2(x):
