@@ -147,6 +147,17 @@ def test_conditional_workers_time_identical_conditional_flows():
     assert runner.configs("conditional") == [vector.CONDITIONAL]
 
 
+@pytest.mark.skipif(not (available("pyro") and available("tfp")), reason="needs both frameworks")
+def test_unconditional_workers_time_the_handwritten_flows_checked_equal():
+    """At an unconditional size the torch and TF workers time the flow written by hand
+    (checked equal to flowbridge's before timing) beside the floor: forward and train."""
+    cfg = {**vector.TARGET, "dim": 8, "hidden": 16, "batch": 32, "couplings": 3}
+    for group, hand in (("torch", "handwritten-torch"), ("tf", "handwritten-tf")):
+        got = runner._run_worker(group, cfg, 1, 1, 0.001, False)
+        assert {r["op"] for r in got["rows"] if r["impl"] == hand} == {"forward", "train"}
+        assert hand in got["info"]["train_peak_bytes"]
+
+
 @pytest.mark.skipif(not available("jax"), reason="needs jax")
 @pytest.mark.parametrize("context", [0, 4])
 def test_jax_worker_times_the_same_flow_jitted(context):

@@ -10,13 +10,18 @@ inputs' gradients, and Adam step); a TensorFlow worker times flowbridge-TFP
 floor; a JAX worker times flowbridge-JAX (``jax.jit``), flowjax's ``coupling_flow`` (where
 flowjax is installed) and the floor. flowbridge's flows come from the native ones through
 ``from_pyro_native`` / ``from_tfp_native``, so architecture and weights are identical
-within each framework; flowjax's is loaded with the same weights and checked equal.
+within each framework; flowjax's is loaded with the same weights and checked equal. At
+unconditional sizes the torch and TF workers also time the same flow written by hand in
+plain torch and plain TF (``handwritten-torch``, ``handwritten-tf``: forward and training
+step), checked equal to flowbridge's first.
 
 Operations: ``forward`` (forward and log-det), ``log_prob`` (inverse and log-det through
 ``TransformedDistribution``), ``sample``, ``train`` (log_prob, backward, Adam step); the
 floor runs the MLPs of every coupling once and returns every output (so no framework may
-prune one), and for ``train`` also their backward (weights and inputs) and Adam step. Timing as in :mod:`flowbridge.bench.core`;
-Pyro inputs alternate between two tensors so its single-entry caches never answer.
+prune one), and for ``train`` also their backward (weights and inputs) and Adam step.
+Timing as in :mod:`flowbridge.bench.core`; Pyro inputs alternate between two tensors so
+its single-entry caches never answer. Each worker also measures the peak memory of every
+training step (:func:`~flowbridge.bench.core.train_peaks`).
 
 The ``quick``, ``axes``, ``grid`` and ``conditional`` presets run these workers; this
 module also reads their rows back (:func:`markdown`, :func:`plot`).
@@ -52,8 +57,9 @@ CONDITIONAL = {**TARGET, "context": 16}
 AXES = {"dim": [2, 16, 64, 256, 784], "couplings": [4, 8, 16], "hidden": [64, 256, 1024],
         "batch": [1, 64, 1024, 8192]}  # fmt: skip
 OPS = ("forward", "log_prob", "sample", "train")
-TORCH_IMPLS = ("flowbridge-pyro", "flowbridge-pyro-compile", "native-pyro", "floor-torch")
-TF_IMPLS = ("flowbridge-tfp", "flowbridge-tfp-xla", "native-tfp", "floor-tf")
+TORCH_IMPLS = ("flowbridge-pyro", "flowbridge-pyro-compile", "native-pyro", "handwritten-torch",
+               "floor-torch")  # fmt: skip
+TF_IMPLS = ("flowbridge-tfp", "flowbridge-tfp-xla", "native-tfp", "handwritten-tf", "floor-tf")
 #: NumPyro has no coupling flow; flowjax's ``coupling_flow`` is JAX's peer (where it is
 #: installed). The floor: the conditioner MLPs alone, jitted too.
 JAX_IMPLS = ("flowbridge-jax", "flowjax", "floor-jax")
@@ -204,9 +210,72 @@ def torch_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile
 
     todo[("floor-torch", "forward")] = floor
     todo[("floor-torch", "train")] = floor_train
+    if not context:  # the same flow written by hand in plain torch, checked equal first
+        hand = _HandwrittenTorch([copy.deepcopy(net) for net in nets],
+                                 [p.permutation for p in parts if isinstance(p, Permute)], split)  # fmt: skip
+        with torch.no_grad():
+            y_hand, ld_hand = hand.forward(xs[0])
+            y_fb = flows["flowbridge-pyro"](xs[0].clone())
+            assert torch.allclose(y_hand, y_fb, rtol=1e-4, atol=1e-4), "handwritten-torch differs"
+        hand_opt = torch.optim.Adam(hand.parameters(), lr=1e-5)
+
+        def hand_forward():
+            with torch.no_grad():
+                return sync(hand.forward(xs[step()])[1])
+
+        def hand_train():
+            hand_opt.zero_grad(set_to_none=True)
+            z, ld = hand.inverse(xs[step()])
+            (-(ld - 0.5 * (z**2).sum(-1)).mean()).backward()  # the constant dropped
+            hand_opt.step()
+            return sync(None)
+
+        todo[("handwritten-torch", "forward")] = hand_forward
+        todo[("handwritten-torch", "train")] = hand_train
     info["train_peak_bytes"] = train_peaks(todo, torch_peak_bytes)
     rows = timeit_many(todo, repeats, min_time)
     return rows, info
+
+
+class _HandwrittenTorch:
+    """The benchmark's flow as a user writes it in plain torch: for each coupling
+    ``shift, s = net(x_a)``, ``s`` clamped to Pyro's [-5, 3], ``y_b = x_b * exp(s) +
+    shift``; a permutation (``x[..., p]``) between couplings."""
+
+    def __init__(self, nets, perms, split):
+        self.nets, self.perms, self.split = nets, perms, split
+        self.inverse_perms = [p.argsort() for p in perms]
+
+    def parameters(self):
+        return [w for net in self.nets for w in net.parameters()]
+
+    def forward(self, x):
+        import torch
+
+        log_det = x.new_zeros(x.shape[:-1])
+        for i, net in enumerate(self.nets):
+            x_a, x_b = x[..., : self.split], x[..., self.split :]
+            shift, s = net(x_a)
+            s = s.clamp(-5.0, 3.0)
+            x = torch.cat([x_a, x_b * torch.exp(s) + shift], -1)
+            log_det = log_det + s.sum(-1)
+            if i < len(self.perms):
+                x = x[..., self.perms[i]]
+        return x, log_det
+
+    def inverse(self, y):
+        import torch
+
+        log_det = y.new_zeros(y.shape[:-1])
+        for i in reversed(range(len(self.nets))):
+            if i < len(self.perms):
+                y = y[..., self.inverse_perms[i]]
+            y_a, y_b = y[..., : self.split], y[..., self.split :]
+            shift, s = self.nets[i](y_a)
+            s = s.clamp(-5.0, 3.0)
+            y = torch.cat([y_a, (y_b - shift) * torch.exp(-s)], -1)
+            log_det = log_det - s.sum(-1)
+        return y, log_det
 
 
 def _floor_torch(nets, xi, split, context=None) -> list:
@@ -361,12 +430,55 @@ def tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: 
         floor_opt.apply_gradients(zip(grads[:-1], floor_variables, strict=True))
         return grads[-1]
 
-    for op, fn in [("forward", floor), ("train", floor_train)]:
+    timed = {("floor-tf", "forward"): floor, ("floor-tf", "train"): floor_train}
+    if not context:  # the same flow written by hand in plain TF, checked equal first
+        perms = [tf.constant(layer.indices) for layer in spec.layers if layer.type == "permutation"]
+        hand_opt = tf_keras.optimizers.Adam(1e-5)
+
+        def hand_pass(v, forward):
+            """The flow (forward) or its inverse: for each coupling ``shift, s = net(x_a)``,
+            ``y_b = x_b * exp(s) + shift``; permutations between couplings."""
+            log_det = tf.zeros(tf.shape(v)[:-1])
+            order = range(c) if forward else reversed(range(c))
+            for i in order:
+                if not forward and i < c - 1:
+                    v = tf.gather(v, tf.math.invert_permutation(perms[i]), axis=-1)
+                v_a, v_b = v[..., : dim // 2], v[..., dim // 2 :]
+                h = v_a
+                for j, (k, bias) in enumerate(weights[i]):
+                    h = tf.linalg.matmul(h, k) + bias
+                    if j < 2:
+                        h = tf.nn.relu(h)
+                shift, s = h[..., : dim - dim // 2], h[..., dim - dim // 2 :]
+                moved = v_b * tf.exp(s) + shift if forward else (v_b - shift) * tf.exp(-s)
+                v = tf.concat([v_a, moved], -1)
+                log_det += tf.reduce_sum(s, -1) if forward else -tf.reduce_sum(s, -1)
+                if forward and i < c - 1:
+                    v = tf.gather(v, perms[i], axis=-1)
+            return v, log_det
+
+        @tf.function
+        def hand_forward(xi, ci):
+            return hand_pass(xi, True)[1]
+
+        @tf.function
+        def hand_train(xi, ci):
+            with tf.GradientTape() as tape:
+                z, log_det = hand_pass(xi, False)
+                loss = -tf.reduce_mean(log_det - 0.5 * tf.reduce_sum(z**2, -1))
+            grads = tape.gradient(loss, floor_variables)
+            hand_opt.apply_gradients(zip(grads, floor_variables, strict=True))
+            return loss
+
+        y_hand = hand_pass(xs[0], True)[0]
+        assert np.allclose(y_hand.numpy(), y_fb.numpy(), rtol=1e-4, atol=1e-4), "handwritten-tf differs"
+        timed.update({("handwritten-tf", "forward"): hand_forward, ("handwritten-tf", "train"): hand_train})
+    for key, fn in timed.items():
         def run(fn=fn):  # every output is the function's; one entry read back syncs a GPU
             k = next(counter) % 2
-            return tf.nest.flatten(fn(xs[k], cs[k]))[-1][0, 0].numpy()
+            return tf.reshape(tf.nest.flatten(fn(xs[k], cs[k]))[-1], [-1])[0].numpy()
 
-        todo[("floor-tf", op)] = run
+        todo[key] = run
     return _tf_rows(todo, repeats, min_time, info)
 
 
