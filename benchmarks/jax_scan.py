@@ -1,6 +1,7 @@
 """flowbridge-JAX's repeated layers as one ``lax.scan`` against the same flow unrolled.
 
     python benchmarks/jax_scan.py --out benchmarks/results            # full run
+    python benchmarks/jax_scan.py --context 16 --processes 2 --out benchmarks/results  # conditional
     python benchmarks/jax_scan.py --small --processes 1 --repeats 1 --min-time 0.01 --out DIR
 
 Inside a trace, a generated JAX flow runs each run of repeated blocks of layers (here
@@ -20,7 +21,8 @@ separate processes, each timing both interleaved
 (:func:`flowbridge.bench.core.timeit_many`), and the table gives every process's ratio.
 The flow: D=64, 8 couplings, hidden 256 x 2, batch 1024, float32, exp scale (the
 benchmark's target size, :func:`flowbridge.bench.core.flow_and_params`); ``--small``: D 8,
-3 couplings, hidden 16, batch 32.
+3 couplings, hidden 16, batch 32. ``--context N``: the conditional flow, every coupling
+reading a context of N (results in ``jax_scan_conditional.{md,json}``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 OPS = ("forward", "log_prob", "train")
 
 
-def worker(small: bool, repeats: int, min_time: float) -> dict:
+def worker(small: bool, repeats: int, min_time: float, context: int = 0) -> dict:
     """One process: both forms timed interleaved; {form: {op: seconds}}, and memory."""
     import jax
     import jax.numpy as jnp
@@ -46,11 +48,14 @@ def worker(small: bool, repeats: int, min_time: float) -> dict:
 
     cfg = {"dim": 8, "couplings": 3, "hidden": 16, "batch": 32} if small else {
         "dim": 64, "couplings": 8, "hidden": 256, "batch": 1024}  # fmt: skip
+    cfg["context"] = context
     spec, params = flow_and_params(cfg, "exp")
     flow = fb.to_jax(spec, params)
     module = sys.modules[type(flow).__module__]
     scanned_runs = module._runs
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((cfg["batch"], cfg["dim"])), jnp.float32)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((cfg["batch"], cfg["dim"])), jnp.float32)
+    given = (jnp.asarray(rng.standard_normal((cfg["batch"], context)), jnp.float32),) if context else ()
     half = 0.5 * cfg["dim"] * np.log(2 * np.pi)
 
     def build(runs):
@@ -58,7 +63,7 @@ def worker(small: bool, repeats: int, min_time: float) -> dict:
         module._runs = runs
 
         def log_prob(f, v):
-            z, ld = f.inverse_with_log_det(v)
+            z, ld = f.inverse_with_log_det(v, *given)
             return -0.5 * jnp.sum(z**2, -1) - half + ld
 
         init, update, get = optimizers.adam(1e-5)
@@ -73,7 +78,7 @@ def worker(small: bool, repeats: int, min_time: float) -> dict:
             state[0], loss = step(state[0], x)
             return jax.block_until_ready(loss)
 
-        forward = jax.jit(lambda f, v: f.forward_with_log_det(v))
+        forward = jax.jit(lambda f, v: f.forward_with_log_det(v, *given))
         lp = jax.jit(log_prob)
         outputs = [forward(flow, x), lp(flow, x), step(state[0], x)[1]]
         memory = step.lower(state[0], x).compile().memory_analysis()
@@ -106,10 +111,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time", type=float, default=1.0)
     parser.add_argument("--small", action="store_true", help="a tiny flow (smoke test)")
+    parser.add_argument("--context", type=int, default=0, help="a conditional flow's context size")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print("SCAN " + json.dumps(worker(args.small, args.repeats, args.min_time)))
+        print("SCAN " + json.dumps(worker(args.small, args.repeats, args.min_time, args.context)))
         return
 
     from flowbridge.bench.core import machine
@@ -117,14 +123,18 @@ def main() -> None:
     runs = []
     for _ in range(args.processes):
         cmd = [sys.executable, __file__, "--worker", "--repeats", str(args.repeats),
-               "--min-time", str(args.min_time)] + ["--small"] * args.small  # fmt: skip
+               "--min-time", str(args.min_time), "--context", str(args.context)]
+        cmd += ["--small"] * args.small  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         runs.append(json.loads(next(ln for ln in out.splitlines() if ln.startswith("SCAN "))[5:]))
     size = "D=8, 3 couplings, hidden 16, batch 32" if args.small else (
         "D=64, 8 couplings, hidden 256 x 2, batch 1024")  # fmt: skip
+    size += f", every coupling reading a context of {args.context}" if args.context else ""
+    name = "jax_scan_conditional" if args.context else "jax_scan"
     lines = [
         "# flowbridge-JAX: repeated layers scanned or unrolled "
-        "(`python benchmarks/jax_scan.py --out benchmarks/results`)",
+        f"(`python benchmarks/jax_scan.py{f' --context {args.context}' if args.context else ''} "
+        f"--processes {args.processes} --out benchmarks/results`)",
         "",
         f"{size}, float32, jitted; each row one process timing both forms interleaved "
         f"(medians of {args.repeats} rounds, `--min-time {args.min_time}`); "
@@ -145,8 +155,8 @@ def main() -> None:
               f"{memory['scan']['temp_bytes'] / 2**20:.1f} MiB, unrolled "
               f"{memory['unrolled']['temp_bytes'] / 2**20:.1f} MiB."]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "jax_scan.md").write_text("\n".join(lines) + "\n")
-    (args.out / "jax_scan.json").write_text(json.dumps({"runs": runs, "machine": machine()},
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{name}.json").write_text(json.dumps({"runs": runs, "machine": machine()},
                                                        indent=1) + "\n")  # fmt: skip
     print("\n".join(lines))
 
