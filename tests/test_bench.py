@@ -280,3 +280,21 @@ def test_report_writes_a_saved_runs_table_and_plot_again_without_timing(tmp_path
     saved.write_text('{"preset": "image"}')
     res = CliRunner().invoke(main, ["bench", "--report", str(saved)])
     assert res.exit_code == 2 and "expected a flowbridge bench JSON file" in res.output
+
+
+@pytest.mark.long
+def test_fused_backward_benchmark_smoke(tmp_path):
+    """benchmarks/fused_backward.py runs (a tiny flow): in each framework the fused op
+    runs, and its values and gradients equal the generated flow's before timing."""
+    for module in ("pyro", "tensorflow_probability"):
+        pytest.importorskip(module)
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_backward.py"
+    run = subprocess.run([sys.executable, str(script), "--small", "--repeats", "1", "--min-time",
+                          "0.01", "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    table = (tmp_path / "fused_backward.md").read_text()
+    assert "| torch " in table and "| tf " in table
