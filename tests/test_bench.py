@@ -298,3 +298,18 @@ def test_fused_backward_benchmark_smoke(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     table = (tmp_path / "fused_backward.md").read_text()
     assert "| torch " in table and "| tf " in table
+
+
+@pytest.mark.long
+def test_tfp_chain_benchmark_smoke(tmp_path):
+    """benchmarks/tfp_chain.py runs (a tiny flow): both chains equal before timing."""
+    pytest.importorskip("tensorflow_probability")
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tfp_chain.py"
+    run = subprocess.run([sys.executable, str(script), "--small", "--repeats", "1", "--min-time",
+                          "0.01", "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "| train (eager) |" in (tmp_path / "tfp_chain.md").read_text()

@@ -240,6 +240,99 @@ def test_tfp_log_det_memo_is_graph_only(tfp):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
 
 
+ONE_PASS = {
+    "every layer type": (SPEC, PARAMS),
+    "conditional, embedded context": (fb.realnvp(3, hidden=(8,), context_dim=2,
+                                                 context_embedding={"features": 4}), None),
+    "image, channels last": (fb.realnvp_image((1, 4, 4), num_scales=2, blocks=1, channels=4,
+                                              actnorm=True), None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("case", ONE_PASS)
+def test_tfp_flow_runs_its_layers_once_per_call(tfp, case, mode):
+    """The generated chain's one pass: log_prob (the inverse, then its log-det), a
+    forward then its log-det, and a log-det asked alone each run every layer's body
+    once, eagerly and traced; the values and the gradients equal a plain tfb.Chain's of
+    the same layers, which walks them one by one (fresh inputs: no cache between them)."""
+    import tensorflow as tf
+
+    spec, params = ONE_PASS[case]
+    params = params or fb.init_params(spec, 3, init="random")
+    flow = fb.to_tfp(spec, params, dtype="float64")
+    plain = tfp.bijectors.Chain(list(flow.bijectors))
+    layers = fb.module_for(spec, "tfp").layers_of(flow)
+    calls = []
+
+    def counting(body, name):
+        def counted(*args):
+            calls.append(name)
+            return body(*args)
+
+        return counted
+
+    for layer in layers:
+        for name in ("_forward_with_log_det", "_inverse_with_log_det"):
+            object.__setattr__(layer, name, counting(getattr(layer, name), name))
+    rng = np.random.default_rng(5)
+    shape = (6, *spec.event_shape[1:], spec.event_shape[0]) if len(spec.event_shape) == 3 else (
+        6, *spec.event_shape)  # channels last, build_flow's default  # fmt: skip
+    kwargs, ndims = {}, len(spec.event_shape)
+    if spec.context_dim:
+        context = tf.constant(rng.standard_normal((6, spec.context_dim)))
+        kwargs = {"conditional_input": context}
+    out_shape = tuple(flow.forward(tf.zeros(shape, tf.float64), **kwargs).shape)
+    calls.clear()
+    base = tfp.distributions.Independent(tfp.distributions.Normal(tf.zeros(shape[1:], tf.float64), 1.0),
+                                         reinterpreted_batch_ndims=ndims)  # fmt: skip
+    dists = [tfp.distributions.TransformedDistribution(base, f) for f in (flow, plain)]
+
+    def run(fn, *args):
+        return tf.function(fn)(*args) if mode == "graph" else fn(*args)
+
+    def routed(f):  # a plain Chain takes conditional_input per layer, embedded first
+        if not kwargs or f is flow:
+            return kwargs
+        embedding = getattr(flow, "embedding", None)
+        features = {"conditional_input": embedding(context) if embedding else context}
+        return {la.name: features for la in layers if hasattr(la, "context_dim")}
+
+    ops = {
+        "log_prob": ("_inverse_with_log_det", lambda f, d, v: d.log_prob(v, bijector_kwargs=routed(f))),
+        "forward": ("_forward_with_log_det", lambda f, d, v: (
+            f.forward(v, **routed(f)), f.forward_log_det_jacobian(v, event_ndims=ndims, **routed(f)))),
+        "log_det alone": ("_inverse_with_log_det", lambda f, d, v: f.inverse_log_det_jacobian(
+            v, event_ndims=ndims, **routed(f))),
+    }  # fmt: skip
+    for op, (body, fn) in ops.items():
+        v = tf.constant(rng.standard_normal(shape if op == "forward" else out_shape))
+        calls.clear()
+        ours = run(lambda v, fn=fn: fn(flow, dists[0], v), v)
+        assert calls == [body] * len(layers), (op, calls)
+        theirs = run(lambda v, fn=fn: fn(plain, dists[1], v), tf.identity(v))
+        for a, b in zip(tf.nest.flatten(ours), tf.nest.flatten(theirs), strict=True):
+            np.testing.assert_allclose(np.broadcast_to(a.numpy(), b.shape), b.numpy(), rtol=1e-10, atol=1e-10)
+
+    def grads(f, d, v):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(d.log_prob(v, bijector_kwargs=routed(f)))
+        return tape.gradient(loss, flow.trainable_variables)
+
+    v = tf.constant(rng.standard_normal(out_shape))
+    ours = run(lambda v: grads(flow, dists[0], v), v)
+    theirs = run(lambda v: grads(plain, dists[1], v), tf.identity(v))
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-10)
+    # over more event dims than the flow's, the extra ones are summed, as a Chain does
+    wide = tf.constant(rng.standard_normal((2, *shape)))
+    if not spec.context_dim:
+        a = run(lambda v: flow.forward_log_det_jacobian(v, event_ndims=ndims + 1), wide)
+        b = run(lambda v: plain.forward_log_det_jacobian(v, event_ndims=ndims + 1), tf.identity(wide))
+        assert a.shape == (2,)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10)
+
+
 def test_tfp_flows_with_other_weights_never_share_cached_results():
     """TFP shares caches between bijectors that compare equal: two flows of one spec
     with other weights must not."""

@@ -68,7 +68,7 @@ def test_header_and_imports(case, backend):
                     reason="ruff is not installed (pip install 'flowbridge[dev]')")  # fmt: skip
 def test_generated_code_is_lint_clean_and_formatted(tmp_path):
     for case, factory in CASES.items():
-        for backend in ("pyro", "tfp", "numpy"):
+        for backend in ("pyro", "tfp", "jax", "numpy"):
             (tmp_path / f"{case}_{backend}.py").write_text(fb.generate(factory(), backend))
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     check = subprocess.run([ruff, "check", "--no-cache", "--select", "E,F,W,I,B,UP",

@@ -521,7 +521,7 @@ class AdditiveCoupling(_Layer):
     gelu.
     """
 
-    _INDEX_FIELDS = ('pass_idx', 'trans_idx', 'merge_idx')
+    _INDEX_FIELDS = ("pass_idx", "trans_idx", "merge_idx")
 
     def __init__(
         self,
@@ -598,7 +598,7 @@ class Permutation(_Layer):
     Configuration: the indices, a constructor argument.
     """
 
-    _INDEX_FIELDS = ('indices', 'inverse_indices')
+    _INDEX_FIELDS = ("indices", "inverse_indices")
 
     def __init__(self, *, indices, inverse_indices, event_shape, init, rng=None, dtype="float32"):
         super().__init__(event_shape, dtype=dtype)
@@ -634,7 +634,7 @@ class AffineCouplingDepth1GeluExp(_Layer):
     scale map exp.
     """
 
-    _INDEX_FIELDS = ('pass_idx', 'trans_idx', 'merge_idx')
+    _INDEX_FIELDS = ("pass_idx", "trans_idx", "merge_idx")
 
     def __init__(
         self,
@@ -721,7 +721,7 @@ class AffineCouplingDepth0ReluSigmoid(_Layer):
     scale map sigmoid, offset 2.0.
     """
 
-    _INDEX_FIELDS = ('pass_idx', 'trans_idx', 'merge_idx')
+    _INDEX_FIELDS = ("pass_idx", "trans_idx", "merge_idx")
 
     def __init__(
         self,

@@ -230,7 +230,85 @@ class _RealInputs:
 
 
 class FlowChain(_RealInputs, tfb.Chain):
-    """The flow: a tfb.Chain of the layers whose public calls refuse non-real inputs."""
+    """The flow: a tfb.Chain of the layers whose public calls refuse non-real inputs and
+    run the layers in one pass.
+
+    ``forward``, ``inverse`` and their log-dets check the input once (at the first
+    layer), call each layer's traced body in one loop and sum the log-dets as they come,
+    where a plain Chain calls every layer through its own cache and then walks the layers
+    again for the log-det. The log-det is kept in TFP's own cache beside the output (the
+    attributes TFP's bijector cache holds for an input/output pair, as ``tfb.FFJORD``
+    keeps its log-det), so ``inverse(y)`` then ``inverse_log_det_jacobian(y)`` (what
+    ``TransformedDistribution.log_prob`` asks) runs the flow once, in eager mode too, and
+    for as long as TFP would hand back the cached output itself. The layers stay what
+    they are: ``flow.bijectors[i]`` is a full bijector with its own calls and cache."""
+
+    def _forward(self, x, **kwargs):
+        return self._one_pass(x, True, kwargs)
+
+    def _inverse(self, y, **kwargs):
+        return self._one_pass(y, False, kwargs)
+
+    def _forward_log_det_jacobian(self, x, event_ndims, **kwargs):
+        return self._log_det(x, event_ndims, True, kwargs)
+
+    def _inverse_log_det_jacobian(self, y, event_ndims, **kwargs):
+        return self._log_det(y, event_ndims, False, kwargs)
+
+    def _log_det(self, value, event_ndims, forward, kwargs):
+        """The log-det at ``value`` over ``event_ndims`` event dims: the one cached with
+        the output TFP holds for ``value``, else one pass (which caches both)."""
+        ndims = tf.get_static_value(event_ndims)  # an int, a NumPy int, or None (dynamic)
+        ndims = int(ndims) if ndims is not None and getattr(ndims, "ndim", 0) == 0 else None
+        least = self.forward_min_event_ndims if forward else self.inverse_min_event_ndims
+        if ndims is None or ndims < least:  # TFP's own walk (and its errors)
+            kwargs = self._layer_kwargs(kwargs)
+            if forward:
+                return super()._forward_log_det_jacobian(value, event_ndims, **kwargs)
+            return super()._inverse_log_det_jacobian(value, event_ndims, **kwargs)
+        # the output TFP holds for this input, else one pass (which caches it with its
+        # log-det): the log-det is the output's, however old the input is
+        (self._cache.forward if forward else self._cache.inverse)(value, **kwargs)
+        attrs = self._cache.forward_attributes if forward else self._cache.inverse_attributes
+        log_det = attrs(value, **kwargs).get("fldj" if forward else "ildj")
+        if log_det is None:  # an output cached without its log-det: compute both again
+            log_det = self._pass_with_log_det(value, forward, kwargs)[1]
+        if ndims > least:  # the extra event dims are batch dims of the layers' log-det
+            log_det = tf.reduce_sum(log_det, axis=list(range(least - ndims, 0)))
+        return log_det
+
+    def _layer_kwargs(self, kwargs):
+        """The kwargs the layers take, from those the chain was given (the same here)."""
+        return kwargs
+
+    def _one_pass(self, value, forward, kwargs):
+        """The output of one pass; its log-det goes into TFP's cache entry for ``value``
+        (shared with the output's), where the next log-det call finds it."""
+        out, log_det = self._pass_with_log_det(value, forward, kwargs)
+        attrs = self._cache.forward_attributes if forward else self._cache.inverse_attributes
+        attrs(value, **kwargs).update({"fldj": log_det if forward else -log_det,
+                                       "ildj": -log_det if forward else log_det})  # fmt: skip
+        return out
+
+    def _pass_with_log_det(self, value, forward, kwargs):
+        """``value`` through every bijector (the layers first to last, or for the inverse
+        last to first), the input checked at the first layer only, each layer's body
+        called directly: (output, summed log-det)."""
+        kwargs = self._layer_kwargs(kwargs)
+        total, context, first = 0.0, None, True
+        for bij in list(reversed(self.bijectors)) if forward else self.bijectors:
+            routed = kwargs.get(bij.name, {})
+            if not isinstance(bij, _Layer):  # an image flow's layout transpose (log-det 0)
+                value = bij.forward(value, **routed) if forward else bij.inverse(value, **routed)
+                continue
+            if first:
+                event = bij.event_shape if forward else bij.output_shape
+                value, first = _checked(bij, value, "x" if forward else "y", event), False
+            if forward and bij.validate_args:
+                value = _in_domain(bij, value, "x")
+            value, log_det, context = bij._pass_body(forward, value, routed, context)
+            total = total + log_det
+        return value, total
 
 
 def _in_domain(layer, value, name):
@@ -275,6 +353,13 @@ class _Layer(_RealInputs, tfb.Bijector):
         if "_fb_identity" not in self.__dict__:
             object.__setattr__(self, "_fb_identity", object())
         return self.__dict__["_fb_identity"]
+
+    def _pass_body(self, forward, value, routed, context):
+        """FlowChain's pass through this layer: its traced body on a checked ``value``,
+        (output, log-det, context); ``routed`` holds this layer's kwargs."""
+        body = self._forward_with_log_det if forward else self._inverse_with_log_det
+        out, log_det = _batched(body, value, self.event_shape if forward else self.output_shape)
+        return out, log_det, context
 
     def forward_with_log_det(self, x):
         """(y, log|det dy/dx|) for x of shape (*batch, *event_shape)."""

@@ -160,7 +160,8 @@ jax.config.update("jax_enable_x64", True)."""
         static arrays that may differ between the steps of the prelude's scan over
         repeated layers), then a blank line; none for a layer without them."""
         names = tuple(f.name for f in plan.fields if f.kind == "index")
-        return [f"    _INDEX_FIELDS = {names!r}", ""] if names else []
+        quoted = ", ".join(f'"{name}"' for name in names) + "," * (len(names) == 1)
+        return [f"    _INDEX_FIELDS = ({quoted})", ""] if names else []
 
     def embedding_class(self, plan, body) -> str:
         return "\n".join([
