@@ -14,7 +14,8 @@ for the log-det; a layer reuses the log-det traced with its output inside
 Operations on the benchmark's target flow (D=64, 8 couplings, hidden 256 x 2, batch
 1024, float32, exp scale): ``forward`` (forward and its log-det), ``log_prob`` (a
 ``TransformedDistribution`` over a standard normal) and ``train`` (the gradient of
-``-mean(log_prob)`` and an Adam step), each eagerly and in ``tf.function``. Values are
+``-mean(log_prob)`` and an Adam step), each eagerly and in ``tf.function``; and the number
+of operations in the traced graph of ``log_prob``. Values are
 checked equal before timing; both forms are timed interleaved in one process
 (:func:`flowbridge.bench.core.timeit_many`). ``--small``: D 8, 3 couplings, hidden 16,
 batch 32.
@@ -51,9 +52,11 @@ def run(small: bool, repeats: int, min_time: float) -> dict:
         tf.constant(rng.standard_normal((cfg["batch"], cfg["dim"])), tf.float32) for _ in range(2)
     ]
     base = tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(cfg["dim"]))
-    todo, checks, counter = {}, {}, iter(range(10**9))
+    todo, checks, ops, counter = {}, {}, {}, iter(range(10**9))
     for form, chain in forms.items():
         fns = _ops(tf, tfp, tf_keras, chain, base, flow.trainable_variables)
+        graph = tf.function(fns["log_prob"]).get_concrete_function(xs[0]).graph
+        ops[form] = len(graph.get_operations())
         checks[form] = [
             t.numpy() for t in tf.nest.flatten([fns["forward"](xs[0]), fns["log_prob"](xs[1])])
         ]
@@ -72,7 +75,13 @@ def run(small: bool, repeats: int, min_time: float) -> dict:
     times: dict = {}
     for row in timeit_many(todo, repeats, min_time):
         times.setdefault(row["impl"], {})[row["op"]] = row["seconds"]
-    return {"times": times, "tensorflow": tf.__version__, "tfp": tfp.__version__, "cfg": cfg}
+    return {
+        "times": times,
+        "graph_ops": ops,
+        "tensorflow": tf.__version__,
+        "tfp": tfp.__version__,
+        "cfg": cfg,
+    }
 
 
 def _ops(tf, tfp, tf_keras, chain, base, variables) -> dict:
@@ -123,6 +132,9 @@ def main() -> None:
             key = f"{op} ({mode})"
             a, b = result["times"]["one pass"][key], result["times"]["plain Chain"][key]
             lines.append(f"| {key} | {1e3 * a:.2f} | {1e3 * b:.2f} | {a / b:.2f}x |")
+    graph_ops = result["graph_ops"]
+    lines += ["", f"Operations in the traced graph of `log_prob`: one pass {graph_ops['one pass']}, "
+              f"plain Chain {graph_ops['plain Chain']}."]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tfp_chain.md").write_text("\n".join(lines) + "\n")
     (args.out / "tfp_chain.json").write_text(
