@@ -13,7 +13,11 @@ the other, as before the scan). Operations, each jitted: ``forward`` (forward an
 log-det), ``log_prob`` (inverse, log-det, standard normal base) and ``train`` (the
 gradient of ``-mean(log_prob)`` and an Adam step of ``jax.example_libraries.optimizers``).
 Outputs are checked equal before timing. Also reported: XLA's temporary memory of the
-compiled training step (``compiled.memory_analysis()``).
+compiled training step (``compiled.memory_analysis()``), and a third form's training step:
+the scanned flow with its weights stored stacked, as flowjax stores them (the optimizer
+holds each run's weights stacked and the step slices them back into the flow, slicing
+that XLA folds into the scan's stacking), which the generated flow does not do (its
+pytree's leaves are each layer's neutral weights).
 
 On this project's 2-core machine the unrolled training step's time varies from process
 to process (two modes, about 34 and 42 ms), so the comparison runs in ``--processes``
@@ -96,12 +100,64 @@ def worker(small: bool, repeats: int, min_time: float, context: int = 0) -> dict
         assert np.abs(a - b).max() <= 1e-4 * (1 + np.abs(b).max()), "the forms differ"
     assert forms["scan"][2]["scans"] >= 1 and forms["unrolled"][2]["scans"] == 0
     todo = {(form, op): fn for form, (fns, _, _) in forms.items() for op, fn in fns.items()}
+    todo[("stacked", "train")], packed_loss, packed_bytes = _stored_stacked(flow, module, x, given, half)
+    assert abs(float(packed_loss) - float(forms["scan"][1][2])) <= 1e-4 * (1 + abs(float(packed_loss)))
     rows = timeit_many(todo, repeats, min_time)
     times: dict = {}
     for row in rows:
         times.setdefault(row["impl"], {})[row["op"]] = row["seconds"]
-    return {"times": times, "memory": {form: facts for form, (_, _, facts) in forms.items()},
-            "jax": jax.__version__}  # fmt: skip
+    memory = {form: facts for form, (_, _, facts) in forms.items()}
+    memory["stacked"] = {"temp_bytes": packed_bytes}
+    return {"times": times, "memory": memory, "jax": jax.__version__}
+
+
+def _stored_stacked(flow, module, x, given, half):
+    """The scanned flow's training step with its weights stored stacked, as flowjax
+    stores them: the optimizer holds each run's leaves stacked (``pack``), and the step
+    slices them back into the flow (``unpack``), which XLA folds into the scan's own
+    stacking. (The step, its first loss, XLA's temporary bytes.)"""
+    import jax
+    import jax.numpy as jnp
+    from jax.example_libraries import optimizers
+
+    runs = module._runs(flow.layers)
+    leaves, tree = jax.tree_util.tree_flatten(flow)
+    own = sum(len(jax.tree_util.tree_leaves(layer)) for layer in flow.layers)
+
+    def pack(f):
+        stacked = []
+        for start, period, count in runs:
+            blocks = [jax.tree_util.tree_leaves(f.layers[start + k * period : start + (k + 1) * period])
+                      for k in range(count)]  # fmt: skip
+            stacked.append([jnp.stack(group) for group in zip(*blocks, strict=True)])
+        return stacked, jax.tree_util.tree_leaves(f)[own:]
+
+    def unpack(packed):
+        stacked, rest = packed
+        layer_leaves = [leaf[k] for (_, _, count), run in zip(runs, stacked, strict=True)
+                        for k in range(count) for leaf in run]  # fmt: skip
+        return jax.tree_util.tree_unflatten(tree, layer_leaves + list(rest))
+
+    def loss(packed, v):
+        z, ld = unpack(packed).inverse_with_log_det(v, *given)
+        return -jnp.mean(-0.5 * jnp.sum(z**2, -1) - half + ld)
+
+    init, update, get = optimizers.adam(1e-5)
+    state = [init(pack(flow))]
+
+    @jax.jit
+    def step(opt, v):
+        value, grads = jax.value_and_grad(loss)(get(opt), v)
+        return update(0, grads, opt), value
+
+    first = step(state[0], x)[1]
+    temp = int(step.lower(state[0], x).compile().memory_analysis().temp_size_in_bytes)
+
+    def train():
+        state[0], value = step(state[0], x)
+        return jax.block_until_ready(value)
+
+    return train, first, temp
 
 
 def main() -> None:
@@ -141,19 +197,23 @@ def main() -> None:
         f"{machine().get('cpu', '?')}, JAX {runs[0]['jax']}. Milliseconds per call, and the "
         "scanned form's time over the unrolled one's.",
         "",
-        "| process | " + " | ".join(f"{op}: scan / unrolled" for op in OPS) + " |",
-        "| --- |" + " --- |" * len(OPS),
+        "| process | " + " | ".join(f"{op}: scan / unrolled" for op in OPS)
+        + " | train: weights stored stacked / scan |",
+        "| --- |" + " --- |" * (len(OPS) + 1),
     ]
     for k, run in enumerate(runs, 1):
         cells = []
         for op in OPS:
             a, b = run["times"]["scan"][op], run["times"]["unrolled"][op]
             cells.append(f"{1e3 * a:.2f} / {1e3 * b:.2f} ({a / b:.2f}x)")
+        a, b = run["times"]["stacked"]["train"], run["times"]["scan"]["train"]
+        cells.append(f"{1e3 * a:.2f} / {1e3 * b:.2f} ({a / b:.2f}x)")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     memory = runs[0]["memory"]
     lines += ["", "XLA temporary memory of the compiled training step: scan "
               f"{memory['scan']['temp_bytes'] / 2**20:.1f} MiB, unrolled "
-              f"{memory['unrolled']['temp_bytes'] / 2**20:.1f} MiB."]  # fmt: skip
+              f"{memory['unrolled']['temp_bytes'] / 2**20:.1f} MiB, scanned with the weights "
+              f"stored stacked {memory['stacked']['temp_bytes'] / 2**20:.1f} MiB."]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{name}.json").write_text(json.dumps({"runs": runs, "machine": machine()},
