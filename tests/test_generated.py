@@ -39,7 +39,7 @@ def test_committed_modules_are_fresh(path, spec_path, backend):
 def test_generation_is_deterministic_across_processes():
     spec = CASES["example_mixed_d7_explicit"]()
     code = "import flowbridge as fb, sys; sys.stdout.write(fb.generate(fb.load_spec(sys.argv[1]), sys.argv[2]))"
-    for backend in ("pyro", "tfp", "numpy"):
+    for backend in ("pyro", "tfp", "jax", "numpy"):
         env = {**os.environ, "PYTHONHASHSEED": "12345"}
         out = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / "mixed_d7_explicit.json"), backend],
                              capture_output=True, text=True, env=env, check=True).stdout  # fmt: skip

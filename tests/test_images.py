@@ -555,7 +555,7 @@ def test_check_reports_batch_norm_in_both_modes():
     from flowbridge.backends import BACKENDS
 
     spec = IMAGE_CASES[BN]()
-    backends = tuple(b for b in ("pyro", "tfp") if BACKENDS[b].available())
+    backends = tuple(b for b in ("pyro", "tfp", "jax") if BACKENDS[b].available())
     report = fb.check(spec, backends=("numpy", *backends), devices=("cpu",), batch=8,
                       jacobian_rows=2)  # fmt: skip
     training = [r for r in report.rows if r.mode == "training"]
