@@ -4,20 +4,22 @@
     python benchmarks/jax_scan.py --context 16 --processes 2 --out benchmarks/results  # conditional
     python benchmarks/jax_scan.py --small --processes 1 --repeats 1 --min-time 0.01 --out DIR
 
-Inside a trace, a generated JAX flow runs each run of repeated blocks of layers (here
-a coupling and its permutation, seven times, then the last coupling) as one
-``jax.lax.scan`` over the blocks' stacked weights (the prelude's ``_through_layers``).
-This script times the flow so, and the same flow with the scan switched off (the
-generated module's ``_runs`` made to return single layers: every layer traced one after
-the other, as before the scan). Operations, each jitted: ``forward`` (forward and
-log-det), ``log_prob`` (inverse, log-det, standard normal base) and ``train`` (the
-gradient of ``-mean(log_prob)`` and an Adam step of ``jax.example_libraries.optimizers``).
-Outputs are checked equal before timing. Also reported: XLA's temporary memory of the
-compiled training step (``compiled.memory_analysis()``), and a third form's training step:
-the scanned flow with its weights stored stacked, as flowjax stores them (the optimizer
-holds each run's weights stacked and the step slices them back into the flow, slicing
-that XLA folds into the scan's stacking), which the generated flow does not do (its
-pytree's leaves are each layer's neutral weights).
+A generated JAX flow stores each run of repeated blocks of layers (here a coupling and
+its permutation, seven times, then the last coupling) with its weights stacked on a
+leading axis, as flowjax stores its layers, and inside a trace runs the run as one
+``jax.lax.scan`` over them (the prelude's ``_Sequence``). This script times the flow so
+(``scan``) against two other forms of the same flow and weights:
+
+- ``unrolled``: the scan switched off (the generated module's ``_runs`` made to return
+  single layers: every layer stored and traced one after the other);
+- ``restacked``: the layout before the weights were stored stacked. The optimizer holds
+  each layer's weights, and every step stacks them for the scan.
+
+Operations, each jitted: ``forward`` (forward and log-det), ``log_prob`` (inverse,
+log-det, standard normal base) and ``train`` (the gradient of ``-mean(log_prob)`` and an
+Adam step of ``jax.example_libraries.optimizers``). Outputs are checked equal before
+timing. Also reported: XLA's temporary memory of each form's compiled training step
+(``compiled.memory_analysis()``).
 
 On this project's 2-core machine the unrolled training step's time varies from process
 to process (two modes, about 34 and 42 ms), so the comparison runs in ``--processes``
@@ -41,7 +43,7 @@ OPS = ("forward", "log_prob", "train")
 
 
 def worker(small: bool, repeats: int, min_time: float, context: int = 0) -> dict:
-    """One process: both forms timed interleaved; {form: {op: seconds}}, and memory."""
+    """One process: the three forms timed interleaved; {form: {op: seconds}}, and memory."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -62,16 +64,28 @@ def worker(small: bool, repeats: int, min_time: float, context: int = 0) -> dict
     given = (jnp.asarray(rng.standard_normal((cfg["batch"], context)), jnp.float32),) if context else ()
     half = 0.5 * cfg["dim"] * np.log(2 * np.pi)
 
-    def build(runs):
-        """The jitted calls of one form, traced (and compiled) now, under ``runs``."""
+    def build(runs, per_layer=False):
+        """The jitted calls of one form, traced (and compiled) now, under ``runs``; with
+        ``per_layer`` the optimizer holds each layer's weights and the step restacks them."""
         module._runs = runs
+        own = module._copied(flow)
+        own.layers = flow.layers  # stored again, by ``runs``
+        own._packed()
+
+        def as_flow(held):
+            if not per_layer:
+                return held
+            new = module._copied(own)
+            new.layers = held  # traced layers: the scan stacks their weights in the step
+            return new
 
         def log_prob(f, v):
-            z, ld = f.inverse_with_log_det(v, *given)
+            z, ld = as_flow(f).inverse_with_log_det(v, *given)
             return -0.5 * jnp.sum(z**2, -1) - half + ld
 
+        held = list(own.layers) if per_layer else own
         init, update, get = optimizers.adam(1e-5)
-        state = [init(flow)]
+        state = [init(held)]
 
         @jax.jit
         def step(opt, v):
@@ -82,82 +96,34 @@ def worker(small: bool, repeats: int, min_time: float, context: int = 0) -> dict
             state[0], loss = step(state[0], x)
             return jax.block_until_ready(loss)
 
-        forward = jax.jit(lambda f, v: f.forward_with_log_det(v, *given))
+        forward = jax.jit(lambda f, v: as_flow(f).forward_with_log_det(v, *given))
         lp = jax.jit(log_prob)
-        outputs = [forward(flow, x), lp(flow, x), step(state[0], x)[1]]
+        outputs = [forward(held, x), lp(held, x), step(state[0], x)[1]]
         memory = step.lower(state[0], x).compile().memory_analysis()
-        scans = str(jax.make_jaxpr(lambda f: log_prob(f, x))(flow)).count(" scan[")
-        fns = {"forward": lambda: jax.block_until_ready(forward(flow, x)),
-               "log_prob": lambda: jax.block_until_ready(lp(flow, x)), "train": train}  # fmt: skip
+        scans = str(jax.make_jaxpr(lambda f: log_prob(f, x))(held)).count(" scan[")
+        fns = {"forward": lambda: jax.block_until_ready(forward(held, x)),
+               "log_prob": lambda: jax.block_until_ready(lp(held, x)), "train": train}  # fmt: skip
         return fns, outputs, {"temp_bytes": int(memory.temp_size_in_bytes), "scans": scans}
 
     forms = {"scan": build(scanned_runs),
-             "unrolled": build(lambda layers: [(i, 1, 1) for i in range(len(layers))])}  # fmt: skip
+             "unrolled": build(lambda layers: [(i, 1, 1) for i in range(len(layers))]),
+             "restacked": build(scanned_runs, per_layer=True)}  # fmt: skip
     module._runs = scanned_runs
-    for a, b in zip(jax.tree_util.tree_leaves(forms["scan"][1]),
-                    jax.tree_util.tree_leaves(forms["unrolled"][1]), strict=True):  # fmt: skip
-        a, b = np.asarray(a), np.asarray(b)
-        assert np.abs(a - b).max() <= 1e-4 * (1 + np.abs(b).max()), "the forms differ"
-    assert forms["scan"][2]["scans"] >= 1 and forms["unrolled"][2]["scans"] == 0
-    todo = {(form, op): fn for form, (fns, _, _) in forms.items() for op, fn in fns.items()}
-    todo[("stacked", "train")], packed_loss, packed_bytes = _stored_stacked(flow, module, x, given, half)
-    assert abs(float(packed_loss) - float(forms["scan"][1][2])) <= 1e-4 * (1 + abs(float(packed_loss)))
+    for form in ("unrolled", "restacked"):
+        for a, b in zip(jax.tree_util.tree_leaves(forms["scan"][1]),
+                        jax.tree_util.tree_leaves(forms[form][1]), strict=True):  # fmt: skip
+            a, b = np.asarray(a), np.asarray(b)
+            assert np.abs(a - b).max() <= 1e-4 * (1 + np.abs(b).max()), f"{form} differs"
+    assert forms["scan"][2]["scans"] >= 1 and forms["restacked"][2]["scans"] >= 1
+    assert forms["unrolled"][2]["scans"] == 0
+    todo = {(form, op): fn for form, (fns, _, _) in forms.items() for op, fn in fns.items()
+            if form != "restacked" or op == "train"}  # fmt: skip
     rows = timeit_many(todo, repeats, min_time)
     times: dict = {}
     for row in rows:
         times.setdefault(row["impl"], {})[row["op"]] = row["seconds"]
     memory = {form: facts for form, (_, _, facts) in forms.items()}
-    memory["stacked"] = {"temp_bytes": packed_bytes}
     return {"times": times, "memory": memory, "jax": jax.__version__}
-
-
-def _stored_stacked(flow, module, x, given, half):
-    """The scanned flow's training step with its weights stored stacked, as flowjax
-    stores them: the optimizer holds each run's leaves stacked (``pack``), and the step
-    slices them back into the flow (``unpack``), which XLA folds into the scan's own
-    stacking. (The step, its first loss, XLA's temporary bytes.)"""
-    import jax
-    import jax.numpy as jnp
-    from jax.example_libraries import optimizers
-
-    runs = module._runs(flow.layers)
-    leaves, tree = jax.tree_util.tree_flatten(flow)
-    own = sum(len(jax.tree_util.tree_leaves(layer)) for layer in flow.layers)
-
-    def pack(f):
-        stacked = []
-        for start, period, count in runs:
-            blocks = [jax.tree_util.tree_leaves(f.layers[start + k * period : start + (k + 1) * period])
-                      for k in range(count)]  # fmt: skip
-            stacked.append([jnp.stack(group) for group in zip(*blocks, strict=True)])
-        return stacked, jax.tree_util.tree_leaves(f)[own:]
-
-    def unpack(packed):
-        stacked, rest = packed
-        layer_leaves = [leaf[k] for (_, _, count), run in zip(runs, stacked, strict=True)
-                        for k in range(count) for leaf in run]  # fmt: skip
-        return jax.tree_util.tree_unflatten(tree, layer_leaves + list(rest))
-
-    def loss(packed, v):
-        z, ld = unpack(packed).inverse_with_log_det(v, *given)
-        return -jnp.mean(-0.5 * jnp.sum(z**2, -1) - half + ld)
-
-    init, update, get = optimizers.adam(1e-5)
-    state = [init(pack(flow))]
-
-    @jax.jit
-    def step(opt, v):
-        value, grads = jax.value_and_grad(loss)(get(opt), v)
-        return update(0, grads, opt), value
-
-    first = step(state[0], x)[1]
-    temp = int(step.lower(state[0], x).compile().memory_analysis().temp_size_in_bytes)
-
-    def train():
-        state[0], value = step(state[0], x)
-        return jax.block_until_ready(value)
-
-    return train, first, temp
 
 
 def main() -> None:
@@ -192,13 +158,13 @@ def main() -> None:
         f"(`python benchmarks/jax_scan.py{f' --context {args.context}' if args.context else ''} "
         f"--processes {args.processes} --out benchmarks/results`)",
         "",
-        f"{size}, float32, jitted; each row one process timing both forms interleaved "
+        f"{size}, float32, jitted; each row one process timing the three forms interleaved "
         f"(medians of {args.repeats} rounds, `--min-time {args.min_time}`); "
         f"{machine().get('cpu', '?')}, JAX {runs[0]['jax']}. Milliseconds per call, and the "
         "scanned form's time over the unrolled one's.",
         "",
         "| process | " + " | ".join(f"{op}: scan / unrolled" for op in OPS)
-        + " | train: weights stored stacked / scan |",
+        + " | train: scan / restacked |",
         "| --- |" + " --- |" * (len(OPS) + 1),
     ]
     for k, run in enumerate(runs, 1):
@@ -206,14 +172,15 @@ def main() -> None:
         for op in OPS:
             a, b = run["times"]["scan"][op], run["times"]["unrolled"][op]
             cells.append(f"{1e3 * a:.2f} / {1e3 * b:.2f} ({a / b:.2f}x)")
-        a, b = run["times"]["stacked"]["train"], run["times"]["scan"]["train"]
+        a, b = run["times"]["scan"]["train"], run["times"]["restacked"]["train"]
         cells.append(f"{1e3 * a:.2f} / {1e3 * b:.2f} ({a / b:.2f}x)")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     memory = runs[0]["memory"]
-    lines += ["", "XLA temporary memory of the compiled training step: scan "
-              f"{memory['scan']['temp_bytes'] / 2**20:.1f} MiB, unrolled "
-              f"{memory['unrolled']['temp_bytes'] / 2**20:.1f} MiB, scanned with the weights "
-              f"stored stacked {memory['stacked']['temp_bytes'] / 2**20:.1f} MiB."]  # fmt: skip
+    lines += ["", "`scan`: the flow as generated (weights stored stacked); `restacked`: the "
+              "layout before, each layer's weights stacked in every step. XLA temporary memory "
+              f"of the compiled training step: scan {memory['scan']['temp_bytes'] / 2**20:.1f} "
+              f"MiB, unrolled {memory['unrolled']['temp_bytes'] / 2**20:.1f} MiB, restacked "
+              f"{memory['restacked']['temp_bytes'] / 2**20:.1f} MiB."]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{name}.json").write_text(json.dumps({"runs": runs, "machine": machine()},

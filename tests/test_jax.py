@@ -17,6 +17,7 @@ from .cases import CASES, IMAGE_CASES
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
+jax_core = pytest.importorskip("jax.extend.core")
 
 SPEC = CASES["example_mixed_d7_explicit"]()  # every vector layer type, gathers and slices
 PARAMS = fb.init_params(SPEC, 11, init="random")
@@ -53,8 +54,8 @@ def test_a_float32_flow_stays_float32_in_either_mode(x64):
 def test_the_flow_is_a_pytree_of_its_neutral_weights():
     flow = fb.to_jax(SPEC, PARAMS)
     leaves = jax.tree_util.tree_leaves(flow)
-    assert len(leaves) == len(fb.param_shapes(SPEC))
-    assert sorted(leaf.shape for leaf in leaves) == sorted(fb.param_shapes(SPEC).values())
+    # every weight once: a repeated block's stacked on a leading axis (as flowjax stores them)
+    assert sum(leaf.size for leaf in leaves) == sum(np.prod(s) for s in fb.param_shapes(SPEC).values())
     doubled = jax.tree_util.tree_map(lambda a: 2 * a, flow)  # a flow of the same structure
     back = fb.params_from_jax(doubled)
     for name, value in fb.params_from_jax(flow).items():
@@ -346,12 +347,81 @@ def test_repeated_blocks_run_as_one_scan_with_the_unrolled_results(name, monkeyp
         scanned = jax.jit(outputs)(flow, x)
         eager = flow.forward_with_log_det(x, *given)
         monkeypatch.setattr(module, "_runs", lambda layers: [(i, 1, 1) for i in range(len(layers))])
+        flow.layers = flow.layers  # stored again, by the patched runs: one layer at a time
         jax.clear_caches()  # jit and make_jaxpr keep the traces of the scanned flow
         assert "scan" not in str(jax.make_jaxpr(outputs)(flow, x))
         unrolled = jax.jit(outputs)(flow, x)
-    for got, want in zip(jax.tree_util.tree_leaves(scanned), jax.tree_util.tree_leaves(unrolled),
-                         strict=True):  # fmt: skip
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+    # the weights' gradients compared by neutral name: the scanned flow's come stacked
+    (*got, (got_flow, got_x)), (*want, (want_flow, want_x)) = scanned, unrolled
+    assert len(jax.tree_util.tree_leaves(got_flow)) < len(jax.tree_util.tree_leaves(want_flow))
+    got = jax.tree_util.tree_leaves([*got, got_x, fb.params_from_jax(got_flow)])
+    want = jax.tree_util.tree_leaves([*want, want_x, fb.params_from_jax(want_flow)])
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray(eager[0]), np.asarray(scanned[0]), rtol=1e-12, atol=1e-12)
     ref = fb.to_numpy(spec, params)
     np.testing.assert_allclose(np.asarray(scanned[0]), ref.forward(x, *given), rtol=1e-12, atol=1e-12)
+
+
+def _stacking_shapes(jaxpr):
+    """The shapes that every ``stack``, ``unstack`` or ``concatenate`` in ``jaxpr`` (and
+    its sub-jaxprs) takes or gives."""
+    shapes = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("stack", "unstack", "concatenate"):
+            shapes |= {tuple(v.aval.shape) for v in [*eqn.invars, *eqn.outvars]}
+        for sub in jax_core.jaxprs_in_params(eqn.params):
+            shapes |= _stacking_shapes(sub)
+    return shapes
+
+
+def test_repeated_blocks_are_stored_stacked_and_a_training_step_keeps_them_so():
+    """A run of repeated blocks keeps each weight once, its repeats stacked (as flowjax
+    stores them): the gradient comes back in that layout, and neither the loss nor its
+    gradient stacks or unstacks the weights (no ``stack``, ``unstack`` or ``concatenate``
+    of a stacked weight's shape); by neutral name the weights are the flow's, and the view is per layer."""
+    spec = fb.realnvp(4, num_couplings=6, hidden=(8,))
+    params = fb.init_params(spec, 2, init="random")
+    flow = fb.to_jax(spec, params)
+    leaves = jax.tree_util.tree_leaves(flow)
+    stacked = {leaf.shape for leaf in leaves if leaf.shape[0] == 3}  # 3 blocks of 2 couplings
+    assert stacked and len(leaves) < len(params)
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((6, 4)), jnp.float32)
+
+    def loss(f):
+        z, ld = f.inverse_with_log_det(x)
+        return jnp.mean(0.5 * jnp.sum(z**2, -1) - ld)
+
+    grads = jax.jit(jax.grad(loss))(flow)
+    assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(flow)
+    assert not _stacking_shapes(jax.make_jaxpr(jax.grad(loss))(flow).jaxpr) & stacked
+    for name, value in fb.params_from_jax(flow).items():
+        np.testing.assert_array_equal(value, np.asarray(params[name], np.float32))
+    assert isinstance(flow.layers, tuple) and len(flow.layers) == len(spec.layers)
+    with pytest.raises(TypeError):
+        flow.layers[0] = flow.layers[1]
+
+
+def test_the_stored_layout_takes_any_leaves_and_keeps_no_tracer():
+    """A pytree transform may put anything in the leaves (None, shapes): unflattening
+    never slices them. A flow used inside a trace, closed over, keeps no tracer; a flow
+    made inside one is rebuilt there each time."""
+    flow = fb.to_jax(fb.realnvp(4, num_couplings=4, hidden=(8,)), None)
+    nothing = jax.tree_util.tree_map(lambda a: None, flow)
+    assert jax.tree_util.tree_leaves(nothing) == []
+    shapes = jax.eval_shape(lambda f: f, flow)
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(flow)
+    fresh = jax.tree_util.tree_map(lambda a: a, flow)  # stored parts only: no view yet
+    x = jnp.ones((2, 4))
+    jax.jit(lambda v: fresh.forward(v) + fresh.layers[0].forward(v))(x)
+    kept = jax.tree_util.tree_leaves([v for k, v in fresh.__dict__.items() if k in ("_layers", "_parts")])
+    assert kept and not any(isinstance(v, jax.core.Tracer) for v in kept)
+    np.testing.assert_allclose(np.asarray(fresh.forward(x)), np.asarray(flow.forward(x)))
+
+
+def test_validate_args_survives_a_pytree_round_trip():
+    spec = fb.FlowSpec(event_shape=(2,), layers=[fb.Logit(), fb.AffineCoupling(), fb.AffineCoupling()])
+    flow = jax.tree_util.tree_map(lambda a: a, fb.to_jax(spec, None, validate_args=True))
+    assert all(layer.validate_args for layer in flow.layers)
+    with pytest.raises(ValueError, match="expected values in"):
+        flow.forward(np.full((1, 2), 1.5))

@@ -49,8 +49,8 @@ def test_the_transform_is_a_pytree_through_jit_and_vmap():
     np.testing.assert_allclose(np.asarray(jax.jit(lambda t, x: t(x))(t, x)), np.asarray(direct), atol=1e-6)
     np.testing.assert_allclose(np.asarray(jax.vmap(t)(x)), np.asarray(direct), atol=1e-6)
     np.testing.assert_allclose(np.asarray(t.inv(direct)), np.asarray(x), atol=1e-5)
-    leaves = jax.tree_util.tree_leaves(t)
-    assert len(leaves) == len(fb.param_shapes(SPEC))
+    leaves = jax.tree_util.tree_leaves(t)  # every weight once (a repeated block's stacked)
+    assert sum(leaf.size for leaf in leaves) == sum(np.prod(s) for s in fb.param_shapes(SPEC).values())
 
 
 def test_a_conditional_flow_is_conditioned_as_in_pyro():

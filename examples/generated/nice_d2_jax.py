@@ -326,14 +326,20 @@ class _Layer(_Tree):
         return self.inverse_with_log_det(y)[1]
 
 
+def _blank(layer):
+    """A copy of ``layer`` with its index fields (``_INDEX_FIELDS``) zeroed: what the
+    repeats of a block share."""
+    blank = _copied(layer)
+    for name in layer._INDEX_FIELDS:
+        setattr(blank, name, np.zeros_like(getattr(layer, name)))
+    return blank
+
+
 def _signature(layer):
     """What two layers must share to be one step of a ``jax.lax.scan``: the pytree
     structure, static data included, with the index fields (``_INDEX_FIELDS``, which may
     differ) blanked, and each weight's shape and dtype."""
-    blank = _copied(layer)
-    for name in layer._INDEX_FIELDS:
-        setattr(blank, name, np.zeros_like(getattr(layer, name)))
-    leaves, tree = jax.tree_util.tree_flatten(blank)
+    leaves, tree = jax.tree_util.tree_flatten(_blank(layer))
     return tree, tuple((tuple(leaf.shape), np.dtype(leaf.dtype).str) for leaf in leaves)
 
 
@@ -377,34 +383,91 @@ def _scan_step(tree, fields, forward):
     return step
 
 
-def _through_layers(layers, x, total, forward, context=None):
-    """``x`` through ``layers`` (first to last, or for the inverse last to first), each
-    log-det added to ``total``. Inside a trace (``jax.jit``, ``jax.grad``, ``jax.vmap``)
-    each run of at least two repeated blocks of layers (:func:`_runs`; a coupling and
-    its permutation, say) is one ``jax.lax.scan`` over the blocks' stacked weights:
-    XLA compiles the block once (benchmarks/jax_scan.py times both forms). Eagerly (no
-    input, context or weight traced) the layers run one by one."""
-    weights = [value for layer in layers for value in layer.neutral_params().values()]
-    if not any(isinstance(value, jax.core.Tracer) for value in [x, context, *weights]):
-        for layer in layers if forward else layers[::-1]:
-            x, log_det = layer._through(x, forward, context)
-            total = total + log_det
-        return x, total
-    runs = _runs(layers)
-    for start, period, count in runs if forward else runs[::-1]:
+def _traced(values):
+    """Whether any of ``values`` is a JAX tracer (inside ``jax.jit``, ``jax.grad``, ...)."""
+    return any(isinstance(value, jax.core.Tracer) for value in values)
+
+
+@jax.tree_util.register_pytree_node_class
+class _Stack:
+    """``count`` repeats of a block of layers (a coupling and its permutation, say) held
+    as one array per weight, the repeats stacked on a leading axis: the layout a
+    ``jax.lax.scan`` over the blocks reads, so a traced call (and an optimizer's update)
+    takes the weights as they are stored. A pytree whose children are those arrays; its
+    static data is the block's structure (:func:`_signature`) and each repeat's index
+    fields (``_INDEX_FIELDS``, which may differ between repeats)."""
+
+    def __init__(self, leaves, tree, fields, indices, count):
+        self.leaves, self.tree, self.fields = list(leaves), tree, fields
+        self.indices, self.count = indices, count
+
+    @classmethod
+    def of(cls, blocks):
+        """The stack of ``blocks`` (lists of layers sharing one :func:`_signature`)."""
+        first = blocks[0]
+        fields = tuple(layer._INDEX_FIELDS for layer in first)
+        indices = tuple(tuple(np.stack([getattr(block[j], name) for block in blocks])
+                              for name in names) for j, names in enumerate(fields))  # fmt: skip
+        blank = [_blank(layer) for layer in first]
+        groups = zip(*[jax.tree_util.tree_leaves(block) for block in blocks], strict=True)
+        leaves = [jnp.stack(group) for group in groups]
+        return cls(leaves, jax.tree_util.tree_structure(blank), fields, indices, len(blocks))
+
+    def blocks(self):
+        """The repeats as lists of layers, each weight a slice of the stacked one."""
+        blocks = []
+        for k in range(self.count):
+            block = jax.tree_util.tree_unflatten(self.tree, [leaf[k] for leaf in self.leaves])
+            for layer, names, values in zip(block, self.fields, self.indices, strict=True):
+                for name, value in zip(names, values, strict=True):
+                    setattr(layer, name, value[k])
+            blocks.append(block)
+        return blocks
+
+    def tree_flatten(self):
+        static = {"tree": self.tree, "fields": self.fields, "indices": self.indices,
+                  "count": self.count}  # fmt: skip
+        return (self.leaves,), _Static(static)
+
+    @classmethod
+    def tree_unflatten(cls, static, children):
+        return cls(children[0], **static.items)
+
+
+def _pack(layers):
+    """``layers`` as the parts a flow stores: each run of repeated blocks (:func:`_runs`)
+    one :class:`_Stack`, each other layer itself."""
+    parts = []
+    for start, period, count in _runs(layers):
         if count == 1:
-            x, log_det = layers[start]._through(x, forward, context)
-            total = total + log_det
+            parts.append(layers[start])
             continue
         blocks = [layers[start + k * period : start + (k + 1) * period] for k in range(count)]
-        leaves = [jax.tree_util.tree_leaves(block) for block in blocks]
-        fields = tuple(layer._INDEX_FIELDS for layer in blocks[0])
-        indices = [[np.stack([getattr(block[j], name) for block in blocks]) for name in names]
-                   for j, names in enumerate(fields)]  # fmt: skip
-        stacked = [jnp.stack(group) for group in zip(*leaves, strict=True)]
-        step = _scan_step(jax.tree_util.tree_structure(blocks[0]), fields, forward)
-        (x, total, _), _ = jax.lax.scan(step, (x, total, context), (stacked, indices),
-                                        reverse=not forward)  # fmt: skip
+        parts.append(_Stack.of(blocks))
+    return parts
+
+
+def _unpack(parts):
+    """The layers, first to last, of a flow's stored ``parts`` (:func:`_pack`)."""
+    layers = []
+    for part in parts:
+        layers.extend(sum(part.blocks(), []) if isinstance(part, _Stack) else [part])
+    return layers
+
+
+def _through_parts(parts, x, total, forward, context=None):
+    """``x`` through a flow's stored ``parts`` (:func:`_pack`; first to last, or for the
+    inverse last to first), each log-det added to ``total``: a layer is called, a
+    :class:`_Stack` is one ``jax.lax.scan`` over its stacked weights, so XLA compiles the
+    block once (benchmarks/jax_scan.py times the forms)."""
+    for part in parts if forward else parts[::-1]:
+        if not isinstance(part, _Stack):
+            x, log_det = part._through(x, forward, context)
+            total = total + log_det
+            continue
+        step = _scan_step(part.tree, part.fields, forward)
+        (x, total, _), _ = jax.lax.scan(step, (x, total, context), (part.leaves, part.indices),
+                                        length=part.count, reverse=not forward)  # fmt: skip
     return x, total
 
 
@@ -415,25 +478,77 @@ def _copied(obj):
     return new
 
 
+class _Sequence:
+    """What a flow of layers shares: how it stores them and runs through them.
+
+    The flow stores its layers as *parts* (:func:`_pack`): each run of at least two
+    repeated blocks of layers (a coupling and its permutation, say) as one
+    :class:`_Stack` whose weights are stacked on a leading axis, as flowjax stores its
+    layers; its pytree leaves are the parts' arrays. So inside a trace (``jax.jit``,
+    ``jax.grad``, ``jax.vmap``) each run is one ``jax.lax.scan`` over the weights as
+    stored, and a gradient or an optimizer's update keeps that layout: no step restacks
+    them. ``layers`` is a view, the layers one by one, each weight a slice of its stack,
+    made on first access and kept while its arrays are concrete. Assigning ``layers`` a
+    new sequence of layers replaces them (``flow.layers[i] = ...`` is refused: the view
+    is a tuple). Eagerly (no input, context or weight traced) the layers run one by one.
+    """
+
+    @property
+    def layers(self):
+        layers = self.__dict__.get("_layers")
+        if layers is None:
+            layers = tuple(_unpack(self.__dict__["_parts"]))
+            if not _traced(jax.tree_util.tree_leaves(list(layers))):
+                self.__dict__["_layers"] = layers
+        return layers
+
+    @layers.setter
+    def layers(self, layers):
+        self.__dict__["_layers"] = tuple(layers)
+        self.__dict__.pop("_parts", None)
+
+    def _packed(self):
+        """The stored parts (:func:`_pack`), packed from the layers on first need and kept
+        while their arrays are concrete (no tracer is kept past its trace)."""
+        parts = self.__dict__.get("_parts")
+        if parts is None:
+            parts = _pack(list(self.__dict__["_layers"]))
+            if not _traced(jax.tree_util.tree_leaves(parts)):
+                self.__dict__["_parts"] = parts
+        return parts
+
+    def _through_all(self, x, total, forward, context=None):
+        """``x`` through the layers, each log-det added to ``total``: one by one eagerly,
+        by the stored parts (:func:`_through_parts`) inside a trace."""
+        source = self.__dict__.get("_layers", self.__dict__.get("_parts"))
+        if _traced([x, context, *jax.tree_util.tree_leaves(list(source))]):
+            return _through_parts(self._packed(), x, total, forward, context)
+        for layer in self.layers if forward else self.layers[::-1]:
+            x, log_det = layer._through(x, forward, context)
+            total = total + log_det
+        return x, total
+
+    def _tree_flatten(self):
+        """The pytree children: the stored parts (and the context embedding, if any)."""
+        has_embedding = "embedding" in self.__dict__
+        own = ("_layers", "_parts", "embedding")
+        static = {k: v for k, v in self.__dict__.items() if k not in own}
+        children = (self._packed(), self.embedding) if has_embedding else (self._packed(),)
+        return children, _Static(static)
+
+    @classmethod
+    def _tree_unflatten(cls, static, children):
+        new = object.__new__(cls)
+        new.__dict__.update(static.items)
+        new.__dict__["_parts"] = list(children[0])
+        if len(children) > 1:
+            new.embedding = children[1]
+        return new
+
+
 def _zeros_batch(x, event_shape):
     """Zeros of x's batch shape (*batch,) in x's dtype: where log-dets add up."""
     return jnp.zeros(x.shape[: x.ndim - len(event_shape)], x.dtype)
-
-
-def _flow_flatten(flow):
-    """A flow's pytree children: its layers (and its context embedding, if any)."""
-    parts = ("layers", "embedding") if "embedding" in flow.__dict__ else ("layers",)
-    static = {k: v for k, v in flow.__dict__.items() if k not in parts}
-    return tuple(getattr(flow, k) for k in parts), _Static(static)
-
-
-def _flow_unflatten(cls, static, children):
-    new = object.__new__(cls)
-    new.__dict__.update(static.items)
-    new.layers = list(children[0])
-    if len(children) > 1:
-        new.embedding = children[1]
-    return new
 
 
 def neutral_params(flow):
@@ -506,12 +621,9 @@ def load_neutral_params(flow, params):
     return replace(flow, params)
 
 
-class Flow(_Layer):
-    """The layers applied first to last; log-dets add up. A pytree: its children are the
-    layers."""
-
-    _tree_flatten = _flow_flatten
-    _tree_unflatten = classmethod(_flow_unflatten)
+class Flow(_Sequence, _Layer):
+    """The layers applied first to last; log-dets add up. A pytree whose leaves are the
+    weights as :class:`_Sequence` stores them."""
 
     def __init__(self, layers):
         first = layers[0]
@@ -519,10 +631,10 @@ class Flow(_Layer):
         self.layers = list(layers)
 
     def _forward_with_log_det(self, x):
-        return _through_layers(self.layers, x, _zeros_batch(x, self.event_shape), True)
+        return self._through_all(x, _zeros_batch(x, self.event_shape), True)
 
     def _inverse_with_log_det(self, y):
-        return _through_layers(self.layers, y, _zeros_batch(y, self.output_shape), False)
+        return self._through_all(y, _zeros_batch(y, self.output_shape), False)
 
     def _forward_training(self, x):
         total, state = _zeros_batch(x, self.event_shape), {}
