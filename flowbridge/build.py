@@ -300,7 +300,8 @@ def to_jax(
     ``flow.inverse_log_det_jacobian(y)`` and ``flow.forward_with_log_det(x)`` (with a
     context ``c`` after the input for a conditional flow) take ``(*batch, D)`` or, for an
     image flow, ``(*batch, C, H, W)`` (channels first, the neutral layout); log-dets are
-    ``(*batch,)``. The flow is a pytree whose leaves are its weights, so ``jax.jit``,
+    ``(*batch,)``. The flow is a pytree whose leaves are its weights (a run of repeated
+    blocks of layers keeps its weights stacked, as flowjax does), so ``jax.jit``,
     ``jax.grad`` and ``jax.vmap`` take it as an argument, and
     ``flowbridge.backends.jax`` modules' ``neutral_params``/``replace`` move weights in
     and out by neutral name. A batch norm's training-mode forward is
