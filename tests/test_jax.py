@@ -420,8 +420,13 @@ def test_the_stored_layout_takes_any_leaves_and_keeps_no_tracer():
 
 
 def test_validate_args_survives_a_pytree_round_trip():
-    spec = fb.FlowSpec(event_shape=(2,), layers=[fb.Logit(), fb.AffineCoupling(), fb.AffineCoupling()])
+    """The flags reach the stored stack (four couplings: two repeats of a block of two)
+    and come back through a tree_map and a jit."""
+    spec = fb.FlowSpec(event_shape=(2,), layers=[fb.Logit(), *[fb.AffineCoupling()] * 4])
     flow = jax.tree_util.tree_map(lambda a: a, fb.to_jax(spec, None, validate_args=True))
-    assert all(layer.validate_args for layer in flow.layers)
+    module = sys.modules[type(flow).__module__]
+    assert any(isinstance(part, module._Stack) for part in flow._packed())
+    flow = jax.jit(lambda f: f)(flow)
+    assert len(flow.layers) == 5 and all(layer.validate_args for layer in flow.layers)
     with pytest.raises(ValueError, match="expected values in"):
         flow.forward(np.full((1, 2), 1.5))

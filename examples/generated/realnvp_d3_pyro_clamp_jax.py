@@ -368,6 +368,16 @@ def _runs(layers, longest=4):
     return runs
 
 
+def _block(tree, fields, leaves, indices):
+    """One block of layers of structure ``tree`` (a list of layers) with weights
+    ``leaves``, each layer's index ``fields`` set from ``indices``."""
+    block = jax.tree_util.tree_unflatten(tree, leaves)
+    for layer, names, values in zip(block, fields, indices, strict=True):
+        for name, value in zip(names, values, strict=True):
+            setattr(layer, name, value)
+    return block
+
+
 @functools.lru_cache(maxsize=64)
 def _scan_step(tree, fields, forward):
     """The body of a scan over blocks of layers of structure ``tree`` (a list of layers):
@@ -376,11 +386,7 @@ def _scan_step(tree, fields, forward):
 
     def step(carry, scanned):
         x, total, context = carry
-        leaves, indices = scanned
-        block = jax.tree_util.tree_unflatten(tree, leaves)
-        for layer, names, values in zip(block, fields, indices, strict=True):
-            for name, value in zip(names, values, strict=True):
-                setattr(layer, name, value)
+        block = _block(tree, fields, *scanned)
         for layer in block if forward else block[::-1]:
             x, log_det = layer._through(x, forward, context)
             total = total + log_det
@@ -421,14 +427,9 @@ class _Stack:
 
     def blocks(self):
         """The repeats as lists of layers, each weight a slice of the stacked one."""
-        blocks = []
-        for k in range(self.count):
-            block = jax.tree_util.tree_unflatten(self.tree, [leaf[k] for leaf in self.leaves])
-            for layer, names, values in zip(block, self.fields, self.indices, strict=True):
-                for name, value in zip(names, values, strict=True):
-                    setattr(layer, name, value[k])
-            blocks.append(block)
-        return blocks
+        return [_block(self.tree, self.fields, [leaf[k] for leaf in self.leaves],
+                       [[value[k] for value in values] for values in self.indices])
+                for k in range(self.count)]  # fmt: skip
 
     def tree_flatten(self):
         static = {"tree": self.tree, "fields": self.fields, "indices": self.indices,

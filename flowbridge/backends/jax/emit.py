@@ -86,7 +86,7 @@ jax.config.update("jax_enable_x64", True)."""
     CONSTANT = "self.{name} = np.asarray({value})"
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_dtype", "_real", "_checked", "_in_domain", "_static_key",
-            "_Static", "_neutral_set", "_Tree", "_Layer", "_blank", "_signature", "_runs", "_scan_step",
+            "_Static", "_neutral_set", "_Tree", "_Layer", "_blank", "_signature", "_runs", "_block", "_scan_step",
             "_traced", "_Stack", "_pack", "_unpack", "_through_parts", "_copied", "_Sequence",
             "_zeros_batch", "neutral_params", "_replaced", "replace", "load_neutral_params")  # fmt: skip
     UNCONDITIONAL = ("Flow",)

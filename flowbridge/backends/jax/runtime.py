@@ -94,11 +94,8 @@ def make(module, params, dtype="float32", validate_args=False):
     against the layers' domains (eagerly)."""
     flow = module.build_flow(params, dtype=dtype)
     if validate_args:
-        layers = layers_of(flow)
-        for layer in [flow, *layers]:
+        for layer in [flow, *layers_of(flow)]:  # before the flow first packs its layers
             layer.validate_args = True
-        if hasattr(flow, "layers"):
-            flow.layers = layers  # the flow stores its layers stacked: store them again
     return flow
 
 
