@@ -5,15 +5,18 @@
     python benchmarks/jax_scan.py --small --processes 1 --repeats 1 --min-time 0.01 --out DIR
 
 A generated JAX flow stores each run of repeated blocks of layers (here a coupling and
-its permutation, seven times, then the last coupling) with its weights stacked on a
-leading axis, as flowjax stores its layers, and inside a trace runs the run as one
-``jax.lax.scan`` over them (the prelude's ``_Sequence``). This script times the flow so
-(``scan``) against two other forms of the same flow and weights:
+its permutation, seven times, then the last coupling, padded with an identity
+permutation into an eighth block) with its weights stacked on a leading axis, as flowjax
+stores its layers, and inside a trace runs the run as one ``jax.lax.scan`` over them
+(the prelude's ``_Sequence``). This script times the flow so (``scan``) against three
+other forms of the same flow and weights:
 
 - ``unrolled``: the scan switched off (the generated module's ``_runs`` made to return
   single layers: every layer stored and traced one after the other);
 - ``restacked``: the layout before the weights were stored stacked. The optimizer holds
-  each layer's weights, and every step stacks them for the scan.
+  each layer's weights, and every step stacks them for the scan;
+- ``unpadded``: stored stacked, but the last coupling outside the scan (no identity
+  padding), as generated before the padding.
 
 Operations, each jitted: ``forward`` (forward and log-det), ``log_prob`` (inverse,
 log-det, standard normal base) and ``train`` (the gradient of ``-mean(log_prob)`` and an
@@ -43,7 +46,7 @@ OPS = ("forward", "log_prob", "train")
 
 
 def worker(small: bool, repeats: int, min_time: float, context: int = 0) -> dict:
-    """One process: the three forms timed interleaved; {form: {op: seconds}}, and memory."""
+    """One process: the four forms timed interleaved; {form: {op: seconds}}, and memory."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -105,11 +108,24 @@ def worker(small: bool, repeats: int, min_time: float, context: int = 0) -> dict
                "log_prob": lambda: jax.block_until_ready(lp(held, x)), "train": train}  # fmt: skip
         return fns, outputs, {"temp_bytes": int(memory.temp_size_in_bytes), "scans": scans}
 
+    def unpadded_runs(layers):
+        """The generated runs with a padded last repeat taken out of the scan."""
+        out = []
+        for start, period, count, pad in scanned_runs(layers):
+            if not pad:
+                out.append((start, period, count, 0))
+                continue
+            out += [(start, period, count - 1, 0)] * (count > 2)
+            first = start + period * (count - 1) if count > 2 else start
+            out += [(i, 1, 1, 0) for i in range(first, start + period * count - pad)]
+        return out
+
     forms = {"scan": build(scanned_runs),
-             "unrolled": build(lambda layers: [(i, 1, 1) for i in range(len(layers))]),
-             "restacked": build(scanned_runs, per_layer=True)}  # fmt: skip
+             "unrolled": build(lambda layers: [(i, 1, 1, 0) for i in range(len(layers))]),
+             "restacked": build(scanned_runs, per_layer=True),
+             "unpadded": build(unpadded_runs)}  # fmt: skip
     module._runs = scanned_runs
-    for form in ("unrolled", "restacked"):
+    for form in ("unrolled", "restacked", "unpadded"):
         for a, b in zip(jax.tree_util.tree_leaves(forms["scan"][1]),
                         jax.tree_util.tree_leaves(forms[form][1]), strict=True):  # fmt: skip
             a, b = np.asarray(a), np.asarray(b)
@@ -117,7 +133,7 @@ def worker(small: bool, repeats: int, min_time: float, context: int = 0) -> dict
     assert forms["scan"][2]["scans"] >= 1 and forms["restacked"][2]["scans"] >= 1
     assert forms["unrolled"][2]["scans"] == 0
     todo = {(form, op): fn for form, (fns, _, _) in forms.items() for op, fn in fns.items()
-            if form != "restacked" or op == "train"}  # fmt: skip
+            if form in ("scan", "unrolled") or op == "train"}  # fmt: skip
     rows = timeit_many(todo, repeats, min_time)
     times: dict = {}
     for row in rows:
@@ -158,29 +174,31 @@ def main() -> None:
         f"(`python benchmarks/jax_scan.py{f' --context {args.context}' if args.context else ''} "
         f"--processes {args.processes} --out benchmarks/results`)",
         "",
-        f"{size}, float32, jitted; each row one process timing the three forms interleaved "
+        f"{size}, float32, jitted; each row one process timing the four forms interleaved "
         f"(medians of {args.repeats} rounds, `--min-time {args.min_time}`); "
         f"{machine().get('cpu', '?')}, JAX {runs[0]['jax']}. Milliseconds per call, and the "
         "scanned form's time over the unrolled one's.",
         "",
         "| process | " + " | ".join(f"{op}: scan / unrolled" for op in OPS)
-        + " | train: scan / restacked |",
-        "| --- |" + " --- |" * (len(OPS) + 1),
+        + " | train: scan / restacked | train: scan / unpadded |",
+        "| --- |" + " --- |" * (len(OPS) + 2),
     ]
     for k, run in enumerate(runs, 1):
         cells = []
         for op in OPS:
             a, b = run["times"]["scan"][op], run["times"]["unrolled"][op]
             cells.append(f"{1e3 * a:.2f} / {1e3 * b:.2f} ({a / b:.2f}x)")
-        a, b = run["times"]["scan"]["train"], run["times"]["restacked"]["train"]
-        cells.append(f"{1e3 * a:.2f} / {1e3 * b:.2f} ({a / b:.2f}x)")
+        for form in ("restacked", "unpadded"):
+            a, b = run["times"]["scan"]["train"], run["times"][form]["train"]
+            cells.append(f"{1e3 * a:.2f} / {1e3 * b:.2f} ({a / b:.2f}x)")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     memory = runs[0]["memory"]
-    lines += ["", "`scan`: the flow as generated (weights stored stacked); `restacked`: the "
-              "layout before, each layer's weights stacked in every step. XLA temporary memory "
-              f"of the compiled training step: scan {memory['scan']['temp_bytes'] / 2**20:.1f} "
-              f"MiB, unrolled {memory['unrolled']['temp_bytes'] / 2**20:.1f} MiB, restacked "
-              f"{memory['restacked']['temp_bytes'] / 2**20:.1f} MiB."]  # fmt: skip
+    lines += ["", "`scan`: the flow as generated (weights stored stacked, the last coupling "
+              "scanned with an identity permutation); `restacked`: the stored layout before, each "
+              "layer's weights stacked in every step; `unpadded`: stored stacked, the last "
+              "coupling outside the scan. XLA temporary memory of the compiled training step: "
+              + ", ".join(f"{form} {memory[form]['temp_bytes'] / 2**20:.1f} MiB ("
+                          f"{memory[form]['temp_bytes']:,} bytes)" for form in memory) + "."]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{name}.json").write_text(json.dumps({"runs": runs, "machine": machine()},

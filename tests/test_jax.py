@@ -301,9 +301,10 @@ def test_replace_names_the_parameter_it_refuses():
 
 # repeated blocks: a coupling and its permutation (three times), a NICE stack, a
 # conditional flow behind its embedding, a multi-scale image flow's checkerboard pair
-_SCANNED = {"realnvp_preset_d4_perm": [(0, 2, 3), (6, 1, 1)],
-            "nice_conditional_d4_c2": [(0, 1, 4), (4, 1, 1)],
-            "realnvp_conditional_embedded_d4_c3": [(0, 2, 3), (6, 1, 1)],
+# (the last coupling scanned with its block, the permutation after it an identity)
+_SCANNED = {"realnvp_preset_d4_perm": [(0, 2, 4, 1)],
+            "nice_conditional_d4_c2": [(0, 1, 4, 0), (4, 1, 1, 0)],
+            "realnvp_conditional_embedded_d4_c3": [(0, 2, 4, 1)],
             "image_preset_c1_8x8": "image"}  # fmt: skip
 
 
@@ -329,7 +330,7 @@ def test_repeated_blocks_run_as_one_scan_with_the_unrolled_results(name, monkeyp
         runs = module._runs(flow.layers)
         if _SCANNED[name] != "image":
             assert runs == _SCANNED[name]
-        assert any(count > 1 for _, _, count in runs)
+        assert any(count > 1 for _, _, count, _ in runs)
 
         def loss(flow, x):
             y, ld = flow.forward_with_log_det(x, *given)
@@ -346,7 +347,7 @@ def test_repeated_blocks_run_as_one_scan_with_the_unrolled_results(name, monkeyp
         assert "scan" in str(jax.make_jaxpr(lambda f: f.forward(x, *given))(flow))
         scanned = jax.jit(outputs)(flow, x)
         eager = flow.forward_with_log_det(x, *given)
-        monkeypatch.setattr(module, "_runs", lambda layers: [(i, 1, 1) for i in range(len(layers))])
+        monkeypatch.setattr(module, "_runs", lambda layers: [(i, 1, 1, 0) for i in range(len(layers))])
         flow.layers = flow.layers  # stored again, by the patched runs: one layer at a time
         jax.clear_caches()  # jit and make_jaxpr keep the traces of the scanned flow
         assert "scan" not in str(jax.make_jaxpr(outputs)(flow, x))
@@ -361,6 +362,74 @@ def test_repeated_blocks_run_as_one_scan_with_the_unrolled_results(name, monkeyp
     np.testing.assert_allclose(np.asarray(eager[0]), np.asarray(scanned[0]), rtol=1e-12, atol=1e-12)
     ref = fb.to_numpy(spec, params)
     np.testing.assert_allclose(np.asarray(scanned[0]), ref.forward(x, *given), rtol=1e-12, atol=1e-12)
+
+
+def _top_level(jaxpr, primitive):
+    """How many ``primitive`` equations ``jaxpr`` holds outside its sub-jaxprs (a scan's
+    body)."""
+    return sum(eqn.primitive.name == primitive for eqn in jaxpr.eqns)
+
+
+_ALTERNATING = fb.realnvp(4, num_couplings=5, hidden=(8,))  # masks alternate: no permutation
+_PERMUTED = fb.realnvp(4, num_couplings=3, hidden=(8,), permutation="random")
+_LEADING = fb.FlowSpec(event_shape=(4,), layers=[fb.Permutation(), fb.AffineCoupling()] * 2
+                       + [fb.Permutation()])  # fmt: skip
+
+
+@pytest.mark.parametrize(("spec", "runs", "outside"), [
+    (_PERMUTED, [(0, 2, 3, 1)], 0),  # C P C P C: three scanned, the last permutation padded
+    (_ALTERNATING, [(0, 2, 2, 0), (4, 1, 1, 0)], 1),  # a coupling cannot be padded in
+    (_LEADING, [(0, 2, 2, 0), (4, 1, 1, 0)], 0),  # the missing layer would be a coupling
+], ids=["permuted", "alternating", "leading"])  # fmt: skip
+def test_the_last_coupling_joins_the_scan_where_the_missing_layers_are_identities(spec, runs, outside):
+    """A run of repeated blocks followed by the start of one more takes it in as a last
+    repeat padded with identities (a permutation whose indices are ``0..n-1``), as
+    flowjax's scan ends on an identity permutation; only layers that say they can be
+    (``_IDENTITY_AT_ARANGE``) and hold no weights pad. The padding is in no view: the
+    layers, the neutral names and the leaves are the flow's. In float64 the scanned
+    flow equals the reference, forward and inverse, with no coupling left outside the
+    scan where the padding applies."""
+    params = fb.init_params(spec, 5, init="random")
+    with jax.enable_x64(True):
+        flow = fb.to_jax(spec, params, dtype="float64")
+        module = sys.modules[type(flow).__module__]
+        assert module._runs(flow.layers) == runs
+        parts = jax.tree_util.tree_map(lambda a: a, flow)._packed()  # unflattened: from the stored parts
+        stack = next(part for part in parts if isinstance(part, module._Stack))
+        assert stack.pad == runs[0][3] and stack.count == runs[0][2]
+        rebuilt = jax.tree_util.tree_map(lambda a: a, flow)
+        assert [type(layer) for layer in rebuilt.layers] == [type(layer) for layer in flow.layers]
+        assert len(rebuilt.layers) == len(spec.layers)
+        assert fb.params_from_jax(rebuilt).keys() == params.keys()
+        x = np.random.default_rng(2).standard_normal((3, 4))
+        forward = jax.make_jaxpr(lambda f: f.forward_with_log_det(x))(flow).jaxpr
+        assert _top_level(forward, "dot_general") == outside * 2  # two dense layers each
+        ref = fb.to_numpy(spec, params)
+        y, ld = jax.jit(lambda f, v: f.forward_with_log_det(v))(flow, x)
+        back, ild = jax.jit(lambda f, v: f.inverse_with_log_det(v))(flow, np.asarray(y) + 0.1)
+        want_y, want_ld = ref.forward_with_log_det(x)
+        want_back, want_ild = ref.inverse_with_log_det(np.asarray(y) + 0.1)
+    for got, want in [(y, want_y), (ld, want_ld), (back, want_back), (ild, want_ild)]:
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_layer_that_says_it_is_the_identity_at_arange_is():
+    """Every generated layer class flagged ``_IDENTITY_AT_ARANGE`` (from its plan's
+    ``identity_at_arange``) is the identity map, log-det 0 both ways, with its index
+    fields ``0..n-1``; a layer class with index fields but other math (an LU-factored
+    1x1 convolution's) is not flagged."""
+    spec = fb.FlowSpec(event_shape=(5,), layers=[fb.Permutation(kind="random", seed=1), fb.Conv1x1()])
+    flow = fb.to_jax(spec, fb.init_params(spec, 0, init="random"))
+    module = sys.modules[type(flow).__module__]
+    permutation, linear = flow.layers
+    assert permutation._IDENTITY_AT_ARANGE and linear._INDEX_FIELDS
+    assert not getattr(linear, "_IDENTITY_AT_ARANGE", False) and not module._paddable(linear)
+    identity = module._as_identity(permutation)
+    x = np.random.default_rng(4).standard_normal((2, 5)).astype(np.float32)
+    for out, log_det in (identity.forward_with_log_det(x), identity.inverse_with_log_det(x)):
+        np.testing.assert_array_equal(np.asarray(out), x)
+        np.testing.assert_array_equal(np.asarray(log_det), np.zeros(2))
+    assert not np.array_equal(np.asarray(permutation.forward(x)), x)  # the original is not
 
 
 def _stacking_shapes(jaxpr):

@@ -585,22 +585,51 @@ def _signature(layer):
     return tree, tuple((tuple(leaf.shape), np.dtype(leaf.dtype).str) for leaf in leaves)
 
 
+def _paddable(layer):
+    """Whether ``layer`` can stand in as an identity: a layer that says it is the identity
+    when its index fields hold ``0..n-1`` (``_IDENTITY_AT_ARANGE``: a permutation) and
+    holds no weights."""
+    if not getattr(layer, "_IDENTITY_AT_ARANGE", False) or jax.tree_util.tree_leaves(layer):
+        return False
+    return all(np.ndim(getattr(layer, name)) == 1 for name in layer._INDEX_FIELDS)
+
+
+def _as_identity(layer):
+    """A copy of ``layer`` (:func:`_paddable`) with its index fields ``0..n-1``: the
+    identity map."""
+    new = _copied(layer)
+    for name in layer._INDEX_FIELDS:
+        value = getattr(layer, name)
+        setattr(new, name, np.arange(len(value), dtype=value.dtype))
+    return new
+
+
 def _runs(layers, longest=4):
-    """The layers as runs ``(start, period, count)``: ``count`` repeats of a block of
+    """The layers as runs ``(start, period, count, pad)``: ``count`` repeats of a block of
     ``period`` layers whose signatures repeat (count >= 2; the period that covers most
-    layers, up to ``longest``), and single layers (period 1, count 1), first to last."""
+    layers, up to ``longest``), the last repeat short of the block's final ``pad``
+    layers where those can be identities (:func:`_paddable`; a flow's last
+    coupling, which no permutation follows, joins the couplings before it, as in
+    flowjax's scan), and single layers ``(i, 1, 1, 0)``, first to last. A run covers
+    ``period * count - pad`` layers."""
     signatures = [_signature(layer) for layer in layers]
     runs, start = [], 0
     while start < len(layers):
-        best = (1, 1)
+        best = (1, 1, 0)
         for period in range(1, longest + 1):
             block, count = signatures[start : start + period], 1
             while signatures[start + count * period : start + (count + 1) * period] == block:
                 count += 1
-            if count > 1 and period * count > best[0] * best[1]:
-                best = (period, count)
+            end, pad = start + count * period, 0
+            for kept in range(period - 1, 0, -1):  # the longest start of one more block
+                tail = layers[start + kept : start + period]
+                if signatures[end : end + kept] == block[:kept] and all(map(_paddable, tail)):
+                    count, pad = count + 1, period - kept
+                    break
+            if count > 1 and period * count - pad > best[0] * best[1] - best[2]:
+                best = (period, count, pad)
         runs.append((start, *best))
-        start += best[0] * best[1]
+        start += best[0] * best[1] - best[2]
     return runs
 
 
@@ -642,34 +671,43 @@ class _Stack:
     as one array per weight, the repeats stacked on a leading axis: the layout a
     ``jax.lax.scan`` over the blocks reads, so a traced call (and an optimizer's update)
     takes the weights as they are stored. A pytree whose children are those arrays; its
-    static data is the block's structure (:func:`_signature`) and each repeat's index
-    fields (``_INDEX_FIELDS``, which may differ between repeats)."""
+    static data is the block's structure (:func:`_signature`), each repeat's index
+    fields (``_INDEX_FIELDS``, which may differ between repeats) and ``pad``, the
+    number of identities that end the last repeat (a flow's last coupling scanned with
+    its permutation made the identity)."""
 
-    def __init__(self, leaves, tree, fields, indices, count):
+    def __init__(self, leaves, tree, fields, indices, count, pad=0):
         self.leaves, self.tree, self.fields = list(leaves), tree, fields
-        self.indices, self.count = indices, count
+        self.indices, self.count, self.pad = indices, count, pad
 
     @classmethod
     def of(cls, blocks):
-        """The stack of ``blocks`` (lists of layers sharing one :func:`_signature`)."""
-        first = blocks[0]
+        """The stack of ``blocks`` (lists of layers sharing one :func:`_signature`), the
+        last of which may stop short: its missing layers are identities
+        (:func:`_as_identity` of the first block's), scanned but not in :meth:`blocks`."""
+        first, pad = blocks[0], len(blocks[0]) - len(blocks[-1])
+        blocks = [*blocks[:-1], [*blocks[-1], *map(_as_identity, first[len(first) - pad :])]]
         fields = tuple(layer._INDEX_FIELDS for layer in first)
         indices = tuple(tuple(np.stack([getattr(block[j], name) for block in blocks])
                               for name in names) for j, names in enumerate(fields))  # fmt: skip
         blank = [_blank(layer) for layer in first]
         groups = zip(*[jax.tree_util.tree_leaves(block) for block in blocks], strict=True)
         leaves = [jnp.stack(group) for group in groups]
-        return cls(leaves, jax.tree_util.tree_structure(blank), fields, indices, len(blocks))
+        tree = jax.tree_util.tree_structure(blank)
+        return cls(leaves, tree, fields, indices, len(blocks), pad)
 
     def blocks(self):
-        """The repeats as lists of layers, each weight a slice of the stacked one."""
-        return [_block(self.tree, self.fields, [leaf[k] for leaf in self.leaves],
-                       [[value[k] for value in values] for values in self.indices])
-                for k in range(self.count)]  # fmt: skip
+        """The repeats as lists of layers, each weight a slice of the stacked one; the last
+        without its ``pad`` identities."""
+        blocks = [_block(self.tree, self.fields, [leaf[k] for leaf in self.leaves],
+                         [[value[k] for value in values] for values in self.indices])
+                  for k in range(self.count)]  # fmt: skip
+        blocks[-1] = blocks[-1][: len(self.fields) - self.pad]
+        return blocks
 
     def tree_flatten(self):
         static = {"tree": self.tree, "fields": self.fields, "indices": self.indices,
-                  "count": self.count}  # fmt: skip
+                  "count": self.count, "pad": self.pad}  # fmt: skip
         return (self.leaves,), _Static(static)
 
     @classmethod
@@ -681,12 +719,13 @@ def _pack(layers):
     """``layers`` as the parts a flow stores: each run of repeated blocks (:func:`_runs`)
     one :class:`_Stack`, each other layer itself."""
     parts = []
-    for start, period, count in _runs(layers):
+    for start, period, count, pad in _runs(layers):
         if count == 1:
             parts.append(layers[start])
             continue
-        blocks = [layers[start + k * period : start + (k + 1) * period] for k in range(count)]
-        parts.append(_Stack.of(blocks))
+        end = start + period * count - pad
+        starts = range(start, end, period)
+        parts.append(_Stack.of([layers[k : min(k + period, end)] for k in starts]))
     return parts
 
 

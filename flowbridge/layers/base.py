@@ -198,6 +198,11 @@ class Plan:
             :data:`flowbridge.TOLERANCES` cannot be met (a spline's float32 inverse:
             :data:`flowbridge.splines.FLOAT32_TOLERANCE`); :func:`flowbridge.check` gives
             a flow's rows the loosest its layers state. Default none.
+        identity_at_arange: whether the layer is the identity map (log-det 0) when every
+            ``"index"`` field holds ``0, 1, ..., n-1`` (a permutation's). A backend may
+            then pad a loop over repeated blocks of layers with such a copy: the JAX
+            prelude scans a flow's last coupling with the couplings before it, as flowjax
+            does. Default ``False``.
 
     Example:
         >>> import flowbridge as fb
@@ -236,6 +241,8 @@ class Plan:
     # a conformance tolerance the layer states, by dtype, looser than flowbridge.TOLERANCES
     # (a spline's float32 inverse); flowbridge.check gives a flow's rows the loosest
     tolerances: dict[str, float] = field(default_factory=dict)
+    # the identity map (log-det 0) when every "index" field holds 0..n-1 (a permutation)
+    identity_at_arange: bool = False
 
 
 class View:

@@ -44,6 +44,7 @@ def plan_permutation(layer: S.Permutation, shape: tuple[int, ...], context: int 
         output_shape=shape,
         forward=forward,
         inverse=inverse,
+        identity_at_arange=True,
     )
 
 

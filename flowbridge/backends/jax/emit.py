@@ -86,9 +86,10 @@ jax.config.update("jax_enable_x64", True)."""
     CONSTANT = "self.{name} = np.asarray({value})"
     PRELUDE = Path(__file__).with_name("prelude.py")
     BASE = ("_initial", "_dense", "_dtype", "_real", "_checked", "_in_domain", "_static_key",
-            "_Static", "_neutral_set", "_Tree", "_Layer", "_blank", "_signature", "_runs", "_block", "_scan_step",
-            "_traced", "_Stack", "_pack", "_unpack", "_through_parts", "_copied", "_Sequence",
-            "_zeros_batch", "neutral_params", "_replaced", "replace", "load_neutral_params")  # fmt: skip
+            "_Static", "_neutral_set", "_Tree", "_Layer", "_blank", "_signature", "_paddable",
+            "_as_identity", "_runs", "_block", "_scan_step", "_traced", "_Stack", "_pack",
+            "_unpack", "_through_parts", "_copied", "_Sequence", "_zeros_batch", "neutral_params",
+            "_replaced", "replace", "load_neutral_params")  # fmt: skip
     UNCONDITIONAL = ("Flow",)
     CONDITIONAL = ("_checked_context", "_ConditionalLayer", "ConditionalFlow")
     EMBEDDING = ("EmbeddedFlow",)
@@ -157,10 +158,14 @@ jax.config.update("jax_enable_x64", True)."""
     def index_lines(self, plan) -> list[str]:
         """The class-body line naming a layer's index fields (``_INDEX_FIELDS``: the
         static arrays that may differ between the steps of the prelude's scan over
-        repeated layers), then a blank line; none for a layer without them."""
+        repeated layers) and, for a layer that is the identity when they hold
+        ``0..n-1`` (``plan.identity_at_arange``), ``_IDENTITY_AT_ARANGE = True`` (the
+        scan may pad its last block with such a copy), then a blank line; none for a
+        layer without index fields."""
         names = tuple(f.name for f in plan.fields if f.kind == "index")
         quoted = ", ".join(f'"{name}"' for name in names) + "," * (len(names) == 1)
-        return [f"    _INDEX_FIELDS = ({quoted})", ""] if names else []
+        identity = ["    _IDENTITY_AT_ARANGE = True"] if plan.identity_at_arange else []
+        return [f"    _INDEX_FIELDS = ({quoted})", *identity, ""] if names else []
 
     def embedding_class(self, plan, body) -> str:
         return "\n".join([
