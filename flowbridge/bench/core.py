@@ -104,10 +104,19 @@ def torch_peak_bytes(step) -> int:
 def tf_peak_bytes(step, device: str = "CPU:0") -> int:
     """The peak memory one call of ``step()`` adds to what was live when it began, in
     bytes, from TensorFlow's allocator statistics (``tf.config.experimental``'s
-    ``reset_memory_stats`` and ``get_memory_info``)."""
+    ``reset_memory_stats`` and ``get_memory_info``).
+
+    TensorFlow keeps CPU statistics only with some allocators: on a CPU without AVX-512
+    its default keeps none ("Cannot reset memory stats"). The TF workers set
+    ``TF_CPU_ALLOCATOR_USE_BFC=true`` before importing it, so every machine measures
+    with its BFC allocator."""
     import tensorflow as tf
 
-    tf.config.experimental.reset_memory_stats(device)
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+    except ValueError as err:  # TensorFlow's "Cannot reset memory stats"
+        raise RuntimeError(f"TensorFlow keeps no allocator statistics for {device}: set "
+                           "TF_CPU_ALLOCATOR_USE_BFC=true before importing it") from err  # fmt: skip
     before = tf.config.experimental.get_memory_info(device)["current"]
     step()
     return int(tf.config.experimental.get_memory_info(device)["peak"] - before)

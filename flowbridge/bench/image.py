@@ -202,6 +202,7 @@ def tf_worker(cfg: dict, threads: int, repeats: int, min_time: float):
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # allocator statistics (tf_peak_bytes)
     import numpy as np
     import tensorflow as tf
 

@@ -320,6 +320,7 @@ def _torch_compiled(flow, d, x, sync, b, repeats, min_time):
 # --------------------------------------------------------------------------- TF side
 def tf_worker(cfg: dict, threads: int, repeats: int, min_time: float, compile_: bool):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # allocator statistics (tf_peak_bytes)
     import numpy as np
     import tensorflow as tf
 
