@@ -524,13 +524,15 @@ class _Sequence:
     The flow stores its layers as *parts* (:func:`_pack`): each run of at least two
     repeated blocks of layers (a coupling and its permutation, say) as one
     :class:`_Stack` whose weights are stacked on a leading axis, as flowjax stores its
-    layers; its pytree leaves are the parts' arrays. So inside a trace (``jax.jit``,
-    ``jax.grad``, ``jax.vmap``) each run is one ``jax.lax.scan`` over the weights as
-    stored, and a gradient or an optimizer's update keeps that layout: no step restacks
-    them. ``layers`` is a view, the layers one by one, each weight a slice of its stack,
-    made on first access and kept while its arrays are concrete. Assigning ``layers`` a
-    new sequence of layers replaces them (``flow.layers[i] = ...`` is refused: the view
-    is a tuple). Eagerly (no input, context or weight traced) the layers run one by one.
+    layers (the start of one more block after them, a last coupling, joins the stack
+    padded with identities: :func:`_runs`); its pytree leaves are the parts' arrays. So
+    inside a trace (``jax.jit``, ``jax.grad``, ``jax.vmap``) each run is one
+    ``jax.lax.scan`` over the weights as stored, and a gradient or an optimizer's update
+    keeps that layout: no step restacks them. ``layers`` is a view, the layers one by
+    one, each weight a slice of its stack, made on first access and kept while its
+    arrays are concrete. Assigning ``layers`` a new sequence of layers replaces them
+    (``flow.layers[i] = ...`` is refused: the view is a tuple). Eagerly (no input,
+    context or weight traced) the layers run one by one.
     """
 
     @property
