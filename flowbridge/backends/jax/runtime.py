@@ -176,15 +176,19 @@ def round_trip(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.nda
 
 
 def jacobian_log_det(flow, x: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    """log|det| of the forward's Jacobian at each row of ``x``, by ``jax.jacfwd``, jitted:
+    compiled once, it takes a fraction of the time op by op does on the spline and image
+    flows, and it checks the traced path (the scan over repeated layers) where
+    ``forward`` checks the eager one."""
     import jax
 
     with _mode(flow.dtype):
         if context is None:
-            rows = jax.vmap(jax.jacfwd(lambda xi: flow.forward(xi[None])[0]))(_array(flow, x))
+            jac_fn = jax.jit(jax.vmap(jax.jacfwd(lambda xi: flow.forward(xi[None])[0])))
+            rows = jac_fn(_array(flow, x))
         else:
-            rows = jax.vmap(jax.jacfwd(lambda xi, ci: flow.forward(xi[None], ci[None])[0]))(
-                _array(flow, x), _array(flow, context)
-            )
+            jac_fn = jax.jit(jax.vmap(jax.jacfwd(lambda xi, ci: flow.forward(xi[None], ci[None])[0])))
+            rows = jac_fn(_array(flow, x), _array(flow, context))
         jac = np.asarray(rows, np.float64)
     n, d = len(x), x[0].size  # (n, *out, *in) -> (n, D, D)
     return np.linalg.slogdet(jac.reshape(n, jac[0].size // d, d))[1]
