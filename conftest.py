@@ -1,10 +1,23 @@
 """Doctest collection over ``flowbridge/`` (``--doctest-modules``): modules that import an
 optional framework at the top (a backend's prelude, the NumPyro and sbi adapters) are
-left out where that framework is not installed, as the tests that need it skip."""
+left out where that framework is not installed, as the tests that need it skip.
+
+XLA compiles for speed of compiling in the tests: ``JAX_DISABLE_MOST_OPTIMIZATIONS=1``
+(JAX's own switch: LLVM at ``-O0`` without its expensive passes; XLA's HLO passes, fusion
+included, still run, and XLA's CPU fast math stays off, so results do not change) unless
+the environment sets it. The tests run thousands of small JAX programs once each, where
+compiling costs more than running: the suite's JAX-heavy parts (conformance, NumPyro,
+the examples and guides, which inherit the setting in their subprocesses) take about a
+quarter less time. ``JAX_DISABLE_MOST_OPTIMIZATIONS=0 pytest`` tests under the full
+compiler.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 _NEEDS = {
     "flowbridge/backends/pyro/prelude.py": ("torch", "pyro"),
