@@ -90,6 +90,25 @@ def test_jax_scan_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.long
+def test_floor_gap_benchmark_smoke(tmp_path):
+    """benchmarks/floor_gap.py runs (a tiny flow): the hand-written flow checked equal to
+    flowbridge's in both frameworks before timing, every form in the table."""
+    pytest.importorskip("jax")
+    pytest.importorskip("pyro")
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "floor_gap.py"
+    run = subprocess.run([sys.executable, str(script), "--small", "--repeats", "1", "--min-time",
+                          "0.01", "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    table = (tmp_path / "floor_gap.md").read_text()
+    for form in ("floor", "chain", "affine", "affine + permutations", "flowbridge"):
+        assert f"| {form} | " in table
+
+
+@pytest.mark.long
 def test_autoregressive_benchmark_smoke(tmp_path):
     """benchmarks/autoregressive.py runs (tiny timings, the smaller size) and checks each
     native against flowbridge with the same weights before timing."""
