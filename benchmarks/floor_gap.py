@@ -125,7 +125,8 @@ def jax_worker(small: bool, repeats: int, min_time: float) -> dict:
         @jax.jit
         def step(opt, x):
             grads = jax.grad(loss, argnums=argnums)(get(opt), x)
-            grads = grads[0] if isinstance(argnums, tuple) else grads
+            if isinstance(argnums, tuple):  # the input's gradient returned, so XLA keeps it
+                return update(0, grads[0], opt), grads[1]
             return update(0, grads, opt), jnp.zeros(())
 
         counter = itertools.count()
